@@ -1,0 +1,61 @@
+# kubetune: the two commands that matter are `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+
+.PHONY: help venv lint cluster cluster-down cluster-status demo demo-down \
+        test test-unit test-integration test-worker test-chart clean
+
+help:
+	@echo "make demo          bring up the local control plane and run the demo"
+	@echo "make test          lint, then every test tier (unit, integration, worker, chart)"
+	@echo "make cluster       build (first time) and start the local control plane; prints KUBECONFIG"
+	@echo "make cluster-down  stop it and remove its state"
+
+# The virtual environment, from the pins in pyproject.toml; rebuilt when they change.
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/lint-imports
+
+cluster: venv
+	@$(PY) -m tests.cluster up
+
+cluster-down: venv
+	@$(PY) -m tests.cluster down
+
+cluster-status: venv
+	@$(PY) -m tests.cluster status
+
+demo: venv
+	$(PY) -m tests.cluster.demo
+
+demo-down: cluster-down
+
+# One pytest session over every tier, so the local control plane starts once.
+test: lint
+	$(PYTEST) tests
+
+test-unit: venv
+	$(PYTEST) tests/unit
+
+test-integration: venv
+	$(PYTEST) tests/integration
+
+# pytest exits 5 when a tier has no tests yet; that is not a failure of the tier.
+test-worker: venv
+	$(PYTEST) tests/worker || [ $$? -eq 5 ]
+
+test-chart: venv
+	$(PYTEST) tests/chart || [ $$? -eq 5 ]
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

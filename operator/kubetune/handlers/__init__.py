@@ -1,0 +1,1 @@
+"""Thin kopf handlers: read, render, apply, observe, patch status."""

@@ -1,0 +1,1 @@
+"""The entrypoint that runs inside trainer pods."""

@@ -1,0 +1,1 @@
+"""Pure functions from a resource's spec to the child manifests (plain dicts)."""

@@ -1,0 +1,1 @@
+"""Pure functions from the observed children to a resource's status."""

@@ -1,0 +1,5 @@
+import sys
+
+from tests.cluster.localcluster import main
+
+sys.exit(main())

@@ -1,0 +1,673 @@
+"""The local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK.
+
+Real upstream programs at the versions pinned in versions.env, built once by build.sh into a cache
+outside the repository. The cluster's state (certificates, etcd data, logs, process ids) lives in one
+directory; `up` starts what is not running and reuses a cluster that is, `down` stops it and removes
+the state. Everything listens on 127.0.0.1, on ports picked free at start.
+
+KWOK plays the kubelet of fake nodes that advertise `nvidia.com/gpu`; kwok-stages.yaml says how pods
+on them live and die (and how a test makes one fail with a chosen exit code).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CACHE = Path(os.environ.get("KUBETUNE_CACHE", Path.home() / ".cache" / "kubetune"))
+STATE = Path(os.environ.get("KUBETUNE_CLUSTER_DIR", CACHE / "cluster"))
+
+SERVICE_CIDR = "10.96.0.0/12"
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+def log(message: str) -> None:
+    print(f"[cluster] {message}", file=sys.stderr, flush=True)
+
+
+def read_versions() -> dict[str, str]:
+    versions = {}
+    for line in (HERE / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            versions[key] = value
+    return versions
+
+
+def binaries() -> dict[str, Path]:
+    """Where build.sh leaves each binary."""
+    v = read_versions()
+    kube = CACHE / f"kubernetes-{v['KUBERNETES_VERSION']}" / "bin"
+    layer_name, _, layer_version = v["KUBECTL_LAYER_PACKAGE"].partition("==")
+    tools = CACHE / f"{layer_name}-{layer_version}" / "bin"
+    return {
+        "etcd": CACHE / f"etcd-{v['ETCD_VERSION']}" / "bin" / "etcd",
+        "kube-apiserver": kube / "kube-apiserver",
+        "kube-controller-manager": kube / "kube-controller-manager",
+        "kube-scheduler": kube / "kube-scheduler",
+        "kwok": CACHE / f"kwok-{v['KWOK_VERSION']}" / "bin" / "kwok",
+        "kubectl": tools / "kubectl",
+        "helm": tools / "helm",
+    }
+
+
+def build() -> None:
+    """Builds whatever binary is missing (a no-op when all are cached)."""
+    if all(path.exists() for path in binaries().values()):
+        return
+    log("building the control plane's binaries (first time only; see tests/cluster/build.sh)")
+    subprocess.run(["bash", str(HERE / "build.sh")], check=True)
+
+
+@dataclass
+class NodePool:
+    """The fake GPU nodes: how many, how many GPUs each, and their labels."""
+
+    count: int = 2
+    gpus_per_node: int = 8
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_product: str = "NVIDIA-H100-80GB-HBM3"
+    cpu: str = "96"
+    memory: str = "1Ti"
+    name_prefix: str = "gpu-node"
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> NodePool:
+        labels = {}
+        for pair in filter(None, os.environ.get("KUBETUNE_NODE_LABELS", "").split(",")):
+            key, _, value = pair.partition("=")
+            labels[key.strip()] = value.strip()
+        return cls(
+            count=int(os.environ.get("KUBETUNE_GPU_NODES", "2")),
+            gpus_per_node=int(os.environ.get("KUBETUNE_GPUS_PER_NODE", "8")),
+            gpu_product=os.environ.get("KUBETUNE_GPU_PRODUCT", cls.gpu_product),
+            labels=labels,
+        )
+
+    def manifests(self) -> list[dict]:
+        return [self.node(i) for i in range(self.count)]
+
+    def node(self, index: int) -> dict:
+        name = f"{self.name_prefix}-{index}"
+        resources = {
+            "cpu": self.cpu,
+            "memory": self.memory,
+            "pods": "110",
+            "ephemeral-storage": "2Ti",
+            self.gpu_resource: str(self.gpus_per_node),
+        }
+        labels = {
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "type": "kwok",
+            "nvidia.com/gpu.present": "true",
+            "nvidia.com/gpu.product": self.gpu_product,
+            "nvidia.com/gpu.count": str(self.gpus_per_node),
+            **self.labels,
+        }
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "labels": labels,
+                "annotations": {FAKE_NODE_ANNOTATION[0]: FAKE_NODE_ANNOTATION[1]},
+            },
+            "status": {"capacity": resources, "allocatable": resources},
+        }
+
+
+@dataclass
+class ClusterInfo:
+    """What a running cluster is: written to cluster.json, read by tests and by `status`."""
+
+    state_dir: str
+    kubeconfig: str
+    server: str
+    ports: dict[str, int]
+    pids: dict[str, int]
+    versions: dict[str, str]
+    bin_dir: str
+    nodes: dict
+
+    @classmethod
+    def load(cls) -> ClusterInfo | None:
+        path = STATE / "cluster.json"
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+    def save(self) -> None:
+        (STATE / "cluster.json").write_text(json.dumps(asdict(self), indent=2))
+
+    @property
+    def kubectl(self) -> str:
+        return str(Path(self.bin_dir) / "kubectl")
+
+    @property
+    def helm(self) -> str:
+        return str(Path(self.bin_dir) / "helm")
+
+
+# --- small utilities -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not reaped) counts as dead.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def wait_for(what: str, check, timeout: float = 60.0, interval: float = 0.25, logs: Path | None = None):
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as error:  # the thing is not up yet; keep the last reason for the message
+            last_error = error
+        time.sleep(interval)
+    tail = ""
+    if logs and logs.exists():
+        tail = "\n".join(logs.read_text(errors="replace").splitlines()[-30:])
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}: {last_error}\n{tail}")
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kwargs)
+
+
+# --- certificates ----------------------------------------------------------------------------------
+
+
+def make_pki(pki: Path) -> None:
+    """A CA, the API server's serving certificate, client certificates and the service-account keys."""
+    pki.mkdir(parents=True, exist_ok=True)
+    openssl = shutil.which("openssl") or "openssl"
+    run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "3650",
+            "-keyout",
+            str(pki / "ca.key"),
+            "-out",
+            str(pki / "ca.crt"),
+            "-subj",
+            "/CN=kubetune-local-ca",
+        ]
+    )
+
+    def issue(name: str, subject: str, extensions: str) -> None:
+        key, csr, crt = (pki / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
+        run(
+            [
+                openssl,
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                str(key),
+                "-out",
+                str(csr),
+                "-subj",
+                subject,
+            ]
+        )
+        ext_file = pki / f"{name}.ext"
+        ext_file.write_text(extensions)
+        run(
+            [
+                openssl,
+                "x509",
+                "-req",
+                "-in",
+                str(csr),
+                "-CA",
+                str(pki / "ca.crt"),
+                "-CAkey",
+                str(pki / "ca.key"),
+                "-CAcreateserial",
+                "-days",
+                "3650",
+                "-out",
+                str(crt),
+                "-extfile",
+                str(ext_file),
+            ]
+        )
+        csr.unlink()
+        ext_file.unlink()
+
+    sans = ",".join(
+        [
+            "DNS:localhost",
+            "DNS:kubernetes",
+            "DNS:kubernetes.default",
+            "DNS:kubernetes.default.svc",
+            "DNS:kubernetes.default.svc.cluster.local",
+            "IP:127.0.0.1",
+            f"IP:{KUBERNETES_SERVICE_IP}",
+        ]
+    )
+    issue(
+        "apiserver",
+        "/CN=kube-apiserver",
+        f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
+    )
+    client_ext = "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
+    issue("admin", "/O=system:masters/CN=kubetune-admin", client_ext)
+    issue("controller-manager", "/CN=system:kube-controller-manager", client_ext)
+    issue("scheduler", "/CN=system:kube-scheduler", client_ext)
+    issue("kwok", "/O=system:masters/CN=kwok-controller", client_ext)
+    run([openssl, "genrsa", "-out", str(pki / "sa.key"), "2048"])
+    run([openssl, "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")])
+
+
+def write_kubeconfig(path: Path, server: str, pki: Path, user: str) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "kubetune-local",
+                "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate": str(pki / f"{user}.crt"),
+                    "client-key": str(pki / f"{user}.key"),
+                },
+            }
+        ],
+        "contexts": [{"name": "kubetune-local", "context": {"cluster": "kubetune-local", "user": user}}],
+        "current-context": "kubetune-local",
+    }
+    path.write_text(json.dumps(config, indent=2))  # JSON is YAML; no yaml dependency needed here
+
+
+# --- processes -------------------------------------------------------------------------------------
+
+
+def start_process(name: str, argv: list[str]) -> int:
+    log_path = STATE / "logs" / f"{name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        process = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=STATE,
+        )
+    return process.pid
+
+
+def apiserver_ready(server: str, pki: Path) -> bool:
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    try:
+        with urllib.request.urlopen(f"{server}/readyz", context=context, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def etcd_healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+            return json.loads(response.read()).get("health") == "true"
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def kubectl(info: ClusterInfo, *args: str, input: str | None = None) -> str:
+    return run([info.kubectl, "--kubeconfig", info.kubeconfig, *args], input=input).stdout
+
+
+# --- lifecycle -------------------------------------------------------------------------------------
+
+
+def running() -> ClusterInfo | None:
+    """The running cluster, when every process is alive and the API server answers."""
+    info = ClusterInfo.load()
+    if info is None:
+        return None
+    if not all(pid_alive(info.pids.get(c, -1)) for c in COMPONENTS):
+        return None
+    if not apiserver_ready(info.server, Path(info.state_dir) / "pki"):
+        return None
+    return info
+
+
+def up(pool: NodePool | None = None) -> ClusterInfo:
+    """Starts the control plane, or returns the one already running."""
+    info = running()
+    if info is not None:
+        return info
+    if ClusterInfo.load() is not None or STATE.exists():
+        log("found a stopped or broken cluster; removing its state")
+        down()
+    build()
+    pool = pool or NodePool.from_env()
+    started = time.monotonic()
+    bins = binaries()
+    STATE.mkdir(parents=True, exist_ok=True)
+    pki = STATE / "pki"
+    make_pki(pki)
+
+    ports = {
+        name: free_port()
+        for name in (
+            "etcd",
+            "etcd-peer",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kwok",
+        )
+    }
+    server = f"https://127.0.0.1:{ports['kube-apiserver']}"
+    for user in ("admin", "controller-manager", "scheduler", "kwok"):
+        write_kubeconfig(STATE / f"{user}.kubeconfig", server, pki, user)
+    pids: dict[str, int] = {}
+    info = ClusterInfo(
+        state_dir=str(STATE),
+        kubeconfig=str(STATE / "admin.kubeconfig"),
+        server=server,
+        ports=ports,
+        pids=pids,
+        versions=read_versions(),
+        bin_dir=str(bins["kubectl"].parent),
+        nodes=asdict(pool),
+    )
+    info.save()  # saved early so that `down` can clean up a half-started cluster
+
+    etcd_port, peer_port = ports["etcd"], ports["etcd-peer"]
+    pids["etcd"] = start_process(
+        "etcd",
+        [
+            str(bins["etcd"]),
+            "--name=kubetune",
+            f"--data-dir={STATE / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-cluster=kubetune=http://127.0.0.1:{peer_port}",
+            "--listen-metrics-urls=",
+            "--quota-backend-bytes=4294967296",
+            # A throwaway test cluster: no fsync keeps etcd from being the bottleneck on a slow disk.
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ],
+    )
+    info.save()
+    wait_for("etcd", lambda: etcd_healthy(etcd_port), logs=STATE / "logs" / "etcd.log")
+
+    pids["kube-apiserver"] = start_process(
+        "kube-apiserver",
+        [
+            str(bins["kube-apiserver"]),
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={ports['kube-apiserver']}",
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=Node,RBAC",
+            "--allow-privileged=true",
+            "--endpoint-reconciler-type=none",
+            "--event-ttl=2h",
+            "--max-requests-inflight=800",
+            "--max-mutating-requests-inflight=400",
+            "--profiling=false",
+        ],
+    )
+    info.save()
+    wait_for(
+        "kube-apiserver",
+        lambda: apiserver_ready(server, pki),
+        timeout=90,
+        logs=STATE / "logs" / "kube-apiserver.log",
+    )
+
+    pids["kube-controller-manager"] = start_process(
+        "kube-controller-manager",
+        [
+            str(bins["kube-controller-manager"]),
+            f"--kubeconfig={STATE / 'controller-manager.kubeconfig'}",
+            f"--authentication-kubeconfig={STATE / 'controller-manager.kubeconfig'}",
+            f"--authorization-kubeconfig={STATE / 'controller-manager.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports['kube-controller-manager']}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--concurrent-job-syncs=20",
+            "--profiling=false",
+        ],
+    )
+    pids["kube-scheduler"] = start_process(
+        "kube-scheduler",
+        [
+            str(bins["kube-scheduler"]),
+            f"--kubeconfig={STATE / 'scheduler.kubeconfig'}",
+            f"--authentication-kubeconfig={STATE / 'scheduler.kubeconfig'}",
+            f"--authorization-kubeconfig={STATE / 'scheduler.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports['kube-scheduler']}",
+            "--leader-elect=false",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--profiling=false",
+        ],
+    )
+    pids["kwok"] = start_process(
+        "kwok",
+        [
+            str(bins["kwok"]),
+            f"--kubeconfig={STATE / 'kwok.kubeconfig'}",
+            f"--config={HERE / 'kwok-stages.yaml'}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION[0]}={FAKE_NODE_ANNOTATION[1]}",
+            "--cidr=10.0.0.1/16",
+            "--node-ip=10.0.0.1",
+            f"--server-address=127.0.0.1:{ports['kwok']}",
+            "--node-lease-duration-seconds=40",
+        ],
+    )
+    info.save()
+
+    add_nodes(info, pool)
+    wait_for(
+        "the default ServiceAccount",
+        lambda: _has_default_service_account(info),
+        timeout=60,
+        logs=STATE / "logs" / "kube-controller-manager.log",
+    )
+    log(f"control plane up in {time.monotonic() - started:.1f}s at {server}")
+    return info
+
+
+def add_nodes(info: ClusterInfo, pool: NodePool, timeout: float = 60.0) -> list[str]:
+    """Creates fake GPU nodes and waits until they are Ready and schedulable."""
+    manifests = pool.manifests()
+    kubectl(
+        info, "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests})
+    )
+    names = [m["metadata"]["name"] for m in manifests]
+
+    def all_ready() -> bool:
+        nodes = json.loads(kubectl(info, "get", "nodes", "-o", "json"))["items"]
+        by_name = {n["metadata"]["name"]: n for n in nodes}
+        for name in names:
+            node = by_name.get(name)
+            if node is None:
+                return False
+            ready = any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in node.get("status", {}).get("conditions", [])
+            )
+            # The node lifecycle controller lifts the not-ready taint once the node reports Ready.
+            if not ready or node.get("spec", {}).get("taints"):
+                return False
+        return True
+
+    wait_for(
+        f"nodes {', '.join(names)} to be Ready", all_ready, timeout=timeout, logs=STATE / "logs" / "kwok.log"
+    )
+    return names
+
+
+def _has_default_service_account(info: ClusterInfo) -> bool:
+    out = kubectl(info, "get", "serviceaccount", "default", "-n", "default", "-o", "name")
+    return out.strip() == "serviceaccount/default"
+
+
+def down() -> None:
+    """Stops every process of the cluster and removes its state."""
+    info = ClusterInfo.load()
+    if info is not None:
+        # Reverse order: the clients first, etcd last.
+        for name in reversed(COMPONENTS):
+            pid = info.pids.get(name)
+            if pid and pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for pid in info.pids.values():
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+    if STATE.exists():
+        shutil.rmtree(STATE, ignore_errors=True)
+
+
+def memory_mib(info: ClusterInfo) -> dict[str, float]:
+    """Resident memory of each control-plane process, in MiB."""
+    usage = {}
+    for name, pid in info.pids.items():
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    usage[name] = int(line.split()[1]) / 1024
+    return usage
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up_parser = sub.add_parser("up", help="build what is missing and start the cluster (or reuse it)")
+    up_parser.add_argument("--nodes", type=int, help="fake GPU nodes (default 2, or KUBETUNE_GPU_NODES)")
+    up_parser.add_argument("--gpus-per-node", type=int, help="GPUs per node (default 8)")
+    up_parser.add_argument("--label", action="append", default=[], help="extra node label k=v")
+    sub.add_parser("down", help="stop the cluster and remove its state")
+    sub.add_parser("status", help="print the running cluster, its versions and memory")
+    sub.add_parser("build", help="build the binaries only")
+    args = parser.parse_args(argv)
+
+    if args.command == "build":
+        build()
+        return 0
+    if args.command == "down":
+        down()
+        log("stopped; state removed")
+        return 0
+    if args.command == "status":
+        info = running()
+        if info is None:
+            print("not running")
+            return 1
+        print(
+            json.dumps(
+                {
+                    "server": info.server,
+                    "kubeconfig": info.kubeconfig,
+                    "versions": info.versions,
+                    "memory_mib": memory_mib(info),
+                },
+                indent=2,
+            )
+        )
+        return 0
+
+    pool = NodePool.from_env()
+    if args.nodes is not None:
+        pool.count = args.nodes
+    if args.gpus_per_node is not None:
+        pool.gpus_per_node = args.gpus_per_node
+    for pair in args.label:
+        key, _, value = pair.partition("=")
+        pool.labels[key] = value
+    info = up(pool)
+    print(f"export PATH={info.bin_dir}:$PATH")
+    print(f"export KUBECONFIG={info.kubeconfig}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+__all__ = ["ClusterInfo", "NodePool", "add_nodes", "binaries", "build", "down", "running", "up"]

@@ -1,0 +1,70 @@
+"""Fixtures shared by every tier.
+
+`cluster` brings the local control plane up once per session (or reuses a running one) and stops it
+at the end only if this session started it. `namespace` gives each test a fresh namespace and removes
+it afterwards. Tests that take either fixture are marked `cluster` automatically.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client, config
+
+from tests.cluster import localcluster
+from tests.kube import wait_until
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[localcluster.ClusterInfo]:
+    reused = localcluster.running()
+    info = reused or localcluster.up()
+    os.environ["KUBECONFIG"] = info.kubeconfig
+    yield info
+    if reused is None and os.environ.get("KUBETUNE_KEEP_CLUSTER") != "1":
+        localcluster.down()
+
+
+@pytest.fixture(scope="session")
+def api(cluster: localcluster.ClusterInfo) -> client.ApiClient:
+    return config.new_client_from_config(config_file=cluster.kubeconfig)
+
+
+@pytest.fixture
+def core(api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(api)
+
+
+@pytest.fixture
+def batch(api: client.ApiClient) -> client.BatchV1Api:
+    return client.BatchV1Api(api)
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, api: client.ApiClient) -> Iterator[str]:
+    core = client.CoreV1Api(api)
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{slug}-{uuid.uuid4().hex[:5]}"
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(name=name, labels={"test.kubetune.io/namespace": "true"})
+        )
+    )
+    # Pods are refused until the controller-manager has made the namespace's default ServiceAccount.
+    wait_until(
+        lambda: core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
+        f"the default ServiceAccount in {name}",
+        timeout=30,
+    )
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if {"cluster", "namespace", "api"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.cluster)

@@ -1,0 +1,92 @@
+"""The local control plane's pure parts: the fake GPU nodes and the KWOK stages that drive pods."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from tests.cluster.localcluster import HERE, NodePool, binaries, read_versions
+
+STAGES = list(yaml.safe_load_all((HERE / "kwok-stages.yaml").read_text()))
+
+
+def stage(name: str) -> dict:
+    return next(s for s in STAGES if s["metadata"]["name"] == name)
+
+
+def expressions(name: str) -> dict[str, tuple[str, list[str]]]:
+    return {
+        e["key"]: (e["operator"], e.get("values", []))
+        for e in stage(name)["spec"]["selector"]["matchExpressions"]
+    }
+
+
+def test_default_pool_is_two_nodes_of_eight_gpus() -> None:
+    nodes = NodePool().manifests()
+    assert [n["metadata"]["name"] for n in nodes] == ["gpu-node-0", "gpu-node-1"]
+    for node in nodes:
+        assert node["status"]["allocatable"]["nvidia.com/gpu"] == "8"
+        assert node["status"]["capacity"] == node["status"]["allocatable"]
+        assert node["metadata"]["annotations"] == {"kwok.x-k8s.io/node": "fake"}
+        assert "taints" not in node.get("spec", {})
+
+
+@pytest.mark.parametrize(
+    ("env", "count", "gpus", "labels"),
+    [
+        ({}, 2, 8, {}),
+        ({"KUBETUNE_GPU_NODES": "4", "KUBETUNE_GPUS_PER_NODE": "4"}, 4, 4, {}),
+        ({"KUBETUNE_NODE_LABELS": "zone=a, pool=train"}, 2, 8, {"zone": "a", "pool": "train"}),
+        (
+            {"KUBETUNE_GPU_PRODUCT": "NVIDIA-A100-SXM4-80GB"},
+            2,
+            8,
+            {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+        ),
+    ],
+)
+def test_pool_is_configured_from_the_environment(monkeypatch, env, count, gpus, labels) -> None:
+    for key in (
+        "KUBETUNE_GPU_NODES",
+        "KUBETUNE_GPUS_PER_NODE",
+        "KUBETUNE_NODE_LABELS",
+        "KUBETUNE_GPU_PRODUCT",
+    ):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    nodes = NodePool.from_env().manifests()
+    assert len(nodes) == count
+    assert all(n["status"]["allocatable"]["nvidia.com/gpu"] == str(gpus) for n in nodes)
+    assert all(labels.items() <= n["metadata"]["labels"].items() for n in nodes)
+
+
+def test_stages_keep_the_node_lifecycle() -> None:
+    # Custom stages replace KWOK's defaults: without these, nodes would never become Ready.
+    kinds = {s["metadata"]["name"]: s["spec"]["resourceRef"]["kind"] for s in STAGES}
+    assert kinds["node-initialize"] == "Node"
+    assert kinds["node-heartbeat-with-lease"] == "Node"
+    assert {"pod-ready", "pod-complete", "pod-exit-code", "pod-delete"} <= kinds.keys()
+
+
+def test_failing_and_holding_pods_never_complete() -> None:
+    complete = expressions("pod-complete")
+    assert complete['.metadata.annotations["test.kubetune.io/exit-code"]'][0] == "DoesNotExist"
+    assert complete['.metadata.annotations["test.kubetune.io/hold"]'][0] == "DoesNotExist"
+    assert complete[".metadata.ownerReferences.[].kind"] == ("In", ["Job"])
+    failing = expressions("pod-exit-code")
+    assert failing['.metadata.annotations["test.kubetune.io/exit-code"]'][0] == "Exists"
+    assert "exitCode: {{ $code }}" in stage("pod-exit-code")["spec"]["next"]["statusTemplate"]
+
+
+def test_versions_are_pinned_in_one_place() -> None:
+    versions = read_versions()
+    assert versions["KUBERNETES_VERSION"].startswith("v1.36.")
+    assert versions["ETCD_VERSION"].startswith("v3.6.")
+    assert versions["KWOK_VERSION"].startswith("v0.8.")
+    # Every binary lives under a cache directory named after its pinned version.
+    paths = binaries()
+    assert versions["KUBERNETES_VERSION"] in str(paths["kube-apiserver"])
+    assert versions["ETCD_VERSION"] in str(paths["etcd"])
+    assert all(not Path(p).is_relative_to(HERE.parent.parent) for p in paths.values())
