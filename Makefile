@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: help venv lint cluster cluster-down cluster-status demo demo-down \
+.PHONY: help venv lint cluster cluster-build cluster-down cluster-status demo demo-down \
         test test-unit test-integration test-worker test-chart clean
 
 help:
@@ -26,6 +26,10 @@ lint: venv
 	$(VENV)/bin/ruff format --check operator tests
 	$(VENV)/bin/lint-imports
 
+# Builds the control plane's binaries once (minutes, cold), outside any test's timeout.
+cluster-build: venv
+	@$(PY) -m tests.cluster build
+
 cluster: venv
 	@$(PY) -m tests.cluster up
 
@@ -41,20 +45,20 @@ demo: venv
 demo-down: cluster-down
 
 # One pytest session over every tier, so the local control plane starts once.
-test: lint
+test: lint cluster-build
 	$(PYTEST) tests
 
 test-unit: venv
 	$(PYTEST) tests/unit
 
-test-integration: venv
+test-integration: cluster-build
 	$(PYTEST) tests/integration
 
 # pytest exits 5 when a tier has no tests yet; that is not a failure of the tier.
 test-worker: venv
 	$(PYTEST) tests/worker || [ $$? -eq 5 ]
 
-test-chart: venv
+test-chart: cluster-build
 	$(PYTEST) tests/chart || [ $$? -eq 5 ]
 
 clean:

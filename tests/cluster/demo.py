@@ -91,8 +91,8 @@ def main() -> int:
     result = next(iter(done)) if done else "timed out"
     colour = "green" if result == "Complete" else "red"
     console.rule(f"[bold {colour}]Job {name}: {result}[/] in {time.monotonic() - started:.1f}s")
-    console.print(f"export KUBECONFIG={info.kubeconfig}")
-    console.print(f"export PATH={info.bin_dir}:$PATH   # kubectl and helm")
+    console.print(f"export KUBECONFIG={info.kubeconfig}", soft_wrap=True)
+    console.print(f"export PATH={info.bin_dir}:$PATH   # kubectl and helm", soft_wrap=True)
     console.print("then: kubectl get nodes,jobs,pods -A    and, to stop it all: make demo-down")
     return 0 if result == "Complete" else 1
 
