@@ -1,0 +1,262 @@
+"""The FineTuneJob resource: a LLaMA-Factory run under torchrun on one or many GPU nodes.
+
+The spec has a small structured core that the operator understands, and `config`: LLaMA-Factory's own
+arguments, verbatim. These models are the single source of the CRD schema (see `kubetune.api.crd`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from kubetune.api.common import Condition, ConfigMapKeyRef, Model, ObjectName, SecretKeyRef
+
+KIND = "FineTuneJob"
+PLURAL = "finetunejobs"
+SINGULAR = "finetunejob"
+SHORT_NAMES = ["ftj"]
+
+MODEL_SOURCE = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|hf://[^/\s]+/[^/\s]+|ms://[^/\s]+/[^/\s]+)$"
+RELATIVE_PATH = r"^[^/].*$"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+class DeepSpeedPreset(StrEnum):
+    ZERO0 = "zero0"
+    ZERO2 = "zero2"
+    ZERO2_OFFLOAD = "zero2-offload"
+    ZERO3 = "zero3"
+    ZERO3_OFFLOAD = "zero3-offload"
+
+
+class ModelSpec(Model):
+    """The base model and its chat template."""
+
+    source: str = Field(
+        pattern=MODEL_SOURCE,
+        description=(
+            "Where the base model is: `pvc://<claim>/<path>` (a directory on a PersistentVolumeClaim), "
+            "or a hub id, `hf://<org>/<name>` (Hugging Face) or `ms://<org>/<name>` (ModelScope), downloaded "
+            "once into the model cache on the storage claim."
+        ),
+    )
+    template: str = Field(
+        min_length=1, description="LLaMA-Factory chat template, such as `qwen` or `llama3` (its `template`)."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of a hub model.")
+    hub_token_secret: SecretKeyRef | None = Field(
+        None, description="Secret holding the hub token, for gated or private hub models."
+    )
+
+    @property
+    def scheme(self) -> str:
+        return self.source.split("://", 1)[0]
+
+    @property
+    def hub_id(self) -> str | None:
+        return None if self.scheme == "pvc" else self.source.split("://", 1)[1]
+
+    @property
+    def claim_and_path(self) -> tuple[str, str] | None:
+        if self.scheme != "pvc":
+            return None
+        claim, _, path = self.source.removeprefix("pvc://").partition("/")
+        return claim, path.strip("/")
+
+
+class DatasetSpec(Model):
+    """The datasets of the run and their `dataset_info.json` entries."""
+
+    names: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1,
+        description="Datasets to train on, by their name in `dataset_info.json` (its `dataset`).",
+    )
+    eval_names: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, description="Datasets to evaluate on (LLaMA-Factory's `eval_dataset`)."
+    )
+    dir: str = Field(
+        "datasets",
+        pattern=RELATIVE_PATH,
+        description="Directory on the storage claim that holds the dataset files (default `datasets`).",
+    )
+    info: dict[str, dict[str, Any]] | None = Field(
+        None,
+        description="`dataset_info.json` entries by dataset name, verbatim (`file_name`, `columns`, ...).",
+    )
+    config_map_ref: ConfigMapKeyRef | None = Field(
+        None, description="A ConfigMap key holding the whole `dataset_info.json` instead of `info`."
+    )
+
+    @model_validator(mode="after")
+    def _one_source_of_info(self) -> DatasetSpec:
+        if self.info is not None and self.config_map_ref is not None:
+            raise ValueError("set either dataset.info or dataset.configMapRef, not both")
+        if self.info is None and self.config_map_ref is None:
+            raise ValueError("set dataset.info (the dataset_info.json entries) or dataset.configMapRef")
+        return self
+
+
+class ResourcesSpec(Model):
+    """How many nodes and GPUs, and where they may run."""
+
+    nodes: int = Field(1, ge=1, le=512, description="Number of nodes (pods), one torchrun agent each.")
+    gpus_per_node: int = Field(
+        1, ge=0, le=64, description="GPUs per node; torchrun starts this many processes per node."
+    )
+    gpu_resource: str = Field(
+        "nvidia.com/gpu", min_length=1, description="Extended resource name of the GPUs (`nvidia.com/gpu`)."
+    )
+    cpu: str | None = Field(None, description="CPU request and limit per pod, such as `32`.")
+    memory: str | None = Field(None, description="Memory request and limit per pod, such as `256Gi`.")
+    shared_memory: str | None = Field(
+        None, description="Size of the memory-backed /dev/shm (default: half of `memory`, or unbounded)."
+    )
+    node_selector: dict[str, str] | None = Field(None, description="Node labels the pods must match.")
+    tolerations: list[dict[str, Any]] | None = Field(
+        None,
+        description="Pod tolerations, as in a Pod spec.",
+        json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+    )
+    affinity: dict[str, Any] | None = Field(
+        None,
+        description="Pod affinity, as in a Pod spec.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    priority_class_name: str | None = Field(None, description="PriorityClass of the pods.")
+
+
+class DeepSpeedSpec(Model):
+    """DeepSpeed: a ZeRO preset, or a ConfigMap key holding a DeepSpeed JSON."""
+
+    preset: DeepSpeedPreset | None = Field(
+        None, description="ZeRO preset: `zero0`, `zero2`, `zero2-offload`, `zero3` or `zero3-offload`."
+    )
+    config_map_ref: ConfigMapKeyRef | None = Field(
+        None, description="A ConfigMap key holding a DeepSpeed JSON."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DeepSpeedSpec:
+        if (self.preset is None) == (self.config_map_ref is None):
+            raise ValueError("set exactly one of deepspeed.preset and deepspeed.configMapRef")
+        return self
+
+
+class StorageSpec(Model):
+    """The shared PersistentVolumeClaim that holds datasets, the model cache and the outputs."""
+
+    claim: ObjectName = Field(description="Name of the PersistentVolumeClaim (ReadWriteMany for many nodes).")
+    path: str | None = Field(
+        None,
+        pattern=RELATIVE_PATH,
+        description="Output directory on the claim (default `runs/<namespace>/<name>`).",
+    )
+    model_cache: str = Field(
+        "models/hub", pattern=RELATIVE_PATH, description="Where hub models are cached on the claim."
+    )
+
+
+class FineTuneJobSpec(Model):
+    model: ModelSpec
+    dataset: DatasetSpec
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "LLaMA-Factory arguments, verbatim, in its own snake_case names (stage, finetuning_type, "
+            "lora_rank, learning_rate, ...). Keys the operator owns are set from the spec instead."
+        ),
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    deepspeed: DeepSpeedSpec | None = Field(None, description="DeepSpeed ZeRO settings (none: plain DDP).")
+    storage: StorageSpec
+    image: str | None = Field(
+        None, description="Trainer image (default: the operator's pinned trainer image)."
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(None)
+    suspend: bool = Field(False, description="Suspend the job: its pods are removed until it is resumed.")
+    max_restarts: int = Field(
+        2, ge=0, le=100, description="New attempts after a failure; each resumes from the newest checkpoint."
+    )
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Fail an attempt that runs longer than this many seconds."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Delete the FineTuneJob this long after it finished (outputs are kept)."
+    )
+    queue_name: str | None = Field(
+        None, min_length=1, description="Kueue LocalQueue to submit to; Kueue then admits the job."
+    )
+
+    def output_path(self, namespace: str, name: str) -> str:
+        return (self.storage.path or f"runs/{namespace}/{name}").strip("/")
+
+
+class Progress(Model):
+    """Training progress, as reported by the launcher from LLaMA-Factory's trainer_log.jsonl."""
+
+    model_config = Model.model_config | {"extra": "allow", "frozen": False}
+
+    step: int | None = None
+    total_steps: int | None = None
+    epoch: float | None = None
+    loss: float | None = None
+    learning_rate: float | None = None
+    percent: float | None = None
+    eta: str | None = Field(None, description="Time left, as `1h2m3s`.")
+    display: str | None = Field(None, description="One line for `kubectl get`: `120/900 13% eta 5m`.")
+    updated_at: str | None = None
+
+
+class Output(Model):
+    model_config = Model.model_config | {"frozen": False}
+
+    claim: str
+    path: str = Field(description="Output directory on the claim.")
+    adapter_path: str | None = Field(
+        None, description="Where the trained adapter (or model) is on the claim."
+    )
+
+
+class FineTuneJobStatus(Model):
+    model_config = Model.model_config | {"extra": "allow", "frozen": False}
+
+    phase: Phase | None = None
+    reason: str | None = Field(None, description="Why the resource is in its phase, in one CamelCase word.")
+    message: str | None = Field(None, description="What is happening, or what went wrong, for a person.")
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    progress: Progress | None = None
+    restarts: int = 0
+    attempt: int | None = Field(None, description="The current attempt, starting at 1.")
+    start_time: str | None = None
+    completion_time: str | None = None
+    output: Output | None = None
+    shape: str | None = Field(None, description="Nodes x GPUs per node, for `kubectl get`.")
+    metrics: dict[str, Any] | None = Field(
+        None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+
+
+__all__ = [
+    "KIND",
+    "PLURAL",
+    "DatasetSpec",
+    "DeepSpeedPreset",
+    "DeepSpeedSpec",
+    "FineTuneJobSpec",
+    "FineTuneJobStatus",
+    "ModelSpec",
+    "Phase",
+    "ResourcesSpec",
+    "StorageSpec",
+]

@@ -1,0 +1,15 @@
+"""The operator's Prometheus metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter("kubetune_reconciles_total", "Reconciles, by kind and result.", ["kind", "result"])
+RECONCILE_SECONDS = Histogram(
+    "kubetune_reconcile_duration_seconds",
+    "Time one reconcile takes.",
+    ["kind"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+JOBS_BY_PHASE = Gauge("kubetune_finetunejobs", "FineTuneJobs by phase, as of the last resync.", ["phase"])
+RESTARTS = Counter("kubetune_finetunejob_restarts_total", "New attempts started after a failed one.")

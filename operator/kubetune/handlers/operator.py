@@ -1,0 +1,182 @@
+"""The operator process: kopf settings, the watches that trigger a reconcile, metrics, the resync loop.
+
+Every trigger (a FineTuneJob changed, one of its Jobs or pods changed, the periodic resync) runs the same
+reconcile of the FineTuneJob. The only process state is a lock per resource, so that two triggers for the
+same FineTuneJob do not reconcile it at the same time; decisions come from the cluster alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes.client.rest import ApiException
+from prometheus_client import start_http_server
+
+from kubetune.api import GROUP, VERSION
+from kubetune.api import finetunejob as ftj
+from kubetune.api.defaults import LABEL_PREFIX, TrainerSettings
+from kubetune.handlers import finetunejob as finetunejob_handler
+from kubetune.handlers.kube import Kube
+from kubetune.handlers.metrics import JOBS_BY_PHASE, RECONCILE_SECONDS, RECONCILES
+from kubetune.render.finetunejob import FTJ_LABEL
+
+log = logging.getLogger("kubetune.operator")
+
+
+@dataclass
+class OperatorConfig:
+    """The operator's own settings, from the environment (the Helm chart sets them)."""
+
+    namespaces: list[str] = field(default_factory=list)  # empty: cluster-wide
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
+    metrics_port: int = 8080
+    resync_seconds: float = 60.0
+    peering: str | None = None  # a kopf peering name: several replicas, one active
+    priority: int = 0
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        env = os.environ
+        namespaces = [n.strip() for n in env.get("KUBETUNE_NAMESPACES", "").split(",") if n.strip()]
+        trainer = TrainerSettings(
+            image=env.get("KUBETUNE_TRAINER_IMAGE", TrainerSettings.image),
+            image_pull_policy=env.get("KUBETUNE_IMAGE_PULL_POLICY", TrainerSettings.image_pull_policy),
+        )
+        return cls(
+            namespaces=namespaces,
+            trainer=trainer,
+            metrics_port=int(env.get("KUBETUNE_METRICS_PORT", "8080")),
+            resync_seconds=float(env.get("KUBETUNE_RESYNC_SECONDS", "60")),
+            peering=env.get("KUBETUNE_PEERING") or None,
+            priority=int(env.get("KUBETUNE_PRIORITY", "0")),
+        )
+
+
+class Reconciler:
+    """Runs reconciles, one at a time per resource, and counts them."""
+
+    def __init__(self, kube: Kube, config: OperatorConfig):
+        self.kube = kube
+        self.config = config
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def finetunejob(self, namespace: str, name: str, *, apply_static: bool) -> None:
+        """Reconciles the FineTuneJob as it is now (re-read: the trigger's copy may be stale)."""
+        with self._lock(namespace, name):
+            body = self.kube.get("FineTuneJob", namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return
+            body.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+            body.setdefault("kind", ftj.KIND)
+            self._run(
+                "FineTuneJob",
+                lambda: finetunejob_handler.reconcile(
+                    self.kube, body, self.config.trainer, apply_static=apply_static
+                ),
+            )
+
+    def _run(self, kind: str, reconcile: Callable[[], Any]) -> None:
+        started = time.perf_counter()
+        try:
+            outcome = reconcile()
+        except ApiException as error:
+            RECONCILES.labels(kind, "error").inc()
+            log.warning("reconcile of a %s failed: %s %s", kind, error.status, error.reason)
+            raise
+        except Exception:
+            RECONCILES.labels(kind, "error").inc()
+            raise
+        finally:
+            RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
+        RECONCILES.labels(kind, "changed" if getattr(outcome, "changed", False) else "unchanged").inc()
+
+    def resync(self) -> None:
+        """Reconciles every FineTuneJob: the safety net under the watches, and what makes TTLs fire."""
+        phases: dict[str, int] = dict.fromkeys([p.value for p in ftj.Phase], 0)
+        for namespace in self.config.namespaces or [None]:
+            for body in self.kube.list("FineTuneJob", namespace):
+                meta = body["metadata"]
+                phases[(body.get("status") or {}).get("phase") or ftj.Phase.PENDING.value] += 1
+                try:
+                    self.finetunejob(meta["namespace"], meta["name"], apply_static=True)
+                except Exception:
+                    log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
+        for phase, count in phases.items():
+            JOBS_BY_PHASE.labels(phase).set(count)
+
+
+def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfig) -> None:
+    """Registers the handlers with kopf. Called once, before kopf starts."""
+    state: dict[str, Reconciler] = {}
+
+    def reconciler() -> Reconciler:
+        if "r" not in state:
+            state["r"] = reconciler_factory()
+        return state["r"]
+
+    @kopf.on.startup()
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.finalizer = f"{LABEL_PREFIX}/finalizer"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=LABEL_PREFIX)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=LABEL_PREFIX, key="last-handled-configuration"
+        )
+        settings.posting.reporting_component = "kubetune-operator"
+        settings.posting.event_name_prefix = "kubetune-"
+        # Watch streams end and restart every few minutes: each restart re-lists, a cheap resync.
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.watching.connect_timeout = 10
+        settings.networking.request_timeout = 60
+        # Only the pods and Jobs of FineTuneJobs are watched, filtered by the API server.
+        settings.watching.label_selectors["v1", "pods"] = FTJ_LABEL
+        settings.watching.label_selectors["batch", "jobs"] = FTJ_LABEL
+        settings.execution.max_workers = 16
+        settings.peering.priority = config.priority
+        if config.peering:
+            settings.peering.name = config.peering
+            settings.peering.mandatory = True
+        else:
+            settings.peering.standalone = True
+        start_http_server(config.metrics_port)
+        threading.Thread(target=_resync_loop, name="resync", daemon=True).start()
+        log.info(
+            "kubetune operator started: %s, metrics on :%d, resync every %.0fs",
+            ", ".join(config.namespaces) or "cluster-wide",
+            config.metrics_port,
+            config.resync_seconds,
+        )
+
+    def _resync_loop() -> None:
+        while True:
+            time.sleep(config.resync_seconds)
+            try:
+                reconciler().resync()
+            except Exception:
+                log.exception("resync failed")
+
+    @kopf.on.event(GROUP, VERSION, ftj.PLURAL)
+    def finetunejob_changed(name: str, namespace: str, type: str | None, **_: Any) -> None:
+        if type == "DELETED":
+            return
+        reconciler().finetunejob(namespace, name, apply_static=True)
+
+    @kopf.on.event("batch", "v1", "jobs", labels={FTJ_LABEL: kopf.PRESENT})
+    def training_job_changed(labels: dict[str, str], namespace: str, **_: Any) -> None:
+        reconciler().finetunejob(namespace, labels[FTJ_LABEL], apply_static=False)
+
+    @kopf.on.event("v1", "pods", labels={FTJ_LABEL: kopf.PRESENT})
+    def trainer_pod_changed(labels: dict[str, str], namespace: str, **_: Any) -> None:
+        reconciler().finetunejob(namespace, labels[FTJ_LABEL], apply_static=False)

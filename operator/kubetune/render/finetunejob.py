@@ -1,0 +1,433 @@
+"""A FineTuneJob's spec -> its children, as plain manifests.
+
+Children: a ConfigMap (the LLaMA-Factory YAML, dataset_info.json, the DeepSpeed JSON), a headless Service
+for the torchrun rendezvous, a ServiceAccount + Role + RoleBinding for the launcher's progress reports, and
+one Indexed Job per attempt (pod i is node rank i; pod 0 is the torchrun master).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from kubetune.api import API_VERSION
+from kubetune.api import finetunejob as ftj
+from kubetune.api.common import CLAIM_MOUNT_PATH
+from kubetune.api.defaults import (
+    CONFIG_MOUNT_PATH,
+    DATASET_INFO_FILE,
+    DEEPSPEED_CONFIG_FILE,
+    EXTRA_CLAIMS_MOUNT_PATH,
+    LABEL_PREFIX,
+    LLAMAFACTORY_CONFIG_FILE,
+    MANAGED_BY,
+    TrainerSettings,
+)
+from kubetune.render.deepspeed import preset_config
+from kubetune.render.names import FineTuneJobNames
+
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+FTJ_LABEL = f"{LABEL_PREFIX}/finetunejob"
+ATTEMPT_LABEL = f"{LABEL_PREFIX}/attempt"
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+MODEL_READY_MARKER = ".kubetune-complete"
+
+
+@dataclass(frozen=True)
+class FineTuneJobTarget:
+    """Everything the children are rendered from: the resource, plus what the handler looked up for it."""
+
+    name: str
+    namespace: str
+    uid: str
+    spec: ftj.FineTuneJobSpec
+    attempt: int = 1
+    # dataset_info.json entries; from spec.dataset.info, or read by the handler from the referenced ConfigMap.
+    dataset_info: dict[str, Any] = field(default_factory=dict)
+    # The DeepSpeed JSON when it comes from a ConfigMap (presets are rendered here).
+    deepspeed_config: dict[str, Any] | None = None
+    # `spec.suspend` of the attempt's Job as it is now (None: not created yet); Kueue owns it once queued.
+    observed_job_suspend: bool | None = None
+    settings: TrainerSettings = field(default_factory=TrainerSettings)
+
+    @property
+    def names(self) -> FineTuneJobNames:
+        return FineTuneJobNames(self.name)
+
+    @property
+    def output_path(self) -> str:
+        return self.spec.output_path(self.namespace, self.name)
+
+
+# --- paths inside the trainer pod ------------------------------------------------------------------
+
+
+def claim_path(path: str) -> str:
+    return posixpath.join(CLAIM_MOUNT_PATH, path.strip("/"))
+
+
+def model_path(target: FineTuneJobTarget) -> str:
+    """Where the base model is inside the pod."""
+    model = target.spec.model
+    if model.hub_id is not None:
+        return claim_path(posixpath.join(target.spec.storage.model_cache, model.scheme, model.hub_id))
+    claim, path = model.claim_and_path  # type: ignore[misc]
+    if claim == target.spec.storage.claim:
+        return claim_path(path)
+    return posixpath.join(EXTRA_CLAIMS_MOUNT_PATH, claim, path)
+
+
+def labels(target: FineTuneJobTarget, **extra: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "kubetune-trainer",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        FTJ_LABEL: target.name,
+        **extra,
+    }
+
+
+def owner_reference(target: FineTuneJobTarget) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": ftj.KIND,
+        "name": target.name,
+        "uid": target.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(target: FineTuneJobTarget, name: str, **extra_labels: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": target.namespace,
+        "labels": labels(target, **extra_labels),
+        "ownerReferences": [owner_reference(target)],
+    }
+
+
+# --- the ConfigMap ---------------------------------------------------------------------------------
+
+
+def llamafactory_config(target: FineTuneJobTarget) -> dict[str, Any]:
+    """The user's LLaMA-Factory arguments, verbatim, plus the keys the operator owns."""
+    spec = target.spec
+    owned: dict[str, Any] = {
+        "model_name_or_path": model_path(target),
+        "template": spec.model.template,
+        "dataset_dir": CONFIG_MOUNT_PATH,
+        "dataset": ",".join(spec.dataset.names),
+        "output_dir": claim_path(target.output_path),
+    }
+    if spec.dataset.eval_names:
+        owned["eval_dataset"] = ",".join(spec.dataset.eval_names)
+    if spec.deepspeed is not None:
+        owned["deepspeed"] = posixpath.join(CONFIG_MOUNT_PATH, DEEPSPEED_CONFIG_FILE)
+    return {**spec.config, **owned}
+
+
+def dataset_info(target: FineTuneJobTarget) -> dict[str, Any]:
+    """dataset_info.json with relative `file_name`s made absolute on the claim.
+
+    LLaMA-Factory joins `dataset_dir` and `file_name`; dataset_dir is the ConfigMap mount (where this
+    file is), so files on the claim need absolute paths (os.path.join keeps an absolute second part).
+    """
+    data_dir = claim_path(target.spec.dataset.dir)
+    info: dict[str, Any] = {}
+    for name, entry in sorted(target.dataset_info.items()):
+        entry = dict(entry)
+        file_name = entry.get("file_name")
+        if isinstance(file_name, str) and not file_name.startswith("/"):
+            entry["file_name"] = posixpath.join(data_dir, file_name)
+        info[name] = entry
+    return info
+
+
+def deepspeed_config(target: FineTuneJobTarget) -> dict[str, Any] | None:
+    deepspeed = target.spec.deepspeed
+    if deepspeed is None:
+        return None
+    if deepspeed.preset is not None:
+        return preset_config(deepspeed.preset)
+    return target.deepspeed_config
+
+
+def config_map(target: FineTuneJobTarget) -> dict[str, Any]:
+    data = {
+        LLAMAFACTORY_CONFIG_FILE: yaml.safe_dump(llamafactory_config(target), sort_keys=False),
+        DATASET_INFO_FILE: json.dumps(dataset_info(target), indent=2, sort_keys=True) + "\n",
+    }
+    deepspeed = deepspeed_config(target)
+    if deepspeed is not None:
+        data[DEEPSPEED_CONFIG_FILE] = json.dumps(deepspeed, indent=2) + "\n"
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(target, target.names.config_map),
+        "data": data,
+    }
+
+
+# --- the rendezvous Service ------------------------------------------------------------------------
+
+
+def service(target: FineTuneJobTarget) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(target, target.names.service),
+        "spec": {
+            "clusterIP": "None",
+            # torchrun's rendezvous happens before any pod is Ready.
+            "publishNotReadyAddresses": True,
+            "selector": {FTJ_LABEL: target.name},
+            "ports": [
+                {"name": "rendezvous", "port": target.settings.master_port, "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+# --- RBAC for the launcher -------------------------------------------------------------------------
+
+
+def service_account(target: FineTuneJobTarget) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(target, target.names.service_account),
+    }
+
+
+def role(target: FineTuneJobTarget) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata(target, target.names.role),
+        "rules": [
+            {
+                "apiGroups": [API_VERSION.split("/")[0]],
+                "resources": [f"{ftj.PLURAL}/status"],
+                "resourceNames": [target.name],
+                "verbs": ["get", "patch"],
+            }
+        ],
+    }
+
+
+def role_binding(target: FineTuneJobTarget) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(target, target.names.role),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": target.names.role},
+        "subjects": [
+            {"kind": "ServiceAccount", "name": target.names.service_account, "namespace": target.namespace}
+        ],
+    }
+
+
+# --- the training Job ------------------------------------------------------------------------------
+
+
+def job_suspended(target: FineTuneJobTarget) -> bool:
+    """Whether the attempt's Job is suspended: by the user, or (queued) until Kueue admits it."""
+    if target.spec.suspend:
+        return True
+    if target.spec.queue_name:
+        # Created suspended for Kueue; afterwards Kueue decides, and the operator keeps what it sees.
+        return True if target.observed_job_suspend is None else target.observed_job_suspend
+    return False
+
+
+def _env(target: FineTuneJobTarget) -> list[dict[str, Any]]:
+    spec, names, settings = target.spec, target.names, target.settings
+    env: list[dict[str, Any]] = [
+        {"name": "KUBETUNE_FINETUNEJOB", "value": target.name},
+        {"name": "KUBETUNE_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "KUBETUNE_ATTEMPT", "value": str(target.attempt)},
+        {"name": "KUBETUNE_CONFIG_DIR", "value": CONFIG_MOUNT_PATH},
+        {"name": "KUBETUNE_OUTPUT_DIR", "value": claim_path(target.output_path)},
+        {"name": "KUBETUNE_METRICS_PORT", "value": str(settings.metrics_port)},
+        {"name": "NNODES", "value": str(spec.resources.nodes)},
+        {
+            "name": "NODE_RANK",
+            "valueFrom": {
+                "fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}
+            },
+        },
+        {"name": "NPROC_PER_NODE", "value": str(max(spec.resources.gpus_per_node, 1))},
+        {"name": "MASTER_ADDR", "value": names.master_addr(target.attempt, target.namespace)},
+        # Fixed: LLaMA-Factory otherwise picks a random port on each node, and the nodes never meet.
+        {"name": "MASTER_PORT", "value": str(settings.master_port)},
+        {"name": "FORCE_TORCHRUN", "value": "1"},
+    ]
+    return env
+
+
+def _hub_env(target: FineTuneJobTarget) -> list[dict[str, Any]]:
+    model = target.spec.model
+    if model.hub_token_secret is None:
+        return []
+    variable = "HF_TOKEN" if model.scheme == "hf" else "MODELSCOPE_API_TOKEN"
+    ref = model.hub_token_secret
+    return [{"name": variable, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+
+
+def _resources(target: FineTuneJobTarget) -> dict[str, Any]:
+    res = target.spec.resources
+    limits: dict[str, str] = {}
+    requests: dict[str, str] = {}
+    if res.gpus_per_node > 0:
+        limits[res.gpu_resource] = str(res.gpus_per_node)
+    for key, value in (("cpu", res.cpu), ("memory", res.memory)):
+        if value is not None:
+            limits[key] = requests[key] = value
+    out: dict[str, Any] = {}
+    if limits:
+        out["limits"] = limits
+    if requests:
+        out["requests"] = requests
+    return out
+
+
+def _volumes(target: FineTuneJobTarget) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    spec = target.spec
+    shm: dict[str, Any] = {"medium": "Memory"}
+    if spec.resources.shared_memory:
+        shm["sizeLimit"] = spec.resources.shared_memory
+    volumes: list[dict[str, Any]] = [
+        {"name": "claim", "persistentVolumeClaim": {"claimName": spec.storage.claim}},
+        {"name": "config", "configMap": {"name": target.names.config_map}},
+        {"name": "dshm", "emptyDir": shm},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "claim", "mountPath": CLAIM_MOUNT_PATH},
+        {"name": "config", "mountPath": CONFIG_MOUNT_PATH, "readOnly": True},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    source = spec.model.claim_and_path
+    if source is not None and source[0] != spec.storage.claim:
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": source[0], "readOnly": True}})
+        mounts.append(
+            {
+                "name": "model",
+                "mountPath": posixpath.join(EXTRA_CLAIMS_MOUNT_PATH, source[0]),
+                "readOnly": True,
+            }
+        )
+    return volumes, mounts
+
+
+def _model_fetch_container(target: FineTuneJobTarget, image: str, mounts: list[dict[str, Any]]) -> dict:
+    """Downloads a hub model into the cache on the claim once; later jobs find it complete and skip."""
+    model = target.spec.model
+    args = ["fetch-model", "--source", model.source, "--dest", model_path(target)]
+    if model.revision:
+        args += ["--revision", model.revision]
+    return {
+        "name": "fetch-model",
+        "image": image,
+        "imagePullPolicy": target.spec.image_pull_policy or target.settings.image_pull_policy,
+        "command": ["kubetune"],
+        "args": args,
+        "env": [e for e in _env(target) if e["name"] in {"NODE_RANK", "KUBETUNE_FINETUNEJOB"}]
+        + _hub_env(target),
+        "volumeMounts": [m for m in mounts if m["name"] == "claim"],
+    }
+
+
+def job(target: FineTuneJobTarget) -> dict[str, Any]:
+    spec, names, settings = target.spec, target.names, target.settings
+    image = spec.image or settings.image
+    volumes, mounts = _volumes(target)
+    attempt_labels = {ATTEMPT_LABEL: str(target.attempt)}
+    job_labels = dict(attempt_labels)
+    if spec.queue_name:
+        job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
+
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "image": image,
+        "imagePullPolicy": spec.image_pull_policy or settings.image_pull_policy,
+        "command": ["kubetune"],
+        "args": ["launch"],
+        "env": _env(target) + _hub_env(target),
+        "ports": [
+            {"name": "rendezvous", "containerPort": settings.master_port},
+            {"name": "metrics", "containerPort": settings.metrics_port},
+        ],
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    resources = _resources(target)
+    if resources:
+        container["resources"] = resources
+
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "subdomain": names.service,
+        "serviceAccountName": names.service_account,
+        "terminationGracePeriodSeconds": settings.termination_grace_seconds,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if spec.model.hub_id is not None:
+        pod_spec["initContainers"] = [_model_fetch_container(target, image, mounts)]
+    res = spec.resources
+    if res.node_selector:
+        pod_spec["nodeSelector"] = dict(res.node_selector)
+    if res.tolerations:
+        pod_spec["tolerations"] = list(res.tolerations)
+    if res.affinity:
+        pod_spec["affinity"] = dict(res.affinity)
+    if res.priority_class_name:
+        pod_spec["priorityClassName"] = res.priority_class_name
+
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": res.nodes,
+        "parallelism": res.nodes,
+        # The operator owns retries: one failed pod fails the attempt, and the next attempt resumes.
+        "backoffLimit": 0,
+        "suspend": job_suspended(target),
+        "template": {
+            "metadata": {"labels": labels(target, **attempt_labels)},
+            "spec": pod_spec,
+        },
+    }
+    if spec.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(target, names.job(target.attempt), **job_labels),
+        "spec": job_spec,
+    }
+
+
+def children(target: FineTuneJobTarget) -> list[dict[str, Any]]:
+    """Every child, in the order they are applied (the Job last: it needs the others)."""
+    return [
+        config_map(target),
+        service(target),
+        service_account(target),
+        role(target),
+        role_binding(target),
+        job(target),
+    ]
+
+
+ADAPTER_TYPES = {"lora", "oft"}
+
+
+def output(target: FineTuneJobTarget) -> dict[str, Any]:
+    """Where the results are on the claim: an adapter for LoRA and OFT; full and freeze save a model."""
+    out = {"claim": target.spec.storage.claim, "path": target.output_path}
+    if target.spec.config.get("finetuning_type", "lora") in ADAPTER_TYPES:
+        out["adapterPath"] = target.output_path
+    return out

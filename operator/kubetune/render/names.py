@@ -1,0 +1,60 @@
+"""Deterministic, DNS-safe names for children: the same resource always gets the same names.
+
+A name that would be too long keeps a readable prefix and ends in a stable hash of the full name, so two
+long names that share a prefix never collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+DNS_LABEL_MAX = 63
+# An Indexed Job's pod hostname is `<job>-<index>`, which must stay a DNS label: leave room for the index.
+JOB_NAME_MAX = DNS_LABEL_MAX - 6
+
+
+def short_hash(text: str, length: int = 8) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def dns_label(*parts: str, max_length: int = DNS_LABEL_MAX) -> str:
+    """Joins parts with `-` into a DNS-1035 label (starts with a letter), shortened with a hash if needed."""
+    name = "-".join(p for p in parts if p)
+    name = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    if not name or not name[0].isalpha():
+        name = f"x{name}"
+    if len(name) <= max_length:
+        return name
+    digest = short_hash("-".join(parts))
+    return f"{name[: max_length - len(digest) - 1].rstrip('-')}-{digest}"
+
+
+class FineTuneJobNames:
+    """Every child name of one FineTuneJob."""
+
+    def __init__(self, name: str):
+        self.owner = name
+
+    @property
+    def config_map(self) -> str:
+        return dns_label(self.owner, "config", max_length=253)
+
+    @property
+    def service(self) -> str:
+        # The pods' subdomain: `<job>-<index>.<service>` resolves to each pod.
+        return dns_label(self.owner, "workers")
+
+    @property
+    def service_account(self) -> str:
+        return dns_label(self.owner, "launcher", max_length=253)
+
+    @property
+    def role(self) -> str:
+        return self.service_account
+
+    def job(self, attempt: int) -> str:
+        return dns_label(self.owner, f"a{attempt}", max_length=JOB_NAME_MAX)
+
+    def master_addr(self, attempt: int, namespace: str) -> str:
+        return f"{self.job(attempt)}-0.{self.service}.{namespace}.svc"
