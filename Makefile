@@ -8,6 +8,8 @@ PYTEST := $(PY) -m pytest
 .PHONY: help venv lint cluster cluster-build cluster-down cluster-status demo demo-down \
         test test-unit test-integration test-worker test-chart clean
 
+include mk/trainer.mk
+
 help:
 	@echo "make demo          bring up the local control plane and run the demo"
 	@echo "make test          lint, then every test tier (unit, integration, worker, chart)"

@@ -22,7 +22,9 @@ def _load_documents(path: str) -> list[dict[str, Any]]:
 
 
 def _dump(documents: list[dict[str, Any]]) -> str:
-    return yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False)
+    from kubetune.yamlio import dump_all
+
+    return dump_all(documents)
 
 
 # --- kubetune crds ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import time
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
 from tests.kube import wait_until
 
 GPU = "nvidia.com/gpu"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tests.cluster.localcluster import HERE, NodePool, binaries, read_versions
 
 STAGES = list(yaml.safe_load_all((HERE / "kwok-stages.yaml").read_text()))

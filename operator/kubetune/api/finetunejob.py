@@ -165,6 +165,13 @@ class StorageSpec(Model):
     )
 
 
+class PodMetadata(Model):
+    """Extra labels and annotations for the trainer pods (for sidecars, cost tracking, ...)."""
+
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
 class FineTuneJobSpec(Model):
     model: ModelSpec
     dataset: DatasetSpec
@@ -182,7 +189,10 @@ class FineTuneJobSpec(Model):
     image: str | None = Field(
         None, description="Trainer image (default: the operator's pinned trainer image)."
     )
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(None)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        None, description="Pull policy of the trainer image."
+    )
+    pod_metadata: PodMetadata | None = Field(None, description="Extra labels and annotations for the pods.")
     suspend: bool = Field(False, description="Suspend the job: its pods are removed until it is resumed.")
     max_restarts: int = Field(
         2, ge=0, le=100, description="New attempts after a failure; each resumes from the newest checkpoint."

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubetune.api import finetunejob as ftj
-from kubetune.api.llamafactory import check_config
+from kubetune.api.llamafactory import check_config, check_template
 
 
 @dataclass(frozen=True)
@@ -34,5 +34,7 @@ def finetunejob_spec(raw_spec: dict[str, Any]) -> tuple[ftj.FineTuneJobSpec | No
         spec = ftj.FineTuneJobSpec.model_validate(raw_spec or {})
     except ValidationError as error:
         return None, [Problem("InvalidSpec", describe(error), terminal=True)]
-    problems = [Problem("InvalidConfig", p.message, terminal=True) for p in check_config(spec.config)]
+    template = check_template(spec.model.template, field="spec.model.template")
+    found = ([template] if template else []) + check_config(spec.config)
+    problems = [Problem("InvalidConfig", p.message, terminal=True) for p in found]
     return spec, problems

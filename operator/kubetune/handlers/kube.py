@@ -75,17 +75,19 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        response = self.api.call_api(
-            path,
-            method,
+        method_, url, headers, body_, post = self.api.param_serialize(
+            method=method,
+            resource_path=path,
             query_params=query or [],
             header_params={"Accept": "application/json", "Content-Type": content_type},
             body=body,
             auth_settings=["BearerToken"],
-            _preload_content=False,
-            _return_http_data_only=True,
         )
-        data = response.data
+        response = self.api.call_api(method_, url, header_params=headers, body=body_, post_params=post)
+        data = response.read()
+        if not 200 <= response.status < 300:
+            text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+            raise ApiException.from_response(http_resp=response, body=text, data=None)
         return json.loads(data) if data else {}
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:

@@ -133,8 +133,8 @@ def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfi
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=LABEL_PREFIX, key="last-handled-configuration"
         )
-        settings.posting.reporting_component = "kubetune-operator"
-        settings.posting.event_name_prefix = "kubetune-"
+        # kopf would post an Event per handler run on every pod and Job; the reconcile records its own.
+        settings.posting.enabled = False
         # Watch streams end and restart every few minutes: each restart re-lists, a cheap resync.
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330

@@ -15,10 +15,10 @@ _CPU_OFFLOAD = {"device": "cpu", "pin_memory": True}
 
 _ZERO_0_2 = {
     "allgather_partitions": True,
-    "allgather_bucket_size": 5e8,
+    "allgather_bucket_size": 500_000_000,
     "overlap_comm": False,
     "reduce_scatter": True,
-    "reduce_bucket_size": 5e8,
+    "reduce_bucket_size": 500_000_000,
     "contiguous_gradients": True,
     "round_robin_gradients": True,
 }
@@ -26,12 +26,12 @@ _ZERO_0_2 = {
 _ZERO_3 = {
     "overlap_comm": False,
     "contiguous_gradients": True,
-    "sub_group_size": 1e9,
+    "sub_group_size": 1_000_000_000,
     "reduce_bucket_size": "auto",
     "stage3_prefetch_bucket_size": "auto",
     "stage3_param_persistence_threshold": "auto",
-    "stage3_max_live_parameters": 1e9,
-    "stage3_max_reuse_distance": 1e9,
+    "stage3_max_live_parameters": 1_000_000_000,
+    "stage3_max_reuse_distance": 1_000_000_000,
     # Without this a ZeRO-3 run saves sharded weights that `from_pretrained` cannot load.
     "stage3_gather_16bit_weights_on_model_save": True,
 }

@@ -341,6 +341,17 @@ def _model_fetch_container(target: FineTuneJobTarget, image: str, mounts: list[d
     }
 
 
+def _pod_metadata(target: FineTuneJobTarget, attempt_labels: dict[str, str]) -> dict[str, Any]:
+    extra = target.spec.pod_metadata
+    # The operator's own labels win: the Service and the status depend on them.
+    meta: dict[str, Any] = {
+        "labels": {**((extra and extra.labels) or {}), **labels(target, **attempt_labels)}
+    }
+    if extra and extra.annotations:
+        meta["annotations"] = dict(extra.annotations)
+    return meta
+
+
 def job(target: FineTuneJobTarget) -> dict[str, Any]:
     spec, names, settings = target.spec, target.names, target.settings
     image = spec.image or settings.image
@@ -395,10 +406,7 @@ def job(target: FineTuneJobTarget) -> dict[str, Any]:
         # The operator owns retries: one failed pod fails the attempt, and the next attempt resumes.
         "backoffLimit": 0,
         "suspend": job_suspended(target),
-        "template": {
-            "metadata": {"labels": labels(target, **attempt_labels)},
-            "spec": pod_spec,
-        },
+        "template": {"metadata": _pod_metadata(target, attempt_labels), "spec": pod_spec},
     }
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds

@@ -1,0 +1,157 @@
+"""The operator under test: the real `kubetune run` process against the local control plane."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tests.cluster import localcluster
+from tests.kube import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class OperatorProcess:
+    """`kubetune run` in a subprocess, so a test can kill it and start it again like a crashed pod."""
+
+    def __init__(self, cluster: localcluster.ClusterInfo, log_path: Path):
+        self.cluster = cluster
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+        self.liveness_port = localcluster.free_port()
+        self.metrics_port = localcluster.free_port()
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": self.cluster.kubeconfig, "KUBETUNE_RESYNC_SECONDS": "5"}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it until it exits
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "kubetune.cli", "run",
+                "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
+                "--metrics-port", str(self.metrics_port),
+            ],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+        )  # fmt: skip
+        wait_until(self.alive, "the operator's liveness endpoint", timeout=60)
+
+    def alive(self) -> bool:
+        if self.process is None or self.process.poll() is not None:
+            raise AssertionError(f"the operator exited; its log:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL, as when a node dies: no cleanup, no goodbye."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: localcluster.ClusterInfo, api: client.ApiClient) -> None:
+    localcluster.kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    extensions = client.ApiextensionsV1Api(api)
+    for crd in extensions.list_custom_resource_definition().items:
+        if crd.spec.group != "kubetune.io":
+            continue
+        wait_until(
+            lambda name=crd.metadata.name: any(
+                c.type == "Established" and c.status == "True"
+                for c in extensions.read_custom_resource_definition(name).status.conditions or []
+            ),
+            f"CRD {crd.metadata.name} to be Established",
+            timeout=30,
+        )
+    # Discovery catches up a moment after Established.
+    wait_until(
+        lambda: "finetunejobs" in localcluster.kubectl(cluster, "api-resources", "--api-group=kubetune.io"),
+        "the kubetune.io API in discovery",
+        timeout=30,
+    )
+
+
+@pytest.fixture(scope="session")
+def operator(
+    crds: None, cluster: localcluster.ClusterInfo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(cluster, tmp_path_factory.mktemp("operator") / "operator.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def claim(namespace: str, core: client.CoreV1Api, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A bound ReadWriteMany claim named `shared`, backed by a directory of this machine."""
+    pv_name = f"{namespace}-shared"
+    root = tmp_path / "claim"
+    root.mkdir()
+    core.create_persistent_volume(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv_name, "labels": {"test.kubetune.io/namespace": namespace}},
+            "spec": {
+                "capacity": {"storage": "100Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "manual",
+                "hostPath": {"path": str(root)},
+                "claimRef": {"namespace": namespace, "name": "shared"},
+            },
+        }
+    )
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "shared"},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "manual",
+                "resources": {"requests": {"storage": "100Gi"}},
+            },
+        },
+    )
+    wait_until(
+        lambda: core.read_namespaced_persistent_volume_claim("shared", namespace).status.phase == "Bound",
+        "the claim to bind",
+        timeout=30,
+    )
+    yield "shared", root
+    core.delete_persistent_volume(pv_name)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
+    """On failure, the operator's log tail is printed with the test's report."""
+    if call.when == "call" and call.excinfo is not None and "operator" in getattr(item, "funcargs", {}):
+        item.add_report_section("call", "operator log", item.funcargs["operator"].log_tail())

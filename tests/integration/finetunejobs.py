@@ -1,0 +1,107 @@
+"""Helpers for FineTuneJob scenarios: a valid spec to start from, and reading what the operator did."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.kube import wait_until
+
+GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "finetunejobs"
+
+BASE_SPEC: dict[str, Any] = {
+    "model": {"source": "pvc://shared/models/Qwen2.5-7B-Instruct", "template": "qwen"},
+    "dataset": {
+        "names": ["alpaca_clue_train"],
+        "dir": "datasets/clue",
+        "info": {"alpaca_clue_train": {"file_name": "alpaca_clue_train.json"}},
+    },
+    "config": {
+        "stage": "sft",
+        "do_train": True,
+        "finetuning_type": "lora",
+        "lora_rank": 8,
+        "lora_target": "all",
+        "learning_rate": 1.0e-4,
+        "num_train_epochs": 3.0,
+        "bf16": True,
+    },
+    "resources": {"nodes": 1, "gpusPerNode": 8},
+    "deepspeed": {"preset": "zero2"},
+    "storage": {"claim": "shared"},
+    "maxRestarts": 0,
+}
+
+
+def finetunejob(name: str, **overrides: Any) -> dict[str, Any]:
+    """A valid FineTuneJob; keyword arguments replace top-level spec fields (None removes one)."""
+    spec = copy.deepcopy(BASE_SPEC)
+    for key, value in overrides.items():
+        if value is None:
+            spec.pop(key, None)
+        else:
+            spec[key] = value
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def with_pod_annotations(body: dict[str, Any], **annotations: str) -> dict[str, Any]:
+    body["spec"]["podMetadata"] = {"annotations": {k.replace("_", "-"): v for k, v in annotations.items()}}
+    return body
+
+
+class FineTuneJobs:
+    def __init__(self, api: client.ApiClient, namespace: str):
+        self.custom = client.CustomObjectsApi(api)
+        self.namespace = namespace
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch)
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.get(name)
+            return True
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.get(name).get("status") or {}
+
+    def condition(self, name: str, type_: str) -> dict[str, Any]:
+        for condition in self.status(name).get("conditions") or []:
+            if condition["type"] == type_:
+                return condition
+        return {}
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
+        return wait_until(
+            lambda: (s := self.status(name)).get("phase") == phase and s,
+            f"FineTuneJob {name} to be {phase}",
+            timeout=timeout,
+        )
+
+    def wait_reason(self, name: str, reason: str, timeout: float = 60) -> dict[str, Any]:
+        return wait_until(
+            lambda: (s := self.status(name)).get("reason") == reason and s,
+            f"FineTuneJob {name} to have reason {reason}",
+            timeout=timeout,
+        )
