@@ -199,11 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
         "convert", help="turn a LLaMA-Factory YAML (or command line) into a FineTuneJob", add_help=False
     )
     convert.set_defaults(func=None)
+    sub.add_parser("fetch-model", help="download a hub model into the cache on the claim (trainer pods)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["fetch-model"]:
+        from kubetune.launcher import fetch
+
+        return fetch.main(argv[1:])
     if argv[:1] == ["convert"]:
         from kubetune import convert
 

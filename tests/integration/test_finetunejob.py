@@ -204,3 +204,36 @@ def test_operator_killed_mid_reconcile_creates_no_duplicates(
     for name in names:
         assert [j.metadata.name for j in jobs_of(batch, namespace, name)] == [f"{name}-a1"]
         assert ftjs.status(name)["restarts"] == 0
+
+
+def test_queued_job_waits_for_kueue_admission(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, batch: client.BatchV1Api
+) -> None:
+    ftjs = FineTuneJobs(api, namespace)
+    ftjs.create(finetunejob("queued", queueName="team-a-gpus"))
+    status = ftjs.wait_reason("queued", "Queued", timeout=30)
+    assert status["phase"] == "Pending"
+    assert "team-a-gpus" in status["message"]
+    job = batch.read_namespaced_job("queued-a1", namespace)
+    assert job.spec.suspend is True
+    assert job.metadata.labels["kueue.x-k8s.io/queue-name"] == "team-a-gpus"
+
+    # Kueue admits a workload by unsuspending its Job; the operator must not suspend it again.
+    batch.patch_namespaced_job("queued-a1", namespace, {"spec": {"suspend": False}})
+    ftjs.wait_phase("queued", "Succeeded", timeout=60)
+    assert batch.read_namespaced_job("queued-a1", namespace).spec.suspend is False
+
+
+def test_metrics_count_reconciles_and_phases(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, operator
+) -> None:
+    ftjs = FineTuneJobs(api, namespace)
+    ftjs.create(finetunejob("measured"))
+    ftjs.wait_phase("measured", "Succeeded", timeout=60)
+    metrics = wait_until(
+        lambda: (m := operator.metrics()) and 'kubetune_finetunejobs{phase="Succeeded"}' in m and m,
+        "the resync to count phases",
+        timeout=30,
+    )
+    assert 'kubetune_reconciles_total{kind="FineTuneJob",result="changed"}' in metrics
+    assert "kubetune_reconcile_duration_seconds_bucket" in metrics
