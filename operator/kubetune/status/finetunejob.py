@@ -182,7 +182,8 @@ def _verdict(obs: Observation) -> _Verdict:
         return _Verdict(Phase.PENDING, "Resuming", "resuming the training Job", created=True)
 
     live = [p for p in obs.pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
-    running = [p for p in live if (p.get("status") or {}).get("phase") == "Running"]
+    # A pod that already finished still counts: the Job is about to complete.
+    running = [p for p in live if (p.get("status") or {}).get("phase") in ("Running", "Succeeded")]
     if len(running) >= obs.nodes:
         return _Verdict(
             Phase.RUNNING,
