@@ -200,11 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.set_defaults(func=None)
     sub.add_parser("fetch-model", help="download a hub model into the cache on the claim (trainer pods)")
+    sub.add_parser("launch", help="the trainer pod's entrypoint: torchrun + LLaMA-Factory, progress, metrics")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["launch"]:
+        from kubetune.launcher import main as launcher
+
+        return launcher.main(argv[1:])
     if argv[:1] == ["fetch-model"]:
         from kubetune.launcher import fetch
 

@@ -8,7 +8,8 @@ import yaml
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # never `&id001` / `*id001`: each manifest reads on its own
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:

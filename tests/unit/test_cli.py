@@ -1,7 +1,14 @@
 from __future__ import annotations
 
+import io
+import json
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
 
 import kubetune
 from kubetune.cli import main
@@ -24,3 +31,133 @@ def test_console_script_is_installed() -> None:
     out = subprocess.run([sys.executable, "-m", "kubetune.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0
     assert out.stdout.startswith("kubetune ")
+
+
+# --- kubetune render / validate ------------------------------------------------------------------------
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "finetune").glob("*.yaml"))
+CHILD_KINDS = ["ConfigMap", "Service", "ServiceAccount", "Role", "RoleBinding", "Job"]
+
+SPEC: dict[str, Any] = {
+    "model": {"source": "pvc://shared/models/Qwen2.5-7B-Instruct", "template": "qwen"},
+    "dataset": {"names": ["train"], "dir": "data", "info": {"train": {"file_name": "train.json"}}},
+    "config": {"stage": "sft", "do_train": True, "finetuning_type": "lora", "lora_rank": 8},
+    "resources": {"nodes": 1, "gpusPerNode": 1},
+    "storage": {"claim": "shared"},
+}
+
+
+def _write(tmp_path: Path, spec: dict[str, Any], name: str = "ner", **metadata: Any) -> Path:
+    doc = {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name, **metadata},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**doc, "spec": spec}, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_render_prints_the_children_as_yaml(example: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", str(example)]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [doc["kind"] for doc in docs] == CHILD_KINDS
+    name = yaml.safe_load(example.read_text(encoding="utf-8"))["metadata"]["name"]
+    for doc in docs:
+        assert doc["metadata"]["namespace"] == "default"
+        assert doc["metadata"]["ownerReferences"][0]["name"] == name
+
+
+def test_render_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, SPEC, namespace="team-b")
+    args = ["render", str(path), "--attempt", "3", "--trainer-image", "example.com/trainer:dev"]
+    assert main(args) == 0
+    job = list(yaml.safe_load_all(capsys.readouterr().out))[-1]
+    assert job["metadata"]["name"] == "ner-a3"
+    assert job["metadata"]["namespace"] == "team-b"
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "example.com/trainer:dev"
+    assert main(["render", str(path), "--namespace", "team-c"]) == 0
+    assert {doc["metadata"]["namespace"] for doc in yaml.safe_load_all(capsys.readouterr().out)} == {"team-c"}
+
+
+def test_render_reads_stdin(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(EXAMPLES[0].read_text(encoding="utf-8")))
+    assert main(["render", "-"]) == 0
+    assert [doc["kind"] for doc in yaml.safe_load_all(capsys.readouterr().out)] == CHILD_KINDS
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_validate_accepts_the_examples(example: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(example)]) == 0
+    name = yaml.safe_load(example.read_text(encoding="utf-8"))["metadata"]["name"]
+    assert capsys.readouterr().out.strip() == f"FineTuneJob/{name}: valid"
+
+
+@pytest.mark.parametrize("command", ["validate", "render"])
+def test_a_config_typo_is_refused_with_the_nearest_name(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = {**SPEC, "config": {**SPEC["config"], "lora_rnak": 16}}
+    del spec["config"]["lora_rank"]
+    assert main([command, str(_write(tmp_path, spec))]) == 1
+    out = capsys.readouterr()
+    assert "FineTuneJob/ner" in out.err
+    assert "`lora_rnak`" in out.err
+    assert "did you mean `lora_rank`?" in out.err
+    assert out.out == ""
+
+
+def test_validate_names_the_invalid_spec_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = {**SPEC, "resources": {"nodes": 0}}
+    assert main(["validate", str(_write(tmp_path, spec))]) == 1
+    err = capsys.readouterr().err
+    assert "InvalidSpec" in err and "spec.resources.nodes" in err
+
+
+def test_validate_reports_every_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = _write(tmp_path, SPEC, name="good").read_text(encoding="utf-8")
+    bad = _write(tmp_path, {**SPEC, "config": {"lerning_rate": 1}}, name="bad").read_text(encoding="utf-8")
+    both = tmp_path / "both.yaml"
+    both.write_text(good + "---\n" + bad, encoding="utf-8")
+    assert main(["validate", str(both)]) == 1
+    out = capsys.readouterr()
+    assert "FineTuneJob/good: valid" in out.out
+    assert "FineTuneJob/bad" in out.err and "learning_rate" in out.err
+
+
+def test_validate_refuses_other_kinds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "cm.yaml"
+    path.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", encoding="utf-8")
+    assert main(["validate", str(path)]) == 1
+    assert "unsupported kind 'ConfigMap'" in capsys.readouterr().err
+
+
+def test_render_of_a_configmap_dataset_needs_dataset_info(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = {
+        "names": ["train"],
+        "dir": "data",
+        "configMapRef": {"name": "datasets", "key": "dataset_info.json"},
+    }
+    path = _write(tmp_path, {**SPEC, "dataset": dataset})
+    assert main(["render", str(path)]) == 1
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert "dataset.configMapRef" in out.err and "--dataset-info" in out.err
+
+    info = tmp_path / "dataset_info.json"
+    info.write_text(json.dumps({"train": {"file_name": "train.json"}}), encoding="utf-8")
+    assert main(["render", str(path), "--dataset-info", str(info)]) == 0
+    config_map = next(yaml.safe_load_all(capsys.readouterr().out))
+    rendered = json.loads(config_map["data"]["dataset_info.json"])
+    assert rendered == {"train": {"file_name": "/mnt/claim/data/train.json"}}
+
+
+def test_validate_refuses_a_dataset_name_without_an_info_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = {**SPEC, "dataset": {**SPEC["dataset"], "names": ["train", "missing"]}}
+    assert main(["validate", str(_write(tmp_path, spec))]) == 1
+    assert "missing" in capsys.readouterr().err

@@ -69,6 +69,13 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     return structural(model.model_json_schema(by_alias=True, mode="validation"))
 
 
+# Children and pod hostnames are named after the resource: a DNS label keeps every one of them valid.
+NAME_RULE = {
+    "rule": "self.metadata.name.size() <= 63"
+    " && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+    "message": "metadata.name must be a DNS label: at most 63 lowercase letters, digits and '-'",
+}
+
 # Cross-field rules the API server checks (CEL), so bad input is refused at `kubectl apply`.
 FINETUNEJOB_RULES: dict[str, list[dict[str, str]]] = {
     "": [
@@ -103,8 +110,9 @@ FINETUNEJOB_RULES: dict[str, list[dict[str, str]]] = {
             "message": "set exactly one of dataset.info (dataset_info.json entries) and dataset.configMapRef",
         },
         {
-            "rule": "!has(self.info) || self.names.all(n, n in self.info)",
-            "message": "every name in dataset.names needs an entry in dataset.info",
+            "rule": "!has(self.info) || self.names.all(n, n in self.info)"
+            " && (!has(self.evalNames) || self.evalNames.all(n, n in self.info))",
+            "message": "every name in dataset.names and dataset.evalNames needs an entry in dataset.info",
             "fieldPath": ".names",
         },
     ],
@@ -203,6 +211,7 @@ def _crd(
                         "openAPIV3Schema": {
                             "type": "object",
                             "description": description,
+                            "x-kubernetes-validations": [NAME_RULE],
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},

@@ -16,6 +16,7 @@ EXTRA_CLAIMS_MOUNT_PATH = "/mnt/claims"
 LLAMAFACTORY_CONFIG_FILE = "llamafactory.yaml"
 DATASET_INFO_FILE = "dataset_info.json"
 DEEPSPEED_CONFIG_FILE = "deepspeed.json"
+LAUNCHER_CONFIG_FILE = "launcher.json"  # the post-training steps, for the launcher
 
 TRAINER_IMAGE = f"ghcr.io/kubetune/trainer:{__version__}"
 MASTER_PORT = 29500

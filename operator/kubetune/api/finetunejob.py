@@ -21,6 +21,8 @@ SHORT_NAMES = ["ftj"]
 MODEL_SOURCE = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|hf://[^/\s]+/[^/\s]+|ms://[^/\s]+/[^/\s]+)$"
 RELATIVE_PATH = r"^[^/].*$"
 
+DatasetName = Annotated[str, Field(min_length=1, max_length=256)]
+
 
 class Phase(StrEnum):
     PENDING = "Pending"
@@ -57,6 +59,16 @@ class ModelSpec(Model):
         None, description="Secret holding the hub token, for gated or private hub models."
     )
 
+    @model_validator(mode="after")
+    def _hub_only_fields(self) -> ModelSpec:
+        # The same rules as the CRD's CEL, for `kubetune validate` and for clients that skip the API server.
+        if self.source.startswith("pvc://"):
+            if self.hub_token_secret is not None:
+                raise ValueError("hubTokenSecret is only for hub sources (hf:// or ms://), not pvc://")
+            if self.revision is not None:
+                raise ValueError("revision is only for hub sources (hf:// or ms://), not pvc://")
+        return self
+
     @property
     def scheme(self) -> str:
         return self.source.split("://", 1)[0]
@@ -76,12 +88,14 @@ class ModelSpec(Model):
 class DatasetSpec(Model):
     """The datasets of the run and their `dataset_info.json` entries."""
 
-    names: list[Annotated[str, Field(min_length=1)]] = Field(
+    # The bounds keep the CRD's CEL rules within the API server's cost budget.
+    names: list[DatasetName] = Field(
         min_length=1,
+        max_length=64,
         description="Datasets to train on, by their name in `dataset_info.json` (its `dataset`).",
     )
-    eval_names: list[Annotated[str, Field(min_length=1)]] | None = Field(
-        None, description="Datasets to evaluate on (LLaMA-Factory's `eval_dataset`)."
+    eval_names: list[DatasetName] | None = Field(
+        None, max_length=64, description="Datasets to evaluate on (LLaMA-Factory's `eval_dataset`)."
     )
     dir: str = Field(
         "datasets",
@@ -90,6 +104,7 @@ class DatasetSpec(Model):
     )
     info: dict[str, dict[str, Any]] | None = Field(
         None,
+        max_length=256,
         description="`dataset_info.json` entries by dataset name, verbatim (`file_name`, `columns`, ...).",
     )
     config_map_ref: ConfigMapKeyRef | None = Field(
@@ -102,6 +117,13 @@ class DatasetSpec(Model):
             raise ValueError("set either dataset.info or dataset.configMapRef, not both")
         if self.info is None and self.config_map_ref is None:
             raise ValueError("set dataset.info (the dataset_info.json entries) or dataset.configMapRef")
+        if self.info is not None:
+            missing = [n for n in [*self.names, *(self.eval_names or [])] if n not in self.info]
+            if missing:
+                raise ValueError(
+                    "every name in dataset.names and evalNames needs an entry in dataset.info: "
+                    + ", ".join(missing)
+                )
         return self
 
 
@@ -118,7 +140,8 @@ class ResourcesSpec(Model):
     cpu: str | None = Field(None, description="CPU request and limit per pod, such as `32`.")
     memory: str | None = Field(None, description="Memory request and limit per pod, such as `256Gi`.")
     shared_memory: str | None = Field(
-        None, description="Size of the memory-backed /dev/shm (default: half of `memory`, or unbounded)."
+        None,
+        description="Size limit of the memory-backed /dev/shm (default: none; it counts against `memory`).",
     )
     node_selector: dict[str, str] | None = Field(None, description="Node labels the pods must match.")
     tolerations: list[dict[str, Any]] | None = Field(
@@ -165,11 +188,38 @@ class StorageSpec(Model):
     )
 
 
+class MergeSpec(Model):
+    """Merge the trained adapter into the base model (`llamafactory-cli export`)."""
+
+    dir: str = Field("merged", pattern=RELATIVE_PATH, description="Directory under the output path.")
+    export_size: int = Field(5, ge=1, description="Size of each weight shard, in GB.")
+    export_device: Literal["cpu", "auto"] = Field("cpu", description="Where to merge: `cpu` or `auto` (GPU).")
+
+
+class PredictSpec(Model):
+    """Generate on evaluation datasets with the trained model; ROUGE and BLEU go into status.metrics."""
+
+    datasets: list[DatasetName] = Field(
+        min_length=1, max_length=64, description="Datasets to predict on, by their dataset_info.json name."
+    )
+    dir: str = Field("predict", pattern=RELATIVE_PATH, description="Directory under the output path.")
+    max_samples: int | None = Field(None, ge=1, description="Predict on at most this many samples.")
+    max_new_tokens: int | None = Field(None, ge=1, description="Tokens to generate per sample (128).")
+    batch_size: int | None = Field(None, ge=1, description="Samples per device per step (1).")
+
+
+class PostTrainingSpec(Model):
+    """Steps node rank 0 runs after training succeeded."""
+
+    merge: MergeSpec | None = Field(None, description="Merge the adapter into the base model (LoRA, OFT).")
+    predict: PredictSpec | None = Field(None, description="Predict on datasets and report the metrics.")
+
+
 class PodMetadata(Model):
     """Extra labels and annotations for the trainer pods (for sidecars, cost tracking, ...)."""
 
-    labels: dict[str, str] | None = None
-    annotations: dict[str, str] | None = None
+    labels: dict[str, str] | None = Field(None, description="Labels added to the trainer pods.")
+    annotations: dict[str, str] | None = Field(None, description="Annotations added to the trainer pods.")
 
 
 class FineTuneJobSpec(Model):
@@ -206,6 +256,46 @@ class FineTuneJobSpec(Model):
     queue_name: str | None = Field(
         None, min_length=1, description="Kueue LocalQueue to submit to; Kueue then admits the job."
     )
+    post_training: PostTrainingSpec | None = Field(
+        None, description="After training: merge the adapter into the model, predict on datasets."
+    )
+
+    @property
+    def finetuning_type(self) -> str:
+        return str(self.config.get("finetuning_type", "lora"))  # LLaMA-Factory's default
+
+    def dataset_names(self) -> list[str]:
+        """Every dataset the run reads: training, evaluation and prediction."""
+        names = list(self.dataset.names) + list(self.dataset.eval_names or [])
+        if self.post_training and self.post_training.predict:
+            names += self.post_training.predict.datasets
+        return list(dict.fromkeys(names))
+
+    @model_validator(mode="after")
+    def _post_training_fits(self) -> FineTuneJobSpec:
+        post = self.post_training
+        if post and post.merge and self.finetuning_type not in ("lora", "oft"):
+            raise ValueError(
+                f"postTraining.merge needs an adapter: finetuning_type {self.finetuning_type!r} "
+                "saves a whole model already"
+            )
+        if post and post.predict and self.dataset.info is not None:
+            missing = [n for n in post.predict.datasets if n not in self.dataset.info]
+            if missing:
+                raise ValueError(
+                    f"postTraining.predict.datasets need entries in dataset.info: {', '.join(missing)}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _gpus_where_needed(self) -> FineTuneJobSpec:
+        if self.deepspeed is not None and self.resources.gpus_per_node < 1:
+            raise ValueError("deepspeed needs GPUs: set resources.gpusPerNode >= 1 or remove deepspeed")
+        if self.resources.nodes > 1 and self.resources.gpus_per_node < 1:
+            raise ValueError(
+                "multi-node training needs GPUs: set resources.gpusPerNode >= 1 or resources.nodes: 1"
+            )
+        return self
 
     def output_path(self, namespace: str, name: str) -> str:
         return (self.storage.path or f"runs/{namespace}/{name}").strip("/")

@@ -24,6 +24,7 @@ from kubetune.handlers import events
 from kubetune.handlers.kube import Kube
 from kubetune.handlers.metrics import RESTARTS
 from kubetune.render import finetunejob as render
+from kubetune.render.names import label_value
 from kubetune.status import finetunejob as status_of
 
 log = logging.getLogger("kubetune.finetunejob")
@@ -103,7 +104,7 @@ def resolve_references(
         else:
             dataset_info = loaded
     if not problems:
-        wanted = list(spec.dataset.names) + list(spec.dataset.eval_names or [])
+        wanted = spec.dataset_names()
         missing = [n for n in wanted if n not in dataset_info]
         if missing:
             problems.append(
@@ -152,10 +153,10 @@ def reconcile(
         dataset_info, deepspeed_config, problems = resolve_references(kube, namespace, spec)
 
     # Step 3: the current attempt is the newest Job's; a failed one is followed by the next, within limits.
-    jobs = kube.list("Job", namespace, {render.FTJ_LABEL: name})
+    jobs = kube.list("Job", namespace, {render.FTJ_LABEL: label_value(name)})
     attempt = max([_attempt_of(j) for j in jobs] + [previous.get("attempt") or 1, 1])
     job = next((j for j in jobs if _attempt_of(j) == attempt), None)
-    finished_before = previous.get("phase") in TERMINAL_PHASES
+    finished_before = status_of.has_finished(previous)
     if (
         spec is not None
         and not finished_before
@@ -164,7 +165,7 @@ def reconcile(
         and attempt - 1 < spec.max_restarts
     ):
         failed_pods = kube.list(
-            "Pod", namespace, {render.FTJ_LABEL: name, render.ATTEMPT_LABEL: str(attempt)}
+            "Pod", namespace, {render.FTJ_LABEL: label_value(name), render.ATTEMPT_LABEL: str(attempt)}
         )
         failure = "; ".join(f for f in (status_of.pod_failure(p) for p in failed_pods) if f)
         events.post(
@@ -200,7 +201,9 @@ def reconcile(
 
     pods = []
     if job is not None:
-        pods = kube.list("Pod", namespace, {render.FTJ_LABEL: name, render.ATTEMPT_LABEL: str(attempt)})
+        pods = kube.list(
+            "Pod", namespace, {render.FTJ_LABEL: label_value(name), render.ATTEMPT_LABEL: str(attempt)}
+        )
 
     # Step 5: status.
     observation = status_of.Observation(

@@ -23,12 +23,13 @@ from kubetune.api.defaults import (
     DEEPSPEED_CONFIG_FILE,
     EXTRA_CLAIMS_MOUNT_PATH,
     LABEL_PREFIX,
+    LAUNCHER_CONFIG_FILE,
     LLAMAFACTORY_CONFIG_FILE,
     MANAGED_BY,
     TrainerSettings,
 )
 from kubetune.render.deepspeed import preset_config
-from kubetune.render.names import FineTuneJobNames
+from kubetune.render.names import FineTuneJobNames, label_value
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 FTJ_LABEL = f"{LABEL_PREFIX}/finetunejob"
@@ -74,7 +75,9 @@ def model_path(target: FineTuneJobTarget) -> str:
     """Where the base model is inside the pod."""
     model = target.spec.model
     if model.hub_id is not None:
-        return claim_path(posixpath.join(target.spec.storage.model_cache, model.scheme, model.hub_id))
+        # Each revision has its own directory: two revisions must never share one download.
+        cached = model.hub_id + (f"@{model.revision}" if model.revision else "")
+        return claim_path(posixpath.join(target.spec.storage.model_cache, model.scheme, cached))
     claim, path = model.claim_and_path  # type: ignore[misc]
     if claim == target.spec.storage.claim:
         return claim_path(path)
@@ -85,7 +88,7 @@ def labels(target: FineTuneJobTarget, **extra: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "kubetune-trainer",
         "app.kubernetes.io/managed-by": MANAGED_BY,
-        FTJ_LABEL: target.name,
+        FTJ_LABEL: label_value(target.name),
         **extra,
     }
 
@@ -164,6 +167,10 @@ def config_map(target: FineTuneJobTarget) -> dict[str, Any]:
     deepspeed = deepspeed_config(target)
     if deepspeed is not None:
         data[DEEPSPEED_CONFIG_FILE] = json.dumps(deepspeed, indent=2) + "\n"
+    if target.spec.post_training is not None:
+        data[LAUNCHER_CONFIG_FILE] = (
+            json.dumps(target.spec.post_training.wire(), indent=2, sort_keys=True) + "\n"
+        )
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -184,7 +191,7 @@ def service(target: FineTuneJobTarget) -> dict[str, Any]:
             "clusterIP": "None",
             # torchrun's rendezvous happens before any pod is Ready.
             "publishNotReadyAddresses": True,
-            "selector": {FTJ_LABEL: target.name},
+            "selector": {FTJ_LABEL: label_value(target.name)},
             "ports": [
                 {"name": "rendezvous", "port": target.settings.master_port, "protocol": "TCP"},
             ],
@@ -261,6 +268,8 @@ def _env(target: FineTuneJobTarget) -> list[dict[str, Any]]:
             },
         },
         {"name": "NPROC_PER_NODE", "value": str(max(spec.resources.gpus_per_node, 1))},
+        # 0: no torchrun, one process (a CPU run).
+        {"name": "KUBETUNE_GPUS_PER_NODE", "value": str(spec.resources.gpus_per_node)},
         {"name": "MASTER_ADDR", "value": names.master_addr(target.attempt, target.namespace)},
         # Fixed: LLaMA-Factory otherwise picks a random port on each node, and the nodes never meet.
         {"name": "MASTER_PORT", "value": str(settings.master_port)},

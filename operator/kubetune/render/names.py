@@ -20,14 +20,23 @@ def short_hash(text: str, length: int = 8) -> str:
 
 def dns_label(*parts: str, max_length: int = DNS_LABEL_MAX) -> str:
     """Joins parts with `-` into a DNS-1035 label (starts with a letter), shortened with a hash if needed."""
-    name = "-".join(p for p in parts if p)
-    name = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    joined = "-".join(p for p in parts if p)
+    name = re.sub(r"[^a-z0-9-]+", "-", joined.lower()).strip("-")
     if not name or not name[0].isalpha():
         name = f"x{name}"
-    if len(name) <= max_length:
+    if name == joined and len(name) <= max_length:
         return name
-    digest = short_hash("-".join(parts))
+    # Cleaned or shortened: the hash of the original keeps two different names from meeting.
+    digest = short_hash(joined)
     return f"{name[: max_length - len(digest) - 1].rstrip('-')}-{digest}"
+
+
+def label_value(value: str) -> str:
+    """A label value (at most 63 characters) that stands for `value`, shortened with a hash if needed."""
+    if len(value) <= DNS_LABEL_MAX:
+        return value
+    digest = short_hash(value)
+    return f"{value[: DNS_LABEL_MAX - len(digest) - 1].rstrip('-._')}-{digest}"
 
 
 class FineTuneJobNames:

@@ -131,15 +131,30 @@ class _Verdict:
     suspended: bool = False
 
 
+def has_finished(status: dict[str, Any]) -> bool:
+    """Whether training ran and ended (Succeeded, or Failed after running): a verdict that stands.
+
+    A FineTuneJob refused for its spec never ran: once the spec is fixed, it proceeds.
+    """
+    created = any(
+        c.get("type") == "Created" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    return created and status.get("phase") in (Phase.SUCCEEDED, Phase.FAILED)
+
+
 def _verdict(obs: Observation) -> _Verdict:
-    terminal = [p for p in obs.problems if p.terminal]
-    if terminal:
-        return _Verdict(Phase.FAILED, terminal[0].reason, "; ".join(p.message for p in terminal))
     previous_phase = obs.previous.get("phase")
     job = obs.job
     finished = job_finished(job)
+    # What already happened is not overturned by a later spec edit or a newer operator's checks.
     if finished == "Complete":
         return _Verdict(Phase.SUCCEEDED, "Completed", f"attempt {obs.attempt} completed", created=True)
+    if has_finished(obs.previous) and job is None:
+        # Finished earlier, and the Job is gone (deleted by hand or by TTL): the verdict stands.
+        return _Verdict(Phase(previous_phase), _previous_reason(obs), _previous_message(obs), created=True)
+    terminal = [p for p in obs.problems if p.terminal]
+    if terminal:
+        return _Verdict(Phase.FAILED, terminal[0].reason, "; ".join(p.message for p in terminal))
     if finished == "Failed":
         failed_condition = _condition(job, "Failed") or {}
         failures = [f for f in (pod_failure(p) for p in obs.pods) if f]
@@ -161,9 +176,6 @@ def _verdict(obs: Observation) -> _Verdict:
             )
         # The handler starts the next attempt; until its Job shows up, say so.
         return _Verdict(Phase.PENDING, "Restarting", f"attempt {obs.attempt} failed: {detail}", created=True)
-    if previous_phase in (Phase.SUCCEEDED, Phase.FAILED) and job is None:
-        # Finished earlier, and the Job is gone (deleted by hand or by TTL): the verdict stands.
-        return _Verdict(Phase(previous_phase), _previous_reason(obs), _previous_message(obs), created=True)
 
     waiting = [p for p in obs.problems if not p.terminal]
     if waiting:

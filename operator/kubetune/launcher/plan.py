@@ -1,0 +1,196 @@
+"""What the launcher will run, decided from the mounted files and the pod's environment (pure)."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Files LLaMA-Factory (via transformers) leaves as a finished model or adapter in output_dir.
+FINAL_WEIGHTS = (
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass(frozen=True)
+class PodEnvironment:
+    """The environment the operator gives every trainer pod (see render/finetunejob.py)."""
+
+    config_dir: Path
+    output_dir: Path
+    nnodes: int = 1
+    node_rank: int = 0
+    nproc_per_node: int = 1
+    gpus_per_node: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    attempt: int = 1
+    finetunejob: str | None = None
+    namespace: str | None = None
+    metrics_port: int = 9400
+    progress_interval: float = 15.0
+    termination_log: Path = Path("/dev/termination-log")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PodEnvironment:
+        env = os.environ if env is None else env
+        return cls(
+            config_dir=Path(env.get("KUBETUNE_CONFIG_DIR", "/etc/kubetune")),
+            output_dir=Path(env["KUBETUNE_OUTPUT_DIR"]),
+            nnodes=int(env.get("NNODES", "1")),
+            node_rank=int(env.get("NODE_RANK", "0") or 0),
+            nproc_per_node=int(env.get("NPROC_PER_NODE", "1")),
+            gpus_per_node=int(env.get("KUBETUNE_GPUS_PER_NODE", env.get("NPROC_PER_NODE", "0"))),
+            master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=int(env.get("MASTER_PORT", "29500")),
+            attempt=int(env.get("KUBETUNE_ATTEMPT", "1")),
+            finetunejob=env.get("KUBETUNE_FINETUNEJOB"),
+            namespace=env.get("KUBETUNE_NAMESPACE"),
+            metrics_port=int(env.get("KUBETUNE_METRICS_PORT", "9400")),
+            progress_interval=float(env.get("KUBETUNE_PROGRESS_INTERVAL", "15")),
+            termination_log=Path(env.get("KUBETUNE_TERMINATION_LOG", "/dev/termination-log")),
+        )
+
+    @property
+    def is_leader(self) -> bool:
+        """Node rank 0: reports progress, serves the job's metrics, runs the post-training steps."""
+        return self.node_rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.gpus_per_node > 0 or self.nnodes > 1
+
+
+def checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """`checkpoint-N` directories, oldest first."""
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for entry in output_dir.iterdir():
+        match = _CHECKPOINT.match(entry.name)
+        if match and entry.is_dir():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class ResumeDecision:
+    resume_from: Path | None
+    note: str
+    error: str | None = None
+
+
+def decide_resume(output_dir: Path, attempt: int) -> ResumeDecision:
+    """Resume from the newest checkpoint in the output path, whatever the attempt.
+
+    The output path belongs to this FineTuneJob (runs/<namespace>/<name> by default), so what is there is
+    this job's earlier work: attempt 2 and later continue it, and so does attempt 1 of a FineTuneJob
+    re-created under the same name (after a deletion, say). Finished weights without any checkpoint are
+    refused, not overwritten: nothing on the claim is deleted unless asked.
+    """
+    found = checkpoints(output_dir)
+    if found:
+        step, newest = found[-1]
+        return ResumeDecision(newest, f"attempt {attempt}: resuming from {newest.name} (step {step})")
+    finished = [name for name in FINAL_WEIGHTS if (output_dir / name).is_file()]
+    if finished:
+        return ResumeDecision(
+            None,
+            "",
+            error=(
+                f"config error: {output_dir} already holds finished weights ({finished[0]}) and no "
+                "checkpoint to resume from; set spec.storage.path to a new directory (nothing was deleted)"
+            ),
+        )
+    return ResumeDecision(None, f"attempt {attempt}: starting from scratch")
+
+
+def training_config(base: dict[str, Any], decision: ResumeDecision) -> dict[str, Any]:
+    config = dict(base)
+    if decision.resume_from is not None and config.get("do_train", True):
+        config["resume_from_checkpoint"] = str(decision.resume_from)
+    return config
+
+
+def child_environment(env: PodEnvironment, base: Mapping[str, str]) -> dict[str, str]:
+    """What `llamafactory-cli` would set, plus sane NCCL behaviour; the user's own values win."""
+    defaults = {
+        "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+        "TORCH_NCCL_AVOID_RECORD_STREAMS": "1",
+        # A hung collective fails the attempt (and the operator restarts it) instead of hanging forever.
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
+        "NCCL_DEBUG": "WARN",
+        "TENSORBOARD_LOGGING_DIR": str(env.output_dir / "runs"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    return {**defaults, **base}
+
+
+def training_command(env: PodEnvironment, config_path: Path, python: str = sys.executable) -> list[str]:
+    """torchrun over LLaMA-Factory's own launcher module, or one process when there is no GPU."""
+    if not env.distributed:
+        return [python, "-m", "llamafactory.launcher", str(config_path)]
+    return [
+        python, "-m", "torch.distributed.run",
+        "--nnodes", str(env.nnodes),
+        "--node_rank", str(env.node_rank),
+        "--nproc_per_node", str(env.nproc_per_node),
+        "--master_addr", env.master_addr,
+        "--master_port", str(env.master_port),
+        "-m", "llamafactory.launcher", str(config_path),
+    ]  # fmt: skip
+
+
+def export_config(train: dict[str, Any], output_dir: Path, merge: dict[str, Any]) -> dict[str, Any]:
+    """`llamafactory-cli export`: the adapter merged into the base model, into <output>/<dir>."""
+    config = {
+        "model_name_or_path": train["model_name_or_path"],
+        "adapter_name_or_path": str(output_dir),
+        "template": train["template"],
+        "finetuning_type": train.get("finetuning_type", "lora"),
+        "export_dir": str(output_dir / merge.get("dir", "merged")),
+        "export_size": merge.get("exportSize", 5),
+        "export_device": merge.get("exportDevice", "cpu"),
+        "export_legacy_format": False,
+    }
+    if train.get("trust_remote_code"):
+        config["trust_remote_code"] = True
+    return config
+
+
+def predict_config(train: dict[str, Any], output_dir: Path, predict: dict[str, Any]) -> dict[str, Any]:
+    """A generation pass over the evaluation datasets, with LLaMA-Factory's ROUGE/BLEU metrics."""
+    config: dict[str, Any] = {
+        "model_name_or_path": train["model_name_or_path"],
+        "template": train["template"],
+        "finetuning_type": train.get("finetuning_type", "lora"),
+        "stage": "sft",
+        "do_predict": True,
+        "predict_with_generate": True,
+        "dataset_dir": train["dataset_dir"],
+        "eval_dataset": ",".join(predict["datasets"]),
+        "output_dir": str(output_dir / predict.get("dir", "predict")),
+        "per_device_eval_batch_size": predict.get("batchSize", 1),
+        "max_new_tokens": predict.get("maxNewTokens", 128),
+        "report_to": "none",
+    }
+    if config["finetuning_type"] in ("lora", "oft"):
+        config["adapter_name_or_path"] = str(output_dir)
+    else:  # full and freeze save the whole trained model in the output directory
+        config["model_name_or_path"] = str(output_dir)
+    for key in ("cutoff_len", "trust_remote_code", "bf16", "fp16", "use_cpu"):
+        if key in train:
+            config[key] = train[key]
+    if predict.get("maxSamples") is not None:
+        config["max_samples"] = predict["maxSamples"]
+    return config

@@ -1,0 +1,150 @@
+"""Child names of a FineTuneJob (`kubetune.render.names`): deterministic, valid, and never colliding."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from kubetune.render.names import FineTuneJobNames, dns_label
+
+DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+HASH_SUFFIX = re.compile(r"-[0-9a-f]{8}$")
+
+# FineTuneJob names are DNS subdomains: up to 253 characters, dots allowed, digits first allowed.
+NAMES = [
+    "ner",
+    "clue-ner-qwen7b",
+    "qwen2.5-7b-lora",
+    "7b-lora",
+    "a" * 50,
+    "a" * 63,
+    "a" * 64,
+    "a" * 253,
+    "team-a.experiments.qwen2-5-7b-instruct-lora-sft-on-the-clue-ner-data-set-v2",
+    "x" + "-y" * 100,
+]
+
+
+def children(names: FineTuneJobNames) -> dict[str, str]:
+    return {
+        "config_map": names.config_map,
+        "service": names.service,
+        "service_account": names.service_account,
+        "role": names.role,
+        "job_a1": names.job(1),
+        "job_a100": names.job(100),
+    }
+
+
+@pytest.mark.parametrize("name", NAMES, ids=lambda n: n[:24])
+def test_names_are_dns_1035_labels(name: str) -> None:
+    for child, value in children(FineTuneJobNames(name)).items():
+        assert DNS_1035_LABEL.match(value), f"{child}: {value!r}"
+
+
+@pytest.mark.parametrize("name", NAMES, ids=lambda n: n[:24])
+def test_names_fit_where_they_are_used(name: str) -> None:
+    names = FineTuneJobNames(name)
+    # The Service name is the pods' DNS subdomain: a label.
+    assert len(names.service) <= 63
+    for attempt in (1, 9, 100):
+        job = names.job(attempt)
+        assert len(job) <= 57
+        # An Indexed Job's pod hostname is `<job>-<index>`, which must stay a label (nodes <= 512).
+        assert len(f"{job}-511") <= 63
+    assert len(names.config_map) <= 253
+    assert len(names.service_account) <= 253
+
+
+@pytest.mark.parametrize("name", NAMES, ids=lambda n: n[:24])
+def test_names_are_deterministic(name: str) -> None:
+    assert children(FineTuneJobNames(name)) == children(FineTuneJobNames(name))
+
+
+def test_short_names_are_readable() -> None:
+    names = FineTuneJobNames("clue-ner-qwen7b")
+    assert children(names) == {
+        "config_map": "clue-ner-qwen7b-config",
+        "service": "clue-ner-qwen7b-workers",
+        "service_account": "clue-ner-qwen7b-launcher",
+        "role": "clue-ner-qwen7b-launcher",
+        "job_a1": "clue-ner-qwen7b-a1",
+        "job_a100": "clue-ner-qwen7b-a100",
+    }
+    assert names.master_addr(2, "team-a") == "clue-ner-qwen7b-a2-0.clue-ner-qwen7b-workers.team-a.svc"
+
+
+def test_stable_across_releases() -> None:
+    """Renaming children would orphan the Jobs of running FineTuneJobs on an operator upgrade."""
+    names = FineTuneJobNames("a" * 70)
+    assert names.service == "a" * 54 + "-fc851df4"
+    assert names.job(1) == "a" * 48 + "-2122d9d8"
+
+
+@pytest.mark.parametrize(
+    ("name", "child", "limit"),
+    [
+        ("a" * 55, "job", 57),  # `<name>-a1` would be 58
+        ("b" * 56, "service", 63),  # `<name>-workers` would be 64
+        ("qwen2-5-7b-instruct-lora-sft-on-the-clue-ner-dataset-2025-01", "job", 57),
+        ("qwen2-5-7b-instruct-lora-sft-on-the-clue-ner-dataset-2025-01", "service", 63),
+    ],
+)
+def test_too_long_names_are_shortened_with_a_hash(name: str, child: str, limit: int) -> None:
+    names = FineTuneJobNames(name)
+    value = names.job(1) if child == "job" else names.service
+    assert len(value) <= limit
+    assert HASH_SUFFIX.search(value)
+    # A readable prefix of the resource's name stays.
+    assert value.startswith(name[:20])
+
+
+def test_names_that_fit_keep_no_hash() -> None:
+    name = "a" * 54  # `<name>-a1` is 57: just fits
+    assert FineTuneJobNames(name).job(1) == f"{name}-a1"
+    assert FineTuneJobNames(name + "b").job(1) != f"{name}b-a1"
+
+
+def test_long_names_sharing_a_prefix_do_not_collide() -> None:
+    prefix = "qwen2-5-7b-instruct-lora-sft-clue-ner-" + "x" * 22
+    assert len(prefix) == 60
+    first, second = FineTuneJobNames(prefix + "-run-1"), FineTuneJobNames(prefix + "-run-2")
+    for child in ("service", "job_a1", "config_map", "service_account"):
+        assert children(first)[child] != children(second)[child], child
+
+
+def test_attempts_of_a_long_name_get_different_jobs() -> None:
+    names = FineTuneJobNames("a" * 100)
+    assert len({names.job(attempt) for attempt in range(1, 20)}) == 19
+
+
+@pytest.mark.parametrize("name", ["7b-lora", "0", "2025-01-run"])
+def test_names_starting_with_a_digit_get_a_letter_prefix(name: str) -> None:
+    for child, value in children(FineTuneJobNames(name)).items():
+        assert value[0].isalpha(), child
+        assert name in value, child
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        (("ner", "workers"), "ner-workers"),
+        (("qwen2.5", "workers"), "qwen2-5-workers-"),
+        (("a..b", ""), "a-b-"),
+        (("", ""), "x-"),
+    ],
+)
+def test_dns_label_sanitises(parts: tuple[str, ...], expected: str) -> None:
+    # A name that had to be cleaned ends in a hash of the original, so cleaning never makes two meet.
+    name = dns_label(*parts)
+    if expected.endswith("-"):
+        assert name.startswith(expected) and re.fullmatch(r"[0-9a-f]{8}", name.removeprefix(expected))
+    else:
+        assert name == expected
+
+
+@pytest.mark.parametrize(("first", "second"), [("a.b", "a-b"), ("7b", "x7b")])
+def test_distinct_finetunejobs_never_share_child_names(first: str, second: str) -> None:
+    a, b = children(FineTuneJobNames(first)), children(FineTuneJobNames(second))
+    assert not set(a.values()) & set(b.values())
