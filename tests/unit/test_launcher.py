@@ -1,0 +1,249 @@
+"""The launcher's decisions: the command it runs, how it resumes, what it reports, why it failed."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from kubetune.launcher import plan
+from kubetune.launcher.progress import Reporter, duration_words, last_training_record, progress_from_record
+from kubetune.launcher.reasons import termination_reason
+
+
+def pod_env(tmp_path: Path, **env: str) -> plan.PodEnvironment:
+    return plan.PodEnvironment.from_env(
+        {"KUBETUNE_OUTPUT_DIR": str(tmp_path / "out"), "KUBETUNE_CONFIG_DIR": str(tmp_path / "cfg"), **env}
+    )
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+
+def test_gpu_pods_run_torchrun_over_llamafactorys_launcher(tmp_path: Path) -> None:
+    env = pod_env(
+        tmp_path,
+        NNODES="2", NODE_RANK="1", NPROC_PER_NODE="8", KUBETUNE_GPUS_PER_NODE="8",
+        MASTER_ADDR="ner-a1-0.ner-workers.team-a.svc", MASTER_PORT="29500",
+    )  # fmt: skip
+    argv = plan.training_command(env, Path("/tmp/train.yaml"), python="python")
+    assert argv == [
+        "python", "-m", "torch.distributed.run",
+        "--nnodes", "2", "--node_rank", "1", "--nproc_per_node", "8",
+        "--master_addr", "ner-a1-0.ner-workers.team-a.svc", "--master_port", "29500",
+        "-m", "llamafactory.launcher", "/tmp/train.yaml",
+    ]  # fmt: skip
+    assert not env.is_leader
+
+
+def test_a_cpu_pod_runs_one_process(tmp_path: Path) -> None:
+    env = pod_env(tmp_path, NNODES="1", NODE_RANK="0", NPROC_PER_NODE="1", KUBETUNE_GPUS_PER_NODE="0")
+    assert plan.training_command(env, Path("/tmp/t.yaml"), python="py") == [
+        "py", "-m", "llamafactory.launcher", "/tmp/t.yaml"
+    ]  # fmt: skip
+    assert env.is_leader
+
+
+def test_child_environment_sets_what_llamafactory_cli_would_and_the_user_wins(tmp_path: Path) -> None:
+    env = pod_env(tmp_path)
+    child = plan.child_environment(env, {"NCCL_DEBUG": "INFO", "PATH": "/bin"})
+    assert child["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    assert child["TORCH_NCCL_AVOID_RECORD_STREAMS"] == "1"
+    assert child["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
+    assert child["NCCL_DEBUG"] == "INFO"
+    assert child["PATH"] == "/bin"
+
+
+# --- resuming --------------------------------------------------------------------------------------
+
+
+def test_first_attempt_on_an_empty_path_starts_from_scratch(tmp_path: Path) -> None:
+    decision = plan.decide_resume(tmp_path / "out", attempt=1)
+    assert decision.resume_from is None and decision.error is None
+    assert "resume_from_checkpoint" not in plan.training_config({"do_train": True}, decision)
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 5])
+def test_resumes_from_the_newest_checkpoint(tmp_path: Path, attempt: int) -> None:
+    out = tmp_path / "out"
+    for step in (500, 1000, 50):
+        (out / f"checkpoint-{step}").mkdir(parents=True)
+    (out / "checkpoint-tmp").mkdir()  # not a checkpoint
+    decision = plan.decide_resume(out, attempt)
+    assert decision.resume_from == out / "checkpoint-1000"
+    assert "step 1000" in decision.note
+    config = plan.training_config({"stage": "sft", "do_train": True}, decision)
+    assert config["resume_from_checkpoint"] == str(out / "checkpoint-1000")
+
+
+def test_finished_weights_without_checkpoints_are_refused_not_overwritten(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "adapter_model.safetensors").write_bytes(b"weights")
+    decision = plan.decide_resume(out, attempt=1)
+    assert decision.error is not None
+    assert "spec.storage.path" in decision.error and "adapter_model.safetensors" in decision.error
+    assert (out / "adapter_model.safetensors").read_bytes() == b"weights"
+
+
+# --- post-training steps ---------------------------------------------------------------------------
+
+TRAIN = {
+    "model_name_or_path": "/mnt/claim/models/qwen",
+    "template": "qwen",
+    "finetuning_type": "lora",
+    "dataset_dir": "/etc/kubetune",
+    "cutoff_len": 1024,
+    "bf16": True,
+}
+
+
+def test_merge_exports_the_adapter_into_the_base_model(tmp_path: Path) -> None:
+    config = plan.export_config(TRAIN, Path("/mnt/claim/runs/ner"), {"dir": "merged", "exportSize": 2})
+    assert config == {
+        "model_name_or_path": "/mnt/claim/models/qwen",
+        "adapter_name_or_path": "/mnt/claim/runs/ner",
+        "template": "qwen",
+        "finetuning_type": "lora",
+        "export_dir": "/mnt/claim/runs/ner/merged",
+        "export_size": 2,
+        "export_device": "cpu",
+        "export_legacy_format": False,
+    }
+
+
+@pytest.mark.parametrize(("finetuning_type", "model"), [("lora", "/mnt/claim/models/qwen"), ("full", "/out")])
+def test_predict_generates_with_the_trained_model(finetuning_type: str, model: str) -> None:
+    train = {**TRAIN, "finetuning_type": finetuning_type}
+    config = plan.predict_config(train, Path("/out"), {"datasets": ["a", "b"], "maxSamples": 50})
+    assert config["do_predict"] and config["predict_with_generate"]
+    assert config["eval_dataset"] == "a,b"
+    assert config["max_samples"] == 50
+    assert config["model_name_or_path"] == model
+    assert ("adapter_name_or_path" in config) == (finetuning_type == "lora")
+    assert config["output_dir"] == "/out/predict"
+    assert config["cutoff_len"] == 1024 and config["bf16"] is True
+
+
+# --- progress --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("0:05:12", "5m12s"),
+        ("1:00:03", "1h0m3s"),
+        ("2 days, 3:04:05", "51h4m5s"),
+        ("0:00:09", "9s"),
+        ("", None),
+    ],
+)
+def test_durations_read_like_kubectl(text: str, words: str | None) -> None:
+    assert duration_words(text) == words
+
+
+RECORD = {
+    "current_steps": 120,
+    "total_steps": 900,
+    "loss": 1.2345,
+    "lr": 9.5e-05,
+    "epoch": 0.4,
+    "percentage": 13.33,
+    "elapsed_time": "0:01:00",
+    "remaining_time": "0:06:30",
+    "throughput": 1520.5,
+}
+
+
+def test_a_trainer_log_record_becomes_status_progress() -> None:
+    assert progress_from_record(RECORD, "2026-11-23T10:00:00Z") == {
+        "step": 120,
+        "totalSteps": 900,
+        "epoch": 0.4,
+        "loss": 1.2345,
+        "learningRate": 9.5e-05,
+        "percent": 13.33,
+        "eta": "6m30s",
+        "tokensPerSecond": 1520.5,
+        "updatedAt": "2026-11-23T10:00:00Z",
+        "display": "120/900 13% eta 6m30s",
+    }
+
+
+def test_the_newest_complete_record_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "trainer_log.jsonl"
+    assert last_training_record(path) is None
+    path.write_text(
+        json.dumps({**RECORD, "current_steps": 1})
+        + "\n"
+        + json.dumps({**RECORD, "current_steps": 2})
+        + "\n"
+        + '{"current_steps": 3, "lo'  # being written right now
+    )
+    assert last_training_record(path)["current_steps"] == 2
+
+
+def test_reporter_sends_changes_only_and_survives_a_lost_api(tmp_path: Path) -> None:
+    path = tmp_path / "trainer_log.jsonl"
+    sent: list[dict] = []
+    failing = {"on": True}
+
+    def send(progress: dict) -> None:
+        if failing["on"]:
+            raise ConnectionError("API server unreachable")
+        sent.append(progress)
+
+    reporter = Reporter(path, send, interval=3600)
+    path.write_text(json.dumps(RECORD) + "\n")
+    assert reporter.report_once() is False  # the API is down: training goes on, nothing raised
+    assert reporter.failures == 1
+    failing["on"] = False
+    assert reporter.report_once() is True
+    assert reporter.report_once() is False, "nothing new: nothing sent"
+    with path.open("a") as f:
+        f.write(json.dumps({**RECORD, "current_steps": 121}) + "\n")
+    assert reporter.report_once() is True
+    assert [p["step"] for p in sent] == [120, 121]
+
+
+# --- why it failed ---------------------------------------------------------------------------------
+
+TRACEBACK = 'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n'
+
+
+@pytest.mark.parametrize(
+    ("tail", "code", "reason"),
+    [
+        (
+            TRACEBACK + "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+            1,
+            "out of GPU memory: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        ),
+        (
+            "[rank0]:[E] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=5, OpType=ALLREDUCE)",
+            1,
+            "NCCL failure: [rank0]:[E] Watchdog caught collective operation timeout",
+        ),
+        (
+            TRACEBACK + "ValueError: Undefined dataset alpaca_missing in dataset_info.json.",
+            1,
+            "dataset error: ValueError: Undefined dataset alpaca_missing in dataset_info.json.",
+        ),
+        (
+            TRACEBACK + "ValueError: Some keys are not used by the HfArgumentParser: ['lora_rnak']",
+            1,
+            "config error: ValueError: Some keys are not used by the HfArgumentParser: ['lora_rnak']",
+        ),
+        ("loading shards 3/4", 137, "killed by SIGKILL (out of host memory?)"),
+        ("step 10", 128 + signal.SIGTERM, "killed by SIGTERM"),
+        (TRACEBACK + "RuntimeError: something odd", 1, "RuntimeError: something odd"),
+        ("bye", 3, "exited with code 3: bye"),
+    ],
+    ids=["oom", "nccl", "dataset", "config", "sigkill", "sigterm", "exception", "plain"],
+)
+def test_termination_reason_is_one_line_a_person_can_act_on(tail: str, code: int, reason: str) -> None:
+    message = termination_reason(tail.splitlines(), code)
+    assert message.startswith(reason)
+    assert "\n" not in message
