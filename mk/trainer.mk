@@ -18,7 +18,7 @@ $(TRAINER_VENV)/.installed: pyproject.toml
 	@mkdir -p $(dir $(TRAINER_VENV))
 	@[ -x $(TRAINER_PY) ] || $(TRAINER_PYTHON) -m venv $(TRAINER_VENV)
 	@start=$$(date +%s); \
-	$(TRAINER_PY) -m pip install --quiet -e '$(CURDIR)[trainer]' && \
+	$(TRAINER_PY) -m pip install --quiet -e '$(CURDIR)[trainer,dev]' && \
 	echo "trainer venv $(TRAINER_VENV) installed in $$(( $$(date +%s) - start ))s"
 	@touch $@
 

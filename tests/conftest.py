@@ -11,12 +11,15 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client, config
 
 from tests.cluster import localcluster
 from tests.kube import wait_until
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +30,29 @@ def cluster() -> Iterator[localcluster.ClusterInfo]:
     yield info
     if reused is None and os.environ.get("KUBETUNE_KEEP_CLUSTER") != "1":
         localcluster.down()
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: localcluster.ClusterInfo, api: client.ApiClient) -> None:
+    localcluster.kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    extensions = client.ApiextensionsV1Api(api)
+    for crd in extensions.list_custom_resource_definition().items:
+        if crd.spec.group != "kubetune.io":
+            continue
+        wait_until(
+            lambda name=crd.metadata.name: any(
+                c.type == "Established" and c.status == "True"
+                for c in extensions.read_custom_resource_definition(name).status.conditions or []
+            ),
+            f"CRD {crd.metadata.name} to be Established",
+            timeout=30,
+        )
+    # Discovery catches up a moment after Established.
+    wait_until(
+        lambda: "finetunejobs" in localcluster.kubectl(cluster, "api-resources", "--api-group=kubetune.io"),
+        "the kubetune.io API in discovery",
+        timeout=30,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -76,29 +76,6 @@ class OperatorProcess:
 
 
 @pytest.fixture(scope="session")
-def crds(cluster: localcluster.ClusterInfo, api: client.ApiClient) -> None:
-    localcluster.kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    extensions = client.ApiextensionsV1Api(api)
-    for crd in extensions.list_custom_resource_definition().items:
-        if crd.spec.group != "kubetune.io":
-            continue
-        wait_until(
-            lambda name=crd.metadata.name: any(
-                c.type == "Established" and c.status == "True"
-                for c in extensions.read_custom_resource_definition(name).status.conditions or []
-            ),
-            f"CRD {crd.metadata.name} to be Established",
-            timeout=30,
-        )
-    # Discovery catches up a moment after Established.
-    wait_until(
-        lambda: "finetunejobs" in localcluster.kubectl(cluster, "api-resources", "--api-group=kubetune.io"),
-        "the kubetune.io API in discovery",
-        timeout=30,
-    )
-
-
-@pytest.fixture(scope="session")
 def operator(
     crds: None, cluster: localcluster.ClusterInfo, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:

@@ -70,7 +70,9 @@ def test_resumes_from_the_newest_checkpoint(tmp_path: Path, attempt: int) -> Non
     out = tmp_path / "out"
     for step in (500, 1000, 50):
         (out / f"checkpoint-{step}").mkdir(parents=True)
+        (out / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     (out / "checkpoint-tmp").mkdir()  # not a checkpoint
+    (out / "checkpoint-1500").mkdir()  # the node died while saving it: no trainer_state.json
     decision = plan.decide_resume(out, attempt)
     assert decision.resume_from == out / "checkpoint-1000"
     assert "step 1000" in decision.note
@@ -175,14 +177,19 @@ def test_a_trainer_log_record_becomes_status_progress() -> None:
 def test_the_newest_complete_record_is_read(tmp_path: Path) -> None:
     path = tmp_path / "trainer_log.jsonl"
     assert last_training_record(path) is None
+    final = {k: v for k, v in RECORD.items() if k not in ("loss", "lr")} | {"current_steps": 3}
     path.write_text(
-        json.dumps({**RECORD, "current_steps": 1})
+        json.dumps({**RECORD, "current_steps": 1, "loss": 2.0})
         + "\n"
-        + json.dumps({**RECORD, "current_steps": 2})
+        + json.dumps({**RECORD, "current_steps": 2, "loss": 1.5})
         + "\n"
-        + '{"current_steps": 3, "lo'  # being written right now
+        + json.dumps(final)  # LLaMA-Factory's closing record carries no loss
+        + "\n"
+        + '{"current_steps": 4, "lo'  # being written right now
     )
-    assert last_training_record(path)["current_steps"] == 2
+    state = last_training_record(path)
+    assert state["current_steps"] == 3
+    assert state["loss"] == 1.5, "the last known loss is kept"
 
 
 def test_reporter_sends_changes_only_and_survives_a_lost_api(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ FINAL_WEIGHTS = (
     "pytorch_model.bin.index.json",
 )
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# The HF Trainer writes this last into a checkpoint: without it, the save was cut short.
+COMPLETE_MARKER = "trainer_state.json"
 
 
 @dataclass(frozen=True)
@@ -72,13 +74,13 @@ class PodEnvironment:
 
 
 def checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    """`checkpoint-N` directories, oldest first."""
+    """Complete `checkpoint-N` directories, oldest first (one cut short by a dying node is skipped)."""
     if not output_dir.is_dir():
         return []
     found = []
     for entry in output_dir.iterdir():
         match = _CHECKPOINT.match(entry.name)
-        if match and entry.is_dir():
+        if match and entry.is_dir() and (entry / COMPLETE_MARKER).is_file():
             found.append((int(match.group(1)), entry))
     return sorted(found)
 

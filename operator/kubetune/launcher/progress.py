@@ -59,19 +59,23 @@ def progress_from_record(record: dict[str, Any], now: str) -> dict[str, Any]:
 
 
 def last_training_record(path: Path) -> dict[str, Any] | None:
-    """The newest record with a step count; None when the file is missing or empty."""
+    """The newest state: each key from the newest record that has it (the final record has no loss).
+
+    None when the file is missing or holds no step yet.
+    """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return None
-    for line in reversed(lines):
+    state: dict[str, Any] = {}
+    for line in lines:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line being written right now
         if isinstance(record, dict) and "current_steps" in record:
-            return record
-    return None
+            state.update({k: v for k, v in record.items() if v is not None})
+    return state or None
 
 
 def now_rfc3339() -> str:

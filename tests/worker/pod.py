@@ -1,0 +1,167 @@
+"""A trainer pod on this machine: the rendered ConfigMap and Job, materialised as a pod would see them.
+
+The FineTuneJob is rendered with the real render code; the ConfigMap's files are written to a directory
+(its mount), the claim is a temporary directory, and the container's environment is the Job's, with the
+downward-API values filled in as the kubelet would. Paths under the fixed mount points are mapped onto
+those directories, which is all a mount does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubetune.api.common import CLAIM_MOUNT_PATH
+from kubetune.api.defaults import CONFIG_MOUNT_PATH
+from kubetune.api.finetunejob import FineTuneJobSpec
+from kubetune.render import finetunejob as render
+from tests.worker.fixtures import cpu_env
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_DATASET_INFO = {
+    "sample_ner": {
+        "file_name": "sample-ner.json",
+        "formatting": "alpaca",
+        "columns": {"prompt": "instruction", "query": "input", "response": "output"},
+    }
+}
+
+
+def finetunejob_body(name: str, config: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    """A FineTuneJob training the tiny model (at models/tiny on the claim) on the sample data, on the CPU."""
+    body_spec: dict[str, Any] = {
+        "model": {"source": "pvc://shared/models/tiny", "template": "qwen"},
+        "dataset": {"names": ["sample_ner"], "dir": "datasets", "info": SAMPLE_DATASET_INFO},
+        "config": {
+            "stage": "sft",
+            "do_train": True,
+            "finetuning_type": "lora",
+            "lora_target": "all",
+            "lora_rank": 8,
+            "cutoff_len": 128,
+            "max_samples": 16,
+            "overwrite_cache": True,
+            "preprocessing_num_workers": 1,
+            "dataloader_num_workers": 0,
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 1,
+            "learning_rate": 1.0e-3,
+            "max_steps": 4,
+            "logging_steps": 1,
+            "save_steps": 2,
+            "bf16": False,
+            "fp16": False,
+            "use_cpu": True,
+            "report_to": "none",
+            "seed": 42,
+            **(config or {}),
+        },
+        "resources": {"nodes": 1, "gpusPerNode": 0},
+        "storage": {"claim": "shared"},
+        **spec,
+    }
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name},
+        "spec": body_spec,
+    }
+
+
+@dataclass
+class TrainerPod:
+    claim: Path
+    config_dir: Path
+    env: dict[str, str]
+    output_dir: Path
+    termination_log: Path
+
+    def start(self, log_path: Path) -> subprocess.Popen:
+        out = open(log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
+        return subprocess.Popen(
+            [sys.executable, "-m", "kubetune.cli", "launch"],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=self.claim.parent,
+        )
+
+    def run(self, log_path: Path, timeout: float = 600) -> int:
+        process = self.start(log_path)
+        return process.wait(timeout=timeout)
+
+    def termination_message(self) -> str:
+        return self.termination_log.read_text() if self.termination_log.exists() else ""
+
+
+def materialise(
+    body: dict[str, Any],
+    *,
+    namespace: str,
+    uid: str,
+    claim: Path,
+    workdir: Path,
+    attempt: int = 1,
+    kubeconfig: Path | None = None,
+    metrics_port: int = 0,
+    progress_interval: float = 1.0,
+) -> TrainerPod:
+    spec = FineTuneJobSpec.model_validate(body["spec"])
+    target = render.FineTuneJobTarget(
+        name=body["metadata"]["name"],
+        namespace=namespace,
+        uid=uid,
+        spec=spec,
+        attempt=attempt,
+        dataset_info=dict(spec.dataset.info or {}),
+    )
+    config_dir = workdir / f"config-a{attempt}"
+    config_dir.mkdir(parents=True, exist_ok=True)
+
+    def mapped(text: str) -> str:
+        return text.replace(CLAIM_MOUNT_PATH, str(claim)).replace(CONFIG_MOUNT_PATH, str(config_dir))
+
+    for file_name, content in render.config_map(target)["data"].items():
+        (config_dir / file_name).write_text(mapped(content))
+
+    container = render.job(target)["spec"]["template"]["spec"]["containers"][0]
+    env = cpu_env(workdir / "home")
+    for variable in container["env"]:
+        if "value" in variable:
+            env[variable["name"]] = mapped(variable["value"])
+        else:  # the downward API, as the kubelet fills it for node rank 0
+            field = variable["valueFrom"]["fieldRef"]["fieldPath"]
+            env[variable["name"]] = namespace if field == "metadata.namespace" else "0"
+    termination_log = workdir / f"termination-log-a{attempt}"
+    env.update(
+        {
+            "KUBETUNE_TERMINATION_LOG": str(termination_log),
+            "KUBETUNE_PROGRESS_INTERVAL": str(progress_interval),
+            "KUBETUNE_METRICS_PORT": str(metrics_port),
+            "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO)]),
+        }
+    )
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
+    else:
+        env.pop("KUBECONFIG", None)
+        env.pop("KUBETUNE_FINETUNEJOB", None)  # no API to report to
+    return TrainerPod(
+        claim=claim,
+        config_dir=config_dir,
+        env=env,
+        output_dir=Path(env["KUBETUNE_OUTPUT_DIR"]),
+        termination_log=termination_log,
+    )
+
+
+def trainer_log(output_dir: Path) -> list[dict[str, Any]]:
+    path = output_dir / "trainer_log.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
