@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.set_defaults(func=None)
     sub.add_parser("fetch-model", help="download a hub model into the cache on the claim (trainer pods)")
+    sub.add_parser(
+        "adapter-sync", help="ModelServe pods' sidecar: vLLM's adapter directory from the ConfigMap"
+    )
     sub.add_parser("launch", help="the trainer pod's entrypoint: torchrun + LLaMA-Factory, progress, metrics")
     return parser
 
@@ -210,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         from kubetune.launcher import main as launcher
 
         return launcher.main(argv[1:])
+    if argv[:1] == ["adapter-sync"]:
+        from kubetune.launcher import adapter_sync
+
+        return adapter_sync.main(argv[1:])
     if argv[:1] == ["fetch-model"]:
         from kubetune.launcher import fetch
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from kubetune.api import GROUP, VERSION
 from kubetune.api import finetunejob as ftj
+from kubetune.api import modelserve as ms
 
 CATEGORIES = ["kubetune"]
 _DROPPED_KEYS = {"title", "default", "additionalProperties", "$defs", "discriminator"}
@@ -50,6 +51,10 @@ def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> di
             out[key] = {name: structural(prop, defs) for name, prop in value.items()}
         elif key == "items":
             out[key] = structural(value, defs)
+        elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            # JSON Schema 2020: `exclusiveMinimum: 0`; OpenAPI v3.0: `minimum: 0, exclusiveMinimum: true`.
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
         else:
             out[key] = value
     additional = schema.get("additionalProperties")
@@ -132,6 +137,27 @@ FINETUNEJOB_RULES: dict[str, list[dict[str, str]]] = {
 }
 
 
+MODELSERVE_RULES: dict[str, list[dict[str, str]]] = {
+    "model": FINETUNEJOB_RULES["model"][:1],
+    "adapters": [
+        {
+            "rule": "self.all(a, has(a.path) != has(a.fineTuneJob))",
+            "message": "each adapter needs exactly one of path and fineTuneJob",
+        },
+    ],
+    "autoscaling": [
+        {
+            "rule": "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+            "message": "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        },
+        {
+            "rule": "!has(self.provider) || self.provider != 'keda' || has(self.prometheusAddress)",
+            "message": "autoscaling.prometheusAddress is needed when provider is keda",
+        },
+    ],
+}
+
+
 def _add_rules(spec_schema: dict[str, Any], rules: dict[str, list[dict[str, str]]]) -> None:
     for path, node_rules in rules.items():
         node = spec_schema
@@ -167,6 +193,35 @@ def finetunejob_crd() -> dict[str, Any]:
             {"name": "Nodes x GPUs", "type": "string", "jsonPath": ".status.shape"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
+    )
+
+
+def modelserve_crd() -> dict[str, Any]:
+    spec = model_schema(ms.ModelServeSpec)
+    spec["description"] = "The base model, the adapters and how vLLM serves them."
+    _add_rules(spec, MODELSERVE_RULES)
+    return _crd(
+        plural=ms.PLURAL,
+        singular=ms.SINGULAR,
+        kind=ms.KIND,
+        short_names=ms.SHORT_NAMES,
+        description="vLLM serving a base model and LoRA adapters from the shared claim, OpenAI-compatible.",
+        spec=spec,
+        status=_status_schema(ms.ModelServeStatus),
+        columns=[
+            {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+            {"name": "Replicas", "type": "string", "jsonPath": ".status.replicasDisplay"},
+            {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
+            {"name": "Adapters", "type": "string", "jsonPath": ".status.adaptersDisplay"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+        # An autoscaler (HPA, KEDA) and `kubectl scale` write spec.replicas through this; the operator
+        # passes it on to the Deployment and never writes spec itself.
+        scale={
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
     )
 
 
@@ -230,5 +285,5 @@ def _crd(
 
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD, for `kubetune crds`."""
-    crds = [finetunejob_crd()]
+    crds = [finetunejob_crd(), modelserve_crd()]
     return {f"{crd['metadata']['name']}.yaml": crd for crd in crds}

@@ -19,6 +19,7 @@ DEEPSPEED_CONFIG_FILE = "deepspeed.json"
 LAUNCHER_CONFIG_FILE = "launcher.json"  # the post-training steps, for the launcher
 
 TRAINER_IMAGE = f"ghcr.io/kubetune/trainer:{__version__}"
+OPERATOR_IMAGE = f"ghcr.io/kubetune/operator:{__version__}"  # also runs the ModelServe adapter-sync sidecar
 MASTER_PORT = 29500
 METRICS_PORT = 9400
 

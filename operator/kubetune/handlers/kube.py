@@ -47,6 +47,7 @@ KINDS = {
     "Job": Kind("batch/v1", "jobs"),
     "Deployment": Kind("apps/v1", "deployments"),
     "HorizontalPodAutoscaler": Kind("autoscaling/v2", "horizontalpodautoscalers"),
+    "ScaledObject": Kind("keda.sh/v1alpha1", "scaledobjects"),
     "FineTuneJob": Kind(f"{GROUP}/{VERSION}", "finetunejobs"),
     "ModelServe": Kind(f"{GROUP}/{VERSION}", "modelserves"),
 }

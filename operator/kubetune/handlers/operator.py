@@ -21,11 +21,14 @@ from prometheus_client import start_http_server
 
 from kubetune.api import GROUP, VERSION
 from kubetune.api import finetunejob as ftj
-from kubetune.api.defaults import LABEL_PREFIX, TrainerSettings
+from kubetune.api import modelserve as ms
+from kubetune.api.defaults import LABEL_PREFIX, MANAGED_BY, OPERATOR_IMAGE, TrainerSettings
 from kubetune.handlers import finetunejob as finetunejob_handler
+from kubetune.handlers import modelserve as modelserve_handler
 from kubetune.handlers.kube import Kube
 from kubetune.handlers.metrics import JOBS_BY_PHASE, RECONCILE_SECONDS, RECONCILES
 from kubetune.render.finetunejob import FTJ_LABEL
+from kubetune.render.modelserve import MSERVE_LABEL
 
 log = logging.getLogger("kubetune.operator")
 
@@ -36,6 +39,7 @@ class OperatorConfig:
 
     namespaces: list[str] = field(default_factory=list)  # empty: cluster-wide
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
+    sidecar_image: str = OPERATOR_IMAGE  # the ModelServe pods' adapter-sync sidecar
     metrics_port: int = 8080
     resync_seconds: float = 60.0
     peering: str | None = None  # a kopf peering name: several replicas, one active
@@ -52,6 +56,7 @@ class OperatorConfig:
         return cls(
             namespaces=namespaces,
             trainer=trainer,
+            sidecar_image=env.get("KUBETUNE_OPERATOR_IMAGE", OPERATOR_IMAGE),
             metrics_port=int(env.get("KUBETUNE_METRICS_PORT", "8080")),
             resync_seconds=float(env.get("KUBETUNE_RESYNC_SECONDS", "60")),
             peering=env.get("KUBETUNE_PEERING") or None,
@@ -87,6 +92,27 @@ class Reconciler:
                 ),
             )
 
+    def modelserve(self, namespace: str, name: str) -> None:
+        with self._lock(namespace, f"modelserve/{name}"):
+            body = self.kube.get("ModelServe", namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return
+            body.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+            body.setdefault("kind", ms.KIND)
+            self._run(
+                "ModelServe",
+                lambda: modelserve_handler.reconcile(
+                    self.kube, body, self.config.trainer, self.config.sidecar_image
+                ),
+            )
+
+    def modelserves_using(self, namespace: str, finetunejob: str) -> None:
+        """A FineTuneJob changed: the ModelServes serving its adapter decide again."""
+        for body in self.kube.list("ModelServe", namespace):
+            adapters = (body.get("spec") or {}).get("adapters") or []
+            if any(a.get("fineTuneJob") == finetunejob for a in adapters):
+                self.modelserve(namespace, body["metadata"]["name"])
+
     def _run(self, kind: str, reconcile: Callable[[], Any]) -> None:
         started = time.perf_counter()
         try:
@@ -100,7 +126,8 @@ class Reconciler:
             raise
         finally:
             RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
-        RECONCILES.labels(kind, "changed" if getattr(outcome, "changed", False) else "unchanged").inc()
+        changed = outcome.changed if hasattr(outcome, "changed") else outcome is not None
+        RECONCILES.labels(kind, "changed" if changed else "unchanged").inc()
 
     def resync(self) -> None:
         """Reconciles every FineTuneJob: the safety net under the watches, and what makes TTLs fire."""
@@ -115,6 +142,13 @@ class Reconciler:
                     log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
         for phase, count in phases.items():
             JOBS_BY_PHASE.labels(phase).set(count)
+        for namespace in self.config.namespaces or [None]:
+            for body in self.kube.list("ModelServe", namespace):
+                meta = body["metadata"]
+                try:
+                    self.modelserve(meta["namespace"], meta["name"])
+                except Exception:
+                    log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
 
 
 def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfig) -> None:
@@ -140,9 +174,10 @@ def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfi
         settings.watching.client_timeout = 330
         settings.watching.connect_timeout = 10
         settings.networking.request_timeout = 60
-        # Only the pods and Jobs of FineTuneJobs are watched, filtered by the API server.
-        settings.watching.label_selectors["v1", "pods"] = FTJ_LABEL
-        settings.watching.label_selectors["batch", "jobs"] = FTJ_LABEL
+        # Only the operator's own pods, Jobs and Deployments are watched, filtered by the API server.
+        managed = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+        for resource in (("v1", "pods"), ("batch", "jobs"), ("apps", "deployments")):
+            settings.watching.label_selectors[resource] = managed
         settings.execution.max_workers = 16
         settings.peering.priority = config.priority
         if config.peering:
@@ -172,6 +207,7 @@ def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfi
         if type == "DELETED":
             return
         reconciler().finetunejob(namespace, name, apply_static=True)
+        reconciler().modelserves_using(namespace, name)
 
     @kopf.on.event("batch", "v1", "jobs", labels={FTJ_LABEL: kopf.PRESENT})
     def training_job_changed(labels: dict[str, str], namespace: str, **_: Any) -> None:
@@ -180,3 +216,16 @@ def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfi
     @kopf.on.event("v1", "pods", labels={FTJ_LABEL: kopf.PRESENT})
     def trainer_pod_changed(labels: dict[str, str], namespace: str, **_: Any) -> None:
         reconciler().finetunejob(namespace, labels[FTJ_LABEL], apply_static=False)
+
+    @kopf.on.event(GROUP, VERSION, ms.PLURAL)
+    def modelserve_changed(name: str, namespace: str, type: str | None, **_: Any) -> None:
+        if type != "DELETED":
+            reconciler().modelserve(namespace, name)
+
+    @kopf.on.event("apps", "v1", "deployments", labels={MSERVE_LABEL: kopf.PRESENT})
+    def vllm_deployment_changed(labels: dict[str, str], namespace: str, **_: Any) -> None:
+        reconciler().modelserve(namespace, labels[MSERVE_LABEL])
+
+    @kopf.on.event("v1", "pods", labels={MSERVE_LABEL: kopf.PRESENT})
+    def vllm_pod_changed(labels: dict[str, str], namespace: str, **_: Any) -> None:
+        reconciler().modelserve(namespace, labels[MSERVE_LABEL])

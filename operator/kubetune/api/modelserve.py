@@ -1,0 +1,206 @@
+"""The ModelServe resource: vLLM serving a base model and LoRA adapters from the shared claim."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from kubetune.api.common import Condition, Model, ObjectName, SecretKeyRef
+from kubetune.api.finetunejob import MODEL_SOURCE, RELATIVE_PATH, PodMetadata
+
+KIND = "ModelServe"
+PLURAL = "modelserves"
+SINGULAR = "modelserve"
+SHORT_NAMES = ["mserve"]
+
+VLLM_VERSION = "v0.32.0"
+VLLM_IMAGE = f"vllm/vllm-openai:{VLLM_VERSION}"
+# The ranks vLLM accepts for --max-lora-rank (its default is 16: a rank-64 adapter fails to load).
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+ADAPTER_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$"
+ADAPTER_PATH = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|[^/].*)$"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    FAILED = "Failed"
+
+
+class ServedModelSpec(Model):
+    """The base model vLLM serves."""
+
+    source: str = Field(
+        pattern=MODEL_SOURCE,
+        description="`pvc://<claim>/<path>`, `hf://<org>/<name>` or `ms://<org>/<name>` (the same forms as a "
+        "FineTuneJob's model.source).",
+    )
+    served_model_name: str | None = Field(
+        None, min_length=1, description="The name clients ask for (default: the ModelServe's name)."
+    )
+    revision: str | None = Field(None, description="Hub revision of a hub model.")
+    hub_token_secret: SecretKeyRef | None = Field(None, description="Secret with the hub token.")
+
+
+class AdapterSpec(Model):
+    """A LoRA adapter, served under its own model name."""
+
+    name: str = Field(pattern=ADAPTER_NAME, description="The model name clients use for this adapter.")
+    path: str | None = Field(
+        None,
+        pattern=ADAPTER_PATH,
+        description="The adapter directory: a path on the storage claim, or `pvc://<claim>/<path>`.",
+    )
+    fine_tune_job: ObjectName | None = Field(
+        None, description="A FineTuneJob in the same namespace: its adapter, once it has Succeeded."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> AdapterSpec:
+        if (self.path is None) == (self.fine_tune_job is None):
+            raise ValueError(f"adapter {self.name}: set exactly one of path and fineTuneJob")
+        return self
+
+
+class EngineSpec(Model):
+    """vLLM's settings."""
+
+    image: str = Field(VLLM_IMAGE, description=f"The vLLM image (default {VLLM_IMAGE}).")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs one replica shards the model over.")
+    max_model_len: int | None = Field(None, ge=16, description="Context length (--max-model-len).")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="Share of GPU memory vLLM may use (--gpu-memory-utilization)."
+    )
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] | None = Field(
+        None, description="Weights and activations dtype (--dtype)."
+    )
+    max_lora_rank: Literal[8, 16, 32, 64, 128, 256, 320, 512] | None = Field(
+        None, description="Largest adapter rank (default: what the referenced FineTuneJobs trained with)."
+    )
+    max_loras: int = Field(
+        4,
+        ge=1,
+        description="Adapters active in one batch (--max-loras); any number is served, swapped in as asked.",
+    )
+    max_cpu_loras: int | None = Field(None, ge=1, description="Adapters cached in CPU memory.")
+    extra_args: list[str] | None = Field(None, description="More `vllm serve` flags, verbatim.")
+    env: list[dict[str, Any]] | None = Field(
+        None,
+        description="Extra environment variables of the vLLM container, as in a Pod spec.",
+        json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+    )
+
+
+class ServeResources(Model):
+    gpus: int | None = Field(None, ge=0, le=64, description="GPUs per replica (default: tensorParallelSize).")
+    gpu_resource: str = Field("nvidia.com/gpu", min_length=1, description="Extended resource of the GPUs.")
+    cpu: str | None = Field(None, description="CPU request and limit per replica.")
+    memory: str | None = Field(None, description="Memory request and limit per replica.")
+    shared_memory: str | None = Field(None, description="Size limit of the memory-backed /dev/shm.")
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = Field(
+        None, json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
+    )
+    affinity: dict[str, Any] | None = Field(
+        None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    priority_class_name: str | None = None
+
+
+class AutoscalingSpec(Model):
+    """Scale on vLLM's own queue length: an HPA on the ModelServe's /scale, or a KEDA ScaledObject."""
+
+    min_replicas: int = Field(1, ge=1, description="Fewest replicas.")
+    max_replicas: int = Field(ge=1, description="Most replicas.")
+    target_waiting_requests: float = Field(
+        5, gt=0, description="Requests waiting per replica (vllm:num_requests_waiting) to aim for."
+    )
+    provider: Literal["hpa", "keda"] = Field(
+        "hpa", description="`hpa` (needs a custom-metrics adapter) or `keda` (needs KEDA and Prometheus)."
+    )
+    metric_name: str = Field(
+        "vllm_num_requests_waiting",
+        description="The pods metric as the custom-metrics adapter exposes vllm:num_requests_waiting (hpa).",
+    )
+    prometheus_address: str | None = Field(None, description="Prometheus URL for KEDA's trigger (keda).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+        if self.provider == "keda" and not self.prometheus_address:
+            raise ValueError("autoscaling.prometheusAddress is needed when provider is keda")
+        return self
+
+
+class ServeStorage(Model):
+    claim: ObjectName = Field(description="The PersistentVolumeClaim with the model and the adapters.")
+    model_cache: str = Field("models/hub", pattern=RELATIVE_PATH, description="Where hub models are cached.")
+
+
+class ModelServeSpec(Model):
+    model: ServedModelSpec
+    storage: ServeStorage
+    adapters: list[AdapterSpec] = Field(
+        default_factory=list,
+        max_length=64,
+        description="LoRA adapters, each served under its own name (unique).",
+        # A list keyed by name: the API server refuses duplicates, and server-side apply merges by name.
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    replicas: int | None = Field(
+        None, ge=0, description="Replicas (default 1; leave it unset when autoscaling owns it)."
+    )
+    resources: ServeResources = Field(default_factory=ServeResources)
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    autoscaling: AutoscalingSpec | None = None
+    pod_metadata: PodMetadata | None = Field(None, description="Extra labels and annotations for the pods.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModelServeSpec:
+        names = [a.name for a in self.adapters]
+        served = self.served_model_name_or(None)
+        duplicates = sorted({n for n in names if names.count(n) > 1} | ({served} & set(names)))
+        if duplicates:
+            raise ValueError(f"adapter names must be unique and differ from the served model: {duplicates}")
+        return self
+
+    def served_model_name_or(self, default: str | None) -> str | None:
+        return self.model.served_model_name or default
+
+    @property
+    def gpus(self) -> int:
+        return self.engine.tensor_parallel_size if self.resources.gpus is None else self.resources.gpus
+
+
+class AdapterStatus(Model):
+    model_config = Model.model_config | {"frozen": False}
+
+    name: str
+    path: str | None = None
+    ready: bool = False
+    reason: str | None = None
+    message: str | None = None
+
+
+class ModelServeStatus(Model):
+    model_config = Model.model_config | {"extra": "allow", "frozen": False}
+
+    phase: Phase | None = None
+    reason: str | None = None
+    message: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    selector: str | None = Field(None, description="The pods' label selector (for the /scale subresource).")
+    endpoint: str | None = Field(None, description="The OpenAI-compatible endpoint inside the cluster.")
+    served_models: list[str] = Field(default_factory=list)
+    adapters: list[AdapterStatus] = Field(default_factory=list)
+    adapters_display: str | None = Field(None, description="`2/3` adapters ready, for `kubectl get`.")
+    replicas_display: str | None = Field(None, description="`1/2` replicas ready, for `kubectl get`.")

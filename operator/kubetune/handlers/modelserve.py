@@ -1,0 +1,193 @@
+"""The ModelServe reconcile: one level-based pass, the same whatever woke it up.
+
+1. check the spec; 2. resolve the adapters (a FineTuneJob reference waits, as a condition, until that job
+has Succeeded); 3. check the claim; 4. render and apply the children (only the ready adapters go into
+the adapters ConfigMap); 5. compute the status, patch it when it changed, record an Event per transition.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+
+from kubetune.api import modelserve as ms
+from kubetune.api.common import CLAIM_MOUNT_PATH
+from kubetune.api.defaults import TrainerSettings
+from kubetune.api.validation import Problem, describe
+from kubetune.handlers import events
+from kubetune.handlers.kube import Kube
+from kubetune.render import modelserve as render
+from kubetune.status import modelserve as status_of
+
+log = logging.getLogger("kubetune.modelserve")
+
+LLAMAFACTORY_DEFAULT_LORA_RANK = 8
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def resolve_adapter(
+    kube: Kube, namespace: str, spec: ms.ModelServeSpec, adapter: ms.AdapterSpec
+) -> tuple[status_of.AdapterState, render.ResolvedAdapter | None]:
+    claim = spec.storage.claim
+    if adapter.path is not None:
+        path = adapter.path
+        if path.startswith("pvc://"):
+            other, _, path = path.removeprefix("pvc://").partition("/")
+            if other != claim:
+                message = f"is on claim {other}, but only the storage claim {claim} is mounted"
+                return status_of.AdapterState(
+                    adapter.name, False, adapter.path, "InvalidAdapter", message
+                ), None
+        in_pod = f"{CLAIM_MOUNT_PATH}/{path.strip('/')}"
+        state = status_of.AdapterState(adapter.name, True, path.strip("/"))
+        return state, render.ResolvedAdapter(adapter.name, in_pod)
+
+    job_name = adapter.fine_tune_job or ""
+    job = kube.get("FineTuneJob", namespace, job_name)
+    if job is None:
+        message = f"FineTuneJob {job_name} not found in namespace {namespace}"
+        return status_of.AdapterState(adapter.name, False, None, "FineTuneJobNotFound", message), None
+    status = job.get("status") or {}
+    phase = status.get("phase")
+    if phase == "Failed":
+        message = f"FineTuneJob {job_name} failed: {status.get('message', '')}".rstrip(": ")
+        return status_of.AdapterState(adapter.name, False, None, "FineTuneJobFailed", message), None
+    if phase != "Succeeded":
+        message = f"waiting for FineTuneJob {job_name} to succeed (now {phase or 'Pending'})"
+        return status_of.AdapterState(adapter.name, False, None, "WaitingForFineTuneJob", message), None
+    output = status.get("output") or {}
+    config = (job.get("spec") or {}).get("config") or {}
+    if not output.get("adapterPath"):
+        kind = config.get("finetuning_type", "lora")
+        message = (
+            f"FineTuneJob {job_name} trained a whole model ({kind}), not an adapter: serve it as a model"
+        )
+        return status_of.AdapterState(adapter.name, False, None, "InvalidAdapter", message), None
+    if output.get("claim") != claim:
+        message = f"FineTuneJob {job_name}'s adapter is on claim {output.get('claim')}, not {claim}"
+        return status_of.AdapterState(adapter.name, False, None, "InvalidAdapter", message), None
+    path = output["adapterPath"]
+    rank = config.get("lora_rank", LLAMAFACTORY_DEFAULT_LORA_RANK)
+    resolved = render.ResolvedAdapter(
+        adapter.name, f"{CLAIM_MOUNT_PATH}/{path}", rank if isinstance(rank, int) else None
+    )
+    return status_of.AdapterState(adapter.name, True, path), resolved
+
+
+def _observed_max_lora_rank(deployment: dict[str, Any] | None) -> int | None:
+    if deployment is None:
+        return None
+    for container in deployment["spec"]["template"]["spec"].get("containers", []):
+        args = container.get("args") or []
+        if "--max-lora-rank" in args:
+            value = args[args.index("--max-lora-rank") + 1]
+            return int(value) if re.fullmatch(r"\d+", value) else None
+    return None
+
+
+def reconcile(
+    kube: Kube, body: dict[str, Any], settings: TrainerSettings, sidecar_image: str
+) -> dict[str, Any]:
+    meta = body["metadata"]
+    name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
+    previous = body.get("status") or {}
+    problems: list[Problem] = []
+    try:
+        spec = ms.ModelServeSpec.model_validate(body.get("spec") or {})
+    except ValidationError as error:
+        spec = None
+        problems.append(Problem("InvalidSpec", describe(error), terminal=True))
+
+    adapter_states: list[status_of.AdapterState] = []
+    resolved: list[render.ResolvedAdapter] = []
+    target = None
+    deployment = None
+    pods: list[dict[str, Any]] = []
+    if spec is not None:
+        for adapter in spec.adapters:
+            state, ready = resolve_adapter(kube, namespace, spec, adapter)
+            adapter_states.append(state)
+            if ready is not None:
+                resolved.append(ready)
+        if spec.model.source.startswith("pvc://"):
+            model_claim = spec.model.source.removeprefix("pvc://").partition("/")[0]
+            if model_claim != spec.storage.claim:
+                problems.append(
+                    Problem(
+                        "InvalidSpec",
+                        f"spec.model.source is on claim {model_claim}: serve from spec.storage.claim "
+                        f"({spec.storage.claim}), where the trainer wrote the adapters",
+                        terminal=True,
+                    )
+                )
+        if not problems and kube.get("PersistentVolumeClaim", namespace, spec.storage.claim) is None:
+            problems.append(
+                Problem(
+                    "MissingClaim",
+                    f"PersistentVolumeClaim {spec.storage.claim} not found in namespace {namespace}",
+                    terminal=False,
+                )
+            )
+        probe = render.ModelServeTarget(name=name, namespace=namespace, uid=uid, spec=spec)
+        deployment = kube.get("Deployment", namespace, probe.deployment_name)
+        target = render.ModelServeTarget(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            spec=spec,
+            adapters=resolved,
+            observed_max_lora_rank=_observed_max_lora_rank(deployment),
+            trainer_image=settings.image,
+            sidecar_image=sidecar_image,
+        )
+        if not problems:
+            for child in render.children(target):
+                try:
+                    applied = kube.apply(child)
+                except ApiException as error:
+                    if child["kind"] == "ScaledObject" and error.status == 404:
+                        problems.append(
+                            Problem(
+                                "KedaNotInstalled",
+                                "autoscaling.provider is keda, but KEDA is not installed",
+                                False,
+                            )
+                        )
+                        continue
+                    raise
+                if child["kind"] == "Deployment":
+                    deployment = applied
+            if spec.autoscaling is None and kube.get(
+                "HorizontalPodAutoscaler", namespace, target.service_name
+            ):
+                kube.delete("HorizontalPodAutoscaler", namespace, target.service_name)
+            pods = kube.list("Pod", namespace, render.selector(target))
+
+    served_name = target.served_model_name if target else name
+    observation = status_of.Observation(
+        generation=meta.get("generation", 1),
+        now=now(),
+        previous=previous,
+        endpoint=target.endpoint if target else "",
+        served_model_name=served_name,
+        selector=",".join(f"{k}={v}" for k, v in render.selector(target).items()) if target else "",
+        desired_replicas=render.desired_replicas(spec) if spec else 0,
+        problems=problems,
+        deployment=deployment,
+        pods=pods,
+        adapters=adapter_states,
+    )
+    status = status_of.compute(observation)
+    if any(previous.get(k) != v for k, v in status.items()):
+        kube.patch_status("ModelServe", namespace, name, status)
+        for type_, reason, message in status_of.transitions(previous, status):
+            events.post(kube, body, type_, reason, message)
+    return status

@@ -1,0 +1,389 @@
+"""A ModelServe's spec -> its children: a Deployment running `vllm serve`, a Service, the adapters
+ConfigMap, and an HPA or a KEDA ScaledObject when autoscaling is set.
+
+Adapters never change the pod template. vLLM's `lora_filesystem_resolver` plugin loads an adapter by name
+on the first request for it, from `<resolver dir>/<name>`; a small sidecar (`kubetune adapter-sync`) keeps
+that directory in step with the mounted adapters ConfigMap (symlinks into the claim), and unloads an
+adapter that was removed. Adding or removing an adapter changes the ConfigMap only: no pod restarts.
+The one exception is an adapter whose rank is above every earlier one: `--max-lora-rank` must grow, and
+the pods roll one at a time (maxUnavailable 0), so the endpoint stays up.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubetune.api import API_VERSION
+from kubetune.api import modelserve as ms
+from kubetune.api.common import CLAIM_MOUNT_PATH
+from kubetune.api.defaults import CONFIG_MOUNT_PATH, LABEL_PREFIX, MANAGED_BY, OPERATOR_IMAGE, TRAINER_IMAGE
+from kubetune.render.finetunejob import claim_path
+from kubetune.render.names import dns_label, label_value
+
+MSERVE_LABEL = f"{LABEL_PREFIX}/modelserve"
+VLLM_PORT = 8000
+ADAPTERS_DIR = "/var/run/kubetune/adapters"
+ADAPTERS_FILE = "adapters.json"
+
+
+@dataclass(frozen=True)
+class ResolvedAdapter:
+    """An adapter the handler has resolved: where it is in the pod, and the rank it was trained with."""
+
+    name: str
+    path: str  # inside the pod
+    rank: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelServeTarget:
+    name: str
+    namespace: str
+    uid: str
+    spec: ms.ModelServeSpec
+    adapters: list[ResolvedAdapter] = field(default_factory=list)  # the ready ones only
+    # --max-lora-rank of the running Deployment: the rank only grows, so removing an adapter never restarts.
+    observed_max_lora_rank: int | None = None
+    trainer_image: str = TRAINER_IMAGE
+    sidecar_image: str = OPERATOR_IMAGE
+
+    @property
+    def service_name(self) -> str:
+        return dns_label(self.name)
+
+    @property
+    def deployment_name(self) -> str:
+        return dns_label(self.name, "vllm")
+
+    @property
+    def config_map_name(self) -> str:
+        return dns_label(self.name, "adapters", max_length=253)
+
+    @property
+    def served_model_name(self) -> str:
+        return self.spec.served_model_name_or(self.name) or self.name
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.service_name}.{self.namespace}.svc:{VLLM_PORT}/v1"
+
+
+def labels(target: ModelServeTarget) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "kubetune-vllm",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        MSERVE_LABEL: label_value(target.name),
+    }
+
+
+def selector(target: ModelServeTarget) -> dict[str, str]:
+    return {MSERVE_LABEL: label_value(target.name)}
+
+
+def metadata(target: ModelServeTarget, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": target.namespace,
+        "labels": labels(target),
+        "ownerReferences": [
+            {
+                "apiVersion": API_VERSION,
+                "kind": ms.KIND,
+                "name": target.name,
+                "uid": target.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+def model_path(target: ModelServeTarget) -> str:
+    """The base model's path in the pod: the same string the trainer used, so adapters match it."""
+    model = target.spec.model
+    scheme, _, rest = model.source.partition("://")
+    if scheme != "pvc":
+        cached = rest + (f"@{model.revision}" if model.revision else "")
+        return claim_path(posixpath.join(target.spec.storage.model_cache, scheme, cached))
+    _, _, path = rest.partition("/")
+    return claim_path(path)
+
+
+def adapter_rank_needed(target: ModelServeTarget) -> int:
+    """--max-lora-rank: the engine's setting, else the largest adapter rank rounded up to one vLLM allows."""
+    if target.spec.engine.max_lora_rank is not None:
+        return target.spec.engine.max_lora_rank
+    ranks = [a.rank for a in target.adapters if a.rank is not None]
+    needed = max([*ranks, 16, target.observed_max_lora_rank or 0])  # 16: vLLM's own default
+    return next((r for r in ms.LORA_RANKS if r >= needed), ms.LORA_RANKS[-1])
+
+
+def vllm_args(target: ModelServeTarget) -> list[str]:
+    engine = target.spec.engine
+    args = [
+        model_path(target),
+        "--served-model-name", target.served_model_name,
+        "--host", "0.0.0.0",
+        "--port", str(VLLM_PORT),
+        "--enable-lora",
+        "--max-lora-rank", str(adapter_rank_needed(target)),
+        "--max-loras", str(engine.max_loras),
+        "--tensor-parallel-size", str(engine.tensor_parallel_size),
+    ]  # fmt: skip
+    if engine.max_cpu_loras is not None:
+        args += ["--max-cpu-loras", str(engine.max_cpu_loras)]
+    if engine.max_model_len is not None:
+        args += ["--max-model-len", str(engine.max_model_len)]
+    if engine.gpu_memory_utilization is not None:
+        args += ["--gpu-memory-utilization", str(engine.gpu_memory_utilization)]
+    if engine.dtype is not None:
+        args += ["--dtype", engine.dtype]
+    return args + list(engine.extra_args or [])
+
+
+def adapters_config_map(target: ModelServeTarget) -> dict[str, Any]:
+    adapters = {a.name: a.path for a in sorted(target.adapters, key=lambda a: a.name)}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(target, target.config_map_name),
+        "data": {ADAPTERS_FILE: json.dumps(adapters, indent=2, sort_keys=True) + "\n"},
+    }
+
+
+def _env(target: ModelServeTarget) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        # Adapters are found by name in ADAPTERS_DIR on the first request for them.
+        {"name": "VLLM_PLUGINS", "value": "lora_filesystem_resolver"},
+        {"name": "VLLM_LORA_RESOLVER_CACHE_DIR", "value": ADAPTERS_DIR},
+        {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+    ]
+    token = target.spec.model.hub_token_secret
+    if token is not None:
+        env.append(
+            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}}
+        )
+    return env + list(target.spec.engine.env or [])
+
+
+def _resources(target: ModelServeTarget) -> dict[str, Any]:
+    res = target.spec.resources
+    limits: dict[str, str] = {}
+    requests: dict[str, str] = {}
+    if target.spec.gpus > 0:
+        limits[res.gpu_resource] = str(target.spec.gpus)
+    for key, value in (("cpu", res.cpu), ("memory", res.memory)):
+        if value is not None:
+            limits[key] = requests[key] = value
+    out: dict[str, Any] = {}
+    if limits:
+        out["limits"] = limits
+    if requests:
+        out["requests"] = requests
+    return out
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 5,
+    }
+
+
+def deployment(target: ModelServeTarget) -> dict[str, Any]:
+    spec = target.spec
+    shm: dict[str, Any] = {"medium": "Memory"}
+    if spec.resources.shared_memory:
+        shm["sizeLimit"] = spec.resources.shared_memory
+    claim_mount = {"name": "claim", "mountPath": CLAIM_MOUNT_PATH, "readOnly": True}
+    vllm: dict[str, Any] = {
+        "name": "vllm",
+        "image": spec.engine.image,
+        "command": ["vllm", "serve"],
+        "args": vllm_args(target),
+        "env": _env(target),
+        "ports": [{"name": "http", "containerPort": VLLM_PORT}],
+        "volumeMounts": [
+            claim_mount,
+            {"name": "adapters", "mountPath": ADAPTERS_DIR, "readOnly": True},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
+        # Loading a large model takes minutes: up to an hour before liveness starts counting.
+        "startupProbe": _probe("/health", 10, 360),
+        "readinessProbe": _probe("/health", 5, 3),
+        "livenessProbe": _probe("/health", 15, 4),
+    }
+    if spec.engine.image_pull_policy:
+        vllm["imagePullPolicy"] = spec.engine.image_pull_policy
+    resources = _resources(target)
+    if resources:
+        vllm["resources"] = resources
+
+    # A native sidecar (an init container that keeps running): it is up before vLLM starts.
+    adapter_sync = {
+        "name": "adapter-sync",
+        "image": target.sidecar_image,
+        "restartPolicy": "Always",
+        "command": ["kubetune"],
+        "args": [
+            "adapter-sync",
+            "--config",
+            posixpath.join(CONFIG_MOUNT_PATH, ADAPTERS_FILE),
+            "--dir",
+            ADAPTERS_DIR,
+            "--vllm",
+            f"http://127.0.0.1:{VLLM_PORT}",
+        ],
+        "volumeMounts": [
+            {"name": "adapters-config", "mountPath": CONFIG_MOUNT_PATH, "readOnly": True},
+            {"name": "adapters", "mountPath": ADAPTERS_DIR},
+            claim_mount,
+        ],
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+    }
+    init_containers: list[dict[str, Any]] = []
+    if not spec.model.source.startswith("pvc://"):
+        fetch_args = ["fetch-model", "--source", spec.model.source, "--dest", model_path(target)]
+        if spec.model.revision:
+            fetch_args += ["--revision", spec.model.revision]
+        fetch = {
+            "name": "fetch-model",
+            "image": target.trainer_image,
+            "command": ["kubetune"],
+            "args": fetch_args,
+            "volumeMounts": [{**claim_mount, "readOnly": False}],
+        }
+        if spec.model.hub_token_secret is not None:
+            fetch["env"] = [e for e in _env(target) if e["name"] == "HF_TOKEN"]
+        init_containers.append(fetch)
+    init_containers.append(adapter_sync)
+
+    pod_labels = {**((spec.pod_metadata and spec.pod_metadata.labels) or {}), **labels(target)}
+    pod_meta: dict[str, Any] = {"labels": pod_labels}
+    if spec.pod_metadata and spec.pod_metadata.annotations:
+        pod_meta["annotations"] = dict(spec.pod_metadata.annotations)
+    pod_spec: dict[str, Any] = {
+        "initContainers": init_containers,
+        "containers": [vllm],
+        "volumes": [
+            {"name": "claim", "persistentVolumeClaim": {"claimName": spec.storage.claim, "readOnly": True}},
+            {"name": "adapters-config", "configMap": {"name": target.config_map_name}},
+            {"name": "adapters", "emptyDir": {}},
+            {"name": "dshm", "emptyDir": shm},
+        ],
+        "terminationGracePeriodSeconds": 60,
+    }
+    res = spec.resources
+    if res.node_selector:
+        pod_spec["nodeSelector"] = dict(res.node_selector)
+    if res.tolerations:
+        pod_spec["tolerations"] = list(res.tolerations)
+    if res.affinity:
+        pod_spec["affinity"] = dict(res.affinity)
+    if res.priority_class_name:
+        pod_spec["priorityClassName"] = res.priority_class_name
+
+    deployment_spec: dict[str, Any] = {
+        "replicas": desired_replicas(spec),
+        "selector": {"matchLabels": selector(target)},
+        # A new pod is Ready before an old one goes: the endpoint never has fewer replicas than asked.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {"metadata": pod_meta, "spec": pod_spec},
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(target, target.deployment_name),
+        "spec": deployment_spec,
+    }
+
+
+def desired_replicas(spec: ms.ModelServeSpec) -> int:
+    if spec.replicas is not None:
+        return spec.replicas
+    return spec.autoscaling.min_replicas if spec.autoscaling else 1
+
+
+def service(target: ModelServeTarget) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(target, target.service_name),
+        "spec": {
+            "selector": selector(target),
+            "ports": [{"name": "http", "port": VLLM_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def _scale_target(target: ModelServeTarget) -> dict[str, str]:
+    # The ModelServe's own /scale: the autoscaler owns spec.replicas, the operator passes it on.
+    return {"apiVersion": API_VERSION, "kind": ms.KIND, "name": target.name}
+
+
+def autoscaler(target: ModelServeTarget) -> dict[str, Any] | None:
+    scaling = target.spec.autoscaling
+    if scaling is None:
+        return None
+    if scaling.provider == "keda":
+        query = (
+            f'sum(vllm:num_requests_waiting{{namespace="{target.namespace}",'
+            f'model_name="{target.served_model_name}"}})'
+        )
+        return {
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "ScaledObject",
+            "metadata": metadata(target, target.service_name),
+            "spec": {
+                "scaleTargetRef": _scale_target(target),
+                "minReplicaCount": scaling.min_replicas,
+                "maxReplicaCount": scaling.max_replicas,
+                "triggers": [
+                    {
+                        "type": "prometheus",
+                        "metadata": {
+                            "serverAddress": scaling.prometheus_address,
+                            "query": query,
+                            "threshold": str(scaling.target_waiting_requests),
+                        },
+                    }
+                ],
+            },
+        }
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata(target, target.service_name),
+        "spec": {
+            "scaleTargetRef": _scale_target(target),
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": scaling.metric_name},
+                        "target": {
+                            "type": "AverageValue",
+                            "averageValue": str(scaling.target_waiting_requests),
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+def children(target: ModelServeTarget) -> list[dict[str, Any]]:
+    """In apply order: the ConfigMap before the Deployment that mounts it."""
+    out = [adapters_config_map(target), service(target), deployment(target)]
+    scaler = autoscaler(target)
+    if scaler is not None:
+        out.append(scaler)
+    return out

@@ -1,0 +1,192 @@
+"""What was observed of a ModelServe's Deployment, pods and adapters -> its status (one pure function).
+
+Conditions follow what `kubectl wait` and GitOps health checks read: `Ready` (the endpoint answers: at least
+one replica is ready), `Progressing` (a rollout is under way), `Degraded` (fewer ready replicas than asked
+once the rollout is over, or an adapter that cannot be served), and `AdaptersReady`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubetune.api.modelserve import Phase
+from kubetune.api.validation import Problem
+from kubetune.status.finetunejob import pod_pending_reason
+
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "AdaptersReady")
+
+
+@dataclass(frozen=True)
+class AdapterState:
+    name: str
+    ready: bool
+    path: str | None = None
+    reason: str | None = None  # WaitingForFineTuneJob, FineTuneJobFailed, FineTuneJobNotFound, InvalidAdapter
+    message: str | None = None
+
+    @property
+    def broken(self) -> bool:
+        """Will not become ready by waiting: someone has to act."""
+        return self.reason in ("FineTuneJobFailed", "InvalidAdapter")
+
+
+@dataclass(frozen=True)
+class Observation:
+    generation: int
+    now: str
+    previous: dict[str, Any]
+    endpoint: str
+    served_model_name: str
+    selector: str
+    desired_replicas: int
+    problems: list[Problem] = field(default_factory=list)
+    deployment: dict[str, Any] | None = None
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    adapters: list[AdapterState] = field(default_factory=list)
+
+
+def _condition(status: str, reason: str, message: str) -> tuple[str, str, str]:
+    return status, reason, message
+
+
+def _rollout(deployment: dict[str, Any], desired: int) -> tuple[int, bool]:
+    """(ready replicas, whether the rollout of the current template is done)."""
+    status = deployment.get("status") or {}
+    meta = deployment.get("metadata") or {}
+    ready = int(status.get("readyReplicas") or 0)
+    done = (
+        (status.get("observedGeneration") or 0) >= (meta.get("generation") or 0)
+        and int(status.get("updatedReplicas") or 0) >= desired
+        and int(status.get("availableReplicas") or 0) >= desired
+        and int(status.get("replicas") or 0) <= desired
+    )
+    return ready, done
+
+
+def compute(obs: Observation) -> dict[str, Any]:
+    adapters_ready = all(a.ready for a in obs.adapters)
+    broken = [a for a in obs.adapters if a.broken]
+    waiting_adapters = [a for a in obs.adapters if not a.ready and not a.broken]
+    if adapters_ready:
+        adapters_condition = _condition("True", "AdaptersReady", f"{len(obs.adapters)} adapter(s) ready")
+    else:
+        first = (broken or waiting_adapters)[0]
+        adapters_condition = _condition(
+            "False",
+            first.reason or "AdapterNotReady",
+            "; ".join(f"{a.name}: {a.message}" for a in obs.adapters if not a.ready),
+        )
+
+    terminal = [p for p in obs.problems if p.terminal]
+    waiting = [p for p in obs.problems if not p.terminal]
+    ready_replicas, rollout_done = 0, False
+    if terminal:
+        message = "; ".join(p.message for p in terminal)
+        phase, reason = Phase.FAILED, terminal[0].reason
+        ready = _condition("False", reason, message)
+        progressing = _condition("False", reason, message)
+        degraded = _condition("True", reason, message)
+    elif waiting or obs.deployment is None:
+        message = "; ".join(p.message for p in waiting) or "creating the vLLM Deployment"
+        reason = waiting[0].reason if waiting else "Creating"
+        phase = Phase.PENDING
+        ready = _condition("False", reason, message)
+        progressing = _condition("True", reason, message)
+        degraded = _condition("False", reason, message)
+    else:
+        ready_replicas, rollout_done = _rollout(obs.deployment, obs.desired_replicas)
+        pending = next((r for r in map(pod_pending_reason, obs.pods) if r), None)
+        if obs.desired_replicas == 0:
+            phase, reason, message = Phase.PENDING, "ScaledToZero", "scaled to zero replicas"
+        elif ready_replicas == 0:
+            phase = Phase.PENDING
+            reason, message = pending or ("Starting", "waiting for vLLM to load the model and pass /health")
+        elif not rollout_done:
+            phase, reason = Phase.PROGRESSING, "RollingOut"
+            message = f"{ready_replicas} of {obs.desired_replicas} replica(s) ready; rolling out"
+        elif ready_replicas < obs.desired_replicas:
+            phase, reason = Phase.DEGRADED, "ReplicasNotReady"
+            message = f"{ready_replicas} of {obs.desired_replicas} replica(s) ready"
+        else:
+            phase, reason = Phase.READY, "Serving"
+            message = f"{ready_replicas} replica(s) serving {obs.endpoint}"
+        if phase == Phase.READY and broken:
+            phase, reason = Phase.DEGRADED, broken[0].reason or "InvalidAdapter"
+            message = adapters_condition[2]
+        ready = _condition("True" if ready_replicas > 0 else "False", reason, message)
+        progressing = _condition("False" if rollout_done else "True", reason, message)
+        is_degraded = phase == Phase.DEGRADED
+        degraded = _condition("True" if is_degraded else "False", reason, message)
+
+    wanted = {
+        "Ready": ready,
+        "Progressing": progressing,
+        "Degraded": degraded,
+        "AdaptersReady": adapters_condition,
+    }
+    conditions = []
+    for type_ in CONDITION_TYPES:
+        status, cond_reason, cond_message = wanted[type_]
+        previous = next((c for c in obs.previous.get("conditions") or [] if c.get("type") == type_), {})
+        since = previous.get("lastTransitionTime") if previous.get("status") == status else None
+        conditions.append(
+            {
+                "type": type_,
+                "status": status,
+                "reason": cond_reason,
+                "message": cond_message,
+                "lastTransitionTime": since or obs.now,
+                "observedGeneration": obs.generation,
+            }
+        )
+
+    served = [obs.served_model_name] + [a.name for a in obs.adapters if a.ready]
+    deployment_status = (obs.deployment or {}).get("status") or {}
+    return {
+        "phase": phase.value,
+        "reason": reason,
+        "message": message,
+        "conditions": conditions,
+        "observedGeneration": obs.generation,
+        "replicas": int(deployment_status.get("replicas") or 0),
+        "readyReplicas": ready_replicas,
+        "replicasDisplay": f"{ready_replicas}/{obs.desired_replicas}",
+        "selector": obs.selector,
+        "endpoint": obs.endpoint,
+        "servedModels": served,
+        "adapters": [_adapter_status(a) for a in obs.adapters],
+        "adaptersDisplay": f"{sum(a.ready for a in obs.adapters)}/{len(obs.adapters)}",
+    }
+
+
+def _adapter_status(adapter: AdapterState) -> dict[str, Any]:
+    fields = {
+        "name": adapter.name,
+        "path": adapter.path,
+        "ready": adapter.ready,
+        "reason": adapter.reason,
+        "message": adapter.message,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the Events to record for a change of phase, reason or served adapters."""
+    events = []
+    if (previous.get("phase"), previous.get("reason")) != (current.get("phase"), current.get("reason")):
+        warning = current.get("phase") in (Phase.FAILED, Phase.DEGRADED) or current.get("reason") in (
+            "Unschedulable",
+            "ImagePullError",
+        )
+        events.append(
+            ("Warning" if warning else "Normal", current.get("reason", ""), current.get("message", ""))
+        )
+    before = set(previous.get("servedModels") or [])
+    after = set(current.get("servedModels") or [])
+    for name in sorted(after - before):
+        if before:
+            events.append(("Normal", "AdapterAdded", f"serving {name}"))
+    for name in sorted(before - after):
+        events.append(("Normal", "AdapterRemoved", f"no longer serving {name}"))
+    return events

@@ -1,0 +1,230 @@
+"""ModelServe scenarios on the local control plane, with the real operator process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.cluster import localcluster
+from tests.integration.finetunejobs import FineTuneJobs, finetunejob, with_pod_annotations
+from tests.kube import wait_until
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "modelserves"
+
+
+def modelserve(name: str, adapters: list[dict[str, Any]] | None = None, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelServe",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"source": "pvc://shared/models/Qwen2.5-7B-Instruct", "servedModelName": "qwen2.5-7b"},
+            "storage": {"claim": "shared"},
+            "adapters": adapters or [],
+            "resources": {"gpus": 1},
+            "engine": {"maxModelLen": 1024, "gpuMemoryUtilization": 0.8},
+            **spec,
+        },
+    }
+
+
+class ModelServes:
+    def __init__(self, api: client.ApiClient, namespace: str):
+        self.custom = client.CustomObjectsApi(api)
+        self.namespace = namespace
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch)
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.get(name).get("status") or {}
+
+    def condition(self, name: str, type_: str) -> dict[str, Any]:
+        return next((c for c in self.status(name).get("conditions") or [] if c["type"] == type_), {})
+
+    def wait(self, name: str, check, what: str, timeout: float = 60) -> dict[str, Any]:
+        return wait_until(lambda: (s := self.status(name)) and check(s) and s, what, timeout=timeout)
+
+
+def deployment_args(apps: client.AppsV1Api, namespace: str, name: str) -> list[str]:
+    return apps.read_namespaced_deployment(f"{name}-vllm", namespace).spec.template.spec.containers[0].args
+
+
+def test_serves_the_base_model_and_a_path_adapter(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, core: client.CoreV1Api,
+    cluster: localcluster.ClusterInfo,
+) -> None:  # fmt: skip
+    serves = ModelServes(api, namespace)
+    serves.create(modelserve("qwen", adapters=[{"name": "other", "path": "adapters/other"}]))
+
+    waited = subprocess.run(
+        [cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "-n", namespace, "wait",
+         "--for=condition=Ready", "modelserve/qwen", "--timeout=90s"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert waited.returncode == 0, waited.stderr + json.dumps(serves.status("qwen"))
+    status = serves.status("qwen")
+    assert status["phase"] == "Ready"
+    assert status["endpoint"] == f"http://qwen.{namespace}.svc:8000/v1"
+    assert status["servedModels"] == ["qwen2.5-7b", "other"]
+    assert serves.condition("qwen", "AdaptersReady")["status"] == "True"
+
+    apps = client.AppsV1Api(api)
+    deployment = apps.read_namespaced_deployment("qwen-vllm", namespace)
+    pod_spec = deployment.spec.template.spec
+    vllm = pod_spec.containers[0]
+    assert vllm.command == ["vllm", "serve"]
+    assert vllm.args[0] == "/mnt/claim/models/Qwen2.5-7B-Instruct"
+    assert "--enable-lora" in vllm.args
+    assert vllm.resources.limits["nvidia.com/gpu"] == "1"
+    assert vllm.startup_probe.http_get.path == "/health"
+    claim_volume = next(v for v in pod_spec.volumes if v.name == "claim")
+    assert claim_volume.persistent_volume_claim.read_only is True
+    service = core.read_namespaced_service("qwen", namespace)
+    assert [(p.name, p.port) for p in service.spec.ports] == [("http", 8000)]
+    adapters = json.loads(core.read_namespaced_config_map("qwen-adapters", namespace).data["adapters.json"])
+    assert adapters == {"other": "/mnt/claim/adapters/other"}
+    pods = core.list_namespaced_pod(namespace, label_selector="kubetune.io/modelserve=qwen").items
+    assert pods and all(p.spec.node_name.startswith("gpu-node-") for p in pods)
+
+    printed = localcluster.kubectl(cluster, "get", "mserve", "-n", namespace)
+    assert "qwen" in printed and "1/1" in printed and f"qwen.{namespace}.svc:8000/v1" in printed
+
+
+def test_a_finetunejob_adapter_waits_then_is_served_with_its_rank(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, core: client.CoreV1Api
+) -> None:
+    ftjs, serves = FineTuneJobs(api, namespace), ModelServes(api, namespace)
+    training = finetunejob("ner-r64")
+    training["spec"]["config"]["lora_rank"] = 64
+    ftjs.create(with_pod_annotations(training, **{"test.kubetune.io/hold": "true"}))
+    ftjs.wait_phase("ner-r64", "Running", timeout=30)
+
+    serves.create(modelserve("qwen", adapters=[{"name": "clue-ner", "fineTuneJob": "ner-r64"}]))
+    status = serves.wait("qwen", lambda s: s.get("phase") == "Ready", "the base model to be served")
+    adapters = serves.condition("qwen", "AdaptersReady")
+    assert (adapters["status"], adapters["reason"]) == ("False", "WaitingForFineTuneJob")
+    assert status["servedModels"] == ["qwen2.5-7b"], "the base model serves while the adapter trains"
+
+    for pod in core.list_namespaced_pod(namespace, label_selector="kubetune.io/finetunejob=ner-r64").items:
+        core.patch_namespaced_pod(
+            pod.metadata.name, namespace, {"metadata": {"annotations": {"test.kubetune.io/hold": None}}}
+        )
+    ftjs.wait_phase("ner-r64", "Succeeded", timeout=60)
+    status = serves.wait(
+        "qwen", lambda s: "clue-ner" in s.get("servedModels", []), "the adapter to be served", timeout=60
+    )
+    assert serves.condition("qwen", "AdaptersReady")["status"] == "True"
+    mapping = json.loads(core.read_namespaced_config_map("qwen-adapters", namespace).data["adapters.json"])
+    assert mapping == {"clue-ner": f"/mnt/claim/runs/{namespace}/ner-r64"}
+    apps = client.AppsV1Api(api)
+    args = deployment_args(apps, namespace, "qwen")
+    # vLLM's default rank (16) would refuse a rank-64 adapter.
+    assert args[args.index("--max-lora-rank") + 1] == "64"
+
+
+def test_a_failed_finetunejob_is_reported_not_waited_on(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient
+) -> None:
+    ftjs, serves = FineTuneJobs(api, namespace), ModelServes(api, namespace)
+    ftjs.create(with_pod_annotations(finetunejob("doomed"), **{"test.kubetune.io/exit-code": "1"}))
+    ftjs.wait_phase("doomed", "Failed", timeout=60)
+    serves.create(modelserve("qwen", adapters=[{"name": "doomed", "fineTuneJob": "doomed"}]))
+    status = serves.wait("qwen", lambda s: s.get("phase") == "Degraded", "the ModelServe to be Degraded")
+    assert status["reason"] == "FineTuneJobFailed"
+    assert "FineTuneJob doomed failed" in serves.condition("qwen", "AdaptersReady")["message"]
+    assert serves.condition("qwen", "Ready")["status"] == "True", "the base model is still served"
+
+
+def test_adding_and_removing_adapters_does_not_restart_the_pods(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, core: client.CoreV1Api
+) -> None:
+    serves, apps = ModelServes(api, namespace), client.AppsV1Api(api)
+    serves.create(modelserve("qwen", adapters=[{"name": "a", "path": "adapters/a"}]))
+    serves.wait("qwen", lambda s: s.get("phase") == "Ready", "Ready")
+    before = apps.read_namespaced_deployment("qwen-vllm", namespace)
+    pods_before = {
+        p.metadata.uid
+        for p in core.list_namespaced_pod(namespace, label_selector="kubetune.io/modelserve=qwen").items
+    }
+
+    serves.patch(
+        "qwen",
+        {"spec": {"adapters": [{"name": "b", "path": "adapters/b"}, {"name": "c", "path": "adapters/c"}]}},
+    )
+    serves.wait("qwen", lambda s: s.get("servedModels") == ["qwen2.5-7b", "b", "c"], "b and c to be served")
+    mapping = json.loads(core.read_namespaced_config_map("qwen-adapters", namespace).data["adapters.json"])
+    assert mapping == {"b": "/mnt/claim/adapters/b", "c": "/mnt/claim/adapters/c"}
+
+    after = apps.read_namespaced_deployment("qwen-vllm", namespace)
+    assert after.metadata.generation == before.metadata.generation, "the pod template did not change"
+    pods_after = {
+        p.metadata.uid
+        for p in core.list_namespaced_pod(namespace, label_selector="kubetune.io/modelserve=qwen").items
+    }
+    assert pods_after == pods_before
+    assert serves.condition("qwen", "Ready")["status"] == "True"
+
+
+def test_scale_subresource_and_the_autoscaler(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, cluster: localcluster.ClusterInfo
+) -> None:
+    serves, apps = ModelServes(api, namespace), client.AppsV1Api(api)
+    serves.create(
+        modelserve("qwen", autoscaling={"minReplicas": 1, "maxReplicas": 3, "targetWaitingRequests": 4})
+    )
+    serves.wait("qwen", lambda s: s.get("phase") == "Ready", "Ready")
+
+    hpa = client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler("qwen", namespace)
+    assert (hpa.spec.scale_target_ref.kind, hpa.spec.scale_target_ref.name) == ("ModelServe", "qwen")
+    assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (1, 3)
+    assert hpa.spec.metrics[0].pods.metric.name == "vllm_num_requests_waiting"
+
+    # What an autoscaler (or a person) does through /scale reaches the Deployment.
+    localcluster.kubectl(cluster, "scale", "mserve/qwen", "-n", namespace, "--replicas=2")
+    wait_until(
+        lambda: apps.read_namespaced_deployment("qwen-vllm", namespace).spec.replicas == 2,
+        "the Deployment to scale",
+        timeout=30,
+    )
+    status = serves.wait("qwen", lambda s: s.get("readyReplicas") == 2, "two ready replicas", timeout=60)
+    assert status["selector"] == "kubetune.io/modelserve=qwen"
+    scale = json.loads(localcluster.kubectl(cluster, "get", "--raw",
+        f"/apis/kubetune.io/v1alpha1/namespaces/{namespace}/modelserves/qwen/scale"))  # fmt: skip
+    assert (scale["spec"]["replicas"], scale["status"]["replicas"]) == (2, 2)
+    # The operator never writes the spec: what the autoscaler set stays.
+    assert serves.get("qwen")["spec"]["replicas"] == 2
+
+
+@pytest.mark.parametrize(
+    ("adapters", "words"),
+    [
+        ([{"name": "a", "path": "x"}, {"name": "a", "path": "y"}], ["Duplicate value", "spec.adapters"]),
+        ([{"name": "a", "path": "x", "fineTuneJob": "j"}], ["exactly one of path and fineTuneJob"]),
+        ([{"name": "a"}], ["exactly one of path and fineTuneJob"]),
+        ([{"name": "bad name!", "path": "x"}], ["spec.adapters[0].name"]),
+    ],
+    ids=["duplicate-names", "both-sources", "no-source", "bad-name"],
+)
+def test_bad_adapters_are_refused_by_the_api_server(
+    namespace: str, cluster: localcluster.ClusterInfo, adapters: list[dict], words: list[str]
+) -> None:
+    result = subprocess.run(
+        [cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "-n", namespace, "apply", "-f", "-"],
+        input=json.dumps(modelserve("bad", adapters=adapters)), capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode != 0
+    for word in words:
+        assert word in result.stderr, result.stderr
