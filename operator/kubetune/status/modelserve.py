@@ -50,18 +50,21 @@ def _condition(status: str, reason: str, message: str) -> tuple[str, str, str]:
     return status, reason, message
 
 
-def _rollout(deployment: dict[str, Any], desired: int) -> tuple[int, bool]:
-    """(ready replicas, whether the rollout of the current template is done)."""
+def _rollout(deployment: dict[str, Any], desired: int) -> tuple[int, bool, bool]:
+    """(ready replicas, whether the current template is rolled out, whether the rollout is stuck)."""
     status = deployment.get("status") or {}
     meta = deployment.get("metadata") or {}
     ready = int(status.get("readyReplicas") or 0)
-    done = (
-        (status.get("observedGeneration") or 0) >= (meta.get("generation") or 0)
-        and int(status.get("updatedReplicas") or 0) >= desired
-        and int(status.get("availableReplicas") or 0) >= desired
-        and int(status.get("replicas") or 0) <= desired
+    progressing = next((c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {})
+    stuck = progressing.get("reason") == "ProgressDeadlineExceeded"
+    current = (status.get("observedGeneration") or 0) >= (meta.get("generation") or 0)
+    all_new = (
+        int(status.get("updatedReplicas") or 0) >= desired and int(status.get("replicas") or 0) <= desired
     )
-    return ready, done
+    available = int(status.get("availableReplicas") or 0) >= desired
+    # Rolled out: all pods run the current template, and were all available once (the Deployment says so).
+    done = current and all_new and (available or progressing.get("reason") == "NewReplicaSetAvailable")
+    return ready, done, stuck
 
 
 def compute(obs: Observation) -> dict[str, Any]:
@@ -80,7 +83,7 @@ def compute(obs: Observation) -> dict[str, Any]:
 
     terminal = [p for p in obs.problems if p.terminal]
     waiting = [p for p in obs.problems if not p.terminal]
-    ready_replicas, rollout_done = 0, False
+    ready_replicas, rollout_done, stuck = 0, False, False
     if terminal:
         message = "; ".join(p.message for p in terminal)
         phase, reason = Phase.FAILED, terminal[0].reason
@@ -95,13 +98,16 @@ def compute(obs: Observation) -> dict[str, Any]:
         progressing = _condition("True", reason, message)
         degraded = _condition("False", reason, message)
     else:
-        ready_replicas, rollout_done = _rollout(obs.deployment, obs.desired_replicas)
+        ready_replicas, rollout_done, stuck = _rollout(obs.deployment, obs.desired_replicas)
         pending = next((r for r in map(pod_pending_reason, obs.pods) if r), None)
         if obs.desired_replicas == 0:
             phase, reason, message = Phase.PENDING, "ScaledToZero", "scaled to zero replicas"
         elif ready_replicas == 0:
             phase = Phase.PENDING
             reason, message = pending or ("Starting", "waiting for vLLM to load the model and pass /health")
+        elif stuck:
+            phase, reason = Phase.DEGRADED, "ProgressDeadlineExceeded"
+            message = f"{ready_replicas} of {obs.desired_replicas} replica(s) ready; the rollout is stuck"
         elif not rollout_done:
             phase, reason = Phase.PROGRESSING, "RollingOut"
             message = f"{ready_replicas} of {obs.desired_replicas} replica(s) ready; rolling out"
@@ -115,7 +121,7 @@ def compute(obs: Observation) -> dict[str, Any]:
             phase, reason = Phase.DEGRADED, broken[0].reason or "InvalidAdapter"
             message = adapters_condition[2]
         ready = _condition("True" if ready_replicas > 0 else "False", reason, message)
-        progressing = _condition("False" if rollout_done else "True", reason, message)
+        progressing = _condition("False" if rollout_done or stuck else "True", reason, message)
         is_degraded = phase == Phase.DEGRADED
         degraded = _condition("True" if is_degraded else "False", reason, message)
 
