@@ -22,15 +22,16 @@ REPO = Path(__file__).resolve().parents[2]
 class OperatorProcess:
     """`kubetune run` in a subprocess, so a test can kill it and start it again like a crashed pod."""
 
-    def __init__(self, cluster: localcluster.ClusterInfo, log_path: Path):
+    def __init__(self, cluster: localcluster.ClusterInfo, log_path: Path, kubeconfig: str | None = None):
         self.cluster = cluster
+        self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
         self.liveness_port = localcluster.free_port()
         self.metrics_port = localcluster.free_port()
 
     def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": self.cluster.kubeconfig, "KUBETUNE_RESYNC_SECONDS": "5"}
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "KUBETUNE_RESYNC_SECONDS": "5"}
         log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it until it exits
         self.process = subprocess.Popen(
             [
@@ -79,7 +80,15 @@ class OperatorProcess:
 def operator(
     crds: None, cluster: localcluster.ClusterInfo, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(cluster, tmp_path_factory.mktemp("operator") / "operator.log")
+    workdir = tmp_path_factory.mktemp("operator")
+    kubeconfig = None
+    if os.environ.get("KUBETUNE_OPERATOR_AS") == "chart":
+        # The operator runs with exactly the RBAC the Helm chart grants: a missing verb fails the scenarios.
+        from tests.chart.install import install_chart, service_account_kubeconfig
+
+        install_chart(cluster)
+        kubeconfig = str(service_account_kubeconfig(cluster, workdir / "operator.kubeconfig"))
+    process = OperatorProcess(cluster, workdir / "operator.log", kubeconfig)
     process.start()
     yield process
     process.stop()

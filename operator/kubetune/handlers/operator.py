@@ -179,6 +179,8 @@ def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfi
         for resource in (("v1", "pods"), ("batch", "jobs"), ("apps", "deployments")):
             settings.watching.label_selectors[resource] = managed
         settings.execution.max_workers = 16
+        # The resources are known up front: no watching of CRDs and namespaces (nor the RBAC for it).
+        settings.scanning.disabled = True
         settings.peering.priority = config.priority
         if config.peering:
             settings.peering.name = config.peering

@@ -1,0 +1,76 @@
+{{- define "kubetune.name" -}}kubetune{{- end -}}
+
+{{- define "kubetune.fullname" -}}
+{{- if contains "kubetune" .Release.Name -}}{{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else -}}{{ printf "%s-kubetune" .Release.Name | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- end -}}
+
+{{- define "kubetune.labels" -}}
+app.kubernetes.io/name: kubetune
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "kubetune.selectorLabels" -}}
+app.kubernetes.io/name: kubetune
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "kubetune.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}{{ default (include "kubetune.fullname" .) .Values.serviceAccount.name }}
+{{- else -}}{{ default "default" .Values.serviceAccount.name }}{{- end -}}
+{{- end -}}
+
+{{- define "kubetune.image" -}}
+{{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end -}}
+
+{{/* Exactly what the operator does, nothing more (tests/chart runs the operator with these rules). */}}
+{{- define "kubetune.rules" -}}
+- apiGroups: [kubetune.io]
+  resources: [finetunejobs, modelserves]
+  verbs: [get, list, watch]
+- apiGroups: [kubetune.io]
+  resources: [finetunejobs]
+  verbs: [delete]  # ttlSecondsAfterFinished
+- apiGroups: [kubetune.io]
+  resources: [finetunejobs/status, modelserves/status]
+  verbs: [get, patch]  # get: the launcher's Role grants it, and RBAC grants only what one holds
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, create, patch]
+- apiGroups: [""]
+  resources: [services, serviceaccounts]
+  verbs: [create, patch]
+- apiGroups: [""]
+  resources: [persistentvolumeclaims, secrets]
+  verbs: [get]  # a missing claim or token Secret is reported before anything is allocated
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [create, patch]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [get, create, patch, delete]
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [create, patch]
+{{- if gt (int .Values.replicas) 1 }}
+- apiGroups: [kopf.dev]
+  resources: [clusterkopfpeerings, kopfpeerings]
+  verbs: [get, list, watch, patch]
+{{- end }}
+{{- end -}}
