@@ -9,6 +9,7 @@ PYTEST := $(PY) -m pytest
         test test-unit test-integration test-worker test-chart test-chart-rbac crds clean
 
 include mk/trainer.mk
+include mk/vllm.mk
 
 help:
 	@echo "make demo          bring up the local control plane and run the demo"
@@ -52,12 +53,12 @@ demo-down: cluster-down
 
 # Unit, integration and chart tiers in one pytest session (the local control plane starts once); then the
 # worker tier under the trainer environment (LLaMA-Factory, PyTorch), where the worker tests run.
-test: lint cluster-build trainer-venv
+test: lint cluster-build trainer-venv vllm-venv
 	$(PYTEST) tests
 	$(MAKE) --no-print-directory test-chart-rbac
 	$(TRAINER_PY) -m pytest tests/worker -p no:cacheprovider
 
-test-unit: venv
+test-unit: venv vllm-venv
 	$(PYTEST) tests/unit
 
 test-integration: cluster-build

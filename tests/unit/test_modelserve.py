@@ -245,3 +245,56 @@ def test_events_for_phase_changes_and_adapters() -> None:
     after = compute(observe(deployment=deployment(1), adapters=[READY], previous=before))
     assert transitions(before, after) == [("Normal", "AdapterAdded", "serving ner")]
     assert transitions(after, after) == []
+
+
+# --- the rendered command, checked by vLLM's own parser (the pinned release, on the CPU) ----------------
+
+
+RENDERED = {
+    "reference": {},
+    "rank-64-adapter": {"adapters": [render.ResolvedAdapter("ner", "/mnt/claim/runs/ner", 64)]},
+    "every-engine-field": {
+        "engine": {
+            "tensorParallelSize": 2,
+            "maxModelLen": 4096,
+            "gpuMemoryUtilization": 0.9,
+            "dtype": "bfloat16",
+            "maxLoras": 8,
+            "maxCpuLoras": 16,
+            "extraArgs": ["--enable-prefix-caching", "--uvicorn-log-level", "warning"],
+        }
+    },
+    "hub-model": {"model": {"source": "hf://Qwen/Qwen2.5-0.5B-Instruct", "revision": "main"}},
+}
+
+
+def test_every_rendered_deployment_parses_with_vllms_own_parser() -> None:
+    from tests.vllm import parse_vllm_args
+
+    cases = {}
+    for case, fields in RENDERED.items():
+        adapters = fields.pop("adapters", None) if "adapters" in fields else None
+        container = render.deployment(target(adapters, **fields))["spec"]["template"]["spec"]["containers"][0]
+        cases[case] = container["command"] + container["args"]
+    answers = dict(zip(cases, parse_vllm_args(list(cases.values())), strict=True))
+    for case, answer in answers.items():
+        assert answer["ok"], f"{case}: {answer.get('error')}"
+        assert answer["args"]["enable_lora"] is True
+        assert answer["args"]["port"] == 8000
+    assert answers["reference"]["args"]["served_model_name"] == ["qwen2.5-7b"]
+    assert answers["reference"]["args"]["max_model_len"] == 1024
+    assert answers["rank-64-adapter"]["args"]["max_lora_rank"] == 64
+    assert answers["every-engine-field"]["args"]["tensor_parallel_size"] == 2
+    assert answers["every-engine-field"]["args"]["max_cpu_loras"] == 16
+    assert answers["hub-model"]["args"]["model"] == "/mnt/claim/models/hub/hf/Qwen/Qwen2.5-0.5B-Instruct@main"
+
+
+def test_a_bad_extra_arg_is_caught_before_a_pod_runs() -> None:
+    from tests.vllm import parse_vllm_args
+
+    container = render.deployment(target(engine={"extraArgs": ["--disable-log-requests"]}))["spec"][
+        "template"
+    ]["spec"]["containers"][0]
+    [answer] = parse_vllm_args([container["args"]])
+    assert not answer["ok"]
+    assert "--disable-log-requests" in answer["error"]

@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 
 from kubetune.api.validation import Problem
-from kubetune.status.finetunejob import CONDITION_TYPES, Event, Observation, compute, transitions
+from kubetune.status.finetunejob import (
+    CONDITION_TYPES,
+    KSTATUS_TYPES,
+    Event,
+    Observation,
+    compute,
+    transitions,
+)
 
 NOW = "2025-03-04T05:06:07Z"
 EARLIER = "2025-03-01T00:00:00Z"
@@ -112,7 +119,8 @@ def observation(**fields: Any) -> Observation:
 
 
 def true_conditions(status: dict[str, Any]) -> set[str]:
-    return {c["type"] for c in status["conditions"] if c["status"] == "True"}
+    """The FineTuneJob's own conditions that are True (the kstatus ones are checked on their own)."""
+    return {c["type"] for c in status["conditions"] if c["status"] == "True" and c["type"] in CONDITION_TYPES}
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -338,7 +346,13 @@ def test_phase_reason_and_conditions(
     status = compute(observation(**fields))
     assert (status["phase"], status["reason"]) == (phase, reason)
     assert true_conditions(status) == true
-    assert [c["type"] for c in status["conditions"]] == list(CONDITION_TYPES)
+    assert [c["type"] for c in status["conditions"]] == list(CONDITION_TYPES + KSTATUS_TYPES)
+    kstatus = {c["type"]: c["status"] for c in status["conditions"] if c["type"] in KSTATUS_TYPES}
+    assert kstatus == {
+        "Ready": "True" if phase == "Succeeded" else "False",
+        "Reconciling": "False" if phase in ("Succeeded", "Failed") else "True",
+        "Stalled": "True" if phase == "Failed" else "False",
+    }
     for part in message_has:
         assert part in status["message"]
     # Every condition carries the same explanation, for `kubectl describe`.

@@ -137,6 +137,7 @@ class Kube:
             "PATCH",
             KINDS[kind].path(namespace, name, "status"),
             body={"status": status},
+            query=[("fieldManager", FIELD_MANAGER)],
             content_type="application/merge-patch+json",
         )
 

@@ -13,6 +13,9 @@ from kubetune.api.finetunejob import Phase
 from kubetune.api.validation import Problem
 
 CONDITION_TYPES = ("Created", "Running", "Succeeded", "Failed", "Suspended")
+# kstatus' abnormal-true conditions and Ready, which Flux's health checks and `kubectl wait` read: Ready once
+# trained, Reconciling while it is on its way (or paused), Stalled when it failed.
+KSTATUS_TYPES = ("Ready", "Reconciling", "Stalled")
 
 
 @dataclass(frozen=True)
@@ -238,9 +241,12 @@ def _conditions(obs: Observation, verdict: _Verdict) -> list[dict[str, Any]]:
         "Succeeded": (verdict.phase == Phase.SUCCEEDED, verdict.reason),
         "Failed": (verdict.phase == Phase.FAILED, verdict.reason),
         "Suspended": (verdict.suspended, verdict.reason),
+        "Ready": (verdict.phase == Phase.SUCCEEDED, verdict.reason),
+        "Reconciling": (verdict.phase not in (Phase.SUCCEEDED, Phase.FAILED), verdict.reason),
+        "Stalled": (verdict.phase == Phase.FAILED, verdict.reason),
     }
     conditions = []
-    for type_ in CONDITION_TYPES:
+    for type_ in CONDITION_TYPES + KSTATUS_TYPES:
         is_true, reason = wanted[type_]
         status = "True" if is_true else "False"
         previous = _previous_condition(obs, type_)

@@ -14,7 +14,7 @@ from kubetune.api.modelserve import Phase
 from kubetune.api.validation import Problem
 from kubetune.status.finetunejob import pod_pending_reason
 
-CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "AdaptersReady")
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "AdaptersReady", "Reconciling", "Stalled")
 
 
 @dataclass(frozen=True)
@@ -125,11 +125,17 @@ def compute(obs: Observation) -> dict[str, Any]:
         is_degraded = phase == Phase.DEGRADED
         degraded = _condition("True" if is_degraded else "False", reason, message)
 
+    # kstatus (Flux): Reconciling while a rollout or the first start is under way; Stalled when only a
+    # change of the spec can help.
+    reconciling = _condition(progressing[0], progressing[1], progressing[2])
+    stalled = _condition("True" if phase == Phase.FAILED else "False", reason, message)
     wanted = {
         "Ready": ready,
         "Progressing": progressing,
         "Degraded": degraded,
         "AdaptersReady": adapters_condition,
+        "Reconciling": reconciling,
+        "Stalled": stalled,
     }
     conditions = []
     for type_ in CONDITION_TYPES:
