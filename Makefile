@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
 .PHONY: help venv lint cluster cluster-build cluster-down cluster-status demo demo-down \
-        test test-unit test-integration test-worker test-chart test-chart-rbac crds clean
+        test test-unit test-integration test-worker test-chart test-chart-rbac crds bench clean
 
 include mk/trainer.mk
 include mk/vllm.mk
@@ -16,6 +16,7 @@ help:
 	@echo "make test          lint, then every test tier (unit, integration, worker, chart)"
 	@echo "make cluster       build (first time) and start the local control plane; prints KUBECONFIG"
 	@echo "make cluster-down  stop it and remove its state"
+	@echo "make bench         FineTuneJobs through the operator vs. the same children created directly"
 
 # The virtual environment, from the pins in pyproject.toml; rebuilt when they change.
 venv: $(VENV)/.installed
@@ -46,8 +47,8 @@ cluster-down: venv
 cluster-status: venv
 	@$(PY) -m tests.cluster status
 
-demo: venv
-	$(PY) -m tests.cluster.demo
+demo: venv trainer-venv
+	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PY) -m tests.cluster.demo
 
 demo-down: cluster-down
 
@@ -75,6 +76,13 @@ test-chart: cluster-build
 # a verb missing from the chart's RBAC fails them.
 test-chart-rbac: cluster-build
 	KUBETUNE_OPERATOR_AS=chart $(PYTEST) tests/integration/test_finetunejob.py tests/integration/test_modelserve.py
+
+# A benchmark, not a test: N FineTuneJobs through the operator against a floor without it (tests/bench).
+# Its own cluster (KUBETUNE_CLUSTER_DIR, default ~/.cache/kubetune/bench-cluster); ~9 minutes on 2 cores.
+BENCH_COUNTS ?= 200 1000
+BENCH_JSON ?= bench.json
+bench: cluster-build
+	$(PY) -m tests.bench.bench_finetunejobs $(foreach n,$(BENCH_COUNTS),--count $(n)) --json $(BENCH_JSON)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,27 +1,41 @@
-"""`make demo`: the local control plane, the operator, and an example FineTuneJob run to Succeeded.
+"""`make demo`: from a FineTuneJob to an adapter served by a ModelServe, on the local control plane.
 
-Pods never really run here (KWOK plays the kubelet of the fake GPU nodes), so the demo shows what the
-operator does: validate, create the children, follow the pods, report status and Events.
+1. the local control plane (built the first time) and its fake GPU nodes;
+2. the Helm chart's CRDs and RBAC, and the operator running as the chart's ServiceAccount;
+3. examples/demo/finetunejob.yaml: its pod lands on a fake GPU node (KWOK), and the trainer runs here on the
+   CPU exactly as that pod would run it (`kubetune launch`, real LLaMA-Factory, a tiny Qwen2 built on the
+   spot), reporting real progress into the FineTuneJob's status, shown as a progress bar;
+4. examples/demo/modelserve.yaml: vLLM's Deployment for the base model and the adapter just trained
+   (the pods are KWOK's: nothing answers on the endpoint here), until it is Ready with the adapter served.
+`make demo-down` stops it all.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tests.chart.install import install_chart, service_account_kubeconfig
 from tests.cluster import localcluster
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "finetune" / "qwen2.5-7b-ner-lora.yaml"
+DEMO = REPO / "examples" / "demo"
 NAMESPACE = "kubetune-demo"
+TRAINER_PYTHON = os.environ.get(
+    "KUBETUNE_TRAINER_PYTHON", str(Path.home() / ".cache" / "kubetune" / "trainer-venv" / "bin" / "python")
+)
+GROUP, VERSION = "kubetune.io", "v1alpha1"
 
 
 def main() -> int:
@@ -29,55 +43,51 @@ def main() -> int:
     console.rule("[bold]kubetune demo")
     with console.status("starting the local control plane (the first run builds it from source)"):
         info = localcluster.up()
-    versions = ", ".join(
-        f"{k.removesuffix('_VERSION').lower()} {v}"
-        for k, v in info.versions.items()
-        if k.endswith("_VERSION")
-    )
-    console.print(f"API server [bold]{info.server}[/] ({versions})")
+    console.print(f"API server [bold]{info.server}[/] (Kubernetes {info.versions['KUBERNETES_VERSION']})")
 
     def kubectl(*args: str, input: str | None = None) -> str:
         return localcluster.kubectl(info, *args, input=input)
 
     show_nodes(console, json.loads(kubectl("get", "nodes", "-o", "json"))["items"])
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    localcluster.wait_for(
-        "the kubetune.io API", lambda: "finetunejobs" in kubectl("api-resources", "--api-group=kubetune.io")
-    )
-    console.print("installed the CRDs from [bold]crds/[/]")
+    with console.status("installing the Helm chart (CRDs, RBAC)"):
+        kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts" / "kubetune" / "crds")
+        )
+        install_chart(info)
+    console.print("installed [bold]charts/kubetune[/] into kubetune-system")
 
-    prepare_namespace(info, kubectl)
-    operator, log_path = start_operator(info)
+    claim = prepare_namespace(info, kubectl)
+    with console.status("building a tiny Qwen2 model on the claim (no download)"):
+        build_tiny_model(claim)
+    operator, operator_log = start_operator(info)
+    console.print(f"operator running as the chart's ServiceAccount (log: {operator_log})")
     try:
-        return run_example(console, kubectl, log_path)
+        return run(console, info, kubectl, claim)
     finally:
         operator.terminate()
         operator.wait(timeout=20)
-        console.print(f"operator stopped (its log: {log_path})")
         console.print(f"export KUBECONFIG={info.kubeconfig}", soft_wrap=True)
         console.print(f"export PATH={info.bin_dir}:$PATH   # kubectl and helm", soft_wrap=True)
-        console.print("then: kubectl get ftj,jobs,pods -n kubetune-demo;  stop it all: make demo-down")
+        console.print("then: kubectl get ftj,mserve -n kubetune-demo;  stop it all: make demo-down")
 
 
-def show_nodes(console: Console, nodes: list[dict]) -> None:
-    table = Table(title="GPU nodes")
+def show_nodes(console: Console, nodes: list[dict[str, Any]]) -> None:
+    table = Table(title="GPU nodes (KWOK)")
     for column in ("node", "ready", "nvidia.com/gpu", "product"):
         table.add_column(column)
     for node in nodes:
         ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}.get("Ready", "?")
-        table.add_row(
-            node["metadata"]["name"],
-            ready,
-            node["status"]["allocatable"].get("nvidia.com/gpu", "0"),
-            node["metadata"]["labels"].get("nvidia.com/gpu.product", ""),
-        )
+        labels = node["metadata"]["labels"]
+        gpus = node["status"]["allocatable"].get("nvidia.com/gpu", "0")
+        table.add_row(node["metadata"]["name"], ready, gpus, labels.get("nvidia.com/gpu.product", ""))
     console.print(table)
 
 
-def prepare_namespace(info: localcluster.ClusterInfo, kubectl) -> None:
-    """The demo namespace and its shared claim (a PersistentVolume on a directory of this machine)."""
-    claim_dir = Path(info.state_dir) / "claims" / NAMESPACE
-    claim_dir.mkdir(parents=True, exist_ok=True)
+def prepare_namespace(info: localcluster.ClusterInfo, kubectl) -> Path:
+    """The demo namespace and its shared claim: a PersistentVolume on a directory of this machine."""
+    claim = Path(info.state_dir) / "claims" / NAMESPACE
+    (claim / "datasets").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DEMO / "data" / "sample-ner.json", claim / "datasets" / "sample-ner.json")
     manifests = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
         {
@@ -88,7 +98,7 @@ def prepare_namespace(info: localcluster.ClusterInfo, kubectl) -> None:
                 "capacity": {"storage": "500Gi"},
                 "accessModes": ["ReadWriteMany"],
                 "storageClassName": "manual",
-                "hostPath": {"path": str(claim_dir)},
+                "hostPath": {"path": str(claim)},
                 "claimRef": {"namespace": NAMESPACE, "name": "shared"},
             },
         },
@@ -108,12 +118,29 @@ def prepare_namespace(info: localcluster.ClusterInfo, kubectl) -> None:
         "the demo namespace's default ServiceAccount",
         lambda: kubectl("get", "sa", "default", "-n", NAMESPACE, "-o", "name"),
     )
+    return claim
+
+
+def build_tiny_model(claim: Path) -> None:
+    dest = claim / "models" / "tiny-qwen2"
+    if (dest / "config.json").exists():
+        return
+    code = (
+        "import sys; from pathlib import Path; from tests.worker.tinymodel import build_tiny_model; "
+        "build_tiny_model(Path(sys.argv[1]), [Path(sys.argv[2])])"
+    )
+    subprocess.run(
+        [TRAINER_PYTHON, "-c", code, str(dest), str(DEMO / "data" / "sample-ner.json")],
+        cwd=REPO, check=True, capture_output=True,
+    )  # fmt: skip
 
 
 def start_operator(info: localcluster.ClusterInfo) -> tuple[subprocess.Popen, Path]:
-    log_path = Path(info.state_dir) / "logs" / "kubetune-operator.log"
+    logs = Path(info.state_dir) / "logs"
+    kubeconfig = service_account_kubeconfig(info, Path(info.state_dir) / "operator.kubeconfig")
     liveness = localcluster.free_port()
-    env = {**os.environ, "KUBECONFIG": info.kubeconfig, "KUBETUNE_RESYNC_SECONDS": "10"}
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KUBETUNE_RESYNC_SECONDS": "10"}
+    log_path = logs / "kubetune-operator.log"
     with open(log_path, "ab") as log:
         operator = subprocess.Popen(
             [
@@ -136,52 +163,115 @@ def start_operator(info: localcluster.ClusterInfo) -> tuple[subprocess.Popen, Pa
     return operator, log_path
 
 
-def run_example(console: Console, kubectl, log_path: Path) -> int:
-    body = yaml.safe_load(EXAMPLE.read_text())
-    name = body["metadata"]["name"]
-    body["metadata"]["namespace"] = NAMESPACE
-    # On fake nodes a pod "trains" for as long as this annotation says.
-    body["spec"]["podMetadata"] = {"annotations": {"test.kubetune.io/run-duration": "6s"}}
-    kubectl("delete", "finetunejob", name, "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
-    kubectl("apply", "-f", "-", input=json.dumps(body))
-    console.print(f"applied [bold]examples/finetune/{EXAMPLE.name}[/] as {NAMESPACE}/{name}")
+def get(kubectl, kind: str, name: str) -> dict[str, Any]:
+    return json.loads(kubectl("get", kind, name, "-n", NAMESPACE, "-o", "json"))
 
-    started = time.monotonic()
-    seen: set[str] = set()
-    phase = None
-    with console.status("waiting for the FineTuneJob") as spinner:
-        while time.monotonic() - started < 120:
-            ftj = json.loads(kubectl("get", "finetunejob", name, "-n", NAMESPACE, "-o", "json"))
-            status = ftj.get("status") or {}
-            line = f"{status.get('phase')}: {status.get('reason')}: {status.get('message')}"
-            if status.get("phase") and line not in seen:
-                seen.add(line)
-                console.print(f"  [{time.monotonic() - started:5.1f}s] {line}")
-            phase = status.get("phase")
-            spinner.update(
-                f"waiting for the FineTuneJob ({phase or 'new'}, {time.monotonic() - started:.0f}s)"
-            )
-            if phase in ("Succeeded", "Failed"):
-                break
-            time.sleep(0.5)
 
-    console.print(kubectl("get", "finetunejob,jobs,pods", "-n", NAMESPACE), soft_wrap=True)
-    events = kubectl("get", "events", "-n", NAMESPACE, "--field-selector", f"involvedObject.name={name}")
-    console.print(events, soft_wrap=True)
-    ok = phase == "Succeeded"
-    output = (
-        json.loads(kubectl("get", "finetunejob", name, "-n", NAMESPACE, "-o", "json")).get("status") or {}
-    ).get("output", {})
-    colour = "green" if ok else "red"
-    console.rule(
-        f"[bold {colour}]FineTuneJob {name}: {phase or 'no status'}[/] in {time.monotonic() - started:.1f}s"
+def run(console: Console, info: localcluster.ClusterInfo, kubectl, claim: Path) -> int:
+    from tests.worker.pod import materialise
+
+    ftj = yaml.safe_load((DEMO / "finetunejob.yaml").read_text())
+    name = ftj["metadata"]["name"]
+    for kind in ("modelserve", "finetunejob"):
+        kubectl("delete", kind, "--all", "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
+    shutil.rmtree(claim / "runs", ignore_errors=True)
+    # KWOK keeps the pod Running until the trainer here has finished.
+    held = json.loads(json.dumps(ftj))
+    held["spec"]["podMetadata"] = {"annotations": {"test.kubetune.io/hold": "true"}}
+    kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(held))
+    console.print(f"applied [bold]examples/demo/finetunejob.yaml[/] ({NAMESPACE}/{name})")
+    localcluster.wait_for(
+        "the FineTuneJob to run",
+        lambda: (get(kubectl, "ftj", name).get("status") or {}).get("phase") == "Running",
     )
-    if ok:
+    pod = json.loads(
+        kubectl("get", "pods", "-n", NAMESPACE, "-l", f"kubetune.io/finetunejob={name}", "-o", "json")
+    )
+    console.print(
+        f"  pod {pod['items'][0]['metadata']['name']} is Running on {pod['items'][0]['spec']['nodeName']}"
+    )
+
+    # The trainer, as the pod runs it, with the pod's own narrowly scoped token.
+    body = get(kubectl, "ftj", name)
+    token = kubectl("create", "token", f"{name}-launcher", "-n", NAMESPACE, "--duration=1h").strip()
+    launcher_kubeconfig = Path(info.state_dir) / "launcher.kubeconfig"
+    launcher_kubeconfig.write_text(json.dumps(_token_kubeconfig(info, token)))
+    workdir = Path(info.state_dir) / "demo-pod"
+    shutil.rmtree(workdir, ignore_errors=True)
+    trainer = materialise(
+        body, namespace=NAMESPACE, uid=body["metadata"]["uid"], claim=claim, workdir=workdir,
+        kubeconfig=launcher_kubeconfig, progress_interval=1.0,
+    )  # fmt: skip
+    trainer.env["KUBETUNE_GPUS_PER_NODE"] = "0"  # this machine has no GPU: one process on the CPU
+    trainer.python = TRAINER_PYTHON
+    process = trainer.start(workdir / "trainer.log")
+    started = time.monotonic()
+    with Progress(
+        TextColumn("[bold]training[/]"), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+        console=console,
+    ) as bars:  # fmt: skip
+        task = bars.add_task("starting LLaMA-Factory", total=None)
+        while process.poll() is None:
+            progress = (get(kubectl, "ftj", name).get("status") or {}).get("progress") or {}
+            if progress.get("totalSteps"):
+                step, total = progress.get("step", 0), progress["totalSteps"]
+                shown = f"step {step}/{total}  loss {progress.get('loss', 0):.4f}"
+                bars.update(task, total=total, completed=step, description=shown)
+            time.sleep(0.5)
+        progress = (get(kubectl, "ftj", name).get("status") or {}).get("progress") or {}
+        bars.update(task, total=progress.get("totalSteps", 1), completed=progress.get("step", 1))
+    if process.returncode != 0:
         console.print(
-            f"adapter on claim [bold]{output.get('claim')}[/] at [bold]{output.get('adapterPath')}[/]"
+            f"[red]the trainer failed[/]: {trainer.termination_message()} (log: {workdir / 'trainer.log'})"
         )
-    else:
-        console.print(f"see the operator's log: {log_path}")
+        return 1
+    console.print(f"  trained in {time.monotonic() - started:.0f}s; adapter in {trainer.output_dir}")
+    for item in json.loads(kubectl("get", "pods", "-n", NAMESPACE, "-l", f"kubetune.io/finetunejob={name}",
+                                   "-o", "json"))["items"]:  # fmt: skip
+        kubectl("annotate", "pod", item["metadata"]["name"], "-n", NAMESPACE, "test.kubetune.io/hold-")
+    localcluster.wait_for(
+        "the FineTuneJob to succeed",
+        lambda: (get(kubectl, "ftj", name).get("status") or {}).get("phase") == "Succeeded",
+        timeout=60,
+    )
+
+    kubectl("apply", "-n", NAMESPACE, "-f", str(DEMO / "modelserve.yaml"))
+    console.print("applied [bold]examples/demo/modelserve.yaml[/]")
+    localcluster.wait_for(
+        "the ModelServe to serve the adapter",
+        lambda: (s := get(kubectl, "mserve", "tiny").get("status") or {}).get("phase") == "Ready"
+        and "ner" in s.get("servedModels", []),
+        timeout=90,
+    )
+    return summary(console, kubectl, name)
+
+
+def _token_kubeconfig(info: localcluster.ClusterInfo, token: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {"server": info.server,
+                      "certificate-authority": str(Path(info.state_dir) / "pki" / "ca.crt")}}],
+        "users": [{"name": "launcher", "user": {"token": token}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "launcher"}}],
+        "current-context": "local",
+    }  # fmt: skip
+
+
+def summary(console: Console, kubectl, name: str) -> int:
+    ftj = get(kubectl, "ftj", name)["status"]
+    serve = get(kubectl, "mserve", "tiny")["status"]
+    table = Table(title="kubetune demo", show_header=False)
+    trained = f"{ftj['progress'].get('display', '')}, loss {ftj['progress'].get('loss', 0):.4f}"
+    table.add_row("FineTuneJob", f"{name}: [bold green]{ftj['phase']}[/]  ({trained})")
+    table.add_row("adapter", f"claim {ftj['output']['claim']}, {ftj['output']['adapterPath']}")
+    ready = next(c["status"] for c in serve["conditions"] if c["type"] == "Ready")
+    table.add_row("ModelServe", f"tiny: [bold green]{serve['phase']}[/] (Ready={ready})")
+    table.add_row("endpoint", serve["endpoint"])
+    table.add_row("served models", ", ".join(serve["servedModels"]))
+    console.print(table)
+    console.print(kubectl("get", "ftj,mserve", "-n", NAMESPACE), soft_wrap=True)
+    ok = ftj["phase"] == "Succeeded" and serve["phase"] == "Ready"
     return 0 if ok else 1
 
 

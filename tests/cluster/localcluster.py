@@ -209,7 +209,10 @@ def wait_for(what: str, check, timeout: float = 60.0, interval: float = 0.25, lo
 
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kwargs)
+    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({result.returncode}): {result.stderr.strip()}")
+    return result
 
 
 # --- certificates ----------------------------------------------------------------------------------

@@ -80,11 +80,12 @@ class TrainerPod:
     env: dict[str, str]
     output_dir: Path
     termination_log: Path
+    python: str = sys.executable  # the trainer environment's interpreter
 
     def start(self, log_path: Path) -> subprocess.Popen:
         out = open(log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
         return subprocess.Popen(
-            [sys.executable, "-m", "kubetune.cli", "launch"],
+            [self.python, "-m", "kubetune.cli", "launch"],
             env=self.env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,1 @@
+"""Benchmarks against the local control plane (not tests: they measure, they do not assert)."""
