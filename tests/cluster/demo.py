@@ -239,8 +239,10 @@ def run(console: Console, info: localcluster.ClusterInfo, kubectl, claim: Path) 
     console.print("applied [bold]examples/demo/modelserve.yaml[/]")
     localcluster.wait_for(
         "the ModelServe to serve the adapter",
-        lambda: (s := get(kubectl, "mserve", "tiny").get("status") or {}).get("phase") == "Ready"
-        and "ner" in s.get("servedModels", []),
+        lambda: (
+            (s := get(kubectl, "mserve", "tiny").get("status") or {}).get("phase") == "Ready"
+            and "ner" in s.get("servedModels", [])
+        ),
         timeout=90,
     )
     return summary(console, kubectl, name)
