@@ -26,6 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 def cluster() -> Iterator[localcluster.ClusterInfo]:
     reused = localcluster.running()
     info = reused or localcluster.up()
+    if reused is not None:
+        # The tests count on free GPUs: what `make demo` left running (its ModelServe holds a GPU) goes.
+        localcluster.kubectl(info, "delete", "namespace", "kubetune-demo", "--ignore-not-found", "--wait=true")
     os.environ["KUBECONFIG"] = info.kubeconfig
     yield info
     if reused is None and os.environ.get("KUBETUNE_KEEP_CLUSTER") != "1":

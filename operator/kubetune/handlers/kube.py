@@ -60,12 +60,15 @@ class Kube:
         self.api = api_client or client.ApiClient()
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None) -> Kube:
+    def from_environment(cls, kubeconfig: str | None = None, pool_size: int = 32) -> Kube:
+        configuration = client.Configuration()
         try:
-            config.load_incluster_config()
-            return cls(client.ApiClient())
+            config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException:
-            return cls(config.new_client_from_config(config_file=kubeconfig))
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        # One connection per worker thread: a smaller pool makes threads re-handshake TLS under load.
+        configuration.connection_pool_maxsize = pool_size
+        return cls(client.ApiClient(configuration))
 
     def _call(
         self,

@@ -31,6 +31,7 @@ from kubetune.render.finetunejob import FTJ_LABEL
 from kubetune.render.modelserve import MSERVE_LABEL
 
 log = logging.getLogger("kubetune.operator")
+TERMINAL = (ftj.Phase.SUCCEEDED.value, ftj.Phase.FAILED.value)
 
 
 @dataclass
@@ -85,12 +86,15 @@ class Reconciler:
                 return
             body.setdefault("apiVersion", f"{GROUP}/{VERSION}")
             body.setdefault("kind", ftj.KIND)
-            self._run(
+            outcome = self._run(
                 "FineTuneJob",
                 lambda: finetunejob_handler.reconcile(
                     self.kube, body, self.config.trainer, apply_static=apply_static
                 ),
             )
+        # Its adapter is ready (or never will be): the ModelServes serving it decide again.
+        if outcome is not None and outcome.changed and outcome.status.get("phase") in TERMINAL:
+            self.modelserves_using(namespace, name)
 
     def modelserve(self, namespace: str, name: str) -> None:
         with self._lock(namespace, f"modelserve/{name}"):
@@ -113,7 +117,7 @@ class Reconciler:
             if any(a.get("fineTuneJob") == finetunejob for a in adapters):
                 self.modelserve(namespace, body["metadata"]["name"])
 
-    def _run(self, kind: str, reconcile: Callable[[], Any]) -> None:
+    def _run(self, kind: str, reconcile: Callable[[], Any]) -> Any:
         started = time.perf_counter()
         try:
             outcome = reconcile()
@@ -128,6 +132,7 @@ class Reconciler:
             RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
         changed = outcome.changed if hasattr(outcome, "changed") else outcome is not None
         RECONCILES.labels(kind, "changed" if changed else "unchanged").inc()
+        return outcome
 
     def resync(self) -> None:
         """Reconciles every FineTuneJob: the safety net under the watches, and what makes TTLs fire."""
@@ -135,9 +140,16 @@ class Reconciler:
         for namespace in self.config.namespaces or [None]:
             for body in self.kube.list("FineTuneJob", namespace):
                 meta = body["metadata"]
-                phases[(body.get("status") or {}).get("phase") or ftj.Phase.PENDING.value] += 1
+                status = body.get("status") or {}
+                phases[status.get("phase") or ftj.Phase.PENDING.value] += 1
+                if (
+                    status.get("phase") in TERMINAL
+                    and (body.get("spec") or {}).get("ttlSecondsAfterFinished") is None
+                ):
+                    continue  # finished for good: nothing left to do
                 try:
-                    self.finetunejob(meta["namespace"], meta["name"], apply_static=True)
+                    # The static children exist once Created: the Job and its pods are what can drift.
+                    self.finetunejob(meta["namespace"], meta["name"], apply_static=False)
                 except Exception:
                     log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
         for phase, count in phases.items():
@@ -149,6 +161,18 @@ class Reconciler:
                     self.modelserve(meta["namespace"], meta["name"])
                 except Exception:
                     log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
+
+
+def status_only(event_type: str | None, body: Any) -> bool:
+    """A change the operator already acted on: its own status write, or the launcher's progress report.
+
+    The spec's generation is what the status was computed for, so there is nothing new to decide; the
+    children's own events and the resync cover everything else. (A re-list has no type: never skipped.)
+    """
+    if event_type != "MODIFIED":
+        return False
+    status = body.get("status") or {}
+    return status.get("observedGeneration") == body.get("metadata", {}).get("generation")
 
 
 def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfig) -> None:
@@ -205,11 +229,10 @@ def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfi
                 log.exception("resync failed")
 
     @kopf.on.event(GROUP, VERSION, ftj.PLURAL)
-    def finetunejob_changed(name: str, namespace: str, type: str | None, **_: Any) -> None:
-        if type == "DELETED":
+    def finetunejob_changed(name: str, namespace: str, type: str | None, body: kopf.Body, **_: Any) -> None:
+        if type == "DELETED" or status_only(type, body):
             return
         reconciler().finetunejob(namespace, name, apply_static=True)
-        reconciler().modelserves_using(namespace, name)
 
     @kopf.on.event("batch", "v1", "jobs", labels={FTJ_LABEL: kopf.PRESENT})
     def training_job_changed(labels: dict[str, str], namespace: str, **_: Any) -> None:
@@ -220,8 +243,8 @@ def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfi
         reconciler().finetunejob(namespace, labels[FTJ_LABEL], apply_static=False)
 
     @kopf.on.event(GROUP, VERSION, ms.PLURAL)
-    def modelserve_changed(name: str, namespace: str, type: str | None, **_: Any) -> None:
-        if type != "DELETED":
+    def modelserve_changed(name: str, namespace: str, type: str | None, body: kopf.Body, **_: Any) -> None:
+        if type != "DELETED" and not status_only(type, body):
             reconciler().modelserve(namespace, name)
 
     @kopf.on.event("apps", "v1", "deployments", labels={MSERVE_LABEL: kopf.PRESENT})
