@@ -34,6 +34,7 @@ lint: venv
 # The CRDs, generated from the typed models into crds/ and the Helm chart.
 crds: venv
 	$(PY) -m kubetune.cli crds --output-dir crds --output-dir charts/kubetune/crds
+	$(PY) -m kubetune.cli reference > docs/reference.md
 
 cluster-build: venv
 	@$(PY) -m tests.cluster build

@@ -56,6 +56,19 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reference(args: argparse.Namespace) -> int:
+    from kubetune.api.reference import reference
+
+    text = reference()
+    if args.check:
+        if not Path(args.check).exists() or Path(args.check).read_text() != text:
+            print(f"{args.check} is out of date: run `make crds`", file=sys.stderr)
+            return 1
+        return 0
+    sys.stdout.write(text)
+    return 0
+
+
 # --- kubetune validate / render --------------------------------------------------------------------
 
 
@@ -194,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--check", action="store_true", help="exit 1 when the files are out of date")
     crds.add_argument("--stdout", action="store_true", help="print them instead")
     crds.set_defaults(func=cmd_crds)
+
+    reference = sub.add_parser("reference", help="print the resource reference (docs/reference.md)")
+    reference.add_argument("--check", metavar="FILE", help="exit 1 when FILE differs from what is generated")
+    reference.set_defaults(func=cmd_reference)
 
     convert = sub.add_parser(
         "convert", help="turn a LLaMA-Factory YAML (or command line) into a FineTuneJob", add_help=False

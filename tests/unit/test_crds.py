@@ -227,3 +227,8 @@ def test_storage_is_immutable() -> None:
 def test_committed_crd_has_no_yaml_anchors() -> None:
     text = FINETUNEJOB_CRD.read_text(encoding="utf-8")
     assert "&id" not in text and "*id" not in text
+
+
+def test_the_reference_docs_are_what_the_models_generate(capsys: pytest.CaptureFixture) -> None:
+    code = main(["reference", "--check", str(REPO / "docs" / "reference.md")])
+    assert code == 0, capsys.readouterr().err
