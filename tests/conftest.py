@@ -28,7 +28,9 @@ def cluster() -> Iterator[localcluster.ClusterInfo]:
     info = reused or localcluster.up()
     if reused is not None:
         # The tests count on free GPUs: what `make demo` left running (its ModelServe holds a GPU) goes.
-        localcluster.kubectl(info, "delete", "namespace", "kubetune-demo", "--ignore-not-found", "--wait=true")
+        localcluster.kubectl(
+            info, "delete", "namespace", "kubetune-demo", "--ignore-not-found", "--wait=true"
+        )
     os.environ["KUBECONFIG"] = info.kubeconfig
     yield info
     if reused is None and os.environ.get("KUBETUNE_KEEP_CLUSTER") != "1":
