@@ -30,6 +30,7 @@ from kubetune.api.defaults import (
 )
 from kubetune.render.deepspeed import preset_config
 from kubetune.render.names import FineTuneJobNames, label_value
+from kubetune.render.pods import place, resource_requirements
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 FTJ_LABEL = f"{LABEL_PREFIX}/finetunejob"
@@ -287,23 +288,6 @@ def _hub_env(target: FineTuneJobTarget) -> list[dict[str, Any]]:
     return [{"name": variable, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
 
 
-def _resources(target: FineTuneJobTarget) -> dict[str, Any]:
-    res = target.spec.resources
-    limits: dict[str, str] = {}
-    requests: dict[str, str] = {}
-    if res.gpus_per_node > 0:
-        limits[res.gpu_resource] = str(res.gpus_per_node)
-    for key, value in (("cpu", res.cpu), ("memory", res.memory)):
-        if value is not None:
-            limits[key] = requests[key] = value
-    out: dict[str, Any] = {}
-    if limits:
-        out["limits"] = limits
-    if requests:
-        out["requests"] = requests
-    return out
-
-
 def _volumes(target: FineTuneJobTarget) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     spec = target.spec
     shm: dict[str, Any] = {"medium": "Memory"}
@@ -384,7 +368,7 @@ def job(target: FineTuneJobTarget) -> dict[str, Any]:
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    resources = _resources(target)
+    resources = resource_requirements(spec.resources, spec.resources.gpus_per_node)
     if resources:
         container["resources"] = resources
 
@@ -399,14 +383,7 @@ def job(target: FineTuneJobTarget) -> dict[str, Any]:
     if spec.model.hub_id is not None:
         pod_spec["initContainers"] = [_model_fetch_container(target, image, mounts)]
     res = spec.resources
-    if res.node_selector:
-        pod_spec["nodeSelector"] = dict(res.node_selector)
-    if res.tolerations:
-        pod_spec["tolerations"] = list(res.tolerations)
-    if res.affinity:
-        pod_spec["affinity"] = dict(res.affinity)
-    if res.priority_class_name:
-        pod_spec["priorityClassName"] = res.priority_class_name
+    place(pod_spec, res)
 
     job_spec: dict[str, Any] = {
         "completionMode": "Indexed",

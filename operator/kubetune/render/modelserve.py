@@ -22,6 +22,7 @@ from kubetune.api.common import CLAIM_MOUNT_PATH
 from kubetune.api.defaults import CONFIG_MOUNT_PATH, LABEL_PREFIX, MANAGED_BY, OPERATOR_IMAGE, TRAINER_IMAGE
 from kubetune.render.finetunejob import claim_path
 from kubetune.render.names import dns_label, label_value
+from kubetune.render.pods import place, resource_requirements
 
 MSERVE_LABEL = f"{LABEL_PREFIX}/modelserve"
 VLLM_PORT = 8000
@@ -170,23 +171,6 @@ def _env(target: ModelServeTarget) -> list[dict[str, Any]]:
     return env + list(target.spec.engine.env or [])
 
 
-def _resources(target: ModelServeTarget) -> dict[str, Any]:
-    res = target.spec.resources
-    limits: dict[str, str] = {}
-    requests: dict[str, str] = {}
-    if target.spec.gpus > 0:
-        limits[res.gpu_resource] = str(target.spec.gpus)
-    for key, value in (("cpu", res.cpu), ("memory", res.memory)):
-        if value is not None:
-            limits[key] = requests[key] = value
-    out: dict[str, Any] = {}
-    if limits:
-        out["limits"] = limits
-    if requests:
-        out["requests"] = requests
-    return out
-
-
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "http"},
@@ -221,7 +205,7 @@ def deployment(target: ModelServeTarget) -> dict[str, Any]:
     }
     if spec.engine.image_pull_policy:
         vllm["imagePullPolicy"] = spec.engine.image_pull_policy
-    resources = _resources(target)
+    resources = resource_requirements(spec.resources, spec.gpus)
     if resources:
         vllm["resources"] = resources
 
@@ -279,15 +263,7 @@ def deployment(target: ModelServeTarget) -> dict[str, Any]:
         ],
         "terminationGracePeriodSeconds": 60,
     }
-    res = spec.resources
-    if res.node_selector:
-        pod_spec["nodeSelector"] = dict(res.node_selector)
-    if res.tolerations:
-        pod_spec["tolerations"] = list(res.tolerations)
-    if res.affinity:
-        pod_spec["affinity"] = dict(res.affinity)
-    if res.priority_class_name:
-        pod_spec["priorityClassName"] = res.priority_class_name
+    place(pod_spec, spec.resources)
 
     deployment_spec: dict[str, Any] = {
         "replicas": desired_replicas(spec),
