@@ -57,22 +57,28 @@ def with_pod_annotations(body: dict[str, Any], **annotations: str) -> dict[str, 
     return body
 
 
-class FineTuneJobs:
+class KubetuneResources:
+    """One kind of kubetune resource in one namespace, as a test drives it."""
+
+    plural = ""
+
     def __init__(self, api: client.ApiClient, namespace: str):
         self.custom = client.CustomObjectsApi(api)
         self.namespace = namespace
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, self.plural, body)
 
     def get(self, name: str) -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, self.plural, name)
 
     def patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch)
+        return self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, self.plural, name, patch
+        )
 
     def delete(self, name: str) -> None:
-        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, self.plural, name)
 
     def exists(self, name: str) -> bool:
         try:
@@ -91,6 +97,13 @@ class FineTuneJobs:
             if condition["type"] == type_:
                 return condition
         return {}
+
+    def wait(self, name: str, check, what: str, timeout: float = 60) -> dict[str, Any]:
+        return wait_until(lambda: (s := self.status(name)) and check(s) and s, what, timeout=timeout)
+
+
+class FineTuneJobs(KubetuneResources):
+    plural = PLURAL
 
     def wait_phase(self, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
         return wait_until(

@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client
 
 from tests.cluster import localcluster
-from tests.integration.finetunejobs import FineTuneJobs, finetunejob, with_pod_annotations
+from tests.integration.finetunejobs import FineTuneJobs, KubetuneResources, finetunejob, with_pod_annotations
 from tests.kube import wait_until
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -34,28 +34,8 @@ def modelserve(name: str, adapters: list[dict[str, Any]] | None = None, **spec: 
     }
 
 
-class ModelServes:
-    def __init__(self, api: client.ApiClient, namespace: str):
-        self.custom = client.CustomObjectsApi(api)
-        self.namespace = namespace
-
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
-
-    def get(self, name: str) -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
-
-    def patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch)
-
-    def status(self, name: str) -> dict[str, Any]:
-        return self.get(name).get("status") or {}
-
-    def condition(self, name: str, type_: str) -> dict[str, Any]:
-        return next((c for c in self.status(name).get("conditions") or [] if c["type"] == type_), {})
-
-    def wait(self, name: str, check, what: str, timeout: float = 60) -> dict[str, Any]:
-        return wait_until(lambda: (s := self.status(name)) and check(s) and s, what, timeout=timeout)
+class ModelServes(KubetuneResources):
+    plural = PLURAL
 
 
 def deployment_args(apps: client.AppsV1Api, namespace: str, name: str) -> list[str]:
