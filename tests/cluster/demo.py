@@ -88,30 +88,15 @@ def prepare_namespace(info: localcluster.ClusterInfo, kubectl) -> Path:
     claim = Path(info.state_dir) / "claims" / NAMESPACE
     (claim / "datasets").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DEMO / "data" / "sample-ner.json", claim / "datasets" / "sample-ner.json")
+    # A volume left Released by an earlier demo's deleted namespace would never bind again.
+    phase = kubectl(
+        "get", "pv", f"{NAMESPACE}-shared", "--ignore-not-found", "-o", "jsonpath={.status.phase}"
+    )
+    if phase == "Released":
+        kubectl("delete", "pv", f"{NAMESPACE}-shared", "--wait=true")
     manifests = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": f"{NAMESPACE}-shared"},
-            "spec": {
-                "capacity": {"storage": "500Gi"},
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "manual",
-                "hostPath": {"path": str(claim)},
-                "claimRef": {"namespace": NAMESPACE, "name": "shared"},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "shared", "namespace": NAMESPACE},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "manual",
-                "resources": {"requests": {"storage": "500Gi"}},
-            },
-        },
+        *localcluster.shared_claim(NAMESPACE, claim, size="500Gi"),
     ]
     kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}))
     localcluster.wait_for(

@@ -549,6 +549,34 @@ def up(pool: NodePool | None = None) -> ClusterInfo:
     return info
 
 
+def shared_claim(namespace: str, path: Path, size: str = "100Gi") -> list[dict]:
+    """A ReadWriteMany claim `shared` in `namespace`, bound to a PersistentVolume on a directory here."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"{namespace}-shared", "labels": {"test.kubetune.io/namespace": namespace}},
+            "spec": {
+                "capacity": {"storage": size},
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "manual",
+                "hostPath": {"path": str(path)},
+                "claimRef": {"namespace": namespace, "name": "shared"},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "shared", "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "manual",
+                "resources": {"requests": {"storage": size}},
+            },
+        },
+    ]
+
+
 def add_nodes(info: ClusterInfo, pool: NodePool, timeout: float = 60.0) -> list[str]:
     """Creates fake GPU nodes and waits until they are Ready and schedulable."""
     manifests = pool.manifests()

@@ -97,43 +97,18 @@ def operator(
 @pytest.fixture
 def claim(namespace: str, core: client.CoreV1Api, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A bound ReadWriteMany claim named `shared`, backed by a directory of this machine."""
-    pv_name = f"{namespace}-shared"
     root = tmp_path / "claim"
     root.mkdir()
-    core.create_persistent_volume(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": pv_name, "labels": {"test.kubetune.io/namespace": namespace}},
-            "spec": {
-                "capacity": {"storage": "100Gi"},
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "manual",
-                "hostPath": {"path": str(root)},
-                "claimRef": {"namespace": namespace, "name": "shared"},
-            },
-        }
-    )
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "shared"},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "manual",
-                "resources": {"requests": {"storage": "100Gi"}},
-            },
-        },
-    )
+    volume, claim_manifest = localcluster.shared_claim(namespace, root)
+    core.create_persistent_volume(volume)
+    core.create_namespaced_persistent_volume_claim(namespace, claim_manifest)
     wait_until(
         lambda: core.read_namespaced_persistent_volume_claim("shared", namespace).status.phase == "Bound",
         "the claim to bind",
         timeout=30,
     )
     yield "shared", root
-    core.delete_persistent_volume(pv_name)
+    core.delete_persistent_volume(volume["metadata"]["name"])
 
 
 @pytest.hookimpl(tryfirst=True)
