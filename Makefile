@@ -48,7 +48,7 @@ cluster-down: venv
 cluster-status: venv
 	@$(PY) -m tests.cluster status
 
-demo: venv trainer-venv
+demo: venv trainer-venv vllm-venv
 	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PY) -m tests.cluster.demo
 
 demo-down: cluster-down

@@ -306,3 +306,18 @@ def test_bad_adapters_are_refused_by_the_api_server(
     assert result.returncode != 0
     for word in words:
         assert word in result.stderr, result.stderr
+
+
+def test_a_hub_model_is_fetched_into_a_writable_claim_and_served_read_only(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient
+) -> None:
+    serves = ModelServes(api, namespace)
+    serves.create(modelserve("hub", model={"source": "hf://Qwen/Qwen2.5-0.5B-Instruct"}))
+    serves.wait("hub", lambda s: s.get("phase") == "Ready", "Ready")
+    pod = client.AppsV1Api(api).read_namespaced_deployment("hub-vllm", namespace).spec.template.spec
+    claim_volume = next(v for v in pod.volumes if v.name == "claim")
+    assert not claim_volume.persistent_volume_claim.read_only, "fetch-model writes the model cache"
+    fetch = next(c for c in pod.init_containers if c.name == "fetch-model")
+    assert [(m.name, bool(m.read_only)) for m in fetch.volume_mounts] == [("claim", False)]
+    for container in [pod.containers[0], next(c for c in pod.init_containers if c.name == "adapter-sync")]:
+        assert next(m for m in container.volume_mounts if m.name == "claim").read_only is True
