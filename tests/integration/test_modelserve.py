@@ -60,7 +60,7 @@ def report_as_the_sidecars(
             continue
         reports = {n: AdapterReport(state, path, message) for n, path in desired.items()}
         Reporter(f"{name}-adapter-report", namespace, pod.metadata.name, str(kubeconfig)).send(
-            report_document(reports)
+            report_document(reports, claim="/mnt/claim")
         )
     return desired
 

@@ -173,9 +173,10 @@ def test_a_refused_adapter_is_reported_and_tried_again_only_when_it_changes(
     syncer.sync({"bad": str(adapter), "big": str(big)})
     assert vllm.loads == ["bad"], "unchanged files: not tried again"
 
-    document = report_document(reports, now="2026-12-01T00:00:00Z")
+    document = report_document(reports, now="2026-12-01T00:00:00Z", claim=str(tmp_path))
     assert document["adapters"]["bad"] == {
         "state": "Failed",
         "path": str(adapter),
+        "claimPath": "bad",  # what the operator knows it by, whatever the mount point
         "message": "vLLM refused to load it (500): something vLLM says",
     }

@@ -249,7 +249,7 @@ def report(**states: tuple[str, str] | str) -> dict:
     adapters = {}
     for name, state in states.items():
         state, message = state if isinstance(state, tuple) else (state, None)
-        entry = {"state": state, "path": f"/mnt/claim/runs/team-a/{name}"}
+        entry = {"state": state, "path": f"/mnt/claim/runs/team-a/{name}", "claimPath": f"runs/team-a/{name}"}
         if message:
             entry["message"] = message
         adapters[name] = entry
@@ -319,7 +319,10 @@ def test_served_models_are_what_every_ready_replica_loaded() -> None:
         "loaded by 1 of 2 ready vLLM replica(s)",
     )
     # A report of an older path (before the adapter moved) does not count.
-    moved = {"a": report(ner="Loaded"), "b": {"adapters": {"ner": {"state": "Loaded", "path": "/old"}}}}
+    moved = {
+        "a": report(ner="Loaded"),
+        "b": {"adapters": {"ner": {"state": "Loaded", "path": "/mnt/claim/old", "claimPath": "old"}}},
+    }
     status = compute(observe(deployment=deployment(2, 2), adapters=[READY], pods=pods, reports=moved, **TWO))
     assert status["servedModels"] == ["qwen2.5-7b"]
     # Nothing is served before a replica is ready.

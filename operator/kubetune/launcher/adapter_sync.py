@@ -291,12 +291,20 @@ def read_desired(config: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def report_document(reports: dict[str, AdapterReport], now: str | None = None) -> dict[str, Any]:
+def report_document(
+    reports: dict[str, AdapterReport], now: str | None = None, claim: str | None = None
+) -> dict[str, Any]:
     """The JSON this pod writes under its name in the report ConfigMap (the operator reads it)."""
-    adapters = {
-        name: {k: v for k, v in asdict(r).items() if v is not None and k != "fingerprint"}
-        for name, r in sorted(reports.items())
-    }
+    adapters = {}
+    for name, report in sorted(reports.items()):
+        entry = {
+            k: v
+            for k, v in asdict(report).items()
+            if v is not None and k not in ("fingerprint", "claim_path")
+        }
+        if claim and (report.path + "/").startswith(claim.rstrip("/") + "/"):
+            entry["claimPath"] = os.path.relpath(report.path, claim)
+        adapters[name] = entry
     return {"adapters": adapters, "updated": now or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
@@ -367,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True, help="the mounted adapters.json")
     parser.add_argument("--vllm", required=True, help="vLLM's URL in the pod")
     parser.add_argument("--model", help="the base model's path, to check adapters' shapes against it")
+    parser.add_argument("--claim", help="where the claim is mounted: reports name adapters relative to it")
     parser.add_argument("--max-lora-rank", type=int, help="vLLM's --max-lora-rank")
     parser.add_argument("--listen", default="0.0.0.0:8001", help="address of /ready and /adapters")
     parser.add_argument("--report-configmap", help="the ConfigMap this pod reports into (with POD_NAME)")
@@ -394,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                 if syncer.vllm.healthy():
                     reports = syncer.sync(read_desired(args.config))
                     if reporter is not None:
-                        reporter.send(report_document(reports))
+                        reporter.send(report_document(reports, claim=args.claim))
             except (OSError, ValueError) as error:
                 log.warning("sync failed, will retry: %s", error)
             except Exception as error:  # the API server's refusals: the next round tries again

@@ -77,7 +77,8 @@ def loaded(
         seen = [
             ((reports.get(pod) or {}).get("adapters") or {}).get(adapter.name) or {} for pod in ready_pods
         ]
-        current = [r for r in seen if r.get("path") == adapter.pod_path]
+        # What it loaded is named by its path on the claim (the pods' mount point is theirs to choose).
+        current = [r for r in seen if r.get("claimPath", r.get("path")) in (adapter.path, adapter.pod_path)]
         failed = next((r for r in current if r.get("state") == "Failed"), None)
         count = sum(r.get("state") == "Loaded" for r in current)
         if failed is not None:
