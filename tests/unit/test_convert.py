@@ -16,7 +16,8 @@ from kubetune.api.common import CLAIM_MOUNT_PATH
 from kubetune.api.finetunejob import FineTuneJobSpec
 from kubetune.api.llamafactory import OWNED_KEYS, check_config, check_template
 
-REFERENCE = Path(__file__).parents[3] / "shared" / "reference" / "llamafactory-configs"
+# Copies of the configs users bring (tests/data/README.md says where each file came from).
+REFERENCE = Path(__file__).parents[1] / "data" / "reference"
 EXAMPLES = Path(__file__).parents[2] / "examples" / "finetune"
 DATASET_INFO = json.loads((REFERENCE / "dataset_info.json").read_text(encoding="utf-8"))
 TAKEN_OUT = set(OWNED_KEYS) | cv.CONVERTED_KEYS
