@@ -186,6 +186,15 @@ class StorageSpec(Model):
     model_cache: str = Field(
         "models/hub", pattern=RELATIVE_PATH, description="Where hub models are cached on the claim."
     )
+    working_dir: str | None = Field(
+        None,
+        pattern=RELATIVE_PATH,
+        description=(
+            "Directory on the claim that the trainer runs in, as `llamafactory-cli` ran in your working "
+            "directory: relative paths in `config` (`tokenized_path`, `media_dir`, ...) resolve there "
+            "(default: the claim's root)."
+        ),
+    )
 
 
 class MergeSpec(Model):
