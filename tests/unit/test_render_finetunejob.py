@@ -455,7 +455,9 @@ def test_llamafactory_config_adds_the_keys_the_operator_owns() -> None:
     ],
     ids=["claim-root", "working-dir", "trailing-slash"],
 )
-def test_trainer_runs_in_its_working_directory_on_the_claim(storage: dict[str, Any], working_dir: str) -> None:
+def test_trainer_runs_in_its_working_directory_on_the_claim(
+    storage: dict[str, Any], working_dir: str
+) -> None:
     # LLaMA-Factory resolves relative paths (tokenized_path, media_dir, ...) against the working directory;
     # on the claim they land where they did by hand, and outlive the pod.
     target = make_target(make_spec(storage=storage, config={"tokenized_path": "saves/tok"}))
