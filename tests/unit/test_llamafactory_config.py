@@ -325,3 +325,26 @@ def test_problem_is_frozen() -> None:
     problem = only(check_config({"lerning_rate": 1}))
     with pytest.raises(AttributeError):
         problem.key = "x"  # type: ignore[misc]
+
+
+# --- arguments transformers removed --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "where"),
+    [
+        ("fsdp_transformer_layer_cls_to_wrap", "fsdp_config: {transformer_layer_cls_to_wrap:"),
+        ("fsdp_min_num_params", "fsdp_config: {min_num_params:"),
+        ("per_gpu_train_batch_size", "per_device_train_batch_size"),
+        ("no_cuda", "use_cpu"),
+    ],
+)
+def test_a_removed_argument_says_where_it_moved(key: str, where: str) -> None:
+    problem = only(check_config({key: "x"}))
+    assert problem.reason == "UnknownArgument"
+    assert "removed" in problem.message and where in problem.message
+
+
+def test_moved_arguments_are_really_gone_and_point_at_real_ones() -> None:
+    assert not set(lf.MOVED) & lf.ARGUMENTS
+    assert {"fsdp_config", "per_device_train_batch_size", "use_cpu"} <= lf.ARGUMENTS

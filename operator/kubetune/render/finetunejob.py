@@ -128,7 +128,8 @@ def llamafactory_config(target: FineTuneJobTarget) -> dict[str, Any]:
     spec = target.spec
     owned: dict[str, Any] = {
         "model_name_or_path": model_path(target),
-        "template": spec.model.template,
+        # None: LLaMA-Factory takes the tokenizer's chat template, else `empty`.
+        **({"template": spec.model.template} if spec.model.template is not None else {}),
         "dataset_dir": CONFIG_MOUNT_PATH,
         "dataset": ",".join(spec.dataset.names),
         "output_dir": claim_path(target.output_path),
