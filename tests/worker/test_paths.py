@@ -1,4 +1,4 @@
-"""Relative paths in a pasted config land on the claim, as they did by hand: the real LLaMA-Factory on the CPU.
+"""Relative paths in a pasted config land on the claim, as they did by hand (the real LLaMA-Factory, CPU).
 
 The trainer pod runs in its working directory on the claim (`spec.storage.workingDir`, default the claim's
 root), so `tokenized_path: saves/tok` is written to the claim and a later job finds it there; and
@@ -48,9 +48,8 @@ def test_a_relative_tokenized_path_stays_on_the_claim_and_a_second_job_loads_it(
     claim: Path, tmp_path: Path
 ) -> None:
     config = {"tokenized_path": "saves/tok/sample_ner"}
-    first = materialise(
-        finetunejob_body("tokenize", config), namespace=NAMESPACE, uid=UID, claim=claim, workdir=tmp_path / "a"
-    )
+    body = finetunejob_body("tokenize", config)
+    first = materialise(body, namespace=NAMESPACE, uid=UID, claim=claim, workdir=tmp_path / "a")
     assert first.working_dir == claim
     assert first.run(tmp_path / "first.log") == 0, (tmp_path / "first.log").read_text()[-3000:]
     tokenized = claim / "saves" / "tok" / "sample_ner"
@@ -75,7 +74,8 @@ def _png(path: Path) -> None:
     header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
     pixels = zlib.compress(b"\x00\xff\xff\xff")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
 
 
 # Loads the datasets exactly as `llamafactory-cli train` does before tokenizing (argument parsing, dataset
