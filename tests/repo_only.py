@@ -5,9 +5,9 @@ there. An audit hook (sys.addaudithook) sees every file the test process opens o
 checkout's parent directory but outside the checkout is refused on the spot (the read raises
 `OutsideRepositoryRead`) and remembered, so that the test fails even when the code under test swallowed the
 error. Temporary files, the interpreters' own trees (virtual environments included) and the caches
-(`~/.cache`, `$KUBETUNE_CACHE`, the cluster's state) stay allowed, and so do hidden folders beside the
-checkout (the checkout's parent may be the home directory). Child processes are not watched: the hook is
-in-process and costs one string comparison per open.
+(`~/.cache`, `$KUBETUNE_CACHE`, the cluster's state) and the import path stay allowed, and so do hidden
+folders beside the checkout (the checkout's parent may be the home directory). Child processes are not
+watched: the hook is in-process and costs one string comparison per open.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ def _allowed_prefixes() -> tuple[str, ...]:
         os.environ.get("KUBETUNE_CLUSTER_DIR"),
         str(Path.home() / ".cache"),
     ]
+    # Where code is imported from (an editable install of another checkout appends its folder to sys.path,
+    # and the import system lists every entry): code, not test input.
+    places += [entry for entry in sys.path if entry and os.path.abspath(entry) != _PARENT.rstrip(os.sep)]
     prefixes = set()
     for place in filter(None, places):
         for form in (os.path.abspath(place), os.path.realpath(place)):
@@ -45,7 +48,7 @@ def _allowed_prefixes() -> tuple[str, ...]:
     return tuple(sorted(prefixes))
 
 
-_ALLOWED = _allowed_prefixes()
+_ALLOWED: tuple[str, ...] = ()
 _reads: list[str] = []
 
 
@@ -77,6 +80,8 @@ def _audit(event: str, args: tuple) -> None:
 
 
 def install() -> None:
+    global _ALLOWED
+    _ALLOWED = _allowed_prefixes()
     sys.addaudithook(_audit)
 
 
