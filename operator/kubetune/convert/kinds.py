@@ -84,18 +84,19 @@ def what_it_is(config: Mapping[str, Any], trainer_switches: Mapping[str, str] | 
             "LLaMA-Factory 0.9.5 (`llamafactory-cli train` without USE_V1); write the run as a v0 config "
             "(model_name_or_path, stage, finetuning_type, dataset, ...) and convert that"
         )
-    if "USE_MCA" in switches or _on(config.get("use_mca")) or keys & _MCORE_KEYS:
-        found = sorted(keys & _MCORE_KEYS)
-        why = f" ({', '.join(found)} are Megatron-Core arguments)" if found else ""
-        return (
-            f"this is a Megatron-Core config (`USE_MCA=1`, mcore_adapter){why}: the trainer image has no "
-            f"Megatron-Core; {_TORCHRUN}: drop the Megatron arguments and choose a ZeRO preset instead"
-        )
     if "USE_MEGATRON_BRIDGE" in switches or _on(config.get("use_megatron_bridge")):
         return (
             "this is a Megatron-Bridge config (`USE_MEGATRON_BRIDGE=1`): the trainer image has no "
             f"Megatron-Bridge; {_TORCHRUN}: drop the Megatron-Bridge arguments and choose a ZeRO preset "
             "instead"
+        )
+    if "USE_MCA" in switches or _on(config.get("use_mca")) or keys & _MCORE_KEYS:
+        found = sorted(keys & _MCORE_KEYS)
+        why = f" ({', '.join(found)} are Megatron arguments)" if found else ""
+        return (
+            f"this is a Megatron-Core config (`USE_MCA=1`, mcore_adapter; or `USE_MEGATRON_BRIDGE=1` on "
+            f"LLaMA-Factory's main branch){why}: the trainer image has no Megatron-Core; {_TORCHRUN}: drop "
+            "the Megatron arguments and choose a ZeRO preset instead"
         )
     if (
         "USE_KT" in switches
