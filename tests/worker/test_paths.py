@@ -61,7 +61,7 @@ def test_a_relative_tokenized_path_stays_on_the_claim_and_a_second_job_loads_it(
         finetunejob_body("reuse", config), namespace=NAMESPACE, uid=UID, claim=claim, workdir=tmp_path / "b"
     )
     assert second.run(tmp_path / "second.log") == 0, (tmp_path / "second.log").read_text()[-3000:]
-    assert "saves/tok/sample_ner" in (tmp_path / "second.log").read_text()
+    assert "Loaded tokenized dataset from saves/tok/sample_ner" in (tmp_path / "second.log").read_text()
     assert [r["current_steps"] for r in trainer_log(second.output_dir) if "loss" in r] == [1, 2, 3, 4]
 
 
