@@ -21,7 +21,7 @@ from kubetune.api import finetunejob as ftj
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, finetunejob_spec
 from kubetune.handlers import events
-from kubetune.handlers.kube import Kube
+from kubetune.handlers.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.handlers.metrics import RESTARTS
 from kubetune.render import finetunejob as render
 from kubetune.render.names import label_value
@@ -190,14 +190,18 @@ def reconcile(
             settings=settings,
         )
     if target is not None and not problems and not finished_before and status_of.job_finished(job) is None:
-        if apply_static or job is None:
-            for child in render.children(target)[:-1]:
-                kube.apply(child)
-        if job is None:
-            job = kube.apply(render.job(target))
-        elif bool(job["spec"].get("suspend")) != render.job_suspended(target):
-            suspend = {"spec": {"suspend": render.job_suspended(target)}}
-            job = kube.patch_merge("Job", namespace, job["metadata"]["name"], suspend)
+        try:
+            if apply_static or job is None:
+                for child in render.children(target)[:-1]:
+                    kube.apply(child)
+            if job is None:
+                job = kube.apply(render.job(target))
+            elif bool(job["spec"].get("suspend")) != render.job_suspended(target):
+                suspend = {"spec": {"suspend": render.job_suspended(target)}}
+                job = kube.patch_merge("Job", namespace, job["metadata"]["name"], suspend)
+        except (NotOurs, ChildRefused) as error:
+            # Someone else's object under a child's name, or a value the API server refuses: said in status.
+            problems.append(child_problem(error))
 
     pods = []
     if job is not None:

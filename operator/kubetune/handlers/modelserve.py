@@ -20,7 +20,7 @@ from kubetune.api.common import CLAIM_MOUNT_PATH
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, describe
 from kubetune.handlers import events
-from kubetune.handlers.kube import Kube
+from kubetune.handlers.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.render import modelserve as render
 from kubetune.status import modelserve as status_of
 
@@ -149,9 +149,13 @@ def reconcile(
             sidecar_image=sidecar_image,
         )
         if not problems:
-            for child in render.children(target):
+            wanted = render.children(target)
+            for child in wanted:
                 try:
                     applied = kube.apply(child)
+                except (NotOurs, ChildRefused) as error:
+                    problems.append(child_problem(error))
+                    continue
                 except ApiException as error:
                     if child["kind"] == "ScaledObject" and error.status == 404:
                         problems.append(
@@ -165,10 +169,13 @@ def reconcile(
                     raise
                 if child["kind"] == "Deployment":
                     deployment = applied
-            if spec.autoscaling is None and kube.get(
-                "HorizontalPodAutoscaler", namespace, target.service_name
-            ):
-                kube.delete("HorizontalPodAutoscaler", namespace, target.service_name)
+            # Switching provider or removing autoscaling: the other autoscaler goes, if it is this one's
+            # (and one under the name earlier releases gave it: one autoscaler, never two).
+            kept = {(c["kind"], c["metadata"]["name"]) for c in wanted}
+            for kind in render.AUTOSCALER_KINDS:
+                for old_name in (target.names.autoscaler, target.names.legacy_autoscaler):
+                    if (kind, old_name) not in kept:
+                        kube.delete_owned(kind, namespace, old_name, uid)
             pods = kube.list("Pod", namespace, render.selector(target))
 
     served_name = target.served_model_name if target else name

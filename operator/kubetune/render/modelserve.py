@@ -21,7 +21,7 @@ from kubetune.api import modelserve as ms
 from kubetune.api.common import CLAIM_MOUNT_PATH
 from kubetune.api.defaults import CONFIG_MOUNT_PATH, LABEL_PREFIX, MANAGED_BY, OPERATOR_IMAGE, TRAINER_IMAGE
 from kubetune.render.finetunejob import claim_path
-from kubetune.render.names import dns_label, label_value
+from kubetune.render.names import ModelServeNames, label_value
 from kubetune.render.pods import place, resource_requirements
 
 MSERVE_LABEL = f"{LABEL_PREFIX}/modelserve"
@@ -52,16 +52,20 @@ class ModelServeTarget:
     sidecar_image: str = OPERATOR_IMAGE
 
     @property
+    def names(self) -> ModelServeNames:
+        return ModelServeNames(self.name)
+
+    @property
     def service_name(self) -> str:
-        return dns_label(self.name)
+        return self.names.service
 
     @property
     def deployment_name(self) -> str:
-        return dns_label(self.name, "vllm")
+        return self.names.deployment
 
     @property
     def config_map_name(self) -> str:
-        return dns_label(self.name, "adapters", max_length=253)
+        return self.names.config_map
 
     @property
     def served_model_name(self) -> str:
@@ -315,7 +319,7 @@ def autoscaler(target: ModelServeTarget) -> dict[str, Any] | None:
         return {
             "apiVersion": "keda.sh/v1alpha1",
             "kind": "ScaledObject",
-            "metadata": metadata(target, target.service_name),
+            "metadata": metadata(target, target.names.autoscaler),
             "spec": {
                 "scaleTargetRef": _scale_target(target),
                 "minReplicaCount": scaling.min_replicas,
@@ -335,7 +339,7 @@ def autoscaler(target: ModelServeTarget) -> dict[str, Any] | None:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": metadata(target, target.service_name),
+        "metadata": metadata(target, target.names.autoscaler),
         "spec": {
             "scaleTargetRef": _scale_target(target),
             "minReplicas": scaling.min_replicas,
@@ -354,6 +358,9 @@ def autoscaler(target: ModelServeTarget) -> dict[str, Any] | None:
             ],
         },
     }
+
+
+AUTOSCALER_KINDS = ("HorizontalPodAutoscaler", "ScaledObject")
 
 
 def children(target: ModelServeTarget) -> list[dict[str, Any]]:
