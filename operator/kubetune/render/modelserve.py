@@ -20,9 +20,10 @@ from kubetune.api import API_VERSION
 from kubetune.api import modelserve as ms
 from kubetune.api.common import CLAIM_MOUNT_PATH
 from kubetune.api.defaults import CONFIG_MOUNT_PATH, LABEL_PREFIX, MANAGED_BY, OPERATOR_IMAGE, TRAINER_IMAGE
+from kubetune.api.podspec import VLLM_DEFAULT_UID
 from kubetune.render.finetunejob import claim_path
 from kubetune.render.names import ModelServeNames, label_value
-from kubetune.render.pods import place, resource_requirements
+from kubetune.render.pods import place, resource_requirements, secure
 
 MSERVE_LABEL = f"{LABEL_PREFIX}/modelserve"
 VLLM_PORT = 8000
@@ -167,12 +168,15 @@ def _env(target: ModelServeTarget) -> list[dict[str, Any]]:
         {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
     ]
-    token = target.spec.model.hub_token_secret
-    if token is not None:
-        env.append(
-            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}}
-        )
+    # No hub token: vLLM runs offline (the model is on the claim); only fetch-model downloads.
     return env + list(target.spec.engine.env or [])
+
+
+def _hub_token_env(target: ModelServeTarget) -> list[dict[str, Any]]:
+    token = target.spec.model.hub_token_secret
+    if token is None:
+        return []
+    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}}]
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -248,7 +252,7 @@ def deployment(target: ModelServeTarget) -> dict[str, Any]:
             "volumeMounts": [{**claim_mount, "readOnly": False}],
         }
         if spec.model.hub_token_secret is not None:
-            fetch["env"] = [e for e in _env(target) if e["name"] == "HF_TOKEN"]
+            fetch["env"] = _hub_token_env(target)
         init_containers.append(fetch)
     init_containers.append(adapter_sync)
 
@@ -268,6 +272,12 @@ def deployment(target: ModelServeTarget) -> dict[str, Any]:
         "terminationGracePeriodSeconds": 60,
     }
     place(pod_spec, spec.resources)
+    secure(pod_spec, spec.pod_security)
+    # vLLM's image runs as root unless told otherwise; "restricted" needs a non-root uid.
+    if spec.pod_security is None or spec.pod_security.run_as_user is None:
+        vllm["securityContext"]["runAsUser"] = VLLM_DEFAULT_UID
+    # Neither vLLM nor adapter-sync talks to the API server: no ServiceAccount token in the pod.
+    pod_spec["automountServiceAccountToken"] = False
 
     deployment_spec: dict[str, Any] = {
         "replicas": desired_replicas(spec),

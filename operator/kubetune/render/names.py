@@ -94,7 +94,7 @@ class ModelServeNames:
 
     @property
     def autoscaler(self) -> str:
-        # The HPA or the KEDA ScaledObject: one name for both, so switching provider replaces one by the other.
+        # The HPA or the KEDA ScaledObject: one name for both (switching provider swaps one for the other).
         return dns_label(self.owner, "vllm")
 
     @property
