@@ -47,7 +47,7 @@ def containers(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def restricted_violations(pod: dict[str, Any]) -> list[str]:
-    """The checks of Pod Security "restricted" (v1.36) a pod template can fail, roughly as the API words them."""
+    """The Pod Security "restricted" checks (v1.36) that a pod template can fail."""
     found = []
     context = pod.get("securityContext") or {}
     if pod.get("hostNetwork") or pod.get("hostPID") or pod.get("hostIPC"):
