@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from kubetune.api.common import Condition, ConfigMapKeyRef, Model, ObjectName, SecretKeyRef
+from kubetune.api.datasetinfo import dataset_info_problems
 from kubetune.api.podspec import (
     LabelValue,
     PodSecurity,
@@ -126,6 +127,9 @@ class DatasetSpec(Model):
         if self.info is None and self.config_map_ref is None:
             raise ValueError("set dataset.info (the dataset_info.json entries) or dataset.configMapRef")
         if self.info is not None:
+            problems = dataset_info_problems(self.info, "dataset.info")
+            if problems:
+                raise ValueError("; ".join(problems))
             missing = [n for n in [*self.names, *(self.eval_names or [])] if n not in self.info]
             if missing:
                 raise ValueError(

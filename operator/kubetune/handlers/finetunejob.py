@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubetune.api import finetunejob as ftj
+from kubetune.api.datasetinfo import dataset_info_problems
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, finetunejob_spec
 from kubetune.handlers import events
@@ -97,10 +98,11 @@ def resolve_references(
     ref = spec.dataset.config_map_ref
     if ref is not None:
         loaded, problem = _config_map_json(kube, namespace, ref.name, ref.key, "spec.dataset.configMapRef")
+        where = f"ConfigMap {ref.name} key {ref.key} (spec.dataset.configMapRef)"
         if problem:
             problems.append(problem)
-        elif not isinstance(loaded, dict):
-            problems.append(Problem("InvalidConfigMap", f"ConfigMap {ref.name}: not a JSON object", True))
+        elif found := dataset_info_problems(loaded, where):
+            problems += [Problem("InvalidConfigMap", message, terminal=True) for message in found]
         else:
             dataset_info = loaded
     if not problems:
