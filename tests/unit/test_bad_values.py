@@ -96,10 +96,11 @@ JSON = st.recursive(
     ),
     max_leaves=8,
 )
-# A few edits to the valid spec: (path, new JSON value, or None to delete).
-EDITS = lambda paths: st.lists(
-    st.tuples(st.sampled_from(paths), JSON | st.just("<delete>")), min_size=1, max_size=3
-)  # noqa: E731
+
+
+def edits_of(paths: list[str]) -> st.SearchStrategy[list[tuple[str, Any]]]:
+    """A few edits to the valid spec: (path, new JSON value, or "<delete>")."""
+    return st.lists(st.tuples(st.sampled_from(paths), JSON | st.just("<delete>")), min_size=1, max_size=3)
 
 
 def edited(base: dict[str, Any], edits: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -130,7 +131,7 @@ def check_quantities(children: list[dict[str, Any]]) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(edits=EDITS(FTJ_PATHS))
+@given(edits=edits_of(FTJ_PATHS))
 def test_a_finetunejob_spec_is_refused_or_renders(edits: list[tuple[str, Any]]) -> None:
     raw = edited(FTJ, edits)
     spec, problems = finetunejob_spec(raw)  # never raises: the problems are what the handler reports
@@ -147,7 +148,7 @@ def test_a_finetunejob_spec_is_refused_or_renders(edits: list[tuple[str, Any]]) 
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(edits=EDITS(MS_PATHS))
+@given(edits=edits_of(MS_PATHS))
 def test_a_modelserve_spec_is_refused_or_renders(edits: list[tuple[str, Any]]) -> None:
     raw = edited(MS, edits)
     try:
