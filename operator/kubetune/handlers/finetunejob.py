@@ -81,18 +81,8 @@ def resolve_references(
                     terminal=False,
                 )
             )
-    token = spec.model.hub_token_secret
-    if token is not None:
-        secret = kube.get("Secret", namespace, token.name)
-        if secret is None or token.key not in (secret.get("data") or {}):
-            problems.append(
-                Problem(
-                    "MissingSecret",
-                    f"Secret {token.name} with key {token.key!r} (spec.model.hubTokenSecret) "
-                    f"not found in namespace {namespace}",
-                    terminal=False,
-                )
-            )
+    # A missing hubTokenSecret is not looked up (the operator holds no right to read Secrets): the pod's
+    # own CreateContainerConfigError says which Secret or key is missing (docs/operations.md).
 
     dataset_info: dict[str, Any] = dict(spec.dataset.info or {})
     ref = spec.dataset.config_map_ref
