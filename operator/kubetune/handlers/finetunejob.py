@@ -201,6 +201,18 @@ def reconcile(
             "Pod", namespace, {render.FTJ_LABEL: label_value(name), render.ATTEMPT_LABEL: str(attempt)}
         )
 
+    if (
+        job is not None
+        and not pods
+        and not job["spec"].get("suspend")
+        and status_of.job_finished(job) is None
+    ):
+        refused = kube.pods_refused(job)  # admission (Pod Security, a policy engine) said no
+        if refused:
+            problems.append(
+                Problem("PodsRefused", f"the training pods are refused: {refused}", terminal=False)
+            )
+
     # Step 5: status.
     observation = status_of.Observation(
         generation=generation,

@@ -229,6 +229,24 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
+    def pods_refused(self, controller: dict[str, Any]) -> str | None:
+        """Why a controller (a Job, a ReplicaSet) cannot create its pods: its newest FailedCreate Event,
+        such as a refusal by Pod Security admission. None when it has none."""
+        meta = controller["metadata"]
+        selector = f"involvedObject.uid={meta['uid']},reason=FailedCreate"
+        events = self._call(
+            "GET", KINDS["Event"].path(meta["namespace"]), query=[("fieldSelector", selector)]
+        ).get("items", [])
+        if not events:
+            return None
+
+        def when(event: dict[str, Any]) -> str:
+            return (
+                event.get("lastTimestamp") or event.get("eventTime") or event["metadata"]["creationTimestamp"]
+            )
+
+        return max(events, key=when).get("message") or "FailedCreate"
+
     def delete_owned(self, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
         """Deletes the object only if `owner_uid` controls it (the uid precondition pins that very object).
 

@@ -93,6 +93,14 @@ def _observed_max_lora_rank(deployment: dict[str, Any] | None) -> int | None:
     return None
 
 
+def _replica_failure(deployment: dict[str, Any] | None) -> str | None:
+    """The Deployment's ReplicaFailure condition (its ReplicaSet could not create pods: admission said no)."""
+    for condition in ((deployment or {}).get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
+            return condition.get("message") or condition.get("reason") or "FailedCreate"
+    return None
+
+
 def reconcile(
     kube: Kube, body: dict[str, Any], settings: TrainerSettings, sidecar_image: str
 ) -> dict[str, Any]:
@@ -177,6 +185,9 @@ def reconcile(
                     if (kind, old_name) not in kept:
                         kube.delete_owned(kind, namespace, old_name, uid)
             pods = kube.list("Pod", namespace, render.selector(target))
+            refused = _replica_failure(deployment)
+            if refused and not (deployment or {}).get("status", {}).get("readyReplicas"):
+                problems.append(Problem("PodsRefused", f"the vLLM pods are refused: {refused}", False))
 
     served_name = target.served_model_name if target else name
     observation = status_of.Observation(
