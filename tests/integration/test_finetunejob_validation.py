@@ -91,6 +91,68 @@ REFUSED_BY_THE_API_SERVER = [
     ("bad pull policy", edit("imagePullPolicy", "Sometimes"), ["spec.imagePullPolicy", "IfNotPresent"]),
     ("a field that does not exist", edit("gpus", 8), ['unknown field "spec.gpus"']),
     ("config not a mapping", edit("config", ["stage", "sft"]), ["spec.config", "object"]),
+    # Values that reach a pod: refused in the shape Kubernetes itself needs (issue 10, point 13).
+    ("cpu in words", edit("resources.cpu", "32 cores"), ["spec.resources.cpu", "should match"]),
+    ("memory in words", edit("resources.memory", "lots"), ["spec.resources.memory"]),
+    ("shared memory with a space", edit("resources.sharedMemory", "1 GB"), ["spec.resources.sharedMemory"]),
+    ("queue name not a label value", edit("queueName", "team a/gpus"), ["spec.queueName"]),
+    ("queue name too long", edit("queueName", "q" * 64), ["spec.queueName", "63"]),
+    ("priority class not a name", edit("resources.priorityClassName", "High_Prio"), ["priorityClassName"]),
+    (
+        "GPU resource with a space",
+        edit("resources.gpuResource", "nvidia gpu"),
+        ["spec.resources.gpuResource"],
+    ),
+    ("too many nodes", edit("resources.nodes", 513), ["spec.resources.nodes", "less than or equal"]),
+    ("too many GPUs per node", edit("resources.gpusPerNode", 65), ["spec.resources.gpusPerNode"]),
+    ("negative TTL", edit("ttlSecondsAfterFinished", -1), ["spec.ttlSecondsAfterFinished"]),
+    ("claim name in capitals", edit("model.source", "pvc://Shared/models/x"), ["spec.model.source"]),
+    ("revision on a pvc model", edit("model.revision", "main"), ["spec.model", "revision is only for hub"]),
+    ("empty template", edit("model.template", ""), ["spec.model.template"]),
+    ("dataset names not a list", edit("dataset.names", "alpaca_clue_train"), ["spec.dataset.names"]),
+    ("absolute model cache", edit("storage.modelCache", "/cache"), ["spec.storage.modelCache"]),
+    (
+        "preset and configMapRef",
+        edit("deepspeed.configMapRef", {"name": "ds", "key": "ds.json"}),
+        ["spec.deepspeed", "exactly one of deepspeed.preset"],
+    ),
+    ("predict on nothing", edit("postTraining", {"predict": {"datasets": []}}), ["postTraining.predict"]),
+    ("merge on a GPU name", edit("postTraining", {"merge": {"exportDevice": "gpu"}}), ["exportDevice"]),
+    (
+        "root without consent",
+        edit("podSecurity", {"runAsUser": 0}),
+        ["spec.podSecurity", "runAsUser 0 is root"],
+    ),
+    (
+        "local seccomp",
+        edit("podSecurity", {"seccompProfile": "Localhost"}),
+        ["spec.podSecurity.seccompProfile"],
+    ),
+    ("capability in lowercase", edit("podSecurity", {"addCapabilities": ["sys_admin"]}), ["addCapabilities"]),
+    (
+        "privileged",
+        edit("podSecurity", {"privileged": True}),
+        ['unknown field "spec.podSecurity.privileged"'],
+    ),
+    ("negative uid", edit("podSecurity", {"runAsUser": -1}), ["spec.podSecurity.runAsUser"]),
+    (
+        "secret env name",
+        edit("secretEnv", [{"name": "1KEY", "secretKeyRef": {"name": "s"}}]),
+        ["spec.secretEnv[0].name"],
+    ),
+    (
+        "secret env without a Secret",
+        edit("secretEnv", [{"name": "WANDB_API_KEY"}]),
+        ["secretKeyRef", "Required"],
+    ),
+    (
+        "secret env twice",
+        edit(
+            "secretEnv",
+            [{"name": "K", "secretKeyRef": {"name": "a"}}, {"name": "K", "secretKeyRef": {"name": "b"}}],
+        ),
+        ["Duplicate value", "spec.secretEnv"],
+    ),
 ]
 
 
@@ -127,6 +189,13 @@ FAILED_BY_THE_OPERATOR = [
     ("owned deepspeed", {"deepspeed": "ds_z3_config.json"}, ["deepspeed", "spec.deepspeed"]),
     ("bad stage", {"stage": "sft2"}, ["stage", "sft2", "did you mean `sft`"]),
     ("bad finetuning type", {"finetuning_type": "loraa"}, ["finetuning_type", "did you mean `lora`"]),
+    (
+        "SwanLab key",
+        {"swanlab_api_key": "sk-1"},
+        ["spec.config.swanlab_api_key", "spec.secretEnv", "SWANLAB_API_KEY"],
+    ),
+    ("Lark secret", {"swanlab_lark_secret": "s"}, ["spec.config.swanlab_lark_secret", "Secret"]),
+    ("hub token", {"hf_hub_token": "hf_x"}, ["hf_hub_token", "spec.model.hubTokenSecret"]),
 ]
 
 
@@ -164,6 +233,107 @@ def test_failed_by_the_operator_before_anything_is_allocated(
     )
     assert events[0].type == "Warning"
     assert all(word in events[0].message for word in words)
+
+
+# (case, body, the reason, words the Failed condition must contain): checks only the operator can make,
+# or values only the API server can judge once they are in a child (issue 10, point 13).
+OPERATOR_REFUSES = [
+    (
+        "finetuning type in a list",
+        edit("config.finetuning_type", ["lora"]),
+        "InvalidSpec",
+        ["finetuning_type"],
+    ),
+    ("stage a mapping", edit("config.stage", {"sft": True}), "InvalidSpec", ["config.stage", "string"]),
+    ("LoRA rank in words", edit("config.lora_rank", "eight"), "InvalidSpec", ["config.lora_rank"]),
+    (
+        "pod label value",
+        edit("podMetadata", {"labels": {"team": "a b"}}),
+        "InvalidSpec",
+        ["podMetadata.labels"],
+    ),
+    ("node selector key", edit("resources.nodeSelector", {"bad key!": "x"}), "InvalidSpec", ["nodeSelector"]),
+    (
+        "secret env of the operator",
+        edit("secretEnv", [{"name": "MASTER_ADDR", "secretKeyRef": {"name": "s"}}]),
+        "InvalidSpec",
+        ["secretEnv", "MASTER_ADDR", "set by the operator"],
+    ),
+    (
+        "toleration operator",
+        edit("resources.tolerations", [{"key": "gpu", "operator": "Sometimes"}]),
+        "InvalidValue",
+        ["Job bad-a1", "tolerations", "Sometimes"],
+    ),
+    (
+        "pod annotation key",
+        edit("podMetadata", {"annotations": {"not a key!": "x"}}),
+        "InvalidValue",
+        ["annotations", "not a key!"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason", "words"), [pytest.param(b, r, w, id=case) for case, b, r, w in OPERATOR_REFUSES]
+)
+def test_refused_by_the_operator_with_the_field_named(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, core: client.CoreV1Api,
+    operator, body: dict, reason: str, words: list[str],
+) -> None:  # fmt: skip
+    ftjs = FineTuneJobs(api, namespace)
+    ftjs.create(body)
+    status = ftjs.wait_phase("bad", "Failed", timeout=30)
+    assert status["reason"] == reason, status
+    for word in words:
+        assert word in status["message"], status["message"]
+    wait_until(
+        lambda: [
+            e
+            for e in core.list_namespaced_event(namespace, field_selector="involvedObject.name=bad").items
+            if e.reason == reason
+        ],
+        f"the {reason} Event",
+        timeout=15,
+    )
+    assert "Traceback" not in operator.log_tail(200)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        pytest.param({"alpaca_clue_train": None}, ["entry 'alpaca_clue_train'", "got null"], id="null entry"),
+        pytest.param({"alpaca_clue_train": "x.json"}, ["got a string"], id="string entry"),
+        pytest.param({"alpaca_clue_train": 3}, ["got a number"], id="number entry"),
+        pytest.param(["alpaca_clue_train"], ["must be a JSON object"], id="a list"),
+        pytest.param(
+            {"alpaca_clue_train": {"file_name": 7}}, ["alpaca_clue_train.file_name"], id="number file"
+        ),
+    ],
+)
+def test_a_dataset_info_config_map_of_the_wrong_shape_is_named(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, core: client.CoreV1Api,
+    operator, content: object, words: list[str],
+) -> None:  # fmt: skip
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "clue-info"}, "data": {"dataset_info.json": json.dumps(content)}}
+    )
+    ftjs = FineTuneJobs(api, namespace)
+    ftjs.create(
+        edit(
+            "dataset",
+            {
+                "names": ["alpaca_clue_train"],
+                "configMapRef": {"name": "clue-info", "key": "dataset_info.json"},
+            },
+        )
+    )
+    status = ftjs.wait_phase("bad", "Failed", timeout=30)
+    assert status["reason"] == "InvalidConfigMap"
+    assert "ConfigMap clue-info key dataset_info.json (spec.dataset.configMapRef)" in status["message"]
+    for word in words:
+        assert word in status["message"], status["message"]
+    assert "Traceback" not in operator.log_tail(200)
 
 
 def test_bad_template_fails_with_a_suggestion(
