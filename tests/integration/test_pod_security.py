@@ -1,6 +1,6 @@
 """Pod Security: in a namespace that enforces "restricted", a FineTuneJob runs to Succeeded and a ModelServe
-to Ready as they are; relaxed by `spec.podSecurity` beyond what the namespace allows, their pods are refused by
-admission and the status says so."""
+to Ready as they are; relaxed by `spec.podSecurity` beyond what the namespace allows, their pods are
+refused by admission and the status says so."""
 
 from __future__ import annotations
 
