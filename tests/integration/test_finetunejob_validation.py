@@ -16,6 +16,7 @@ from kubernetes import client
 
 from tests.cluster import localcluster
 from tests.integration.finetunejobs import FineTuneJobs, finetunejob
+from tests.integration.test_modelserve import ModelServes, modelserve
 from tests.kube import wait_until
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -372,3 +373,125 @@ def test_missing_dataset_config_map_waits_and_says_which(
     ftjs.wait_phase("by-ref", "Succeeded", timeout=60)
     rendered = core.read_namespaced_config_map("by-ref-config", namespace).data["dataset_info.json"]
     assert json.loads(rendered)["alpaca_clue_train"]["file_name"] == "/mnt/claim/datasets/clue.json"
+
+
+# --- ModelServes ---------------------------------------------------------------------------------------
+
+
+def serve_edit(path: str, value: Any) -> dict[str, Any]:
+    """A ModelServe `bad` with one spec field set (None deletes it)."""
+    body = modelserve("bad")
+    node = body["spec"]
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    if value is None:
+        node.pop(last, None)
+    else:
+        node[last] = copy.deepcopy(value)
+    return body
+
+
+SERVE_REFUSED_BY_THE_API_SERVER = [
+    (
+        "served name that would change the KEDA query",
+        serve_edit("model.servedModelName", 'qwen"} or vector(1) or {a="'),
+        ["spec.model.servedModelName", "should match"],
+    ),
+    (
+        "served name with a space",
+        serve_edit("model.servedModelName", "qwen 7b"),
+        ["spec.model.servedModelName"],
+    ),
+    ("cpu in words", serve_edit("resources.cpu", "32 cores"), ["spec.resources.cpu"]),
+    ("negative replicas", serve_edit("replicas", -1), ["spec.replicas"]),
+    ("no tensor parallelism", serve_edit("engine.tensorParallelSize", 0), ["spec.engine.tensorParallelSize"]),
+    ("memory share above 1", serve_edit("engine.gpuMemoryUtilization", 1.5), ["gpuMemoryUtilization"]),
+    ("LoRA rank vLLM refuses", serve_edit("engine.maxLoraRank", 48), ["spec.engine.maxLoraRank"]),
+    (
+        "min above max",
+        serve_edit("autoscaling", {"minReplicas": 4, "maxReplicas": 2}),
+        ["minReplicas must not exceed"],
+    ),
+    (
+        "KEDA without Prometheus",
+        serve_edit("autoscaling", {"maxReplicas": 2, "provider": "keda"}),
+        ["prometheusAddress is needed"],
+    ),
+    ("root without consent", serve_edit("podSecurity", {"runAsUser": 0}), ["runAsUser 0 is root"]),
+    ("unknown model scheme", serve_edit("model.source", "s3://bucket/qwen"), ["spec.model.source"]),
+    ("token for a pvc model", serve_edit("model.hubTokenSecret", {"name": "hf"}), ["only for hub sources"]),
+    ("no storage", serve_edit("storage", None), ["spec.storage", "Required"]),
+    (
+        "adapter without a source",
+        serve_edit("adapters", [{"name": "a"}]),
+        ["exactly one of path and fineTuneJob"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"), [pytest.param(b, w, id=case) for case, b, w in SERVE_REFUSED_BY_THE_API_SERVER]
+)
+def test_a_modelserve_refused_by_the_api_server(
+    cluster: localcluster.ClusterInfo, namespace: str, api: client.ApiClient, body: dict, words: list[str]
+) -> None:
+    result = kubectl_apply(cluster, namespace, body)
+    assert result.returncode != 0, f"accepted: {result.stdout}"
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+SERVE_REFUSED_BY_THE_OPERATOR = [
+    (
+        "model on another claim",
+        serve_edit("model.source", "pvc://other/models/qwen"),
+        "InvalidSpec",
+        ["spec.model.source is on claim other"],
+    ),
+    (
+        "node selector key",
+        serve_edit("resources.nodeSelector", {"bad key!": "x"}),
+        "InvalidSpec",
+        ["nodeSelector"],
+    ),
+    (
+        "toleration operator",
+        serve_edit("resources.tolerations", [{"key": "gpu", "operator": "Sometimes"}]),
+        "InvalidValue",
+        ["Deployment bad-vllm", "tolerations", "Sometimes"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason", "words"),
+    [pytest.param(b, r, w, id=case) for case, b, r, w in SERVE_REFUSED_BY_THE_OPERATOR],
+)
+def test_a_modelserve_refused_by_the_operator_with_the_field_named(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, operator, body: dict, reason: str,
+    words: list[str],
+) -> None:  # fmt: skip
+    serves = ModelServes(api, namespace)
+    serves.create(body)
+    status = serves.wait("bad", lambda s: s.get("phase") == "Failed", "Failed", timeout=30)
+    assert status["reason"] == reason, status
+    for word in words:
+        assert word in status["message"], status["message"]
+    assert "Traceback" not in operator.log_tail(200)
+
+
+def test_the_table_has_fifty_malformed_resources() -> None:
+    count = sum(
+        map(
+            len,
+            (
+                REFUSED_BY_THE_API_SERVER,
+                FAILED_BY_THE_OPERATOR,
+                OPERATOR_REFUSES,
+                SERVE_REFUSED_BY_THE_API_SERVER,
+                SERVE_REFUSED_BY_THE_OPERATOR,
+            ),
+        )
+    )
+    assert count >= 50, count
