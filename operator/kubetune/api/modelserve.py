@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -9,7 +10,7 @@ from pydantic import Field, model_validator
 
 from kubetune.api.common import Condition, Model, ObjectName, SecretKeyRef
 from kubetune.api.finetunejob import MODEL_SOURCE, RELATIVE_PATH, PodMetadata
-from kubetune.api.podspec import PodSecurity, QualifiedName, Quantity, label_problems
+from kubetune.api.podspec import ENV_NAME, PodSecurity, QualifiedName, Quantity, label_problems
 
 KIND = "ModelServe"
 PLURAL = "modelserves"
@@ -24,6 +25,10 @@ ADAPTER_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$"
 ADAPTER_PATH = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|[^/].*)$"
 # Served model names go into vLLM's arguments and into the KEDA query's label matcher: no quotes, braces,
 # backslashes or spaces. `Qwen/Qwen2.5-7B-Instruct` and `qwen2.5:7b` are fine.
+# The variables the operator sets in the vLLM container (kubetune.render.modelserve).
+VLLM_ENV = frozenset(
+    {"VLLM_PLUGINS", "VLLM_LORA_RESOLVER_CACHE_DIR", "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "HF_HUB_OFFLINE"}
+)
 SERVED_MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"
 
 
@@ -102,6 +107,25 @@ class EngineSpec(Model):
         description="Extra environment variables of the vLLM container, as in a Pod spec.",
         json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
     )
+
+    @model_validator(mode="after")
+    def _env_is_the_users(self) -> EngineSpec:
+        # Every entry is a variable with a name, once, and none of those the operator sets for vLLM: a
+        # duplicate name would make the Deployment impossible to apply.
+        names = []
+        for index, item in enumerate(self.env or []):
+            name = item.get("name")
+            if not isinstance(name, str) or not re.fullmatch(ENV_NAME, name):
+                raise ValueError(
+                    f"engine.env[{index}].name must be an environment variable name, got {name!r}"
+                )
+            if name in VLLM_ENV:
+                raise ValueError(f"engine.env[{index}]: {name} is set by the operator")
+            names.append(name)
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"engine.env names must be unique: {', '.join(duplicates)}")
+        return self
 
 
 class ServeResources(Model):

@@ -201,7 +201,7 @@ class Kube:
                 content_type="application/apply-patch+yaml",
             )
         except ApiException as error:
-            if error.status == 422:
+            if error.status in (400, 422):  # invalid, or a patch the API server cannot merge
                 raise ChildRefused(manifest["kind"], meta["name"], _api_message(error)) from error
             raise
 

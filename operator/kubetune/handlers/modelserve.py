@@ -162,8 +162,9 @@ def reconcile(
                 try:
                     applied = kube.apply(child)
                 except (NotOurs, ChildRefused) as error:
+                    # Nothing further is written beside someone else's object (the Deployment would mount it).
                     problems.append(child_problem(error))
-                    continue
+                    break
                 except ApiException as error:
                     if child["kind"] == "ScaledObject" and error.status == 404:
                         problems.append(
