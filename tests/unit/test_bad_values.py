@@ -218,3 +218,18 @@ def test_a_served_model_name_cannot_change_the_keda_query(value: str, words: str
 def test_the_specs_the_edits_start_from_are_valid() -> None:
     assert finetunejob_spec(FTJ)[1] == []
     ModelServeSpec.model_validate(MS)
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ([{"value": "x"}], "engine.env[0].name"),
+        ([{"name": "A B", "value": "x"}], "engine.env[0].name"),
+        ([{"name": "HF_HUB_OFFLINE", "value": "0"}], "set by the operator"),
+        ([{"name": "A", "value": "1"}, {"name": "A", "value": "2"}], "unique"),
+    ],
+)
+def test_engine_env_that_would_break_the_deployment_is_refused(env: list, words: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        ModelServeSpec.model_validate(edited(MS, [("engine.env", env)]))
+    assert words in str(error.value)
