@@ -46,16 +46,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [get, list, watch, create, patch]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]  # delete: see configmaps
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, create, patch]
+  # delete: taking back the operator's own orphan (after --cascade=orphan) sets its ownerReferences, which
+  # OwnerReferencesPermissionEnforcement allows only to who may delete it. The operator deletes none.
+  verbs: [get, create, patch, delete]
 - apiGroups: [""]
   resources: [services, serviceaccounts]
-  verbs: [get, create, patch]  # get: a child is written only if it is the resource's own
+  verbs: [get, create, patch, delete]  # get: a child is written only if it is the resource's own
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get]  # a missing claim is reported before anything is allocated
@@ -64,7 +66,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [create, list]  # list: the Job controller's FailedCreate (pods refused by admission)
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [get, create, patch]
+  verbs: [get, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, create, patch, delete]
