@@ -276,7 +276,8 @@ def deployment(target: ModelServeTarget) -> dict[str, Any]:
     # vLLM's image runs as root unless told otherwise; "restricted" needs a non-root uid.
     if spec.pod_security is None or spec.pod_security.run_as_user is None:
         vllm["securityContext"]["runAsUser"] = VLLM_DEFAULT_UID
-    # Neither vLLM nor adapter-sync talks to the API server: no ServiceAccount token in the pod.
+    # Neither vLLM nor adapter-sync talks to the API server: no ServiceAccount token in the pod. (A container
+    # that needs one later gets its own projected serviceAccountToken volume, which this does not prevent.)
     pod_spec["automountServiceAccountToken"] = False
 
     deployment_spec: dict[str, Any] = {
