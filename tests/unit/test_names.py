@@ -180,6 +180,10 @@ def objects(kind: str, name: str) -> set[tuple[str, str]]:
     m = ModelServeNames(name)
     return {
         ("ConfigMap", m.config_map),
+        ("ConfigMap", m.report_config_map),
+        ("ServiceAccount", m.sidecar_account),
+        ("Role", m.sidecar_account),
+        ("RoleBinding", m.sidecar_account),
         ("Service", m.service),
         ("Deployment", m.deployment),
         ("HorizontalPodAutoscaler", m.autoscaler),

@@ -140,8 +140,14 @@ def test_pod_security_is_validated(pod_security: dict[str, Any], words: str) -> 
         assert words in str(error.value)
 
 
-def test_vllm_and_adapter_sync_get_no_service_account_token_the_trainer_does() -> None:
-    assert ms_pod()["automountServiceAccountToken"] is False
+def test_vllm_gets_no_service_account_token_the_trainer_does() -> None:
+    pod = ms_pod()
+    assert pod["automountServiceAccountToken"] is False
+    # Only the adapter-sync sidecar mounts a token (its own account's, to write its report).
+    token_volumes = {v["name"] for v in pod["volumes"] if "projected" in v}
+    for name, container in containers(pod).items():
+        mounted = {m["name"] for m in container.get("volumeMounts", [])} & token_volumes
+        assert bool(mounted) == (name == "adapter-sync"), name
     # The launcher reports progress into the FineTuneJob's status with its own ServiceAccount.
     trainer = ftj_pod()
     assert trainer["serviceAccountName"] == "ner-launcher"

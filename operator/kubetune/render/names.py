@@ -93,6 +93,15 @@ class ModelServeNames:
         return dns_label(self.owner, "adapters", max_length=253)
 
     @property
+    def report_config_map(self) -> str:
+        return dns_label(self.owner, "adapter-report", max_length=253)
+
+    @property
+    def sidecar_account(self) -> str:
+        # The adapter-sync sidecar's ServiceAccount, Role and RoleBinding.
+        return dns_label(self.owner, "adapter-sync", max_length=253)
+
+    @property
     def autoscaler(self) -> str:
         # The HPA or the KEDA ScaledObject: one name for both (switching provider swaps one for the other).
         return dns_label(self.owner, "vllm")
