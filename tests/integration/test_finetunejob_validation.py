@@ -59,7 +59,6 @@ REFUSED_BY_THE_API_SERVER = [
     ("negative GPUs", edit("resources.gpusPerNode", -1), ["spec.resources.gpusPerNode"]),
     ("nodes not a number", edit("resources.nodes", "two"), ["spec.resources.nodes", "integer"]),
     ("unknown model scheme", edit("model.source", "s3://bucket/qwen"), ["spec.model.source"]),
-    ("no template", edit("model.template", None), ["spec.model.template", "Required"]),
     ("no model", edit("model", None), ["spec.model", "Required"]),
     ("no datasets", edit("dataset.names", []), ["spec.dataset.names"]),
     (
