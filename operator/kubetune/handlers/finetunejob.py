@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubetune.api import finetunejob as ftj
+from kubetune.api.datasetinfo import dataset_info_problems
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, finetunejob_spec
 from kubetune.handlers import events
-from kubetune.handlers.kube import Kube
+from kubetune.handlers.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.handlers.metrics import RESTARTS
 from kubetune.render import finetunejob as render
 from kubetune.render.names import label_value
@@ -80,27 +81,18 @@ def resolve_references(
                     terminal=False,
                 )
             )
-    token = spec.model.hub_token_secret
-    if token is not None:
-        secret = kube.get("Secret", namespace, token.name)
-        if secret is None or token.key not in (secret.get("data") or {}):
-            problems.append(
-                Problem(
-                    "MissingSecret",
-                    f"Secret {token.name} with key {token.key!r} (spec.model.hubTokenSecret) "
-                    f"not found in namespace {namespace}",
-                    terminal=False,
-                )
-            )
+    # A missing hubTokenSecret is not looked up (the operator holds no right to read Secrets): the pod's
+    # own CreateContainerConfigError says which Secret or key is missing (docs/operations.md).
 
     dataset_info: dict[str, Any] = dict(spec.dataset.info or {})
     ref = spec.dataset.config_map_ref
     if ref is not None:
         loaded, problem = _config_map_json(kube, namespace, ref.name, ref.key, "spec.dataset.configMapRef")
+        where = f"ConfigMap {ref.name} key {ref.key} (spec.dataset.configMapRef)"
         if problem:
             problems.append(problem)
-        elif not isinstance(loaded, dict):
-            problems.append(Problem("InvalidConfigMap", f"ConfigMap {ref.name}: not a JSON object", True))
+        elif found := dataset_info_problems(loaded, where):
+            problems += [Problem("InvalidConfigMap", message, terminal=True) for message in found]
         else:
             dataset_info = loaded
     if not problems:
@@ -190,20 +182,36 @@ def reconcile(
             settings=settings,
         )
     if target is not None and not problems and not finished_before and status_of.job_finished(job) is None:
-        if apply_static or job is None:
-            for child in render.children(target)[:-1]:
-                kube.apply(child)
-        if job is None:
-            job = kube.apply(render.job(target))
-        elif bool(job["spec"].get("suspend")) != render.job_suspended(target):
-            suspend = {"spec": {"suspend": render.job_suspended(target)}}
-            job = kube.patch_merge("Job", namespace, job["metadata"]["name"], suspend)
+        try:
+            if apply_static or job is None:
+                for child in render.children(target)[:-1]:
+                    kube.apply(child)
+            if job is None:
+                job = kube.apply(render.job(target))
+            elif bool(job["spec"].get("suspend")) != render.job_suspended(target):
+                suspend = {"spec": {"suspend": render.job_suspended(target)}}
+                job = kube.patch_merge("Job", namespace, job["metadata"]["name"], suspend)
+        except (NotOurs, ChildRefused) as error:
+            # Someone else's object under a child's name, or a value the API server refuses: said in status.
+            problems.append(child_problem(error))
 
     pods = []
     if job is not None:
         pods = kube.list(
             "Pod", namespace, {render.FTJ_LABEL: label_value(name), render.ATTEMPT_LABEL: str(attempt)}
         )
+
+    if (
+        job is not None
+        and not pods
+        and not job["spec"].get("suspend")
+        and status_of.job_finished(job) is None
+    ):
+        refused = kube.pods_refused(job)  # admission (Pod Security, a policy engine) said no
+        if refused:
+            problems.append(
+                Problem("PodsRefused", f"the training pods are refused: {refused}", terminal=False)
+            )
 
     # Step 5: status.
     observation = status_of.Observation(

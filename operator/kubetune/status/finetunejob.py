@@ -314,6 +314,8 @@ def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[Event
             "ImagePullError",
             "ContainerConfigError",
             "Restarting",
+            "ChildConflict",
+            "PodsRefused",
         }
         events.append(Event("Warning" if failing else "Normal", new_reason or str(new_phase), message))
     return events
