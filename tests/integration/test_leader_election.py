@@ -13,14 +13,25 @@ from tests.integration.finetunejobs import FineTuneJobs, finetunejob
 from tests.kube import wait_until
 from tests.operator_fixtures import OperatorProcess
 
-LEASE = "kubetune-operator"
+
+def as_chart() -> bool:
+    """`make test-chart-rbac`: the replicas run as the chart's ServiceAccount, with the chart's Lease Role."""
+    return os.environ.get("KUBETUNE_OPERATOR_AS") == "chart"
+
+
+def lease_name() -> str:
+    from tests.chart.install import RELEASE
+
+    return RELEASE if as_chart() else "kubetune-operator"
 
 
 class Replica(OperatorProcess):
     """`kubetune run` as one replica of the chart's Deployment (its pod name, the Lease's namespace)."""
 
-    def __init__(self, cluster: localcluster.ClusterInfo, log_path: Path, pod: str, namespace: str):
-        super().__init__(cluster, log_path)
+    def __init__(
+        self, cluster: localcluster.ClusterInfo, log_path: Path, pod: str, namespace: str, kubeconfig: str
+    ):
+        super().__init__(cluster, log_path, kubeconfig)
         self.pod = pod
         self.namespace = namespace
 
@@ -28,7 +39,7 @@ class Replica(OperatorProcess):
         saved = dict(os.environ)
         os.environ.update(
             {
-                "KUBETUNE_LEADER_ELECTION": LEASE,
+                "KUBETUNE_LEADER_ELECTION": lease_name(),
                 "POD_NAME": self.pod,
                 "POD_NAMESPACE": self.namespace,
                 "KUBETUNE_LEASE_SECONDS": "6",
@@ -55,16 +66,20 @@ def test_one_replica_reconciles_and_a_killed_leader_is_replaced(
     batch: client.BatchV1Api,
     tmp_path: Path,
 ) -> None:
+    from tests.chart.install import NAMESPACE as CHART_NAMESPACE
+
     operator.stop()  # the session's single operator steps aside while the two replicas run
+    lease_namespace = CHART_NAMESPACE if as_chart() else namespace
     replicas = {
-        pod: Replica(cluster, tmp_path / f"{pod}.log", pod, namespace) for pod in ("kubetune-a", "kubetune-b")
+        pod: Replica(cluster, tmp_path / f"{pod}.log", pod, lease_namespace, operator.kubeconfig)
+        for pod in ("kubetune-a", "kubetune-b")
     }
     try:
         for replica in replicas.values():
             replica.start()  # healthy while waiting: the liveness probe answers
         coordination = client.CoordinationV1Api(api)
         holder = wait_until(
-            lambda: coordination.read_namespaced_lease(LEASE, namespace).spec.holder_identity,
+            lambda: coordination.read_namespaced_lease(lease_name(), lease_namespace).spec.holder_identity,
             "a replica to take the Lease",
             timeout=30,
         )
@@ -89,10 +104,12 @@ def test_one_replica_reconciles_and_a_killed_leader_is_replaced(
             timeout=30,
         )
         handover = time.monotonic() - started
-        assert coordination.read_namespaced_lease(LEASE, namespace).spec.holder_identity == other.pod
+        lease = coordination.read_namespaced_lease(lease_name(), lease_namespace)
+        assert lease.spec.holder_identity == other.pod
         assert "became the leader" in other.log()
         assert handover < 20, f"the new leader took {handover:.0f}s"
     finally:
         for replica in replicas.values():
             replica.stop()
+        client.CoordinationV1Api(api).delete_namespaced_lease(lease_name(), lease_namespace)
         operator.start()

@@ -73,9 +73,4 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
   verbs: [get, create, patch, delete]  # get before apply and delete: only this resource's own
-{{- if gt (int .Values.replicas) 1 }}
-- apiGroups: [kopf.dev]
-  resources: [clusterkopfpeerings, kopfpeerings]
-  verbs: [get, list, watch, patch]
-{{- end }}
 {{- end -}}
