@@ -3,10 +3,12 @@
 Steps, in order (each reads the cluster, none remembers anything between passes):
 1. check the spec and its LLaMA-Factory config (nothing is created for a bad one);
 2. look up what it refers to (the claim, ConfigMaps, the hub token Secret);
-3. find the current attempt from the Jobs that exist; start the next one after a failure, up to maxRestarts;
+3. find the current attempt from the Jobs this FineTuneJob owns (by uid); once a failed or disrupted
+   attempt's pods have stopped, start the next one (`status.finetunejob` decides whether one follows);
 4. render the children and apply them (the Job's template is fixed when its attempt starts: only
-   `suspend` changes on a running Job, so spec changes take effect at the next attempt);
-5. compute the status from what was observed, patch it when it changed, record an Event per transition.
+   `suspend` changes on a running Job, so spec changes, valid or not, take effect at the next attempt);
+5. compute the status from what was observed, patch it when it changed, record an Event per transition,
+   and delete the FineTuneJob when its ttlSecondsAfterFinished has expired.
 """
 
 from __future__ import annotations
@@ -159,6 +161,18 @@ def _output_path_conflicts(kube: Kube, body: dict[str, Any], spec: ftj.FineTuneJ
     return problems
 
 
+# A Job's pods normally appear within seconds; only then is a missing one worth an Event lookup.
+FAILED_CREATE_AFTER_SECONDS = 5
+
+
+def _age_seconds(obj: dict[str, Any]) -> float:
+    created = obj["metadata"].get("creationTimestamp")
+    if not created:
+        return 0.0
+    then = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return (datetime.now(UTC) - then).total_seconds()
+
+
 def _failed_create(kube: Kube, job: dict[str, Any]) -> str | None:
     """The newest FailedCreate Event the Job controller recorded on this Job (admission refused a pod, a
     quota is full, ...): the Job has no condition that says so."""
@@ -284,9 +298,11 @@ def reconcile(
     pods = _pods_of(kube, namespace, name, attempt, job) if job is not None else []
     failed_create = None
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
-    nodes = spec.resources.nodes if spec else 1
-    if job is not None and end is None and not job["spec"].get("suspend") and len(live) < nodes:
-        failed_create = _failed_create(kube, job)
+    # A spec refused by the models has no shape: the running attempt keeps the one it started with.
+    nodes, gpus_per_node = _shape(spec, previous)
+    missing_pods = job is not None and end is None and not job["spec"].get("suspend") and len(live) < nodes
+    if missing_pods and _age_seconds(job) >= FAILED_CREATE_AFTER_SECONDS:  # type: ignore[arg-type]
+        failed_create = _failed_create(kube, job)  # type: ignore[arg-type]
 
     # Step 5: status.
     observation = status_of.Observation(
@@ -294,7 +310,7 @@ def reconcile(
         now=now(),
         previous=previous,
         nodes=nodes,
-        gpus_per_node=spec.resources.gpus_per_node if spec else 0,
+        gpus_per_node=gpus_per_node,
         max_restarts=spec.max_restarts if spec else 0,
         suspend=spec.suspend if spec else False,
         queue_name=spec.queue_name if spec else None,
@@ -318,6 +334,16 @@ def reconcile(
         log.info("deleting %s/%s: finished at %s", namespace, name, status.get("completionTime"))
         kube.delete("FineTuneJob", namespace, name)
     return Outcome(status=status, changed=changed, attempt=attempt)
+
+
+def _shape(spec: ftj.FineTuneJobSpec | None, previous: dict[str, Any]) -> tuple[int, int]:
+    if spec is not None:
+        return spec.resources.nodes, spec.resources.gpus_per_node
+    nodes, _, gpus = str(previous.get("shape") or "1x0").partition("x")
+    try:
+        return int(nodes), int(gpus)
+    except ValueError:
+        return 1, 0
 
 
 def _pods_of(
