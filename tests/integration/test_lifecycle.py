@@ -7,6 +7,7 @@ import time
 
 import pytest
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from tests.cluster import localcluster
 from tests.integration.finetunejobs import (
@@ -36,6 +37,15 @@ def release(core: client.CoreV1Api, namespace: str, pod: client.V1Pod, *annotati
     """Removes test annotations from a pod (a merge patch with null deletes a key)."""
     patch = {"metadata": {"annotations": dict.fromkeys(annotations)}}
     core.patch_namespaced_pod(pod.metadata.name, namespace, patch)
+
+
+@pytest.fixture
+def lingering(namespace: str, core: client.CoreV1Api):
+    """Pods told to linger are let go at the end, pass or fail: the namespace could not go otherwise."""
+    yield
+    for pod in core.list_namespaced_pod(namespace).items:
+        if "test.kubetune.io/linger" in (pod.metadata.annotations or {}):
+            release(core, namespace, pod, "test.kubetune.io/linger")
 
 
 # --- 1. an edit that makes the spec invalid does not end the running attempt ------------------------
@@ -136,7 +146,7 @@ def test_an_old_failed_job_uses_up_no_restart_of_a_recreated_one(
 
 def test_a_failure_is_reported_while_the_other_pods_still_terminate(
     namespace: str, claim: tuple[str, object], api: client.ApiClient, core: client.CoreV1Api,
-    batch: client.BatchV1Api,
+    batch: client.BatchV1Api, lingering: None,
 ) -> None:  # fmt: skip
     ftjs = FineTuneJobs(api, namespace)
     body = finetunejob("slow-stop", maxRestarts=1, resources={"nodes": 2, "gpusPerNode": 8})
@@ -160,13 +170,11 @@ def test_a_failure_is_reported_while_the_other_pods_still_terminate(
     wait_until(lambda: len(jobs_of(batch, namespace, "slow-stop")) == 2, "attempt 2", timeout=30)
     status = ftjs.wait_phase("slow-stop", "Running", timeout=30)
     assert (status["attempt"], status["restarts"]) == (2, 1)
-    for pod in pods_of(core, namespace, "slow-stop", attempt=2):
-        release(core, namespace, pod, "test.kubetune.io/linger")
 
 
 def test_with_no_restart_left_it_is_failed_at_failure_target(
     namespace: str, claim: tuple[str, object], api: client.ApiClient, core: client.CoreV1Api,
-    batch: client.BatchV1Api,
+    batch: client.BatchV1Api, lingering: None,
 ) -> None:  # fmt: skip
     ftjs = FineTuneJobs(api, namespace)
     body = finetunejob("last-try", resources={"nodes": 2, "gpusPerNode": 8})
@@ -179,8 +187,6 @@ def test_with_no_restart_left_it_is_failed_at_failure_target(
     status = ftjs.wait_phase("last-try", "Failed", timeout=30)
     assert "exited with code 3 (Error)" in status["message"]
     assert job_condition(batch.read_namespaced_job("last-try-a1", namespace), "Failed") is None
-    for pod in pods:
-        release(core, namespace, pod, "test.kubetune.io/linger")
 
 
 # --- 4. a pod that cannot start says why -----------------------------------------------------------
@@ -286,3 +292,30 @@ def test_a_pod_lost_with_its_node_starts_the_next_attempt_without_using_a_restar
         assert failed.reason == "PodFailurePolicy" and "DisruptionTarget" in failed.message
     finally:
         localcluster.add_nodes(cluster, localcluster.NodePool(**cluster.nodes))
+
+
+# --- 12. storage.path stays on the claim and apart from other jobs ----------------------------------
+
+
+@pytest.mark.parametrize("path", ["../team-b/runs", "runs/../../etc", "."])
+def test_an_output_path_off_the_claim_is_refused_at_apply(
+    namespace: str, api: client.ApiClient, path: str
+) -> None:
+    ftjs = FineTuneJobs(api, namespace)
+    with pytest.raises(ApiException) as refused:
+        ftjs.create(finetunejob("escape", storage={"claim": "shared", "path": path}))
+    assert refused.value.status == 422
+    assert "storage.path must stay on the claim" in refused.value.body
+
+
+def test_an_output_path_of_another_job_is_refused(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, batch: client.BatchV1Api
+) -> None:
+    ftjs = FineTuneJobs(api, namespace)
+    ftjs.create(with_pod_annotations(finetunejob("first"), **HOLD))
+    ftjs.wait_phase("first", "Running", timeout=30)
+    ftjs.create(finetunejob("second", storage={"claim": "shared", "path": f"runs//{namespace}/first/"}))
+    status = ftjs.wait_reason("second", "OutputPathInUse", timeout=30)
+    assert f"FineTuneJob first's output path runs/{namespace}/first" in status["message"]
+    assert not jobs_of(batch, namespace, "second"), "nothing starts on another job's output"
+    assert ftjs.status("first")["phase"] == "Running", "the older job is left alone"
