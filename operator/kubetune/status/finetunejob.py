@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from kubetune.api.defaults import LABEL_PREFIX
 from kubetune.api.finetunejob import Phase
 from kubetune.api.validation import Problem
 
@@ -27,7 +28,7 @@ CHECK_TYPES = ("SpecValid",)
 # Stalled is True.
 KSTATUS_TYPES = ("Ready", "Reconciling", "Stalled")
 
-ATTEMPT_LABEL = "kubetune.io/attempt"
+ATTEMPT_LABEL = f"{LABEL_PREFIX}/attempt"  # the same as render's: the Job of attempt n carries n
 # The Job's podFailurePolicy fails the attempt on this pod condition (eviction, preemption, a lost node);
 # the Job controller names it in the message of its FailureTarget and Failed conditions.
 DISRUPTION_CONDITION = "DisruptionTarget"
