@@ -316,6 +316,13 @@ def test_an_output_path_of_another_job_is_refused(
     ftjs.wait_phase("first", "Running", timeout=30)
     ftjs.create(finetunejob("second", storage={"claim": "shared", "path": f"runs//{namespace}/first/"}))
     status = ftjs.wait_reason("second", "OutputPathInUse", timeout=30)
-    assert f"FineTuneJob first's output path runs/{namespace}/first" in status["message"]
+    assert f"FineTuneJob first's default output path runs/{namespace}/first" in status["message"]
     assert not jobs_of(batch, namespace, "second"), "nothing starts on another job's output"
     assert ftjs.status("first")["phase"] == "Running", "the older job is left alone"
+
+    # Two set paths: the newer job is refused, whether its path is the same, inside or above.
+    ftjs.create(finetunejob("third", storage={"claim": "shared", "path": "experiments/ner"}))
+    ftjs.wait_phase("third", "Succeeded", timeout=60)
+    ftjs.create(finetunejob("fourth", storage={"claim": "shared", "path": "experiments"}))
+    status = ftjs.wait_reason("fourth", "OutputPathInUse", timeout=30)
+    assert "FineTuneJob third's output path experiments/ner" in status["message"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubetune.api.finetunejob import check_output_path, output_path_of, paths_overlap
+from kubetune.api.finetunejob import check_output_path, default_path_owner, output_path_of, paths_overlap
 from kubetune.api.validation import Problem
 from kubetune.status.finetunejob import (
     CHECK_TYPES,
@@ -868,3 +868,19 @@ def test_output_path_may_not_leave_the_claim_or_be_its_root(path: str) -> None:
 )
 def test_output_paths_overlap(a: str, b: str, overlap: bool) -> None:
     assert paths_overlap(a, b) is overlap
+
+
+@pytest.mark.parametrize(
+    ("path", "owner"),
+    [
+        ("runs/ns/other", "other"),
+        ("runs/ns/other/sub", "other"),
+        ("runs/ns/job/sub", None),  # its own default path: harmless
+        ("runs/ns", "*"),
+        ("runs", "*"),
+        ("runs/other-ns/x", None),
+        ("experiments/ner", None),
+    ],
+)
+def test_a_set_path_may_not_touch_another_jobs_default_path(path: str, owner: str | None) -> None:
+    assert default_path_owner(path, "ns", "job") == owner

@@ -217,6 +217,16 @@ def output_path_of(path: str | None, namespace: str, name: str) -> str:
     return f"runs/{namespace}/{name}"
 
 
+def default_path_owner(path: str, namespace: str, name: str) -> str | None:
+    """Whose default output path (`runs/<namespace>/<name>`) a set path touches: a FineTuneJob's name,
+    `*` when it holds them all (`runs`, `runs/<namespace>`), None when it is clear of every other job's."""
+    root = f"runs/{namespace}"
+    if path.startswith(root + "/"):
+        owner = path[len(root) + 1 :].split("/")[0]
+        return None if owner == name else owner
+    return "*" if paths_overlap(path, root) else None
+
+
 def paths_overlap(a: str, b: str) -> bool:
     """Whether one directory is the other or holds it (`runs/x` and `runs/x/y` overlap, `runs/xy` not)."""
     a, b = a.strip("/") + "/", b.strip("/") + "/"

@@ -131,25 +131,37 @@ def resolve_references(
 
 
 def _output_path_conflicts(kube: Kube, body: dict[str, Any], spec: ftj.FineTuneJobSpec) -> list[Problem]:
-    """Another FineTuneJob of the namespace, created before this one, writes on or under this output path
-    (or this one's output path holds its). Two jobs writing one directory corrupt each other's checkpoints."""
+    """A `storage.path` on, under or above another FineTuneJob's output path: two jobs writing one directory
+    corrupt each other's checkpoints (and overwrite the adapter a ModelServe may serve)."""
+    if spec.storage.path is None:
+        # Default paths never overlap one another, and a set path may not touch any of them (below): the
+        # common case needs no listing.
+        return []
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     mine = spec.output_path(namespace, name)
+    owner = ftj.default_path_owner(mine, namespace, name)
+    if owner is not None:
+        whose = (
+            f"FineTuneJob {owner}'s default output path runs/{namespace}/{owner}"
+            if owner != "*"
+            else f"the default output paths of every FineTuneJob in namespace {namespace}"
+        )
+        message = f"spec.storage.path: {mine} overlaps {whose}: choose a path of its own"
+        return [Problem("OutputPathInUse", message, terminal=True)]
     problems = []
     for other in kube.list("FineTuneJob", namespace):
         other_meta = other["metadata"]
-        if other_meta.get("uid") == meta.get("uid"):
-            continue
-        other_spec = other.get("spec") or {}
-        storage = other_spec.get("storage") or {}
-        if storage.get("claim") != spec.storage.claim:
+        storage = (other.get("spec") or {}).get("storage") or {}
+        if other_meta.get("uid") == meta.get("uid") or storage.get("claim") != spec.storage.claim:
             continue
         theirs = ftj.output_path_of(storage.get("path"), namespace, other_meta["name"])
-        if not ftj.paths_overlap(mine, theirs):
-            continue
-        first = (other_meta.get("creationTimestamp") or "", other_meta["name"])
-        if first < (meta.get("creationTimestamp") or "", name):
+        # Of two jobs whose set paths overlap, the newer one is refused: the older may be writing already.
+        older = (other_meta.get("creationTimestamp") or "", other_meta["name"]) < (
+            meta.get("creationTimestamp") or "",
+            name,
+        )
+        if older and ftj.paths_overlap(mine, theirs):
             problems.append(
                 Problem(
                     "OutputPathInUse",
