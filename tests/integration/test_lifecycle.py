@@ -85,10 +85,17 @@ def test_a_typo_edited_into_a_running_job_keeps_it_running(
     warnings = [e for e in events_of(core, namespace, "edited") if e.type == "Warning"]
     assert any(e.reason == "InvalidConfig" and "lora_rnak" in e.message for e in warnings)
 
-    # Fixed again: valid, and the attempt never stopped.
-    ftjs.patch("edited", {"spec": {"config": {"lora_rnak": None}}})
-    ftjs.wait("edited", lambda s: condition_of(s, "SpecValid").get("status") == "True", "SpecValid=True")
-    assert ftjs.status("edited")["attempt"] == 1
+    # It can still be paused, and once fixed it resumes the same attempt.
+    ftjs.patch("edited", {"spec": {"suspend": True}})
+    ftjs.wait_phase("edited", "Suspended", timeout=30)
+    ftjs.patch("edited", {"spec": {"suspend": False, "config": {"lora_rnak": None}}})
+    status = ftjs.wait(
+        "edited",
+        lambda s: s["phase"] == "Running" and condition_of(s, "SpecValid").get("status") == "True",
+        "Running with a valid spec",
+        timeout=30,
+    )
+    assert status["attempt"] == 1 and ftjs.exists("edited")
 
 
 # --- 2. children are found by owner uid: a re-created FineTuneJob adopts nothing ---------------------

@@ -297,13 +297,16 @@ def reconcile(
             observed_job_suspend=None if job is None else bool((job.get("spec") or {}).get("suspend")),
             settings=settings,
         )
-    if target is not None and not problems and not finished_before and end is None:
-        if apply_static or job is None:
-            for child in render.children(target)[:-1]:
-                kube.apply(child)
-        if job is None:
-            job = kube.apply(render.job(target))
-        elif bool(job["spec"].get("suspend")) != render.job_suspended(target):
+    if target is not None and not finished_before and end is None:
+        if not problems:
+            if apply_static or job is None:
+                for child in render.children(target)[:-1]:
+                    kube.apply(child)
+            if job is None:
+                job = kube.apply(render.job(target))
+        # `suspend` is the one field of a running attempt's Job that follows the spec, valid or not: a
+        # job whose edited spec was refused can still be paused.
+        if job is not None and bool(job["spec"].get("suspend")) != render.job_suspended(target):
             suspend = {"spec": {"suspend": render.job_suspended(target)}}
             job = kube.patch_merge("Job", namespace, job["metadata"]["name"], suspend)
 
@@ -312,9 +315,11 @@ def reconcile(
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
     # A spec refused by the models has no shape: the running attempt keeps the one it started with.
     nodes, gpus_per_node = _shape(spec, previous)
-    missing_pods = job is not None and end is None and not job["spec"].get("suspend") and len(live) < nodes
-    if missing_pods and _age_seconds(job) >= FAILED_CREATE_AFTER_SECONDS:  # type: ignore[arg-type]
-        failed_create = _failed_create(kube, job)  # type: ignore[arg-type]
+    if job is not None and end is None and not job["spec"].get("suspend") and len(live) < nodes:
+        # Pods normally appear within seconds; only a Job that still misses some is worth the lookup.
+        failed_create = (
+            _failed_create(kube, job) if _age_seconds(job) >= FAILED_CREATE_AFTER_SECONDS else None
+        )
 
     # Step 5: status.
     observation = status_of.Observation(
