@@ -241,22 +241,9 @@ def reconcile(
     ):
         failed_pods = _pods_of(kube, namespace, name, attempt, job)
         failure = "; ".join(f for f in (status_of.pod_failure(p) for p in failed_pods) if f)
-        if end == status_of.AttemptEnd.DISRUPTED:
-            events.post(
-                kube,
-                body,
-                "Warning",
-                "AttemptDisrupted",
-                f"attempt {attempt} was disrupted: {failure or 'a pod was disrupted'}",
-            )
-        else:
-            events.post(
-                kube,
-                body,
-                "Warning",
-                "AttemptFailed",
-                f"attempt {attempt} failed: {failure or 'the Job failed'}",
-            )
+        disrupted = end == status_of.AttemptEnd.DISRUPTED
+        reason, what = ("AttemptDisrupted", "was disrupted") if disrupted else ("AttemptFailed", "failed")
+        events.post(kube, body, "Warning", reason, f"attempt {attempt} {what}: {failure or 'the Job failed'}")
         attempt += 1
         job, end = None, None
         RESTARTS.inc()
