@@ -3,10 +3,12 @@
 Steps, in order (each reads the cluster, none remembers anything between passes):
 1. check the spec and its LLaMA-Factory config (nothing is created for a bad one);
 2. look up what it refers to (the claim, ConfigMaps, the hub token Secret);
-3. find the current attempt from the Jobs that exist; start the next one after a failure, up to maxRestarts;
+3. find the current attempt from the Jobs this FineTuneJob owns (by uid); once a failed or disrupted
+   attempt's pods have stopped, start the next one (`status.finetunejob` decides whether one follows);
 4. render the children and apply them (the Job's template is fixed when its attempt starts: only
-   `suspend` changes on a running Job, so spec changes take effect at the next attempt);
-5. compute the status from what was observed, patch it when it changed, record an Event per transition.
+   `suspend` changes on a running Job, so spec changes, valid or not, take effect at the next attempt);
+5. compute the status from what was observed, patch it when it changed, record an Event per transition,
+   and delete the FineTuneJob when its ttlSecondsAfterFinished has expired.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ from kubetune.render.names import label_value
 from kubetune.status import finetunejob as status_of
 
 log = logging.getLogger("kubetune.finetunejob")
-
-TERMINAL_PHASES = {ftj.Phase.SUCCEEDED.value, ftj.Phase.FAILED.value}
 
 
 @dataclass(frozen=True)
@@ -119,11 +119,59 @@ def resolve_references(
     return dataset_info, deepspeed_config, problems
 
 
-def _attempt_of(job: dict[str, Any]) -> int:
-    try:
-        return int(job["metadata"]["labels"][render.ATTEMPT_LABEL])
-    except (KeyError, ValueError):
-        return 0
+def _output_path_conflicts(kube: Kube, body: dict[str, Any], spec: ftj.FineTuneJobSpec) -> list[Problem]:
+    """A `storage.path` on, under or above another FineTuneJob's output path: two jobs writing one directory
+    corrupt each other's checkpoints (and overwrite the adapter a ModelServe may serve)."""
+    if spec.storage.path is None:
+        # Default paths never overlap one another, and a set path may not touch any of them (below): the
+        # common case needs no listing.
+        return []
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    mine = spec.output_path(namespace, name)
+    owner = ftj.default_path_owner(mine, namespace, name)
+    if owner is not None:
+        whose = (
+            f"FineTuneJob {owner}'s default output path runs/{namespace}/{owner}"
+            if owner != "*"
+            else f"the default output paths of every FineTuneJob in namespace {namespace}"
+        )
+        message = f"spec.storage.path: {mine} overlaps {whose}: choose a path of its own"
+        return [Problem("OutputPathInUse", message, terminal=True)]
+    problems = []
+    for other in kube.list("FineTuneJob", namespace):
+        other_meta = other["metadata"]
+        storage = (other.get("spec") or {}).get("storage") or {}
+        if other_meta.get("uid") == meta.get("uid") or storage.get("claim") != spec.storage.claim:
+            continue
+        theirs = ftj.output_path_of(storage.get("path"), namespace, other_meta["name"])
+        # Of two jobs whose set paths overlap, the newer one is refused: the older may be writing already.
+        older = (other_meta.get("creationTimestamp") or "", other_meta["name"]) < (
+            meta.get("creationTimestamp") or "",
+            name,
+        )
+        if older and ftj.paths_overlap(mine, theirs):
+            problems.append(
+                Problem(
+                    "OutputPathInUse",
+                    f"spec.storage.path: {mine} overlaps FineTuneJob {other_meta['name']}'s output path "
+                    f"{theirs} on claim {spec.storage.claim}: choose a path of its own",
+                    terminal=True,
+                )
+            )
+    return problems
+
+
+# A Job's pods normally appear within seconds; only then is a missing one worth an Event lookup.
+FAILED_CREATE_AFTER_SECONDS = 5
+
+
+def _age_seconds(obj: dict[str, Any]) -> float:
+    created = obj["metadata"].get("creationTimestamp")
+    if not created:
+        return 0.0
+    then = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return (datetime.now(UTC) - then).total_seconds()
 
 
 def reconcile(
@@ -144,28 +192,53 @@ def reconcile(
     if spec is not None and not problems:
         dataset_info, deepspeed_config, problems = resolve_references(kube, namespace, spec)
 
-    # Step 3: the current attempt is the newest Job's; a failed one is followed by the next, within limits.
-    jobs = kube.list("Job", namespace, {render.FTJ_LABEL: label_value(name)})
-    attempt = max([_attempt_of(j) for j in jobs] + [previous.get("attempt") or 1, 1])
-    job = next((j for j in jobs if _attempt_of(j) == attempt), None)
+    # Step 3: the current attempt is the newest of this FineTuneJob's own Jobs (by owner uid: a Job left
+    # by an earlier FineTuneJob of the same name is not ours); a failed one is followed by the next.
+    labelled = kube.list("Job", namespace, {render.FTJ_LABEL: label_value(name)})
+    jobs = [j for j in labelled if status_of.owned_by(j, uid)]
+    leftovers = [j for j in labelled if not status_of.owned_by(j, uid)]
+    attempt = max([status_of.attempt_of(j) for j in jobs] + [previous.get("attempt") or 1, 1])
+    job = next((j for j in jobs if status_of.attempt_of(j) == attempt), None)
     finished_before = status_of.has_finished(previous)
+    end = status_of.attempt_end(job)
+    used = status_of.history(jobs, attempt, previous)
     if (
         spec is not None
         and not finished_before
-        and status_of.job_finished(job) == "Failed"
-        and status_of.job_failure_reason(job) != "DeadlineExceeded"
-        and attempt - 1 < spec.max_restarts
+        and status_of.next_attempt_allowed(end, used, spec.max_restarts)
+        # Its pods have stopped: two attempts never write the same output directory at once.
+        and status_of.job_stopped(job)
     ):
-        failed_pods = kube.list(
-            "Pod", namespace, {render.FTJ_LABEL: label_value(name), render.ATTEMPT_LABEL: str(attempt)}
-        )
+        failed_pods = _pods_of(kube, namespace, name, attempt, job)
         failure = "; ".join(f for f in (status_of.pod_failure(p) for p in failed_pods) if f)
-        events.post(
-            kube, body, "Warning", "AttemptFailed", f"attempt {attempt} failed: {failure or 'the Job failed'}"
-        )
+        disrupted = end == status_of.AttemptEnd.DISRUPTED
+        reason, what = ("AttemptDisrupted", "was disrupted") if disrupted else ("AttemptFailed", "failed")
+        events.post(kube, body, "Warning", reason, f"attempt {attempt} {what}: {failure or 'the Job failed'}")
         attempt += 1
-        job = None
+        job, end = None, None
         RESTARTS.inc()
+        used = status_of.history(jobs, attempt, previous)
+    if job is None and not finished_before:
+        if spec is not None and not problems:
+            # Checked when an attempt is about to start: that is when the path gets written.
+            problems = _output_path_conflicts(kube, body, spec)
+        # A Job left by an earlier FineTuneJob of the same name keeps its name: the next attempt takes the
+        # next free one. One still running would write the same output path: wait for it to go.
+        names = render.FineTuneJobNames(name)
+        taken = {j["metadata"]["name"] for j in leftovers}
+        while names.job(attempt) in taken:
+            attempt += 1
+        running = sorted(j["metadata"]["name"] for j in leftovers if not status_of.job_stopped(j))
+        if running:
+            problems = [
+                *problems,
+                Problem(
+                    "LeftoverJob",
+                    f"Job {', '.join(running)} (left by an earlier FineTuneJob {name}, not owned by this "
+                    f"one) still runs on the same output path: delete it or wait for it to finish",
+                    terminal=False,
+                ),
+            ]
 
     # Step 4: apply. Nothing is created for a bad spec, and nothing more once the job has finished.
     target = None
@@ -181,52 +254,49 @@ def reconcile(
             observed_job_suspend=None if job is None else bool((job.get("spec") or {}).get("suspend")),
             settings=settings,
         )
-    if target is not None and not problems and not finished_before and status_of.job_finished(job) is None:
-        try:
-            if apply_static or job is None:
-                for child in render.children(target)[:-1]:
-                    kube.apply(child)
-            if job is None:
-                job = kube.apply(render.job(target))
-            elif bool(job["spec"].get("suspend")) != render.job_suspended(target):
-                suspend = {"spec": {"suspend": render.job_suspended(target)}}
-                job = kube.patch_merge("Job", namespace, job["metadata"]["name"], suspend)
-        except (NotOurs, ChildRefused) as error:
-            # Someone else's object under a child's name, or a value the API server refuses: said in status.
-            problems.append(child_problem(error))
+    if target is not None and not finished_before and end is None:
+        if not problems:
+            try:
+                if apply_static or job is None:
+                    for child in render.children(target)[:-1]:
+                        kube.apply(child)
+                if job is None:
+                    job = kube.apply(render.job(target))
+            except (NotOurs, ChildRefused) as error:
+                # Someone else's object under a child's name, or a value the API server refuses: in status.
+                problems.append(child_problem(error))
+        # `suspend` is the one field of a running attempt's Job that follows the spec, valid or not: a
+        # job whose edited spec was refused can still be paused.
+        if job is not None and bool(job["spec"].get("suspend")) != render.job_suspended(target):
+            suspend = {"spec": {"suspend": render.job_suspended(target)}}
+            job = kube.patch_merge("Job", namespace, job["metadata"]["name"], suspend)
 
-    pods = []
-    if job is not None:
-        pods = kube.list(
-            "Pod", namespace, {render.FTJ_LABEL: label_value(name), render.ATTEMPT_LABEL: str(attempt)}
-        )
-
-    if (
-        job is not None
-        and not pods
-        and not job["spec"].get("suspend")
-        and status_of.job_finished(job) is None
-    ):
-        refused = kube.pods_refused(job)  # admission (Pod Security, a policy engine) said no
-        if refused:
-            problems.append(
-                Problem("PodsRefused", f"the training pods are refused: {refused}", terminal=False)
-            )
+    pods = _pods_of(kube, namespace, name, attempt, job) if job is not None else []
+    failed_create = None
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    # A spec refused by the models has no shape: the running attempt keeps the one it started with.
+    nodes, gpus_per_node = _shape(spec, previous)
+    if job is not None and end is None and not job["spec"].get("suspend") and len(live) < nodes:
+        # Pods normally appear within seconds; only a Job that still misses some is worth the lookup.
+        failed_create = kube.pods_refused(job) if _age_seconds(job) >= FAILED_CREATE_AFTER_SECONDS else None
 
     # Step 5: status.
     observation = status_of.Observation(
         generation=generation,
         now=now(),
         previous=previous,
-        nodes=spec.resources.nodes if spec else 1,
-        gpus_per_node=spec.resources.gpus_per_node if spec else 0,
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
         max_restarts=spec.max_restarts if spec else 0,
         suspend=spec.suspend if spec else False,
         queue_name=spec.queue_name if spec else None,
         attempt=attempt,
+        restarts=used.restarts,
+        disruptions=used.disruptions,
         problems=problems,
         job=job,
         pods=pods,
+        failed_create=failed_create,
         output=render.output(target) if target is not None else None,
     )
     status = status_of.compute(observation)
@@ -235,24 +305,32 @@ def reconcile(
         kube.patch_status("FineTuneJob", namespace, name, status)
         for event in status_of.transitions(previous, status):
             events.post(kube, body, event.type, event.reason, event.message)
-    _expire(kube, body, spec, status)
+    if spec is not None and status_of.ttl_expired(status, spec.ttl_seconds_after_finished, observation.now):
+        # ttlSecondsAfterFinished: the children go with it; the claim and its outputs stay.
+        log.info("deleting %s/%s: finished at %s", namespace, name, status.get("completionTime"))
+        kube.delete("FineTuneJob", namespace, name)
     return Outcome(status=status, changed=changed, attempt=attempt)
 
 
-def _expire(
-    kube: Kube, body: dict[str, Any], spec: ftj.FineTuneJobSpec | None, status: dict[str, Any]
-) -> None:
-    """ttlSecondsAfterFinished: delete the finished FineTuneJob (its children go with it; the claim stays)."""
-    if spec is None or spec.ttl_seconds_after_finished is None or status.get("phase") not in TERMINAL_PHASES:
-        return
-    finished = status.get("completionTime")
-    if not finished:
-        return
-    age = datetime.now(UTC) - datetime.strptime(finished, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    if age.total_seconds() >= spec.ttl_seconds_after_finished:
-        meta = body["metadata"]
-        log.info("deleting %s/%s: finished %s ago", meta["namespace"], meta["name"], age)
-        kube.delete("FineTuneJob", meta["namespace"], meta["name"])
+def _shape(spec: ftj.FineTuneJobSpec | None, previous: dict[str, Any]) -> tuple[int, int]:
+    if spec is not None:
+        return spec.resources.nodes, spec.resources.gpus_per_node
+    nodes, _, gpus = str(previous.get("shape") or "1x0").partition("x")
+    try:
+        return int(nodes), int(gpus)
+    except ValueError:
+        return 1, 0
+
+
+def _pods_of(
+    kube: Kube, namespace: str, name: str, attempt: int, job: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """The attempt's pods: those its Job owns (a label alone could be a leftover's)."""
+    if job is None:
+        return []
+    labels = {render.FTJ_LABEL: label_value(name), render.ATTEMPT_LABEL: str(attempt)}
+    job_uid = job["metadata"].get("uid", "")
+    return [p for p in kube.list("Pod", namespace, labels) if status_of.owned_by(p, job_uid)]
 
 
 def _differs(previous: dict[str, Any], status: dict[str, Any]) -> bool:
