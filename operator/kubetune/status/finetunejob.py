@@ -11,6 +11,7 @@ from typing import Any
 
 from kubetune.api.finetunejob import Phase
 from kubetune.api.validation import Problem
+from kubetune.status import curves
 
 CONDITION_TYPES = ("Created", "Running", "Succeeded", "Failed", "Suspended")
 # kstatus' abnormal-true conditions and Ready, which Flux's health checks and `kubectl wait` read: Ready once
@@ -35,6 +36,7 @@ class Observation:
     job: dict[str, Any] | None = None  # the current attempt's Job
     pods: list[dict[str, Any]] = field(default_factory=list)  # the current attempt's pods
     output: dict[str, Any] | None = None
+    overfitting_patience: int = curves.DEFAULT_PATIENCE
 
 
 @dataclass(frozen=True)
@@ -293,7 +295,23 @@ def compute(obs: Observation) -> dict[str, Any]:
         )
     if obs.output is not None:
         status["output"] = obs.output
+    _add_curves(obs, status)
     return status
+
+
+def _add_curves(obs: Observation, status: dict[str, Any]) -> None:
+    """From the launcher's loss history: the Overfitting condition and the best checkpoint (status.curves)."""
+    points = curves.history(obs.previous.get("progress"))
+    path = (obs.output or {}).get("path")
+    overfitting = curves.condition(
+        points, path, _previous_condition(obs, curves.CONDITION), obs.now, obs.generation,
+        obs.overfitting_patience,
+    )  # fmt: skip
+    if overfitting is not None:
+        status["conditions"].append(overfitting)
+    best = curves.best_checkpoint(points, path) if path else None
+    if best:
+        status["output"] = {**status["output"], "bestCheckpoint": best}
 
 
 def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[Event]:
@@ -316,4 +334,7 @@ def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[Event
             "Restarting",
         }
         events.append(Event("Warning" if failing else "Normal", new_reason or str(new_phase), message))
+    overfitted = curves.became_overfitted(previous.get("conditions") or [], current.get("conditions") or [])
+    if overfitted is not None:
+        events.append(Event("Warning", curves.CONDITION, overfitted))
     return events
