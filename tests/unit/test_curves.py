@@ -73,6 +73,14 @@ def test_thinning_with_more_evaluations_than_fit_keeps_the_best_and_the_newest()
     assert thinned[0]["step"] == 1 and thinned[-1]["step"] == 3000
 
 
+def test_the_crd_states_the_same_bound() -> None:
+    from kubetune.api.crd import finetunejob_crd
+
+    schema = finetunejob_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    history = schema["properties"]["status"]["properties"]["progress"]["properties"]["history"]
+    assert history["maxItems"] == curves.HISTORY_LIMIT
+
+
 def test_a_short_history_is_kept_whole() -> None:
     points = curves.points_from_records(run(steps=40, eval_every=10))
     assert curves.thin(points) == points
