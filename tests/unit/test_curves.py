@@ -311,3 +311,20 @@ def test_the_status_gets_the_overfitting_condition_the_best_checkpoint_and_a_war
     status = compute(Observation(generation=2, now="t", previous=no_evaluations, output=output))
     assert "Overfitting" not in [c["type"] for c in status["conditions"]]
     assert "bestCheckpoint" not in status["output"]
+
+
+def test_an_api_server_that_never_answers_does_not_hold_a_finished_training(tmp_path) -> None:
+    import threading
+    import time
+
+    from kubetune.launcher.progress import Reporter
+
+    log = tmp_path / "trainer_log.jsonl"
+    write_log(log, run(steps=4, eval_every=2))
+    never = threading.Event()
+    reporter = Reporter(log, lambda _p: never.wait(), interval=3600, sleep=lambda _s: None, send_timeout=0.2)
+    started = time.monotonic()
+    reporter.stop()
+    assert time.monotonic() - started < 5
+    assert reporter.failures == reporter.final_attempts
+    never.set()

@@ -127,6 +127,7 @@ class Reporter:
         final_attempts: int = 4,
         retry_delay: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
+        send_timeout: float = 30.0,
     ):
         self.log_path = log_path
         self.send = send
@@ -135,6 +136,7 @@ class Reporter:
         self.final_attempts = final_attempts
         self.retry_delay = retry_delay
         self.sleep = sleep
+        self.send_timeout = send_timeout
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress-reporter", daemon=True)
         self._last_sent: dict[str, Any] | None = None
@@ -180,7 +182,7 @@ class Reporter:
             return False
         self._pending = True
         try:
-            self.send(progress)
+            self._send_in_time(progress)
         except Exception as error:  # the API is unreachable, or the token expired: training goes on
             self.failures += 1
             log.warning("could not report progress (will retry): %s", error)
@@ -188,6 +190,26 @@ class Reporter:
         self._last_sent = comparable
         self._pending = False
         return True
+
+    def _send_in_time(self, progress: dict[str, Any]) -> None:
+        """`send`, given up after `send_timeout`: an API server that never answers must not keep a finished
+        training's pod from exiting (the call goes on in a daemon thread that dies with the process)."""
+        outcome: dict[str, BaseException | None] = {}
+
+        def call() -> None:
+            try:
+                self.send(progress)
+                outcome["error"] = None
+            except BaseException as error:
+                outcome["error"] = error
+
+        caller = threading.Thread(target=call, name="progress-send", daemon=True)
+        caller.start()
+        caller.join(self.send_timeout)
+        if "error" not in outcome:
+            raise TimeoutError(f"no answer from the API server in {self.send_timeout:g}s")
+        if outcome["error"] is not None:
+            raise outcome["error"]
 
     def _observe(self, state: dict[str, Any]) -> None:
         if self.on_record is None:
