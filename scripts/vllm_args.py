@@ -1,6 +1,6 @@
 """Parse `vllm serve` arguments with vLLM's own parser, on a machine without a GPU.
 
-Run with the vLLM check environment's python (`make vllm-venv`, the `vllm-check` extra in pyproject.toml):
+Run with the serve environment's python (`make vllm-venv`: vLLM's CPU build, see scripts/serve_env.py):
 
     echo '["/models/m", "--enable-lora", "--max-lora-rank", "64"]' | $(VLLM_PY) scripts/vllm_args.py
     $(VLLM_PY) scripts/vllm_args.py -- /models/m --enable-lora --max-lora-rank 64

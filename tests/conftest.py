@@ -21,6 +21,8 @@ from tests.kube import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
+pytest_plugins = ["tests.operator_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[localcluster.ClusterInfo]:

@@ -14,7 +14,7 @@ so a container's whole command line can be passed. Each answer is scripts/vllm_a
 max_model_len, gpu_memory_utilization, dtype, host, port, lora_modules}, "deprecated": [...], "warnings":
 [...]} or {"ok": false, "error": "<argparse's message>"}.
 
-The interpreter is the vllm venv's (`make vllm-venv`: the `vllm-check` extra of pyproject.toml), or
+The interpreter is the vllm venv's (`make vllm-venv`: vLLM's CPU build, scripts/serve_env.py), or
 KUBETUNE_VLLM_PYTHON. Importing vLLM takes about 15 s, so one parser process is started on first use and
 kept for the whole session; each later list is answered in about a millisecond.
 """

@@ -61,8 +61,8 @@ os.environ.setdefault(
 )
 
 from tests.cluster import localcluster
-from tests.integration.conftest import REPO, OperatorProcess
 from tests.integration.finetunejobs import finetunejob, with_pod_annotations
+from tests.operator_fixtures import REPO, OperatorProcess
 
 BENCH_LABEL = "bench.kubetune.io/run"
 HOLD_ANNOTATION = "test.kubetune.io/hold"

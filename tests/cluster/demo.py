@@ -5,8 +5,10 @@
 3. examples/demo/finetunejob.yaml: its pod lands on a fake GPU node (KWOK), and the trainer runs here on the
    CPU exactly as that pod would run it (`kubetune launch`, real LLaMA-Factory, a tiny Qwen2 built on the
    spot), reporting real progress into the FineTuneJob's status, shown as a progress bar;
-4. examples/demo/modelserve.yaml: vLLM's Deployment for the base model and the adapter just trained
-   (the pods are KWOK's: nothing answers on the endpoint here), until it is Ready with the adapter served.
+4. examples/demo/modelserve.yaml: vLLM's Deployment for the base model and the adapter just trained; its
+   pod lands on a fake node, and this machine runs that pod's containers as the kubelet would (the real
+   vLLM, its CPU build, and the adapter-sync sidecar: tests/serve/pod.py), until the ModelServe is Ready
+   with the adapter served; then a real completion from the adapter is printed.
 `make demo-down` stops it all.
 """
 
@@ -28,6 +30,7 @@ from rich.table import Table
 
 from tests.chart.install import install_chart, service_account_kubeconfig
 from tests.cluster import localcluster
+from tests.serve.pod import ServePod, token_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "examples" / "demo"
@@ -108,7 +111,9 @@ def prepare_namespace(info: localcluster.ClusterInfo, kubectl) -> Path:
 
 def build_tiny_model(claim: Path) -> None:
     dest = claim / "models" / "tiny-qwen2"
-    if (dest / "config.json").exists():
+    config = dest / "config.json"
+    # Kept from an earlier demo, unless it has heads of 16 (before vLLM's CPU build served it).
+    if config.exists() and json.loads(config.read_text()).get("num_attention_heads") == 2:
         return
     code = (
         "import sys; from pathlib import Path; from tests.worker.tinymodel import build_tiny_model; "
@@ -223,15 +228,81 @@ def run(console: Console, info: localcluster.ClusterInfo, kubectl, claim: Path) 
 
     kubectl("apply", "-n", NAMESPACE, "-f", str(DEMO / "modelserve.yaml"))
     console.print("applied [bold]examples/demo/modelserve.yaml[/]")
-    localcluster.wait_for(
-        "the ModelServe to serve the adapter",
-        lambda: (
-            (s := get(kubectl, "mserve", "tiny").get("status") or {}).get("phase") == "Ready"
-            and "ner" in s.get("servedModels", [])
-        ),
-        timeout=90,
+    pod = serve(console, info, kubectl, claim)
+    try:
+        code = summary(console, kubectl, name)
+        complete(console, pod)
+        return code
+    finally:
+        pod.stop()
+
+
+def serve(console: Console, info: localcluster.ClusterInfo, kubectl, claim: Path) -> ServePod:
+    """Runs the ModelServe pod's containers here, as its kubelet would, until the adapter is served."""
+    pods = localcluster.wait_for(
+        "KWOK to run the ModelServe's pod",
+        lambda: [
+            p
+            for p in json.loads(kubectl("get", "pods", "-n", NAMESPACE, "-l", "kubetune.io/modelserve=tiny",
+                                        "-o", "json"))["items"]
+            if p["status"].get("phase") == "Running"
+        ],
+        timeout=60,
+    )  # fmt: skip
+    workdir = Path(info.state_dir) / "demo-serve"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    pod = ServePod(
+        deployment=json.loads(kubectl("get", "deployment", "tiny-vllm", "-n", NAMESPACE, "-o", "json")),
+        pod_name=pods[0]["metadata"]["name"],
+        namespace=NAMESPACE,
+        claim=claim,
+        workdir=workdir,
+        sidecar_kubeconfig=token_kubeconfig(info, NAMESPACE, "tiny-adapter-sync", workdir / "sa.kubeconfig"),
     )
-    return summary(console, kubectl, name)
+
+    def kubelet_sync() -> None:
+        pod.write_adapters(json.loads(kubectl("get", "configmap", "tiny-adapters", "-n", NAMESPACE,
+                                              "-o", "json"))["data"])  # fmt: skip
+
+    kubelet_sync()
+    pod.start()
+    with console.status("vLLM (its CPU build) loads the tiny model and the adapter"):
+        seconds = pod.wait_ready()
+
+        def served() -> bool:
+            kubelet_sync()
+            status = get(kubectl, "mserve", "tiny").get("status") or {}
+            return status.get("phase") == "Ready" and "ner" in status.get("servedModels", [])
+
+        localcluster.wait_for("the ModelServe to serve the adapter", served, timeout=180)
+    console.print(f"  vLLM ready in {seconds:.0f}s on {pod.url} (logs: {workdir})")
+    return pod
+
+
+def complete(console: Console, pod: ServePod) -> None:
+    record = json.loads((DEMO / "data" / "sample-ner.json").read_text())[0]
+    prompt = f"{record['instruction']}\n{record['input']}"
+    started = time.monotonic()
+    code, body = pod.request(
+        "POST",
+        "/v1/chat/completions",
+        {
+            "model": "ner",
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": 24,
+            "temperature": 0,
+        },
+    )
+    if code != 200:
+        console.print(f"[red]the adapter did not answer[/] ({code}): {body}")
+        return
+    answer = body["choices"][0]["message"]["content"]
+    console.print(f"[bold]POST /v1/chat/completions[/] model=ner ({time.monotonic() - started:.2f}s):")
+    console.print(f"  [dim]user:[/] {prompt[:120]}")
+    console.print(
+        f"  [dim]ner:[/]  {answer!r}  [dim](a tiny random model after a few steps: the words are noise)[/]"
+    )
 
 
 def show_curves(console: Console, finetunejob: dict[str, Any], png: Path) -> None:

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from kubetune.launcher.adapter_sync import AdapterReport, Reporter, report_document
 from tests.cluster import localcluster
 from tests.integration.finetunejobs import FineTuneJobs, KubetuneResources, finetunejob, with_pod_annotations
 from tests.kube import wait_until
+from tests.serve.pod import token_kubeconfig
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -38,16 +40,45 @@ class ModelServes(KubetuneResources):
     plural = PLURAL
 
 
+def report_as_the_sidecars(
+    cluster: localcluster.ClusterInfo,
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    tmp: Any,
+    state: str = "Loaded",
+    message: str | None = None,
+) -> dict[str, str]:
+    """What each running pod's adapter-sync sidecar does once its vLLM has the adapters: reports them into
+    the report ConfigMap, with the sidecar's own token and code (KWOK's pods run no containers)."""
+    core = client.CoreV1Api(api)
+    desired = json.loads(core.read_namespaced_config_map(f"{name}-adapters", namespace).data["adapters.json"])
+    kubeconfig = token_kubeconfig(cluster, namespace, f"{name}-adapter-sync", tmp / f"{name}-sa.kubeconfig")
+    pods = core.list_namespaced_pod(namespace, label_selector=f"kubetune.io/modelserve={name}").items
+    for pod in pods:
+        if pod.status.phase != "Running":
+            continue
+        reports = {n: AdapterReport(state, path, message) for n, path in desired.items()}
+        Reporter(f"{name}-adapter-report", namespace, pod.metadata.name, str(kubeconfig)).send(
+            report_document(reports, claim="/mnt/claim")
+        )
+    return desired
+
+
 def deployment_args(apps: client.AppsV1Api, namespace: str, name: str) -> list[str]:
     return apps.read_namespaced_deployment(f"{name}-vllm", namespace).spec.template.spec.containers[0].args
 
 
 def test_serves_the_base_model_and_a_path_adapter(
     namespace: str, claim: tuple[str, object], api: client.ApiClient, core: client.CoreV1Api,
-    cluster: localcluster.ClusterInfo,
+    cluster: localcluster.ClusterInfo, tmp_path: Any,
 ) -> None:  # fmt: skip
     serves = ModelServes(api, namespace)
     serves.create(modelserve("qwen", adapters=[{"name": "other", "path": "adapters/other"}]))
+    status = serves.wait("qwen", lambda s: s.get("phase") == "Ready", "the base model to be served")
+    assert status["servedModels"] == ["qwen2.5-7b"], "not before a vLLM replica says it loaded the adapter"
+    assert serves.condition("qwen", "AdaptersReady")["reason"] == "Loading"
+    report_as_the_sidecars(cluster, api, namespace, "qwen", tmp_path)
 
     waited = subprocess.run(
         [cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "-n", namespace, "wait",
@@ -58,8 +89,11 @@ def test_serves_the_base_model_and_a_path_adapter(
     status = serves.status("qwen")
     assert status["phase"] == "Ready"
     assert status["endpoint"] == f"http://qwen.{namespace}.svc:8000/v1"
-    assert status["servedModels"] == ["qwen2.5-7b", "other"]
+    status = serves.wait("qwen", lambda s: s.get("servedModels") == ["qwen2.5-7b", "other"], "other served")
     assert serves.condition("qwen", "AdaptersReady")["status"] == "True"
+    assert status["adapters"] == [
+        {"name": "other", "path": "adapters/other", "ready": True, "loadedReplicas": 1}
+    ]
 
     apps = client.AppsV1Api(api)
     deployment = apps.read_namespaced_deployment("qwen-vllm", namespace)
@@ -84,8 +118,9 @@ def test_serves_the_base_model_and_a_path_adapter(
 
 
 def test_a_finetunejob_adapter_waits_then_is_served_with_its_rank(
-    namespace: str, claim: tuple[str, object], api: client.ApiClient, core: client.CoreV1Api
-) -> None:
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, core: client.CoreV1Api,
+    cluster: localcluster.ClusterInfo, tmp_path: Any,
+) -> None:  # fmt: skip
     ftjs, serves = FineTuneJobs(api, namespace), ModelServes(api, namespace)
     training = finetunejob("ner-r64")
     training["spec"]["config"]["lora_rank"] = 64
@@ -103,6 +138,11 @@ def test_a_finetunejob_adapter_waits_then_is_served_with_its_rank(
             pod.metadata.name, namespace, {"metadata": {"annotations": {"test.kubetune.io/hold": None}}}
         )
     ftjs.wait_phase("ner-r64", "Succeeded", timeout=60)
+    wait_until(
+        lambda: "clue-ner" in report_as_the_sidecars(cluster, api, namespace, "qwen", tmp_path),
+        "the adapter in the adapters ConfigMap",
+        timeout=60,
+    )
     status = serves.wait(
         "qwen", lambda s: "clue-ner" in s.get("servedModels", []), "the adapter to be served", timeout=60
     )
@@ -113,6 +153,19 @@ def test_a_finetunejob_adapter_waits_then_is_served_with_its_rank(
     args = deployment_args(apps, namespace, "qwen")
     # vLLM's default rank (16) would refuse a rank-64 adapter.
     assert args[args.index("--max-lora-rank") + 1] == "64"
+
+    # The job is deleted (by hand, or by its own TTL): its adapter is on the claim and goes on being served.
+    ftjs.delete("ner-r64")
+    status = serves.wait(
+        "qwen",
+        lambda s: "was deleted" in (next(iter(s.get("adapters") or []), {}).get("message") or ""),
+        "the deleted job to be told",
+        timeout=60,
+    )
+    assert status["phase"] == "Ready" and "clue-ner" in status["servedModels"]
+    [adapter] = status["adapters"]
+    assert adapter["ready"] and adapter["path"] == f"runs/{namespace}/ner-r64"
+    assert "serving its adapter from the claim" in adapter["message"]
 
 
 def test_a_failed_finetunejob_is_reported_not_waited_on(
@@ -129,8 +182,9 @@ def test_a_failed_finetunejob_is_reported_not_waited_on(
 
 
 def test_adding_and_removing_adapters_does_not_restart_the_pods(
-    namespace: str, claim: tuple[str, object], api: client.ApiClient, core: client.CoreV1Api
-) -> None:
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, core: client.CoreV1Api,
+    cluster: localcluster.ClusterInfo, tmp_path: Any,
+) -> None:  # fmt: skip
     serves, apps = ModelServes(api, namespace), client.AppsV1Api(api)
     serves.create(modelserve("qwen", adapters=[{"name": "a", "path": "adapters/a"}]))
     serves.wait("qwen", lambda s: s.get("phase") == "Ready", "Ready")
@@ -144,6 +198,11 @@ def test_adding_and_removing_adapters_does_not_restart_the_pods(
         "qwen",
         {"spec": {"adapters": [{"name": "b", "path": "adapters/b"}, {"name": "c", "path": "adapters/c"}]}},
     )
+    wait_until(
+        lambda: set(report_as_the_sidecars(cluster, api, namespace, "qwen", tmp_path)) == {"b", "c"},
+        "b and c in the adapters ConfigMap",
+        timeout=60,
+    )
     serves.wait("qwen", lambda s: s.get("servedModels") == ["qwen2.5-7b", "b", "c"], "b and c to be served")
     mapping = json.loads(core.read_namespaced_config_map("qwen-adapters", namespace).data["adapters.json"])
     assert mapping == {"b": "/mnt/claim/adapters/b", "c": "/mnt/claim/adapters/c"}
@@ -156,6 +215,45 @@ def test_adding_and_removing_adapters_does_not_restart_the_pods(
     }
     assert pods_after == pods_before
     assert serves.condition("qwen", "Ready")["status"] == "True"
+
+
+def test_an_adapter_vllm_refused_makes_the_modelserve_degraded(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, cluster: localcluster.ClusterInfo,
+    tmp_path: Any,
+) -> None:  # fmt: skip
+    serves = ModelServes(api, namespace)
+    serves.create(modelserve("qwen", adapters=[{"name": "big", "path": "adapters/big"}]))
+    serves.wait("qwen", lambda s: s.get("phase") == "Ready", "Ready")
+    vllm_says = "vLLM refused to load it (500): LoRA rank 32 is greater than max_lora_rank 16."
+    report_as_the_sidecars(cluster, api, namespace, "qwen", tmp_path, "Failed", vllm_says)
+    status = serves.wait("qwen", lambda s: s.get("phase") == "Degraded", "Degraded")
+    assert status["reason"] == "AdapterLoadFailed" and status["servedModels"] == ["qwen2.5-7b"]
+    assert vllm_says in serves.condition("qwen", "AdaptersReady")["message"]
+    assert serves.condition("qwen", "Ready")["status"] == "True", "the base model is still served"
+
+
+def test_the_sidecar_token_may_write_its_report_and_nothing_else(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, cluster: localcluster.ClusterInfo,
+    tmp_path: Any,
+) -> None:  # fmt: skip
+    from kubernetes import config as kube_config
+
+    serves = ModelServes(api, namespace)
+    serves.create(modelserve("qwen"))
+    serves.wait("qwen", lambda s: s.get("phase") == "Ready", "Ready")
+    kubeconfig = token_kubeconfig(cluster, namespace, "qwen-adapter-sync", tmp_path / "sa.kubeconfig")
+    core = client.CoreV1Api(kube_config.new_client_from_config(config_file=str(kubeconfig)))
+    core.patch_namespaced_config_map("qwen-adapter-report", namespace, {"data": {"p": "{}"}})
+    for attempt in (
+        lambda: core.patch_namespaced_config_map("qwen-adapters", namespace, {"data": {"x": "y"}}),
+        lambda: core.list_namespaced_secret(namespace),
+        lambda: core.list_namespaced_pod(namespace),
+    ):
+        with pytest.raises(client.ApiException) as refused:
+            attempt()
+        assert refused.value.status == 403
+    pod = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector="kubetune.io/modelserve=qwen")
+    assert pod.items[0].spec.automount_service_account_token is False
 
 
 def test_scale_subresource_and_the_autoscaler(
@@ -208,3 +306,18 @@ def test_bad_adapters_are_refused_by_the_api_server(
     assert result.returncode != 0
     for word in words:
         assert word in result.stderr, result.stderr
+
+
+def test_a_hub_model_is_fetched_into_a_writable_claim_and_served_read_only(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient
+) -> None:
+    serves = ModelServes(api, namespace)
+    serves.create(modelserve("hub", model={"source": "hf://Qwen/Qwen2.5-0.5B-Instruct"}))
+    serves.wait("hub", lambda s: s.get("phase") == "Ready", "Ready")
+    pod = client.AppsV1Api(api).read_namespaced_deployment("hub-vllm", namespace).spec.template.spec
+    claim_volume = next(v for v in pod.volumes if v.name == "claim")
+    assert not claim_volume.persistent_volume_claim.read_only, "fetch-model writes the model cache"
+    fetch = next(c for c in pod.init_containers if c.name == "fetch-model")
+    assert [(m.name, bool(m.read_only)) for m in fetch.volume_mounts] == [("claim", False)]
+    for container in [pod.containers[0], next(c for c in pod.init_containers if c.name == "adapter-sync")]:
+        assert next(m for m in container.volume_mounts if m.name == "claim").read_only is True

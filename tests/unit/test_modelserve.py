@@ -43,7 +43,7 @@ def test_the_reference_command_is_what_the_deployment_runs() -> None:
     assert flag(args, "--gpu-memory-utilization") == "0.8"
     assert flag(args, "--max-model-len") == "1024"
     assert (flag(args, "--host"), flag(args, "--port")) == ("0.0.0.0", "8000")
-    assert "--lora-modules" not in args, "adapters come from the resolver directory, not the pod template"
+    assert "--lora-modules" not in args, "adapters are loaded by the sidecar, not named in the pod template"
 
 
 @pytest.mark.parametrize(
@@ -88,16 +88,71 @@ def test_deployment_mounts_the_claim_read_only_and_probes_health() -> None:
     vllm = pod["containers"][0]
     assert {p: vllm[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")} == {
         "startupProbe": "/health",
-        "readinessProbe": "/health",
+        "readinessProbe": "/ready",  # the sidecar's: vLLM healthy and its adapters loaded once
         "livenessProbe": "/health",
     }
+    assert vllm["readinessProbe"]["httpGet"]["port"] == render.SYNC_PORT
     assert vllm["startupProbe"]["periodSeconds"] * vllm["startupProbe"]["failureThreshold"] >= 1800
     env = {e["name"]: e.get("value") for e in vllm["env"]}
-    assert env["VLLM_PLUGINS"] == "lora_filesystem_resolver"
-    assert env["VLLM_LORA_RESOLVER_CACHE_DIR"] == render.ADAPTERS_DIR
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert "VLLM_PLUGINS" not in env, "adapters are loaded through the API, not vLLM's resolver"
     sidecar = pod["initContainers"][-1]
     assert (sidecar["name"], sidecar["restartPolicy"]) == ("adapter-sync", "Always")
     assert next(v for v in pod["volumes"] if v["name"] == "dshm")["emptyDir"]["medium"] == "Memory"
+
+
+def test_only_the_sidecar_has_an_api_token_and_it_may_only_write_its_report() -> None:
+    t = target()
+    pod = render.deployment(t)["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == t.sidecar_account_name
+    token_mounts = {
+        c["name"]: [m for m in c.get("volumeMounts", []) if m["name"] == "adapter-sync-token"]
+        for c in pod["containers"] + pod["initContainers"]
+    }
+    assert token_mounts == {"vllm": [], "adapter-sync": [ANY_TOKEN_MOUNT]}
+    [rule] = render.sidecar_role(t)["rules"]
+    assert rule == {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "resourceNames": [t.report_config_map_name],
+        "verbs": ["get", "patch"],
+    }
+    assert "data" not in render.report_config_map(t), "the pods' reports are theirs: the operator owns no key"
+    kinds = [c["kind"] for c in render.children(t)]
+    assert kinds.index("RoleBinding") < kinds.index("Deployment")
+
+
+ANY_TOKEN_MOUNT = {
+    "name": "adapter-sync-token",
+    "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+    "readOnly": True,
+}
+
+
+def test_on_cpu_the_pod_gets_vllms_cpu_build_and_a_gpu_pod_is_unchanged() -> None:
+    gpu = render.deployment(target())["spec"]["template"]["spec"]["containers"][0]
+    cpu_target = target(resources={"gpus": 0, "memory": "8Gi"}, engine={**BASE["engine"], "cpuKvCacheGib": 2})
+    cpu = render.deployment(cpu_target)["spec"]["template"]["spec"]["containers"][0]
+    assert gpu["image"] == "vllm/vllm-openai:v0.32.0"
+    assert cpu["image"] == "public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v0.32.0"
+    assert {e["name"]: e["value"] for e in cpu["env"]}["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    assert "VLLM_CPU_KVCACHE_SPACE" not in {e["name"] for e in gpu["env"]}
+    assert "--gpu-memory-utilization" not in cpu["args"] and "--gpu-memory-utilization" in gpu["args"]
+    assert "nvidia.com/gpu" not in str(cpu.get("resources")) and "nvidia.com/gpu" in str(gpu["resources"])
+
+
+def test_a_hub_model_can_be_written_by_fetch_model_and_is_read_only_for_vllm() -> None:
+    t = target(model={"source": "hf://Qwen/Qwen2.5-0.5B", "hubTokenSecret": {"name": "hf", "key": "token"}})
+    pod = render.deployment(t)["spec"]["template"]["spec"]
+    claim = next(v for v in pod["volumes"] if v["name"] == "claim")
+    assert claim["persistentVolumeClaim"]["readOnly"] is False
+    fetch = pod["initContainers"][0]
+    assert fetch["name"] == "fetch-model" and fetch["volumeMounts"][0]["readOnly"] is False
+    assert [e["name"] for e in fetch["env"]] == ["HF_TOKEN"]
+    for container in [pod["containers"][0], pod["initContainers"][1]]:
+        assert next(m for m in container["volumeMounts"] if m["name"] == "claim")["readOnly"] is True
+    assert "HF_TOKEN" not in {e["name"] for e in pod["containers"][0]["env"]}, "vLLM runs offline"
 
 
 def test_hub_models_are_fetched_into_the_same_cache_the_trainer_uses() -> None:
@@ -179,7 +234,29 @@ TWO = {"desired": 2}
 DONE, STUCK = "NewReplicaSetAvailable", "ProgressDeadlineExceeded"
 WAITING = AdapterState("ner", False, None, "WaitingForFineTuneJob", "waiting for FineTuneJob ner to succeed")
 FAILED = AdapterState("ner", False, None, "FineTuneJobFailed", "FineTuneJob ner failed: OOM")
-READY = AdapterState("ner", True, "runs/team-a/ner")
+READY = AdapterState("ner", True, "runs/team-a/ner", pod_path="/mnt/claim/runs/team-a/ner")
+
+
+def ready_pod(name: str = "qwen-vllm-a") -> dict:
+    return {
+        "metadata": {"name": name},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+def report(**states: tuple[str, str] | str) -> dict:
+    """A sidecar's report: {adapter: state} or {adapter: (state, message)}, at READY's path."""
+    adapters = {}
+    for name, state in states.items():
+        state, message = state if isinstance(state, tuple) else (state, None)
+        entry = {"state": state, "path": f"/mnt/claim/runs/team-a/{name}", "claimPath": f"runs/team-a/{name}"}
+        if message:
+            entry["message"] = message
+        adapters[name] = entry
+    return {"adapters": adapters}
+
+
+LOADED = {"pods": [ready_pod()], "reports": {"qwen-vllm-a": report(ner="Loaded")}}
 
 
 @pytest.mark.parametrize(
@@ -193,7 +270,13 @@ READY = AdapterState("ner", True, "runs/team-a/ner")
         ({"deployment": deployment(1, 2, progress=DONE), **TWO}, "Degraded", "True", "False", "True", "True"),
         ({"deployment": deployment(1), "adapters": [WAITING]}, "Ready", "True", "False", "False", "False"),
         ({"deployment": deployment(1), "adapters": [FAILED]}, "Degraded", "True", "False", "True", "False"),
-        ({"deployment": deployment(1), "adapters": [READY]}, "Ready", "True", "False", "False", "True"),
+        ({"deployment": deployment(1), "adapters": [READY], **LOADED}, "Ready", "True", "False", "False",
+         "True"),
+        ({"deployment": deployment(1), "adapters": [READY], "pods": [ready_pod()]}, "Ready", "True", "False",
+         "False", "False"),
+        ({"deployment": deployment(1), "adapters": [READY], "pods": [ready_pod()],
+          "reports": {"qwen-vllm-a": report(ner=("Failed", "rank 64 is above 16"))}}, "Degraded", "True",
+         "False", "True", "False"),
         ({"problems": [Problem("InvalidSpec", "bad", True)]}, "Failed", "False", "False", "True", "True"),
         ({"problems": [Problem("MissingClaim", "no", False)]}, "Pending", "False", "True", "False", "True"),
         ({"deployment": deployment(1, 2, progress=STUCK), **TWO}, "Degraded", "True", "False",
@@ -202,7 +285,8 @@ READY = AdapterState("ner", True, "runs/team-a/ner")
     ],
     ids=[
         "creating", "starting", "ready", "rolling-out", "degraded", "adapter-waiting", "adapter-failed",
-        "adapter-ready", "invalid", "missing-claim", "stuck", "scaled-to-zero",
+        "adapter-loaded", "adapter-loading", "adapter-refused-by-vllm", "invalid", "missing-claim", "stuck",
+        "scaled-to-zero",
     ],
 )  # fmt: skip
 def test_status(fields, phase, ready, progressing, degraded, adapters_ready) -> None:
@@ -218,12 +302,31 @@ def test_status(fields, phase, ready, progressing, degraded, adapters_ready) -> 
     assert all(c["observedGeneration"] == 2 for c in status["conditions"])
 
 
-def test_served_models_are_the_base_and_the_ready_adapters() -> None:
-    other = AdapterState("sql", True, "adapters/sql")
-    status = compute(observe(deployment=deployment(1), adapters=[WAITING, other]))
-    assert status["servedModels"] == ["qwen2.5-7b", "sql"]
+def test_served_models_are_what_every_ready_replica_loaded() -> None:
+    sql = AdapterState("sql", True, "runs/team-a/sql", pod_path="/mnt/claim/runs/team-a/sql")
+    pods = [ready_pod("a"), ready_pod("b")]
+    reports = {"a": report(ner="Loaded", sql="Loaded"), "b": report(ner="Loaded")}
+    status = compute(
+        observe(deployment=deployment(2, 2), adapters=[READY, sql], pods=pods, reports=reports, **TWO)
+    )
+    assert status["servedModels"] == ["qwen2.5-7b", "ner"], "sql would 404 on replica b"
     assert status["adaptersDisplay"] == "1/2"
     assert status["endpoint"] == "http://qwen.team-a.svc:8000/v1"
+    by_name = {a["name"]: a for a in status["adapters"]}
+    assert by_name["ner"]["loadedReplicas"] == 2
+    assert (by_name["sql"]["reason"], by_name["sql"]["message"]) == (
+        "Loading",
+        "loaded by 1 of 2 ready vLLM replica(s)",
+    )
+    # A report of an older path (before the adapter moved) does not count.
+    moved = {
+        "a": report(ner="Loaded"),
+        "b": {"adapters": {"ner": {"state": "Loaded", "path": "/mnt/claim/old", "claimPath": "old"}}},
+    }
+    status = compute(observe(deployment=deployment(2, 2), adapters=[READY], pods=pods, reports=moved, **TWO))
+    assert status["servedModels"] == ["qwen2.5-7b"]
+    # Nothing is served before a replica is ready.
+    assert compute(observe(deployment=deployment(0), adapters=[READY]))["servedModels"] == []
 
 
 def test_unschedulable_pods_are_quoted() -> None:
@@ -242,7 +345,7 @@ def test_unschedulable_pods_are_quoted() -> None:
 
 def test_events_for_phase_changes_and_adapters() -> None:
     before = compute(observe(deployment=deployment(1), adapters=[WAITING]))
-    after = compute(observe(deployment=deployment(1), adapters=[READY], previous=before))
+    after = compute(observe(deployment=deployment(1), adapters=[READY], previous=before, **LOADED))
     assert transitions(before, after) == [("Normal", "AdapterAdded", "serving ner")]
     assert transitions(after, after) == []
 

@@ -1,7 +1,7 @@
 """What the pinned vLLM release's `vllm serve` parser accepts (scripts/vllm_args.py, through tests/vllm.py).
 
 Needs the vllm venv (`make vllm-venv`: vLLM and PyTorch, about 8 GB); skipped without it. Point
-KUBETUNE_VLLM_PYTHON at another interpreter that has the `vllm-check` extra installed. These tests pin down
+KUBETUNE_VLLM_PYTHON at another interpreter with vLLM 0.32 (`make vllm-venv`). These tests pin down
 the facts the ModelServe renderer relies on; when vLLM is bumped, a failure here says which one changed.
 """
 

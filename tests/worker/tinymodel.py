@@ -171,8 +171,9 @@ def build_tiny_model(dest: Path, corpus_files: list[Path], template: str = "qwen
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        # Heads of 32: vLLM's CPU attention refuses a head size of 16 (the serve tier runs this model).
+        num_attention_heads=2,
+        num_key_value_heads=1,
         max_position_embeddings=512,
         max_window_layers=2,
         use_sliding_window=False,

@@ -17,6 +17,9 @@ SHORT_NAMES = ["mserve"]
 
 VLLM_VERSION = "v0.32.0"
 VLLM_IMAGE = f"vllm/vllm-openai:{VLLM_VERSION}"
+# vLLM's own CPU build of the same release (x86-64), used when a replica asks for no GPU.
+VLLM_CPU_IMAGE = f"public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:{VLLM_VERSION}"
+CPU_KV_CACHE_GIB = 4  # vLLM's CPU default is 4 GiB too; said here so the pod's memory can be sized from it
 # The ranks vLLM accepts for --max-lora-rank (its default is 16: a rank-64 adapter fails to load).
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 ADAPTER_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$"
@@ -69,7 +72,11 @@ class AdapterSpec(Model):
 class EngineSpec(Model):
     """vLLM's settings."""
 
-    image: str = Field(VLLM_IMAGE, description=f"The vLLM image (default {VLLM_IMAGE}).")
+    image: str | None = Field(
+        None,
+        description=f"The vLLM image (default {VLLM_IMAGE}; with `resources.gpus: 0`, vLLM's CPU build "
+        f"{VLLM_CPU_IMAGE}).",
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs one replica shards the model over.")
     max_model_len: int | None = Field(None, ge=16, description="Context length (--max-model-len).")
@@ -88,6 +95,12 @@ class EngineSpec(Model):
         description="Adapters active in one batch (--max-loras); any number is served, swapped in as asked.",
     )
     max_cpu_loras: int | None = Field(None, ge=1, description="Adapters cached in CPU memory.")
+    cpu_kv_cache_gib: int | None = Field(
+        None,
+        ge=1,
+        description=f"On CPU (`resources.gpus: 0`): GiB of memory for the KV cache (VLLM_CPU_KVCACHE_SPACE, "
+        f"default {CPU_KV_CACHE_GIB}); the replica's memory must hold it and the weights.",
+    )
     extra_args: list[str] | None = Field(None, description="More `vllm serve` flags, verbatim.")
     env: list[dict[str, Any]] | None = Field(
         None,
@@ -177,15 +190,29 @@ class ModelServeSpec(Model):
     def gpus(self) -> int:
         return self.engine.tensor_parallel_size if self.resources.gpus is None else self.resources.gpus
 
+    @property
+    def on_cpu(self) -> bool:
+        """No GPU asked for: vLLM's CPU build serves (a test machine, a small model, a CPU node pool)."""
+        return self.gpus == 0
+
+    @property
+    def image(self) -> str:
+        return self.engine.image or (VLLM_CPU_IMAGE if self.on_cpu else VLLM_IMAGE)
+
 
 class AdapterStatus(Model):
     model_config = Model.model_config | {"frozen": False}
 
     name: str
     path: str | None = None
-    ready: bool = False
+    ready: bool = Field(False, description="Loaded by every ready vLLM replica: a request for it is served.")
+    loaded_replicas: int | None = Field(None, description="Ready replicas whose vLLM has loaded it.")
+    fine_tune_job: str | None = Field(
+        None, description="The FineTuneJob it came from (served on from the claim if that job is deleted)."
+    )
+    rank: int | None = Field(None, description="The LoRA rank it was trained with, when known.")
     reason: str | None = None
-    message: str | None = None
+    message: str | None = Field(None, description="Why it is not served (vLLM's own error when it refused).")
 
 
 class ModelServeStatus(Model):

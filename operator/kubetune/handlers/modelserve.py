@@ -34,8 +34,13 @@ def now() -> str:
 
 
 def resolve_adapter(
-    kube: Kube, namespace: str, spec: ms.ModelServeSpec, adapter: ms.AdapterSpec
+    kube: Kube,
+    namespace: str,
+    spec: ms.ModelServeSpec,
+    adapter: ms.AdapterSpec,
+    previous: dict[str, Any] | None = None,
 ) -> tuple[status_of.AdapterState, render.ResolvedAdapter | None]:
+    """Where the adapter is, or why it is not (yet) there. `previous` is its entry in the last status."""
     claim = spec.storage.claim
     if adapter.path is not None:
         path = adapter.path
@@ -47,12 +52,25 @@ def resolve_adapter(
                     adapter.name, False, adapter.path, "InvalidAdapter", message
                 ), None
         in_pod = f"{CLAIM_MOUNT_PATH}/{path.strip('/')}"
-        state = status_of.AdapterState(adapter.name, True, path.strip("/"))
+        state = status_of.AdapterState(adapter.name, True, path.strip("/"), pod_path=in_pod)
         return state, render.ResolvedAdapter(adapter.name, in_pod)
 
     job_name = adapter.fine_tune_job or ""
     job = kube.get("FineTuneJob", namespace, job_name)
     if job is None:
+        kept = (previous or {}).get("path")
+        if kept and (previous or {}).get("fineTuneJob") == job_name:
+            # Deleted after it succeeded (by hand, or its own TTL): its adapter outlives it on the claim,
+            # and goes on being served from there; the status says so.
+            in_pod = f"{CLAIM_MOUNT_PATH}/{kept}"
+            note = f"FineTuneJob {job_name} was deleted; serving its adapter from the claim ({kept})"
+            state = status_of.AdapterState(
+                adapter.name, True, kept, pod_path=in_pod, note=note, fine_tune_job=job_name
+            )
+            rank = (previous or {}).get("rank")
+            return state, render.ResolvedAdapter(
+                adapter.name, in_pod, rank if isinstance(rank, int) else None
+            )
         message = f"FineTuneJob {job_name} not found in namespace {namespace}"
         return status_of.AdapterState(adapter.name, False, None, "FineTuneJobNotFound", message), None
     status = job.get("status") or {}
@@ -76,10 +94,13 @@ def resolve_adapter(
         return status_of.AdapterState(adapter.name, False, None, "InvalidAdapter", message), None
     path = output["adapterPath"]
     rank = config.get("lora_rank", LLAMAFACTORY_DEFAULT_LORA_RANK)
-    resolved = render.ResolvedAdapter(
-        adapter.name, f"{CLAIM_MOUNT_PATH}/{path}", rank if isinstance(rank, int) else None
+    rank = rank if isinstance(rank, int) else None
+    in_pod = f"{CLAIM_MOUNT_PATH}/{path}"
+    resolved = render.ResolvedAdapter(adapter.name, in_pod, rank)
+    state = status_of.AdapterState(
+        adapter.name, True, path, pod_path=in_pod, fine_tune_job=job_name, rank=rank
     )
-    return status_of.AdapterState(adapter.name, True, path), resolved
+    return state, resolved
 
 
 def _observed_max_lora_rank(deployment: dict[str, Any] | None) -> int | None:
@@ -111,9 +132,11 @@ def reconcile(
     target = None
     deployment = None
     pods: list[dict[str, Any]] = []
+    reports: dict[str, Any] = {}
     if spec is not None:
+        before = {a.get("name"): a for a in previous.get("adapters") or [] if isinstance(a, dict)}
         for adapter in spec.adapters:
-            state, ready = resolve_adapter(kube, namespace, spec, adapter)
+            state, ready = resolve_adapter(kube, namespace, spec, adapter, before.get(adapter.name))
             adapter_states.append(state)
             if ready is not None:
                 resolved.append(ready)
@@ -165,6 +188,8 @@ def reconcile(
                     raise
                 if child["kind"] == "Deployment":
                     deployment = applied
+                if child["metadata"]["name"] == target.report_config_map_name:
+                    reports = status_of.parse_reports(applied.get("data"))
             if spec.autoscaling is None and kube.get(
                 "HorizontalPodAutoscaler", namespace, target.service_name
             ):
@@ -184,6 +209,7 @@ def reconcile(
         deployment=deployment,
         pods=pods,
         adapters=adapter_states,
+        reports=reports,
     )
     status = status_of.compute(observation)
     if any(previous.get(k) != v for k, v in status.items()):

@@ -32,6 +32,7 @@ from kubetune.render.modelserve import MSERVE_LABEL
 
 log = logging.getLogger("kubetune.operator")
 TERMINAL = (ftj.Phase.SUCCEEDED.value, ftj.Phase.FAILED.value)
+ADAPTERS_POLL_SECONDS = 5.0
 
 
 @dataclass
@@ -117,6 +118,13 @@ class Reconciler:
             if any(a.get("fineTuneJob") == finetunejob for a in adapters):
                 self.modelserve(namespace, body["metadata"]["name"])
 
+    def modelserves_with_adapters_pending(self) -> None:
+        for namespace in self.config.namespaces or [None]:
+            for body in self.kube.list("ModelServe", namespace):
+                if adapters_pending(body.get("status")):
+                    meta = body["metadata"]
+                    self.modelserve(meta["namespace"], meta["name"])
+
     def _run(self, kind: str, reconcile: Callable[[], Any]) -> Any:
         started = time.perf_counter()
         try:
@@ -175,6 +183,14 @@ def status_only(event_type: str | None, body: Any) -> bool:
     return status.get("observedGeneration") == body.get("metadata", {}).get("generation")
 
 
+def adapters_pending(status: Any) -> bool:
+    """A ModelServe with an adapter that its replicas have not loaded (or failed to, and may yet)."""
+    return any(
+        not a.get("ready") and a.get("reason") in ("Loading", "AdapterLoadFailed")
+        for a in (status or {}).get("adapters") or []
+    )
+
+
 def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfig) -> None:
     """Registers the handlers with kopf. Called once, before kopf starts."""
     state: dict[str, Reconciler] = {}
@@ -213,6 +229,7 @@ def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfi
             settings.peering.standalone = True
         start_http_server(config.metrics_port)
         threading.Thread(target=_resync_loop, name="resync", daemon=True).start()
+        threading.Thread(target=_adapters_loop, name="adapters", daemon=True).start()
         log.info(
             "kubetune operator started: %s, metrics on :%d, resync every %.0fs",
             ", ".join(config.namespaces) or "cluster-wide",
@@ -227,6 +244,17 @@ def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfi
                 reconciler().resync()
             except Exception:
                 log.exception("resync failed")
+
+    # The sidecars report what vLLM loaded into a ConfigMap that the operator does not watch (watching
+    # ConfigMaps would mean the right to read every ConfigMap): while an adapter is not served yet, its
+    # ModelServe is looked at again every few seconds.
+    def _adapters_loop() -> None:
+        while True:
+            time.sleep(ADAPTERS_POLL_SECONDS)
+            try:
+                reconciler().modelserves_with_adapters_pending()
+            except Exception:
+                log.exception("adapter poll failed")
 
     @kopf.on.event(GROUP, VERSION, ftj.PLURAL)
     def finetunejob_changed(name: str, namespace: str, type: str | None, body: kopf.Body, **_: Any) -> None:

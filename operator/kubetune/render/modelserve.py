@@ -1,12 +1,17 @@
-"""A ModelServe's spec -> its children: a Deployment running `vllm serve`, a Service, the adapters
-ConfigMap, and an HPA or a KEDA ScaledObject when autoscaling is set.
+"""A ModelServe's spec -> its children: a Deployment running `vllm serve` beside the adapter-sync sidecar,
+a Service, the adapters ConfigMap, the adapter report ConfigMap with the sidecar's ServiceAccount, Role and
+RoleBinding, and an HPA or a KEDA ScaledObject when autoscaling is set.
 
-Adapters never change the pod template. vLLM's `lora_filesystem_resolver` plugin loads an adapter by name
-on the first request for it, from `<resolver dir>/<name>`; a small sidecar (`kubetune adapter-sync`) keeps
-that directory in step with the mounted adapters ConfigMap (symlinks into the claim), and unloads an
-adapter that was removed. Adding or removing an adapter changes the ConfigMap only: no pod restarts.
-The one exception is an adapter whose rank is above every earlier one: `--max-lora-rank` must grow, and
-the pods roll one at a time (maxUnavailable 0), so the endpoint stays up.
+Adapters never change the pod template. The operator writes the adapters to serve into a ConfigMap; the
+sidecar (`kubetune adapter-sync`) loads them into vLLM through its load endpoint as the mounted file
+changes, unloads removed ones, and reports per pod what vLLM really serves into the report ConfigMap (its
+token, mounted into the sidecar alone, may patch that one ConfigMap and nothing else). Adding or removing an
+adapter changes the ConfigMap only: no pod restarts. The one exception is an adapter whose rank is above
+every earlier one: `--max-lora-rank` must grow, and the pods roll one at a time (maxUnavailable 0), so the
+endpoint stays up.
+
+With `resources.gpus: 0` the replicas run vLLM's CPU build: its image, `VLLM_CPU_KVCACHE_SPACE` for the
+KV cache, and no GPU flags; a GPU replica's pod is the same as ever.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from kubetune.render.pods import place, resource_requirements
 
 MSERVE_LABEL = f"{LABEL_PREFIX}/modelserve"
 VLLM_PORT = 8000
-ADAPTERS_DIR = "/var/run/kubetune/adapters"
+SYNC_PORT = 8001  # the sidecar's /ready (the vLLM container's readiness probe) and /adapters
 ADAPTERS_FILE = "adapters.json"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,14 @@ class ModelServeTarget:
     @property
     def config_map_name(self) -> str:
         return dns_label(self.name, "adapters", max_length=253)
+
+    @property
+    def report_config_map_name(self) -> str:
+        return dns_label(self.name, "adapter-report", max_length=253)
+
+    @property
+    def sidecar_account_name(self) -> str:
+        return dns_label(self.name, "adapter-sync", max_length=253)
 
     @property
     def served_model_name(self) -> str:
@@ -138,7 +152,7 @@ def vllm_args(target: ModelServeTarget) -> list[str]:
         args += ["--max-cpu-loras", str(engine.max_cpu_loras)]
     if engine.max_model_len is not None:
         args += ["--max-model-len", str(engine.max_model_len)]
-    if engine.gpu_memory_utilization is not None:
+    if engine.gpu_memory_utilization is not None and not target.spec.on_cpu:
         args += ["--gpu-memory-utilization", str(engine.gpu_memory_utilization)]
     if engine.dtype is not None:
         args += ["--dtype", engine.dtype]
@@ -155,19 +169,25 @@ def adapters_config_map(target: ModelServeTarget) -> dict[str, Any]:
     }
 
 
+def _hub_token_env(target: ModelServeTarget) -> list[dict[str, Any]]:
+    """The hub token, for fetch-model only: vLLM itself runs offline from the claim."""
+    token = target.spec.model.hub_token_secret
+    if token is None:
+        return []
+    name = "MODELSCOPE_API_TOKEN" if target.spec.model.source.startswith("ms://") else "HF_TOKEN"
+    return [{"name": name, "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}}]
+
+
 def _env(target: ModelServeTarget) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
-        # Adapters are found by name in ADAPTERS_DIR on the first request for them.
-        {"name": "VLLM_PLUGINS", "value": "lora_filesystem_resolver"},
-        {"name": "VLLM_LORA_RESOLVER_CACHE_DIR", "value": ADAPTERS_DIR},
+        # The adapter-sync sidecar loads and unloads adapters through vLLM's API.
         {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
     ]
-    token = target.spec.model.hub_token_secret
-    if token is not None:
-        env.append(
-            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}}
-        )
+    if target.spec.on_cpu:
+        # vLLM's CPU build sizes its KV cache from this (GiB), not from --gpu-memory-utilization.
+        space = target.spec.engine.cpu_kv_cache_gib or ms.CPU_KV_CACHE_GIB
+        env.append({"name": "VLLM_CPU_KVCACHE_SPACE", "value": str(space)})
     return env + list(target.spec.engine.env or [])
 
 
@@ -180,37 +200,9 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def deployment(target: ModelServeTarget) -> dict[str, Any]:
-    spec = target.spec
-    shm: dict[str, Any] = {"medium": "Memory"}
-    if spec.resources.shared_memory:
-        shm["sizeLimit"] = spec.resources.shared_memory
-    claim_mount = {"name": "claim", "mountPath": CLAIM_MOUNT_PATH, "readOnly": True}
-    vllm: dict[str, Any] = {
-        "name": "vllm",
-        "image": spec.engine.image,
-        "command": ["vllm", "serve"],
-        "args": vllm_args(target),
-        "env": _env(target),
-        "ports": [{"name": "http", "containerPort": VLLM_PORT}],
-        "volumeMounts": [
-            claim_mount,
-            {"name": "adapters", "mountPath": ADAPTERS_DIR, "readOnly": True},
-            {"name": "dshm", "mountPath": "/dev/shm"},
-        ],
-        # Loading a large model takes minutes: up to an hour before liveness starts counting.
-        "startupProbe": _probe("/health", 10, 360),
-        "readinessProbe": _probe("/health", 5, 3),
-        "livenessProbe": _probe("/health", 15, 4),
-    }
-    if spec.engine.image_pull_policy:
-        vllm["imagePullPolicy"] = spec.engine.image_pull_policy
-    resources = resource_requirements(spec.resources, spec.gpus)
-    if resources:
-        vllm["resources"] = resources
-
-    # A native sidecar (an init container that keeps running): it is up before vLLM starts.
-    adapter_sync = {
+def _sidecar(target: ModelServeTarget, claim_mount: dict[str, Any]) -> dict[str, Any]:
+    """The adapter-sync sidecar: a native sidecar (an init container that keeps running), up before vLLM."""
+    return {
         "name": "adapter-sync",
         "image": target.sidecar_image,
         "restartPolicy": "Always",
@@ -219,24 +211,88 @@ def deployment(target: ModelServeTarget) -> dict[str, Any]:
             "adapter-sync",
             "--config",
             posixpath.join(CONFIG_MOUNT_PATH, ADAPTERS_FILE),
-            "--dir",
-            ADAPTERS_DIR,
             "--vllm",
             f"http://127.0.0.1:{VLLM_PORT}",
+            "--model",
+            model_path(target),
+            "--claim",
+            CLAIM_MOUNT_PATH,
+            "--max-lora-rank",
+            str(adapter_rank_needed(target)),
+            "--listen",
+            f"0.0.0.0:{SYNC_PORT}",
+            "--report-configmap",
+            target.report_config_map_name,
         ],
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        ],
+        "ports": [{"name": "adapter-sync", "containerPort": SYNC_PORT}],
         "volumeMounts": [
             {"name": "adapters-config", "mountPath": CONFIG_MOUNT_PATH, "readOnly": True},
-            {"name": "adapters", "mountPath": ADAPTERS_DIR},
-            claim_mount,
+            {**claim_mount, "readOnly": True},
+            # The pod's only API token, in this container alone: it may patch the report ConfigMap.
+            {"name": "adapter-sync-token", "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": True},
         ],
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
     }
+
+
+def _token_volume() -> dict[str, Any]:
+    """What automounting would give, as a volume that only the sidecar mounts."""
+    return {
+        "name": "adapter-sync-token",
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {
+                    "downwardAPI": {
+                        "items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]
+                    }
+                },
+            ]
+        },
+    }
+
+
+def deployment(target: ModelServeTarget) -> dict[str, Any]:
+    spec = target.spec
+    shm: dict[str, Any] = {"medium": "Memory"}
+    if spec.resources.shared_memory:
+        shm["sizeLimit"] = spec.resources.shared_memory
+    # vLLM only reads the claim; fetch-model writes a hub model's cache into it, so then the volume is
+    # writable and each mount says read-only on its own.
+    fetches = not spec.model.source.startswith("pvc://")
+    claim_mount = {"name": "claim", "mountPath": CLAIM_MOUNT_PATH, "readOnly": True}
+    readiness = _probe("/ready", 5, 3)
+    readiness["httpGet"]["port"] = SYNC_PORT  # vLLM healthy and its adapters loaded (the sidecar says)
+    vllm: dict[str, Any] = {
+        "name": "vllm",
+        "image": spec.image,
+        "command": ["vllm", "serve"],
+        "args": vllm_args(target),
+        "env": _env(target),
+        "ports": [{"name": "http", "containerPort": VLLM_PORT}],
+        "volumeMounts": [claim_mount, {"name": "dshm", "mountPath": "/dev/shm"}],
+        # Loading a large model takes minutes: up to an hour before liveness starts counting.
+        "startupProbe": _probe("/health", 10, 360),
+        "readinessProbe": readiness,
+        "livenessProbe": _probe("/health", 15, 4),
+    }
+    if spec.engine.image_pull_policy:
+        vllm["imagePullPolicy"] = spec.engine.image_pull_policy
+    resources = resource_requirements(spec.resources, spec.gpus)
+    if resources:
+        vllm["resources"] = resources
+
     init_containers: list[dict[str, Any]] = []
-    if not spec.model.source.startswith("pvc://"):
+    if fetches:
         fetch_args = ["fetch-model", "--source", spec.model.source, "--dest", model_path(target)]
         if spec.model.revision:
             fetch_args += ["--revision", spec.model.revision]
-        fetch = {
+        fetch: dict[str, Any] = {
             "name": "fetch-model",
             "image": target.trainer_image,
             "command": ["kubetune"],
@@ -244,21 +300,26 @@ def deployment(target: ModelServeTarget) -> dict[str, Any]:
             "volumeMounts": [{**claim_mount, "readOnly": False}],
         }
         if spec.model.hub_token_secret is not None:
-            fetch["env"] = [e for e in _env(target) if e["name"] == "HF_TOKEN"]
+            fetch["env"] = _hub_token_env(target)
         init_containers.append(fetch)
-    init_containers.append(adapter_sync)
+    init_containers.append(_sidecar(target, claim_mount))
 
     pod_labels = {**((spec.pod_metadata and spec.pod_metadata.labels) or {}), **labels(target)}
     pod_meta: dict[str, Any] = {"labels": pod_labels}
     if spec.pod_metadata and spec.pod_metadata.annotations:
         pod_meta["annotations"] = dict(spec.pod_metadata.annotations)
     pod_spec: dict[str, Any] = {
+        "serviceAccountName": target.sidecar_account_name,
+        "automountServiceAccountToken": False,
         "initContainers": init_containers,
         "containers": [vllm],
         "volumes": [
-            {"name": "claim", "persistentVolumeClaim": {"claimName": spec.storage.claim, "readOnly": True}},
+            {
+                "name": "claim",
+                "persistentVolumeClaim": {"claimName": spec.storage.claim, "readOnly": not fetches},
+            },
             {"name": "adapters-config", "configMap": {"name": target.config_map_name}},
-            {"name": "adapters", "emptyDir": {}},
+            _token_volume(),
             {"name": "dshm", "emptyDir": shm},
         ],
         "terminationGracePeriodSeconds": 60,
@@ -277,6 +338,54 @@ def deployment(target: ModelServeTarget) -> dict[str, Any]:
         "kind": "Deployment",
         "metadata": metadata(target, target.deployment_name),
         "spec": deployment_spec,
+    }
+
+
+# --- what the sidecar may write: its pod's report, nothing else -------------------------------------------
+
+
+def report_config_map(target: ModelServeTarget) -> dict[str, Any]:
+    """Where each pod's sidecar writes what its vLLM serves (`data.<pod>`); the operator owns no data key."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(target, target.report_config_map_name),
+    }
+
+
+def sidecar_service_account(target: ModelServeTarget) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(target, target.sidecar_account_name),
+        "automountServiceAccountToken": False,
+    }
+
+
+def sidecar_role(target: ModelServeTarget) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata(target, target.sidecar_account_name),
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [target.report_config_map_name],
+                "verbs": ["get", "patch"],
+            }
+        ],
+    }
+
+
+def sidecar_role_binding(target: ModelServeTarget) -> dict[str, Any]:
+    name = target.sidecar_account_name
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(target, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": target.namespace}],
     }
 
 
@@ -357,8 +466,16 @@ def autoscaler(target: ModelServeTarget) -> dict[str, Any] | None:
 
 
 def children(target: ModelServeTarget) -> list[dict[str, Any]]:
-    """In apply order: the ConfigMap before the Deployment that mounts it."""
-    out = [adapters_config_map(target), service(target), deployment(target)]
+    """In apply order: the ConfigMaps and the sidecar's rights before the Deployment that uses them."""
+    out = [
+        adapters_config_map(target),
+        report_config_map(target),
+        sidecar_service_account(target),
+        sidecar_role(target),
+        sidecar_role_binding(target),
+        service(target),
+        deployment(target),
+    ]
     scaler = autoscaler(target)
     if scaler is not None:
         out.append(scaler)

@@ -7,7 +7,8 @@ once the rollout is over, or an adapter that cannot be served), and `AdaptersRea
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kubetune.api.modelserve import Phase
@@ -21,14 +22,81 @@ CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "AdaptersReady", "Reconci
 class AdapterState:
     name: str
     ready: bool
-    path: str | None = None
-    reason: str | None = None  # WaitingForFineTuneJob, FineTuneJobFailed, FineTuneJobNotFound, InvalidAdapter
+    path: str | None = None  # on the claim
+    reason: str | None = (
+        None  # WaitingForFineTuneJob, FineTuneJobFailed, InvalidAdapter, AdapterLoadFailed...
+    )
     message: str | None = None
+    pod_path: str | None = None  # where the pods see it: what the sidecars report loading
+    loaded_replicas: int | None = None
+    note: str | None = None  # said of an adapter that serves: e.g. its FineTuneJob was deleted
+    fine_tune_job: str | None = None  # kept in the status: serving goes on if the job is deleted
+    rank: int | None = None
 
     @property
     def broken(self) -> bool:
         """Will not become ready by waiting: someone has to act."""
-        return self.reason in ("FineTuneJobFailed", "InvalidAdapter")
+        return self.reason in ("FineTuneJobFailed", "InvalidAdapter", "AdapterLoadFailed")
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def parse_reports(data: dict[str, str] | None) -> dict[str, Any]:
+    """The report ConfigMap's data ({pod: JSON}) -> {pod: report}; a key that is not JSON is ignored."""
+    reports = {}
+    for pod, text in (data or {}).items():
+        try:
+            report = json.loads(text)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(report, dict):
+            reports[pod] = report
+    return reports
+
+
+def loaded(
+    adapters: list[AdapterState], pods: list[dict[str, Any]], reports: dict[str, Any]
+) -> list[AdapterState]:
+    """The resolved adapters, now with what the ready replicas' sidecars say their vLLM really serves.
+
+    An adapter is ready when every ready replica has loaded it from its current path (a request for it is
+    then served whichever replica answers); one that a replica's vLLM refused is AdapterLoadFailed, with
+    vLLM's words; otherwise it is Loading (a sidecar has not got to it yet, or no replica is ready).
+    """
+    ready_pods = [p["metadata"]["name"] for p in pods if pod_ready(p)]
+    out = []
+    for adapter in adapters:
+        if not adapter.ready:
+            out.append(adapter)
+            continue
+        seen = [
+            ((reports.get(pod) or {}).get("adapters") or {}).get(adapter.name) or {} for pod in ready_pods
+        ]
+        # What it loaded is named by its path on the claim (the pods' mount point is theirs to choose).
+        current = [r for r in seen if r.get("claimPath", r.get("path")) in (adapter.path, adapter.pod_path)]
+        failed = next((r for r in current if r.get("state") == "Failed"), None)
+        count = sum(r.get("state") == "Loaded" for r in current)
+        if failed is not None:
+            message = failed.get("message") or "vLLM did not load it"
+            state = replace(
+                adapter, ready=False, reason="AdapterLoadFailed", message=message, loaded_replicas=count
+            )
+        elif ready_pods and count == len(ready_pods):
+            state = replace(adapter, loaded_replicas=count, message=adapter.note)
+        else:
+            message = (
+                f"loaded by {count} of {len(ready_pods)} ready vLLM replica(s)"
+                if ready_pods
+                else "waiting for a ready vLLM replica to load it"
+            )
+            state = replace(adapter, ready=False, reason="Loading", message=message, loaded_replicas=count)
+        out.append(state)
+    return out
 
 
 @dataclass(frozen=True)
@@ -43,7 +111,8 @@ class Observation:
     problems: list[Problem] = field(default_factory=list)
     deployment: dict[str, Any] | None = None
     pods: list[dict[str, Any]] = field(default_factory=list)
-    adapters: list[AdapterState] = field(default_factory=list)
+    adapters: list[AdapterState] = field(default_factory=list)  # as resolved from the spec
+    reports: dict[str, Any] = field(default_factory=dict)  # {pod name: its sidecar's report}
 
 
 def _condition(status: str, reason: str, message: str) -> tuple[str, str, str]:
@@ -68,17 +137,18 @@ def _rollout(deployment: dict[str, Any], desired: int) -> tuple[int, bool, bool]
 
 
 def compute(obs: Observation) -> dict[str, Any]:
-    adapters_ready = all(a.ready for a in obs.adapters)
-    broken = [a for a in obs.adapters if a.broken]
-    waiting_adapters = [a for a in obs.adapters if not a.ready and not a.broken]
+    adapter_states = loaded(obs.adapters, obs.pods, obs.reports)
+    adapters_ready = all(a.ready for a in adapter_states)
+    broken = [a for a in adapter_states if a.broken]
+    waiting_adapters = [a for a in adapter_states if not a.ready and not a.broken]
     if adapters_ready:
-        adapters_condition = _condition("True", "AdaptersReady", f"{len(obs.adapters)} adapter(s) ready")
+        adapters_condition = _condition("True", "AdaptersReady", f"{len(adapter_states)} adapter(s) ready")
     else:
         first = (broken or waiting_adapters)[0]
         adapters_condition = _condition(
             "False",
             first.reason or "AdapterNotReady",
-            "; ".join(f"{a.name}: {a.message}" for a in obs.adapters if not a.ready),
+            "; ".join(f"{a.name}: {a.message}" for a in adapter_states if not a.ready),
         )
 
     terminal = [p for p in obs.problems if p.terminal]
@@ -153,7 +223,10 @@ def compute(obs: Observation) -> dict[str, Any]:
             }
         )
 
-    served = [obs.served_model_name] + [a.name for a in obs.adapters if a.ready]
+    # What a request would find: the base once a replica is ready, and the adapters every ready one loaded.
+    served = ([obs.served_model_name] if ready_replicas > 0 else []) + [
+        a.name for a in adapter_states if a.ready
+    ]
     deployment_status = (obs.deployment or {}).get("status") or {}
     return {
         "phase": phase.value,
@@ -167,8 +240,8 @@ def compute(obs: Observation) -> dict[str, Any]:
         "selector": obs.selector,
         "endpoint": obs.endpoint,
         "servedModels": served,
-        "adapters": [_adapter_status(a) for a in obs.adapters],
-        "adaptersDisplay": f"{sum(a.ready for a in obs.adapters)}/{len(obs.adapters)}",
+        "adapters": [_adapter_status(a) for a in adapter_states],
+        "adaptersDisplay": f"{sum(a.ready for a in adapter_states)}/{len(adapter_states)}",
     }
 
 
@@ -177,6 +250,9 @@ def _adapter_status(adapter: AdapterState) -> dict[str, Any]:
         "name": adapter.name,
         "path": adapter.path,
         "ready": adapter.ready,
+        "loadedReplicas": adapter.loaded_replicas,
+        "fineTuneJob": adapter.fine_tune_job,
+        "rank": adapter.rank,
         "reason": adapter.reason,
         "message": adapter.message,
     }

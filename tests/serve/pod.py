@@ -1,0 +1,217 @@
+"""A ModelServe pod on this machine: the rendered vLLM container and adapter-sync sidecar as processes.
+
+The operator renders the Deployment on the local control plane and KWOK runs its pod there as a stand-in;
+this module plays the kubelet for that pod: it starts the two containers' exact commands, arguments and
+environment, with the mount points mapped onto directories of the test (the claim, the adapters ConfigMap)
+and the ports onto free ones of 127.0.0.1, and refreshes the mounted adapters file when the ConfigMap
+changes, as the kubelet does. The sidecar's token is its ServiceAccount's, as the projected volume gives it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.cluster import localcluster
+
+from kubetune.api.common import CLAIM_MOUNT_PATH
+from kubetune.api.defaults import CONFIG_MOUNT_PATH
+from kubetune.render import modelserve as render
+
+REPO = Path(__file__).resolve().parents[2]
+VLLM_BIN = Path.home() / ".cache" / "kubetune" / "vllm-venv" / "bin"
+
+
+def vllm_bin() -> Path:
+    python = os.environ.get("KUBETUNE_VLLM_PYTHON")
+    return Path(python).parent if python else VLLM_BIN
+
+
+def token_kubeconfig(
+    cluster: localcluster.ClusterInfo, namespace: str, service_account: str, path: Path
+) -> Path:
+    """A kubeconfig with a bound token of the ServiceAccount: what its projected token volume holds."""
+    token = localcluster.kubectl(
+        cluster, "create", "token", service_account, "-n", namespace, "--duration=1h"
+    ).strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "c",
+                "cluster": {
+                    "server": cluster.server,
+                    "certificate-authority": str(Path(cluster.state_dir) / "pki" / "ca.crt"),
+                },
+            }
+        ],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa", "namespace": namespace}}],
+        "current-context": "c",
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+@dataclass
+class ServePod:
+    """The two containers of one ModelServe pod, started on this machine."""
+
+    deployment: dict[str, Any]
+    pod_name: str
+    namespace: str
+    claim: Path
+    workdir: Path
+    sidecar_kubeconfig: Path | None = None
+    vllm_port: int = field(default_factory=localcluster.free_port)
+    sync_port: int = field(default_factory=localcluster.free_port)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def config_dir(self) -> Path:
+        return self.workdir / "adapters-config"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.vllm_port}"
+
+    def _map(self, text: str) -> str:
+        return (
+            text.replace(CLAIM_MOUNT_PATH, str(self.claim))
+            .replace(CONFIG_MOUNT_PATH, str(self.config_dir))
+            .replace(f"0.0.0.0:{render.SYNC_PORT}", f"127.0.0.1:{self.sync_port}")
+            .replace(f"127.0.0.1:{render.VLLM_PORT}", f"127.0.0.1:{self.vllm_port}")
+        )
+
+    def _args(self, args: list[str]) -> list[str]:
+        out = [self._map(a) for a in args]
+        for flag, value in (("--host", "127.0.0.1"), ("--port", str(self.vllm_port))):
+            if flag in out:
+                out[out.index(flag) + 1] = value
+        return out
+
+    def _env(self, container: dict[str, Any]) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "KUBETUNE_"))}
+        env.pop("KUBECONFIG", None)
+        env.update({"HOME": str(self.workdir / "home"), "PYTHONUNBUFFERED": "1"})
+        for variable in container.get("env") or []:
+            if "value" in variable:
+                env[variable["name"]] = self._map(variable["value"])
+                continue
+            path = variable["valueFrom"]["fieldRef"]["fieldPath"]
+            env[variable["name"]] = {"metadata.name": self.pod_name, "metadata.namespace": self.namespace}[
+                path
+            ]
+        return env
+
+    def containers(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        spec = self.deployment["spec"]["template"]["spec"]
+        vllm = next(c for c in spec["containers"] if c["name"] == "vllm")
+        sidecar = next(c for c in spec["initContainers"] if c["name"] == "adapter-sync")
+        return vllm, sidecar
+
+    def write_adapters(self, config_map_data: dict[str, str]) -> None:
+        """What the kubelet does when the adapters ConfigMap changes: the mounted file is replaced whole."""
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        for name, content in config_map_data.items():
+            temporary = self.config_dir / f".{name}.tmp"
+            temporary.write_text(self._map(content))
+            temporary.replace(self.config_dir / name)
+
+    def start(self) -> None:
+        vllm, sidecar = self.containers()
+        (self.workdir / "home").mkdir(parents=True, exist_ok=True)
+        assert vllm["command"] == ["vllm", "serve"], vllm["command"]
+        self.processes["vllm"] = self._spawn(
+            "vllm", [str(vllm_bin() / "vllm"), "serve", *self._args(vllm["args"])], self._env(vllm)
+        )
+        assert sidecar["command"] == ["kubetune"], sidecar["command"]
+        env = self._env(sidecar)
+        if self.sidecar_kubeconfig is not None:  # the projected token, as a kubeconfig
+            env["KUBECONFIG"] = str(self.sidecar_kubeconfig)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "operator"), str(REPO)])
+        self.processes["adapter-sync"] = self._spawn(
+            "adapter-sync", [sys.executable, "-m", "kubetune.cli", *self._args(sidecar["args"])], env
+        )
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - the process owns it until it exits
+        return subprocess.Popen(argv, env=env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 600) -> float:
+        """Until the readiness probe the Deployment gives the vLLM container answers 200; seconds waited."""
+        vllm, _ = self.containers()
+        probe = vllm["readinessProbe"]["httpGet"]
+        port = {render.SYNC_PORT: self.sync_port, "http": self.vllm_port}[probe["port"]]
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise AssertionError(f"{name} exited ({process.returncode}):\n{self.log_tail(name)}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe['path']}", timeout=5) as r:
+                    if r.status == 200:
+                        return time.monotonic() - started
+            except OSError:
+                pass
+            time.sleep(1)
+        raise AssertionError(
+            f"not ready after {timeout}s:\n{self.log_tail('vllm')}\n{self.log_tail('adapter-sync')}"
+        )
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.workdir / f"{name}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    # --- the OpenAI API, as a client in the cluster would call it ---------------------------------------
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict[str, Any]]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw.strip().startswith(b"{") else {
+                    "text": raw.decode()
+                }
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            try:
+                return error.code, json.loads(raw)
+            except ValueError:
+                return error.code, {"text": raw.decode(errors="replace")}
+
+    def models(self) -> list[str]:
+        code, body = self.request("GET", "/v1/models")
+        assert code == 200, body
+        return [m["id"] for m in body["data"]]
+
+    def complete(self, model: str, prompt: str = "The quick brown fox", tokens: int = 4) -> tuple[int, dict]:
+        return self.request(
+            "POST",
+            "/v1/completions",
+            {"model": model, "prompt": prompt, "max_tokens": tokens, "temperature": 0, "logprobs": 3},
+        )
