@@ -2,7 +2,8 @@
 
 The names are checked against what the processes really expose: the launcher's metrics server, scraped over
 HTTP; the operator's registry, in the exposition format a scrape returns (tests/integration scrapes the
-running `kubetune run` too); vLLM's, from its v0.32.0 source, kept in tests/data with where it came from.
+running `kubetune run` too); vLLM's, from its v0.32.0 source, kept in tests/data with where it came from
+(tests/serve scrapes the running vLLM too).
 """
 
 from __future__ import annotations
