@@ -145,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+    if args.output is None:
+        # kubetune.api.llamafactory loads exactly one data file: a new release replaces the old one.
+        for stale in sorted(DATA_DIR.glob("llamafactory-*.json")):
+            if stale != path:
+                stale.unlink()
+                print(f"removed {stale.relative_to(REPO_ROOT)} (the data of the release pinned before)")
     print(
         f"wrote {shown}: {len(data['arguments'])} arguments, {len(data['stages'])} stages, "
         f"{len(data['finetuning_types'])} finetuning types, {len(data['templates'])} templates"

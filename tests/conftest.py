@@ -1,5 +1,8 @@
 """Fixtures shared by every tier.
 
+Every test reads only files inside the repository (tests/repo_only.py): a read beside the checkout fails
+the test, or the collection of its module.
+
 `cluster` brings the local control plane up once per session (or reuses a running one) and stops it
 at the end only if this session started it. `namespace` gives each test a fresh namespace and removes
 it afterwards. Tests that take either fixture are marked `cluster` automatically.
@@ -16,10 +19,21 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from tests import repo_only
 from tests.cluster import localcluster
 from tests.kube import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
+repo_only.install()
+
+
+@pytest.fixture(autouse=True)
+def _reads_only_the_repository() -> Iterator[None]:
+    repo_only.take_reads()  # what collection read already failed that module
+    yield
+    reads = repo_only.take_reads()
+    if reads:
+        pytest.fail(f"read outside the repository: {', '.join(sorted(set(reads)))}", pytrace=False)
 
 pytest_plugins = ["tests.operator_fixtures"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -83,6 +84,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failed = False
     for doc in _load_documents(args.file):
         name = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
+        if doc.get("kind") == "ConfigMap":  # kubetune convert puts a DeepSpeed JSON in one
+            print(f"{name}: a ConfigMap, applied as it is")
+            continue
         problems = _finetunejob_problems(doc) if doc.get("kind") == "FineTuneJob" else []
         if doc.get("kind") not in ("FineTuneJob",):
             problems = [f"unsupported kind {doc.get('kind')!r}"]
@@ -101,7 +105,16 @@ def cmd_render(args: argparse.Namespace) -> int:
     from kubetune.render import finetunejob as render
 
     out: list[dict[str, Any]] = []
-    for doc in _load_documents(args.file):
+    docs = _load_documents(args.file)
+    # ConfigMaps in the same file (kubetune convert's DeepSpeed JSON), by name, for deepspeed.configMapRef.
+    config_maps = {
+        (d.get("metadata") or {}).get("name"): d.get("data") or {}
+        for d in docs
+        if d.get("kind") == "ConfigMap"
+    }
+    for doc in docs:
+        if doc.get("kind") == "ConfigMap":
+            continue
         if doc.get("kind") != "FineTuneJob":
             print(f"skipping {doc.get('kind')}: only FineTuneJob renders for now", file=sys.stderr)
             continue
@@ -121,6 +134,16 @@ def cmd_render(args: argparse.Namespace) -> int:
                 )
                 return 1
             dataset_info = yaml.safe_load(Path(args.dataset_info).read_text())
+        deepspeed_config = None
+        ref = spec.deepspeed.config_map_ref if spec.deepspeed is not None else None
+        if ref is not None:
+            if ref.key not in config_maps.get(ref.name, {}):
+                print(
+                    f"deepspeed.configMapRef: ConfigMap {ref.name} (key {ref.key}) is not in the file",
+                    file=sys.stderr,
+                )
+                return 1
+            deepspeed_config = json.loads(config_maps[ref.name][ref.key])
         target = render.FineTuneJobTarget(
             name=meta["name"],
             namespace=args.namespace or meta.get("namespace") or "default",
@@ -128,6 +151,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             spec=spec,
             attempt=args.attempt,
             dataset_info=dataset_info,
+            deepspeed_config=deepspeed_config,
             settings=TrainerSettings(image=args.trainer_image or TrainerSettings.image),
         )
         out.extend(render.children(target))

@@ -74,8 +74,10 @@ class Stack:
         return next((a for a in self.status().get("adapters") or [] if a["name"] == name), {})
 
     def logprobs(self, model: str) -> list[float] | None:
-        """The top log-probabilities of the next token: what tells one set of weights from another. None
-        while the adapter is being swapped (unloaded, then loaded again under a new id: well under a second)."""
+        """The top log-probabilities of the next token: what tells one set of weights from another.
+
+        None while the adapter is being swapped (unloaded, then loaded under a new id: under a second).
+        """
         code, body = self.pod.complete(model, tokens=1)
         if code == 404:
             return None

@@ -127,10 +127,20 @@ def test_validate_reports_every_document(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_validate_refuses_other_kinds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "secret.yaml"
+    path.write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: x}\n", encoding="utf-8")
+    assert main(["validate", str(path)]) == 1
+    assert "unsupported kind 'Secret'" in capsys.readouterr().err
+
+
+def test_validate_takes_the_configmap_convert_puts_before_a_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # kubetune convert writes a DeepSpeed JSON that is none of the presets into a ConfigMap, first.
     path = tmp_path / "cm.yaml"
     path.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", encoding="utf-8")
-    assert main(["validate", str(path)]) == 1
-    assert "unsupported kind 'ConfigMap'" in capsys.readouterr().err
+    assert main(["validate", str(path)]) == 0
+    assert "ConfigMap/x" in capsys.readouterr().out
 
 
 def test_render_of_a_configmap_dataset_needs_dataset_info(

@@ -16,7 +16,8 @@ from kubetune.api.common import CLAIM_MOUNT_PATH
 from kubetune.api.finetunejob import FineTuneJobSpec
 from kubetune.api.llamafactory import OWNED_KEYS, check_config, check_template
 
-REFERENCE = Path(__file__).parents[3] / "shared" / "reference" / "llamafactory-configs"
+# Copies of the configs users bring (tests/data/README.md says where each file came from).
+REFERENCE = Path(__file__).parents[1] / "data" / "reference"
 EXAMPLES = Path(__file__).parents[2] / "examples" / "finetune"
 DATASET_INFO = json.loads((REFERENCE / "dataset_info.json").read_text(encoding="utf-8"))
 TAKEN_OUT = set(OWNED_KEYS) | cv.CONVERTED_KEYS
@@ -181,8 +182,10 @@ def test_main_gives_the_same_manifest_from_a_file_and_from_a_command_line(file: 
 
 
 def test_inference_config_alone_is_refused() -> None:
-    message = problems_of(reference_config("inference-lora.yaml"))
-    assert "`dataset` is missing" in message
+    with pytest.raises(cv.ConversionError) as caught:
+        run(reference_config("inference-lora.yaml"))
+    (message,) = caught.value.problems  # one message, not one per missing key
+    assert "inference config" in message
     assert "ModelServe" in message
 
 
@@ -378,12 +381,10 @@ def test_deepspeed_example_files_become_presets(file: str, preset: str, folder: 
     assert any(preset in note and file in note for note in result.notes)
 
 
-@pytest.mark.parametrize(
-    "value", ["ds_config.json", "examples/deepspeed/ds_z3_custom.json", {"train_batch_size": 8}]
-)
-def test_other_deepspeed_configs_are_refused_with_the_way_out(value: Any) -> None:
-    message = problems_of({**BASE, "deepspeed": value})
-    assert "ConfigMap" in message
+@pytest.mark.parametrize("value", ["ds_config.json", "examples/deepspeed/ds_z3_custom.json"])
+def test_a_deepspeed_file_that_cannot_be_read_is_refused_with_the_way_out(value: Any) -> None:
+    message = problems_of({**BASE, "deepspeed": value}, found=cv.Found(searched=["/here"]))
+    assert f"cannot read `deepspeed: {value}` (not found in /here)" in message
     assert "deepspeed: {configMapRef:" in message
 
 
@@ -559,18 +560,21 @@ def test_adapter_paths_are_mapped_onto_the_mounted_claim(
     assert any("adapter_name_or_path" in note for note in result.notes) is (adapters != expected)
 
 
-def test_template_is_required_and_checked() -> None:
-    assert "`template` is missing" in problems_of({k: v for k, v in BASE.items() if k != "template"})
+def test_template_is_optional_and_checked_when_given() -> None:
+    # LLaMA-Factory 0.9.5 takes the tokenizer's chat template without one, else `empty`.
+    result = run({k: v for k, v in BASE.items() if k != "template"})
+    assert "template" not in result.manifest["spec"]["model"]
+    assert any("template is not set" in note and "tokenizer" in note for note in result.notes)
     assert "qwenn" in problems_of({**BASE, "template": "qwenn"})
 
 
 def test_config_problems_are_surfaced_together() -> None:
-    config = {k: v for k, v in BASE.items() if k != "template"}
+    config = {**BASE, "template": "qwenn"}
     config.update(lerning_rate=1e-4, deepspeed="mine.json")
     with pytest.raises(cv.ConversionError) as caught:
         run(config)
     problems = caught.value.problems
-    assert any("`template` is missing" in p for p in problems)
+    assert any("qwenn" in p for p in problems)
     assert any("did you mean `learning_rate`" in p for p in problems)
     assert any("mine.json" in p for p in problems)
 
@@ -604,8 +608,14 @@ def test_yaml_round_trip_keeps_types() -> None:
 @pytest.mark.parametrize(
     ("config", "file", "expected"),
     [
-        ({"output_dir": "saves/Qwen2.5-7B/lora/train_2024-05-25"}, "x.yaml", "train-2024-05-25"),
-        ({"output_dir": "saves/run/"}, "x.yaml", "run"),
+        # The file's stem first: 33 of LLaMA-Factory's 43 examples write to `.../sft`.
+        (
+            {"output_dir": "saves/llama3-8b/lora/sft"},
+            "examples/train_lora/llama3_lora_sft.yaml",
+            "llama3-lora-sft",
+        ),
+        ({"output_dir": "saves/Qwen2.5-7B/lora/train_2024-05-25"}, None, "train-2024-05-25"),
+        ({"output_dir": "saves/run/"}, "___.yaml", "run"),
         ({}, "/a/Qwen2.5-7B_LoRA.yaml", "qwen2-5-7b-lora"),
         ({"output_dir": "___"}, "my-run.yml", "my-run"),
         ({}, "x" * 80 + ".yaml", "x" * 63),
@@ -754,3 +764,250 @@ def test_example_is_its_reference_config_converted(
     converted = result.manifest["spec"]
     assert {k: v for k, v in doc["spec"].items() if k in converted} == converted
     assert set(doc["spec"]) - set(converted) <= {"maxRestarts"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Files as LLaMA-Factory finds them: DeepSpeed by content, local models by looking, dataset_info.json
+
+LF_EXAMPLES = Path(__file__).parents[1] / "data" / "llamafactory" / "examples"
+OPTIONS = ["--nodes", "2", "--gpus-per-node", "8", "--claim", "shared"]
+
+
+def converted(argv: list[str], capsys) -> tuple[list[dict[str, Any]], str]:
+    code = cv.main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return [doc for doc in yaml.safe_load_all(out) if doc], err
+
+
+def training_config(tmp_path: Path, **changes: Any) -> Path:
+    file = tmp_path / "run.yaml"
+    file.write_text(yaml.safe_dump({**BASE, **changes}), encoding="utf-8")
+    (tmp_path / "dataset_info.json").write_text(json.dumps(DATASET_INFO), encoding="utf-8")
+    return file
+
+
+@pytest.mark.parametrize("preset", ["zero0", "zero2", "zero2-offload", "zero3", "zero3-offload"])
+def test_a_deepspeed_file_equal_to_a_preset_becomes_it_whatever_its_name(
+    preset: str, tmp_path: Path, capsys
+) -> None:
+    from kubetune.render.deepspeed import preset_config
+
+    (tmp_path / "my_zero.json").write_text(json.dumps(preset_config(preset), indent=2), encoding="utf-8")
+    file = training_config(tmp_path, deepspeed="my_zero.json")
+    (manifest,), err = converted([str(file), *OPTIONS], capsys)
+    assert manifest["spec"]["deepspeed"] == {"preset": preset}
+    assert f"equals preset {preset} key by key" in err
+
+
+def test_llamafactorys_ds_z3_config_is_the_zero3_preset_by_content(tmp_path: Path, capsys) -> None:
+    # 1e9 in the file, 1000000000 in the preset: equal numbers.
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "z3.json").write_bytes((LF_EXAMPLES / "deepspeed" / "ds_z3_config.json").read_bytes())
+    file = training_config(tmp_path, deepspeed="ds/z3.json")
+    (manifest,), _ = converted([str(file), *OPTIONS], capsys)
+    assert manifest["spec"]["deepspeed"] == {"preset": "zero3"}
+
+
+@pytest.mark.parametrize("example", ["ds_z3_fp8_config.json", "ds_z2_autotp_config.json"])
+def test_other_deepspeed_files_go_into_a_configmap_before_the_job(
+    example: str, tmp_path: Path, capsys
+) -> None:
+    text = (LF_EXAMPLES / "deepspeed" / example).read_text(encoding="utf-8")
+    (tmp_path / example).write_text(text, encoding="utf-8")
+    file = training_config(tmp_path, deepspeed=example)
+    docs, err = converted([str(file), *OPTIONS, "--name", "fp8", "--namespace", "team-a"], capsys)
+    config_map, job = docs
+    assert config_map == {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "fp8-deepspeed", "namespace": "team-a"},
+        "data": {"deepspeed.json": text if text.endswith("\n") else text + "\n"},
+    }
+    assert job["kind"] == "FineTuneJob"
+    assert job["spec"]["deepspeed"] == {"configMapRef": {"name": "fp8-deepspeed", "key": "deepspeed.json"}}
+    assert "none of the presets" in err and "is not one of LLaMA-Factory's example files" not in err
+
+
+def test_a_file_named_like_an_example_is_still_taken_by_its_content(tmp_path: Path, capsys) -> None:
+    # Not by name: an edited copy of ds_z3_config.json is not the zero3 preset.
+    content = json.loads((LF_EXAMPLES / "deepspeed" / "ds_z3_config.json").read_text(encoding="utf-8"))
+    content["zero_optimization"]["overlap_comm"] = True
+    (tmp_path / "ds_z3_config.json").write_text(json.dumps(content), encoding="utf-8")
+    file = training_config(tmp_path, deepspeed="ds_z3_config.json")
+    (config_map, job), _ = converted([str(file), *OPTIONS, "--name", "z3"], capsys)
+    assert json.loads(config_map["data"]["deepspeed.json"]) == content
+    assert "configMapRef" in job["spec"]["deepspeed"]
+
+
+def test_the_deepspeed_file_is_looked_for_beside_the_config_then_in_the_working_directory(
+    tmp_path: Path, capsys
+) -> None:
+    configs, work = tmp_path / "configs", tmp_path / "LLaMA-Factory"
+    (work / "examples" / "deepspeed").mkdir(parents=True)
+    configs.mkdir()
+    fp8 = LF_EXAMPLES / "deepspeed" / "ds_z3_fp8_config.json"
+    (work / "examples" / "deepspeed" / fp8.name).write_bytes(fp8.read_bytes())
+    file = training_config(configs, deepspeed=f"examples/deepspeed/{fp8.name}")
+    argv = [str(file), *OPTIONS, "--working-dir", str(work)]
+    (config_map, _), err = converted(argv, capsys)
+    assert json.loads(config_map["data"]["deepspeed.json"]) == json.loads(fp8.read_text(encoding="utf-8"))
+    assert str(work / "examples" / "deepspeed" / fp8.name) in err
+    # Beside the config wins.
+    (configs / "examples" / "deepspeed").mkdir(parents=True)
+    from kubetune.render.deepspeed import preset_config
+
+    (configs / "examples" / "deepspeed" / fp8.name).write_text(json.dumps(preset_config("zero2")))
+    (job,), _ = converted(argv, capsys)
+    assert job["spec"]["deepspeed"] == {"preset": "zero2"}
+
+
+def test_a_deepspeed_file_that_is_not_json_is_refused(tmp_path: Path, capsys) -> None:
+    (tmp_path / "ds.json").write_text("{not json", encoding="utf-8")
+    file = training_config(tmp_path, deepspeed="ds.json")
+    assert cv.main([str(file), *OPTIONS]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err
+
+
+def test_an_inline_deepspeed_config_goes_into_a_configmap() -> None:
+    result = run({**BASE, "deepspeed": {"train_batch_size": 8, "zero_optimization": {"stage": 1}}})
+    (config_map,) = result.before
+    assert json.loads(config_map["data"]["deepspeed.json"])["zero_optimization"] == {"stage": 1}
+    assert result.manifest["spec"]["deepspeed"]["configMapRef"]["name"] == "job-deepspeed"
+    assert result.manifests == [config_map, result.manifest]
+
+
+def test_the_multi_document_output_validates_and_renders(tmp_path: Path, capsys) -> None:
+    from kubetune.cli import main as kubetune
+
+    fp8 = LF_EXAMPLES / "deepspeed" / "ds_z3_fp8_config.json"
+    (tmp_path / fp8.name).write_bytes(fp8.read_bytes())
+    file = training_config(tmp_path, deepspeed=fp8.name)
+    assert cv.main([str(file), *OPTIONS, "--name", "fp8"]) == 0
+    out = tmp_path / "ftj.yaml"
+    out.write_text(capsys.readouterr().out, encoding="utf-8")
+    assert kubetune(["validate", str(out)]) == 0
+    assert kubetune(["render", str(out)]) == 0
+    children = list(yaml.safe_load_all(capsys.readouterr().out))
+    config_map = next(c for c in children if c["kind"] == "ConfigMap")
+    assert json.loads(config_map["data"]["deepspeed.json"]) == json.loads(fp8.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("where", ["beside-the-config", "working-dir"])
+def test_a_two_part_model_path_that_exists_is_a_model_on_the_claim(
+    where: str, tmp_path: Path, capsys
+) -> None:
+    configs, work = tmp_path / "configs", tmp_path / "work"
+    configs.mkdir()
+    (configs if where == "beside-the-config" else work).joinpath("models", "qwen").mkdir(parents=True)
+    file = training_config(configs, model_name_or_path="models/qwen")
+    (manifest,), err = converted([str(file), *OPTIONS, "--working-dir", str(work)], capsys)
+    assert manifest["spec"]["model"]["source"] == "pvc://shared/models/qwen"
+    assert "is a directory here" in err
+
+
+def test_a_two_part_id_that_does_not_exist_stays_a_hub_id_and_says_so(tmp_path: Path, capsys) -> None:
+    file = training_config(tmp_path, model_name_or_path="Qwen/Qwen3-4B")
+    (manifest,), err = converted([str(file), *OPTIONS, "--working-dir", str(tmp_path)], capsys)
+    assert manifest["spec"]["model"]["source"] == "hf://Qwen/Qwen3-4B"
+    assert f"no directory `Qwen/Qwen3-4B` in {tmp_path}" in err and "hub id" in err
+
+
+def test_adapters_are_looked_up_the_same_way(tmp_path: Path, capsys) -> None:
+    (tmp_path / "saves" / "lora").mkdir(parents=True)
+    file = training_config(tmp_path, adapter_name_or_path="saves/lora,org/adapter")
+    (manifest,), err = converted([str(file), *OPTIONS, "--working-dir", str(tmp_path)], capsys)
+    assert manifest["spec"]["config"]["adapter_name_or_path"] == f"{CLAIM_MOUNT_PATH}/saves/lora,org/adapter"
+    assert "adapter_name_or_path `org/adapter`: no directory" in err
+
+
+def test_the_working_directory_inside_the_claim_root_becomes_storage_working_dir(
+    tmp_path: Path, capsys
+) -> None:
+    work = tmp_path / "LLaMA-Factory"
+    work.mkdir()
+    file = training_config(
+        tmp_path,
+        model_name_or_path="./m",
+        output_dir="saves/x",
+        dataset_dir="data",
+        tokenized_path="saves/tok",
+    )
+    argv = [str(file), *OPTIONS, "--claim-root", str(tmp_path), "--working-dir", str(work)]
+    (manifest,), err = converted(argv, capsys)
+    spec = manifest["spec"]
+    assert spec["storage"] == {
+        "claim": "shared",
+        "path": "LLaMA-Factory/saves/x",
+        "workingDir": "LLaMA-Factory",
+    }
+    assert spec["dataset"]["dir"] == "LLaMA-Factory/data"
+    assert spec["model"]["source"] == "pvc://shared/LLaMA-Factory/m"
+    assert spec["config"]["tokenized_path"] == "saves/tok"  # resolves in the working directory, as by hand
+    assert "storage.workingDir LLaMA-Factory" in err
+    outside = [str(file), *OPTIONS, "--claim-root", str(work), "--working-dir", str(tmp_path)]
+    assert cv.main(outside) == 2
+    assert "is outside --claim-root" in capsys.readouterr().err
+
+
+def test_dataset_info_is_found_where_llamafactory_looks_first(tmp_path: Path, capsys) -> None:
+    # LLaMA-Factory reads <working directory>/<dataset_dir>/dataset_info.json.
+    configs, work = tmp_path / "configs", tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "dataset_info.json").write_text(json.dumps({"identity": {"file_name": "wd.json"}}))
+    configs.mkdir()
+    file = training_config(configs)
+    (manifest,), _ = converted([str(file), *OPTIONS, "--working-dir", str(work)], capsys)
+    assert manifest["spec"]["dataset"]["info"] == {"identity": {"file_name": "wd.json"}}
+
+
+def test_remote_dataset_dir_is_refused_and_never_a_folder() -> None:
+    message = problems_of({**BASE, "dataset_dir": "REMOTE:llamafactory/demo_data"})
+    assert "`dataset_dir: REMOTE:llamafactory/demo_data`" in message and "hf_hub_url" in message
+    config = {**BASE, "dataset_dir": "REMOTE:llamafactory/demo_data"}
+    assert cv.dataset_info_candidates(config, config_dir=Path("c"), working_dir=Path("w")) == []
+
+
+def test_a_pretraining_example_without_template_converts_and_validates(capsys) -> None:
+    from kubetune.api.validation import finetunejob_spec
+
+    (manifest,), _ = converted(
+        [str(LF_EXAMPLES / "train_lora" / "qwen3_lora_pretrain.yaml"), *OPTIONS], capsys
+    )
+    assert manifest["metadata"]["name"] == "qwen3-lora-pretrain"
+    assert "template" not in manifest["spec"]["model"]
+    spec, problems = finetunejob_spec(manifest["spec"])
+    assert spec is not None and problems == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["accelerate/fsdp_config.yaml"], "Accelerate launcher config"),
+        (["deepspeed/ds_z3_fp8_config.json"], "DeepSpeed config"),
+        (["v1/train_lora_sft.yaml"], "v1 trainer config (`USE_V1=1`)"),
+        (["USE_V1=1", "llamafactory-cli", "train", "train_lora/qwen3_lora_pretrain.yaml"], "v1 trainer"),
+        (["megatron/qwen3_moe_full.yaml"], "Megatron-Core config (`USE_MCA=1`"),
+        (["USE_MCA=1", "llamafactory-cli", "train", "train_lora/qwen3_lora_pretrain.yaml"], "Megatron-Core"),
+        (["train_lora/qwen3_lora_pretrain.yaml", "use_megatron_bridge=true"], "Megatron-Bridge config"),
+        (["USE_MEGATRON_BRIDGE=1", "train", "train_lora/qwen3_lora_pretrain.yaml"], "Megatron-Bridge"),
+        (["train_lora/qwen3moe_lora_sft_kt.yaml"], "KTransformers config"),
+        (["inference/llama3_lora_sft.yaml"], "ModelServe"),
+        (["merge_lora/llama3_lora_sft.yaml"], "spec.postTraining.merge"),
+        (["train_lora/llama3_lora_predict.yaml"], "spec.postTraining.predict"),
+    ],
+)
+def test_a_file_that_is_no_training_config_gets_one_message(argv: list[str], expected: str, capsys) -> None:
+    argv = [str(LF_EXAMPLES / a) if a.endswith((".yaml", ".json")) else a for a in argv]
+    if argv[0].startswith("/") and len(argv) == 1:
+        assert cv.main([argv[0], *OPTIONS]) == 2
+    else:
+        assert cv.main([*OPTIONS, "--", *argv]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, errors
+    assert expected in errors[0]
+
+
+def test_a_removed_transformers_argument_says_where_it_moved() -> None:
+    message = problems_of({**BASE, "fsdp_transformer_layer_cls_to_wrap": "Qwen2DecoderLayer"})
+    assert "fsdp_config" in message and "removed" in message

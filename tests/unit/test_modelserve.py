@@ -35,7 +35,7 @@ def flag(args: list[str], name: str) -> str | None:
 
 
 def test_the_reference_command_is_what_the_deployment_runs() -> None:
-    # ../shared/reference/llamafactory-configs/vllm-serve-lora.sh, as a ModelServe.
+    # tests/data/reference/vllm-serve-lora.sh, as a ModelServe.
     args = render.vllm_args(target([render.ResolvedAdapter("clue-ner-lora-sft", "/mnt/claim/x", 8)]))
     assert args[0] == "/mnt/claim/models/Qwen2.5-7B-Instruct"
     assert flag(args, "--served-model-name") == "qwen2.5-7b"

@@ -440,9 +440,48 @@ def test_llamafactory_config_adds_the_keys_the_operator_owns() -> None:
         "dataset": "a,b",
         "output_dir": "/mnt/claim/experiments/ner",
         "deepspeed": f"{CONFIG_MOUNT_PATH}/deepspeed.json",
+        "media_dir": "/mnt/claim/data",
     }
     # dataset_dir is where dataset_info.json is; deepspeed points at the file the ConfigMap holds.
     assert {"llamafactory.yaml", "dataset_info.json", "deepspeed.json"} == config_map["data"].keys()
+
+
+@pytest.mark.parametrize(
+    ("storage", "working_dir"),
+    [
+        ({"claim": "shared"}, CLAIM_MOUNT_PATH),
+        ({"claim": "shared", "workingDir": "LLaMA-Factory"}, f"{CLAIM_MOUNT_PATH}/LLaMA-Factory"),
+        ({"claim": "shared", "workingDir": "teams/a/"}, f"{CLAIM_MOUNT_PATH}/teams/a"),
+    ],
+    ids=["claim-root", "working-dir", "trailing-slash"],
+)
+def test_trainer_runs_in_its_working_directory_on_the_claim(
+    storage: dict[str, Any], working_dir: str
+) -> None:
+    # LLaMA-Factory resolves relative paths (tokenized_path, media_dir, ...) against the working directory;
+    # on the claim they land where they did by hand, and outlive the pod.
+    target = make_target(make_spec(storage=storage, config={"tokenized_path": "saves/tok"}))
+    assert trainer(target)["workingDir"] == working_dir
+    assert llamafactory_yaml(target)["tokenized_path"] == "saves/tok"
+
+
+@pytest.mark.parametrize(
+    ("config", "dataset_dir", "media_dir"),
+    [
+        ({}, "data", "/mnt/claim/data"),
+        ({}, "datasets/vlm", "/mnt/claim/datasets/vlm"),
+        ({"media_dir": "images"}, "data", "images"),
+        ({"media_dir": "/mnt/claim/media"}, "data", "/mnt/claim/media"),
+    ],
+    ids=["default", "nested-dir", "user-relative", "user-absolute"],
+)
+def test_media_dir_is_the_dataset_directory_unless_set(
+    config: dict[str, Any], dataset_dir: str, media_dir: str
+) -> None:
+    # LLaMA-Factory looks for the images and videos a record names in media_dir (default: dataset_dir);
+    # dataset_dir is the ConfigMap here, so the dataset's own directory on the claim takes its place.
+    spec = make_spec(config={**BASE_SPEC["config"], **config}, dataset={"dir": dataset_dir})
+    assert llamafactory_yaml(make_target(spec))["media_dir"] == media_dir
 
 
 def test_eval_datasets_become_eval_dataset() -> None:

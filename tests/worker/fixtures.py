@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-REFERENCE = Path(__file__).parents[3] / "shared" / "reference" / "llamafactory-configs"
+REFERENCE = Path(__file__).parents[1] / "data" / "reference"
 SAMPLE_NER = REFERENCE / "sample-ner.json"
 SAMPLE_DATASET = "sample_ner"
 

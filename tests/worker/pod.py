@@ -80,6 +80,7 @@ class TrainerPod:
     env: dict[str, str]
     output_dir: Path
     termination_log: Path
+    working_dir: Path  # the container's workingDir, on the claim
     python: str = sys.executable  # the trainer environment's interpreter
 
     def start(self, log_path: Path) -> subprocess.Popen:
@@ -89,7 +90,7 @@ class TrainerPod:
             env=self.env,
             stdout=out,
             stderr=subprocess.STDOUT,
-            cwd=self.claim.parent,
+            cwd=self.working_dir,
         )
 
     def run(self, log_path: Path, timeout: float = 600) -> int:
@@ -138,6 +139,8 @@ def materialise(
         else:  # the downward API, as the kubelet fills it for node rank 0
             field = variable["valueFrom"]["fieldRef"]["fieldPath"]
             env[variable["name"]] = namespace if field == "metadata.namespace" else "0"
+    working_dir = Path(mapped(container["workingDir"]))
+    working_dir.mkdir(parents=True, exist_ok=True)  # as the container runtime does
     termination_log = workdir / f"termination-log-a{attempt}"
     env.update(
         {
@@ -158,6 +161,7 @@ def materialise(
         env=env,
         output_dir=Path(env["KUBETUNE_OUTPUT_DIR"]),
         termination_log=termination_log,
+        working_dir=working_dir,
     )
 
 

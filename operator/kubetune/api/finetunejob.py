@@ -51,8 +51,13 @@ class ModelSpec(Model):
             "once into the model cache on the storage claim."
         ),
     )
-    template: str = Field(
-        min_length=1, description="LLaMA-Factory chat template, such as `qwen` or `llama3` (its `template`)."
+    template: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "LLaMA-Factory chat template, such as `qwen` or `llama3` (its `template`); without one, "
+            "LLaMA-Factory uses the tokenizer's chat template, else `empty` (pre-training needs none)."
+        ),
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of a hub model.")
     hub_token_secret: SecretKeyRef | None = Field(
@@ -185,6 +190,15 @@ class StorageSpec(Model):
     )
     model_cache: str = Field(
         "models/hub", pattern=RELATIVE_PATH, description="Where hub models are cached on the claim."
+    )
+    working_dir: str | None = Field(
+        None,
+        pattern=RELATIVE_PATH,
+        description=(
+            "Directory on the claim that the trainer runs in, as `llamafactory-cli` ran in your working "
+            "directory: relative paths in `config` (`tokenized_path`, `media_dir`, ...) resolve there "
+            "(default: the claim's root)."
+        ),
     )
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "ARGUMENTS",
     "FINETUNING_TYPES",
     "LLAMAFACTORY_VERSION",
+    "MOVED",
     "OWNED_KEYS",
     "STAGES",
     "TEMPLATES",
@@ -147,6 +148,29 @@ _ALIASES: dict[str, str] = {
 }
 
 
+# Arguments that transformers removed (LLaMA-Factory passes its training arguments through), and where each
+# went: an old config that still has one is told the new place, not "did you mean" a near spelling.
+MOVED: dict[str, str] = {
+    "fsdp_transformer_layer_cls_to_wrap": (
+        "`fsdp_transformer_layer_cls_to_wrap` was removed from transformers' TrainingArguments: it moved "
+        "into `fsdp_config`, as `fsdp_config: {transformer_layer_cls_to_wrap: [<the layer class>]}`"
+    ),
+    "fsdp_min_num_params": (
+        "`fsdp_min_num_params` was removed from transformers' TrainingArguments: it moved into "
+        "`fsdp_config`, as `fsdp_config: {min_num_params: <n>}`"
+    ),
+    "per_gpu_train_batch_size": (
+        "`per_gpu_train_batch_size` was removed from transformers' TrainingArguments: use "
+        "`per_device_train_batch_size`"
+    ),
+    "per_gpu_eval_batch_size": (
+        "`per_gpu_eval_batch_size` was removed from transformers' TrainingArguments: use "
+        "`per_device_eval_batch_size`"
+    ),
+    "no_cuda": "`no_cuda` was removed from transformers' TrainingArguments: use `use_cpu`",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigProblem:
     """One thing wrong with `spec.config`, as a condition message a person can act on."""
@@ -241,6 +265,8 @@ def _check_key(key: Any, value: Any) -> ConfigProblem | None:
             reason="OwnedArgument",
             message=f"`{key}` is set by the operator and cannot be in spec.config: {OWNED_KEYS[key]}",
         )
+    if key not in ARGUMENTS and key in MOVED:
+        return ConfigProblem(field=field, key=key, reason="UnknownArgument", message=MOVED[key])
     if key not in ARGUMENTS:
         guess = suggest(key, ARGUMENTS, _ALIASES)
         message = f"unknown LLaMA-Factory argument `{key}`"

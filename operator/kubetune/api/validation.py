@@ -34,7 +34,9 @@ def finetunejob_spec(raw_spec: dict[str, Any]) -> tuple[ftj.FineTuneJobSpec | No
         spec = ftj.FineTuneJobSpec.model_validate(raw_spec or {})
     except ValidationError as error:
         return None, [Problem("InvalidSpec", describe(error), terminal=True)]
-    template = check_template(spec.model.template, field="spec.model.template")
+    template = None
+    if spec.model.template is not None:  # none: LLaMA-Factory takes the tokenizer's chat template
+        template = check_template(spec.model.template, field="spec.model.template")
     found = ([template] if template else []) + check_config(spec.config)
     problems = [Problem("InvalidConfig", p.message, terminal=True) for p in found]
     return spec, problems

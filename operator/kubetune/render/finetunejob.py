@@ -69,7 +69,13 @@ class FineTuneJobTarget:
 
 
 def claim_path(path: str) -> str:
-    return posixpath.join(CLAIM_MOUNT_PATH, path.strip("/"))
+    path = path.strip("/")
+    return posixpath.join(CLAIM_MOUNT_PATH, path) if path else CLAIM_MOUNT_PATH
+
+
+def working_dir(target: FineTuneJobTarget) -> str:
+    """Where the trainer runs: relative paths in spec.config resolve on the claim, as they did by hand."""
+    return claim_path(target.spec.storage.working_dir or "")
 
 
 def model_path(target: FineTuneJobTarget) -> str:
@@ -122,16 +128,21 @@ def llamafactory_config(target: FineTuneJobTarget) -> dict[str, Any]:
     spec = target.spec
     owned: dict[str, Any] = {
         "model_name_or_path": model_path(target),
-        "template": spec.model.template,
+        # None: LLaMA-Factory takes the tokenizer's chat template, else `empty`.
+        **({"template": spec.model.template} if spec.model.template is not None else {}),
         "dataset_dir": CONFIG_MOUNT_PATH,
         "dataset": ",".join(spec.dataset.names),
         "output_dir": claim_path(target.output_path),
     }
     if spec.dataset.eval_names:
         owned["eval_dataset"] = ",".join(spec.dataset.eval_names)
+    # dataset_dir is the ConfigMap (where dataset_info.json is); the images and videos that records name by
+    # relative path are beside the dataset files, where LLaMA-Factory's default (media_dir = dataset_dir)
+    # would have found them by hand.
+    media = {} if "media_dir" in spec.config else {"media_dir": claim_path(spec.dataset.dir)}
     if spec.deepspeed is not None:
         owned["deepspeed"] = posixpath.join(CONFIG_MOUNT_PATH, DEEPSPEED_CONFIG_FILE)
-    return {**spec.config, **owned}
+    return {**spec.config, **media, **owned}
 
 
 def dataset_info(target: FineTuneJobTarget) -> dict[str, Any]:
@@ -366,6 +377,7 @@ def job(target: FineTuneJobTarget) -> dict[str, Any]:
             {"name": "metrics", "containerPort": settings.metrics_port},
         ],
         "volumeMounts": mounts,
+        "workingDir": working_dir(target),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     resources = resource_requirements(spec.resources, spec.resources.gpus_per_node)
