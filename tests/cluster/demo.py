@@ -89,6 +89,8 @@ def show_nodes(console: Console, nodes: list[dict[str, Any]]) -> None:
 def prepare_namespace(info: localcluster.ClusterInfo, kubectl) -> Path:
     """The demo namespace and its shared claim: a PersistentVolume on a directory of this machine."""
     claim = Path(info.state_dir) / "claims" / NAMESPACE
+    # Each demo trains from scratch: an earlier demo's finished run would be refused as another job's.
+    shutil.rmtree(claim / "runs", ignore_errors=True)
     (claim / "datasets").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DEMO / "data" / "sample-ner.json", claim / "datasets" / "sample-ner.json")
     # A volume left Released by an earlier demo's deleted namespace would never bind again.

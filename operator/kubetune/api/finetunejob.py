@@ -329,6 +329,11 @@ class FineTuneJobSpec(Model):
     )
     pod_metadata: PodMetadata | None = Field(None, description="Extra labels and annotations for the pods.")
     suspend: bool = Field(False, description="Suspend the job: its pods are removed until it is resumed.")
+    continue_finished: bool = Field(
+        False,
+        description="When the output path holds a training that finished for an earlier FineTuneJob of this "
+        "name, continue from its newest checkpoint instead of refusing to start.",
+    )
     max_restarts: int = Field(
         2, ge=0, le=100, description="New attempts after a failure; each resumes from the newest checkpoint."
     )
