@@ -328,3 +328,24 @@ def test_an_api_server_that_never_answers_does_not_hold_a_finished_training(tmp_
     assert time.monotonic() - started < 5
     assert reporter.failures == reporter.final_attempts
     never.set()
+
+
+def test_the_patience_comes_from_the_spec() -> None:
+    from kubetune.api.finetunejob import FineTuneJobSpec
+    from kubetune.status.finetunejob import Observation, compute
+
+    history = curves.mark_checkpoints(overfitting_curve(), [400, 800])
+    running = {"phase": "Running", "reason": "Training", "attempt": 1, "progress": {"history": history}}
+    evaluations = len([p for p in history if p.get("evalLoss") is not None])
+    patient = Observation(generation=2, now="t", previous=running, overfitting_patience=evaluations + 1)
+    overfitting = next(c for c in compute(patient)["conditions"] if c["type"] == "Overfitting")
+    assert overfitting["status"] == "False", "more patience than evaluations: not yet"
+    spec = {
+        "model": {"source": "pvc://shared/m"},
+        "dataset": {"names": ["d"], "info": {"d": {"file_name": "d"}}},
+        "config": {"stage": "sft"},
+        "resources": {"nodes": 1, "gpusPerNode": 1},
+        "storage": {"claim": "shared"},
+    }
+    assert FineTuneJobSpec.model_validate(spec).overfitting_patience == curves.DEFAULT_PATIENCE
+    assert FineTuneJobSpec.model_validate({**spec, "overfittingPatience": 5}).overfitting_patience == 5

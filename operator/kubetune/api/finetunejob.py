@@ -329,6 +329,13 @@ class FineTuneJobSpec(Model):
     )
     pod_metadata: PodMetadata | None = Field(None, description="Extra labels and annotations for the pods.")
     suspend: bool = Field(False, description="Suspend the job: its pods are removed until it is resumed.")
+    overfitting_patience: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Evaluations in a row whose eval loss stays above the best while the training loss "
+        "falls, before the condition Overfitting turns True (see docs: Curves).",
+    )
     continue_finished: bool = Field(
         False,
         description="When the output path holds a training that finished for an earlier FineTuneJob of this "
