@@ -10,7 +10,9 @@ On its own local control plane (KUBETUNE_CLUSTER_DIR, by default ~/.cache/kubetu
   asked for than the fake nodes have, so some wait for others to finish.
 - ModelServes on CPU whose adapters are changed every couple of seconds by another thread.
 - The operator (`kubetune run`) is SIGKILLed at random moments and started again, `--kills` times; half way
-  through, kube-apiserver is stopped and started again.
+  through, kube-apiserver is stopped and started again. (While it is down, KWOK's node leases lapse and the
+  node controller marks every pod NotReady; KWOK, unlike a kubelet, never marks them Ready again, so the
+  soak replaces the ModelServe pods left so.)
 
 After the last kill it waits for everything to settle and reports:
 
@@ -213,6 +215,20 @@ class Soak:
                 wrong.append(f"{name}: the adapters ConfigMap is not the spec's")
         return {"duplicates": duplicates, "orphans": orphans, "wrong": wrong}
 
+    def kubelet_readiness(self) -> int:
+        """What a kubelet would do that KWOK does not: while kube-apiserver was down the node leases lapsed
+        and the node controller marked every pod NotReady; a kubelet's next readiness probe marks them Ready
+        again, KWOK never does. Such ModelServe pods are deleted (their Deployment makes new, Ready ones)."""
+        stale = 0
+        for pod in self.core.list_namespaced_pod(
+            self.namespace, label_selector="kubetune.io/modelserve"
+        ).items:
+            conditions = {c.type: c.status for c in pod.status.conditions or []}
+            if pod.status.phase == "Running" and conditions.get("Ready") == "False":
+                self.core.delete_namespaced_pod(pod.metadata.name, self.namespace)
+                stale += 1
+        return stale
+
     # --- the soak ------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -236,6 +252,7 @@ class Soak:
         converged, verdict = None, {}
         while time.monotonic() - last_kill < self.args.settle_timeout:
             try:
+                self.kubelet_readiness()
                 verdict = self.verdicts()
             except Exception as error:
                 self.errors.append(f"verdict: {type(error).__name__}")
