@@ -14,6 +14,21 @@ if generation ~= nil and observed ~= nil and observed < generation then
 end
 local phase = obj.status.phase
 local message = obj.status.message or phase
+-- A spec refused while an attempt runs leaves the phase alone (the attempt keeps running with the spec
+-- it started with); the applied revision is still wrong, so it shows as Degraded, with the field.
+local refused = nil
+if obj.status.conditions ~= nil then
+  for _, condition in ipairs(obj.status.conditions) do
+    if condition.type == "Stalled" and condition.status == "True" then
+      refused = condition.message
+    end
+  end
+end
+if refused ~= nil and phase ~= "Succeeded" and phase ~= "Failed" then
+  hs.status = "Degraded"
+  hs.message = refused .. " (phase " .. phase .. ")"
+  return hs
+end
 if phase == "Succeeded" then
   hs.status = "Healthy"
 elseif phase == "Failed" then

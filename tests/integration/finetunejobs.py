@@ -118,3 +118,32 @@ class FineTuneJobs(KubetuneResources):
             f"FineTuneJob {name} to have reason {reason}",
             timeout=timeout,
         )
+
+
+FTJ_LABEL = "kubetune.io/finetunejob"
+
+
+def jobs_of(batch: client.BatchV1Api, namespace: str, name: str) -> list[client.V1Job]:
+    """The training Jobs labelled for a FineTuneJob (whoever owns them)."""
+    return batch.list_namespaced_job(namespace, label_selector=f"{FTJ_LABEL}={name}").items
+
+
+def pods_of(core: client.CoreV1Api, namespace: str, name: str, attempt: int | None = None) -> list:
+    selector = f"{FTJ_LABEL}={name}" + (f",kubetune.io/attempt={attempt}" if attempt else "")
+    return core.list_namespaced_pod(namespace, label_selector=selector).items
+
+
+def events_of(core: client.CoreV1Api, namespace: str, name: str) -> list[client.CoreV1Event]:
+    events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
+    return [e for e in events if e.involved_object.kind == "FineTuneJob"]
+
+
+def job_condition(job: client.V1Job, type_: str) -> client.V1JobCondition | None:
+    return next((c for c in job.status.conditions or [] if c.type == type_ and c.status == "True"), None)
+
+
+def delete_orphaning(ftjs: KubetuneResources, name: str) -> None:
+    """`kubectl delete --cascade=orphan`: the children stay, without their owner."""
+    ftjs.custom.delete_namespaced_custom_object(
+        GROUP, VERSION, ftjs.namespace, ftjs.plural, name, propagation_policy="Orphan"
+    )

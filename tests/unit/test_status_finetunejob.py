@@ -7,14 +7,24 @@ from typing import Any
 
 import pytest
 
+from kubetune.api.finetunejob import check_output_path, output_path_of, paths_overlap
 from kubetune.api.validation import Problem
 from kubetune.status.finetunejob import (
+    CHECK_TYPES,
     CONDITION_TYPES,
     KSTATUS_TYPES,
+    AttemptEnd,
     Event,
+    History,
     Observation,
+    attempt_end,
     compute,
+    history,
+    job_stopped,
+    next_attempt_allowed,
+    owned_by,
     transitions,
+    ttl_expired,
 )
 
 NOW = "2025-03-04T05:06:07Z"
@@ -254,6 +264,7 @@ CASES = [
             "job": job(failed="BackoffLimitExceeded"),
             "pods": [terminated(0, 137, "OOMKilled", OOM_MESSAGE), pod(1, "Failed")],
             "attempt": 2,
+            "restarts": 1,
             "max_restarts": 1,
         },
         "Failed",
@@ -346,7 +357,7 @@ def test_phase_reason_and_conditions(
     status = compute(observation(**fields))
     assert (status["phase"], status["reason"]) == (phase, reason)
     assert true_conditions(status) == true
-    assert [c["type"] for c in status["conditions"]] == list(CONDITION_TYPES + KSTATUS_TYPES)
+    assert [c["type"] for c in status["conditions"]] == list(CONDITION_TYPES + CHECK_TYPES + KSTATUS_TYPES)
     kstatus = {c["type"]: c["status"] for c in status["conditions"] if c["type"] in KSTATUS_TYPES}
     assert kstatus == {
         "Ready": "True" if phase == "Succeeded" else "False",
@@ -355,8 +366,8 @@ def test_phase_reason_and_conditions(
     }
     for part in message_has:
         assert part in status["message"]
-    # Every condition carries the same explanation, for `kubectl describe`.
-    assert {c["message"] for c in status["conditions"]} == {status["message"]}
+    # Every condition carries the same explanation, for `kubectl describe` (SpecValid speaks of the spec).
+    assert {c["message"] for c in status["conditions"] if c["type"] != "SpecValid"} == {status["message"]}
 
 
 @pytest.mark.parametrize(("fields", "phase", "reason", "true", "message_has"), CASES)
@@ -367,8 +378,7 @@ def test_observed_generation_and_shape_on_every_status(
     assert status["observedGeneration"] == 3
     assert all(c["observedGeneration"] == 3 for c in status["conditions"])
     assert status["shape"] == "2x8"
-    attempt = fields.get("attempt", 1)
-    assert (status["attempt"], status["restarts"]) == (attempt, attempt - 1)
+    assert (status["attempt"], status["restarts"]) == (fields.get("attempt", 1), fields.get("restarts", 0))
 
 
 def test_failed_condition_reason_is_what_kubectl_wait_users_read() -> None:
@@ -602,3 +612,259 @@ def test_computed_statuses_give_one_event_per_change() -> None:
         reasons.append([e.reason for e in transitions(previous, current)])
         previous = current
     assert reasons == [["Creating"], ["Starting"], [], ["Unschedulable"], ["Training"], [], ["Completed"], []]
+
+
+# --- issue 10: the status never lies -----------------------------------------------------------------
+
+TYPO = Problem("InvalidConfig", "spec.config.lora_rnak: unknown argument (did you mean lora_rank?)", True)
+
+
+def job_deciding(condition: str, reason: str, message: str = "", *, stopped: bool = False) -> dict[str, Any]:
+    """A Job whose controller has decided (FailureTarget) and, once every pod stopped, concluded."""
+    decided = job()
+    decided["status"]["conditions"] = [
+        {"type": condition, "status": "True", "reason": reason, "message": message}
+    ]
+    if stopped:
+        decided["status"]["conditions"].append(
+            {"type": "Failed", "status": "True", "reason": reason, "message": message}
+        )
+    return decided
+
+
+DISRUPTION = "Pod t/ner-a1-0-abcde has condition DisruptionTarget matching FailJob rule at index 0"
+
+
+def test_a_spec_refused_while_an_attempt_runs_keeps_it_running() -> None:
+    status = compute(observation(job=job(), pods=RUNNING, problems=[TYPO]))
+    assert (status["phase"], status["reason"]) == ("Running", "Training")
+    assert "completionTime" not in status
+    spec_valid = condition(status, "SpecValid")
+    assert (spec_valid["status"], spec_valid["reason"]) == ("False", "InvalidConfig")
+    assert "spec.config.lora_rnak" in spec_valid["message"]
+    assert "keeps running" in spec_valid["message"]
+    assert condition(status, "Failed")["status"] == "False"
+    # kstatus (Flux) reads the first True of Reconciling and Stalled: the applied spec is refused.
+    assert [condition(status, t)["status"] for t in ("Ready", "Reconciling", "Stalled")] == [
+        "False",
+        "False",
+        "True",
+    ]
+    assert condition(status, "Stalled")["reason"] == "InvalidConfig"
+    assert not ttl_expired(status, 0, NOW)
+
+
+def test_a_missing_reference_while_an_attempt_runs_keeps_it_running_and_reconciling() -> None:
+    missing = Problem("MissingConfigMap", "ConfigMap ds not found (for spec.dataset.configMapRef)", False)
+    status = compute(observation(job=job(), pods=RUNNING, problems=[missing]))
+    assert status["phase"] == "Running"
+    assert condition(status, "SpecValid")["status"] == "False"
+    assert condition(status, "Stalled")["status"] == "False"
+    assert condition(status, "Reconciling")["status"] == "True"
+
+
+def test_a_refused_spec_is_announced_once_by_an_event_naming_the_field() -> None:
+    running = compute(observation(job=job(), pods=RUNNING))
+    refused = compute(observation(job=job(), pods=RUNNING, problems=[TYPO], previous=running))
+    events = transitions(running, refused)
+    assert [(e.type, e.reason) for e in events] == [("Warning", "InvalidConfig")]
+    assert "spec.config.lora_rnak" in events[0].message
+    again = compute(observation(job=job(), pods=RUNNING, problems=[TYPO], previous=refused))
+    assert transitions(refused, again) == []
+
+
+def test_spec_valid_is_true_without_problems() -> None:
+    assert condition(compute(observation(job=job(), pods=RUNNING)), "SpecValid")["status"] == "True"
+
+
+def test_a_spec_refused_before_it_ran_never_expires() -> None:
+    status = compute(observation(problems=[TYPO]))
+    assert status["phase"] == "Failed"
+    assert "completionTime" not in status
+    assert not ttl_expired(status, 0, NOW)
+
+
+def test_ttl_expires_a_training_that_ran_and_ended() -> None:
+    done = compute(observation(job=job(complete=True)))
+    assert ttl_expired(done, 0, NOW)
+    assert not ttl_expired(done, 10**9, NOW)
+    assert not ttl_expired(done, None, NOW)
+
+
+def test_a_failure_is_seen_at_the_jobs_failure_target() -> None:
+    """The Job controller decided; its Failed waits for the other pods' grace period, the status not."""
+    failing = job_deciding("FailureTarget", "BackoffLimitExceeded", "Job has reached the backoff limit")
+    status = compute(
+        observation(
+            job=failing,
+            pods=[terminated(1, 137, "OOMKilled"), pod(0, "Running", deleting=True)],
+            max_restarts=0,
+        )
+    )
+    assert (status["phase"], status["reason"]) == ("Failed", "AttemptFailed")
+    assert "node rank 1" in status["message"] and "exited with code 137 (OOMKilled)" in status["message"]
+    assert attempt_end(failing) == AttemptEnd.FAILED
+    assert not job_stopped(failing)
+
+
+def test_a_failure_with_restarts_left_waits_for_the_pods_to_stop() -> None:
+    failing = job_deciding("FailureTarget", "BackoffLimitExceeded")
+    status = compute(observation(job=failing, pods=[terminated(0, 1, "Error", "bad dataset")]))
+    assert (status["phase"], status["reason"]) == ("Pending", "Restarting")
+    assert "exited with code 1 (Error): bad dataset" in status["message"]
+    assert "once its pods have stopped" in status["message"]
+
+
+def test_a_disruption_uses_up_no_restart() -> None:
+    disrupted = job_deciding("FailureTarget", "PodFailurePolicy", DISRUPTION, stopped=True)
+    assert attempt_end(disrupted) == AttemptEnd.DISRUPTED
+    status = compute(observation(job=disrupted, max_restarts=0))
+    assert (status["phase"], status["reason"]) == ("Pending", "Disrupted")
+    assert "not counted as a restart" in status["message"]
+    assert status["restarts"] == 0
+
+
+def test_a_pod_failure_policy_failure_that_is_not_a_disruption_counts() -> None:
+    other = job_deciding("Failed", "PodFailurePolicy", "Container trainer for pod x failed with exit code 3")
+    assert attempt_end(other) == AttemptEnd.FAILED
+
+
+def test_deadline_exceeded_seen_at_failure_target() -> None:
+    assert attempt_end(job_deciding("FailureTarget", "DeadlineExceeded")) == AttemptEnd.DEADLINE_EXCEEDED
+
+
+def attempt_job(attempt: int, *conditions: tuple[str, str, str]) -> dict[str, Any]:
+    found = job()
+    found["metadata"]["labels"]["kubetune.io/attempt"] = str(attempt)
+    found["status"]["conditions"] = [
+        {"type": type_, "status": "True", "reason": reason, "message": message}
+        for type_, reason, message in conditions
+    ]
+    return found
+
+
+def test_history_counts_failures_and_disruptions_of_earlier_attempts_only() -> None:
+    jobs = [
+        attempt_job(1, ("Failed", "BackoffLimitExceeded", "")),
+        attempt_job(2, ("Failed", "PodFailurePolicy", DISRUPTION)),
+        attempt_job(3, ("FailureTarget", "BackoffLimitExceeded", "")),
+    ]
+    assert history(jobs, 3, {}) == History(restarts=1, disruptions=1)
+    assert history(jobs, 4, {}) == History(restarts=2, disruptions=1)
+    # A Job deleted by hand does not hand its restart back.
+    assert history(jobs[1:], 3, {"restarts": 1}) == History(restarts=1, disruptions=1)
+
+
+@pytest.mark.parametrize(
+    ("end", "restarts", "max_restarts", "allowed"),
+    [
+        (AttemptEnd.FAILED, 0, 1, True),
+        (AttemptEnd.FAILED, 1, 1, False),
+        (AttemptEnd.DISRUPTED, 5, 0, True),
+        (AttemptEnd.DEADLINE_EXCEEDED, 0, 5, False),
+        (AttemptEnd.SUCCEEDED, 0, 5, False),
+        (None, 0, 5, False),
+    ],
+)
+def test_next_attempt_allowed(
+    end: AttemptEnd | None, restarts: int, max_restarts: int, allowed: bool
+) -> None:
+    assert next_attempt_allowed(end, History(restarts=restarts), max_restarts) is allowed
+
+
+def test_children_are_recognised_by_their_owners_uid() -> None:
+    ours = {"metadata": {"ownerReferences": [{"uid": "new-uid"}]}}
+    orphaned = {"metadata": {"labels": {"kubetune.io/finetunejob": "ner"}}}
+    assert owned_by(ours, "new-uid")
+    assert not owned_by(ours, "old-uid")
+    assert not owned_by(orphaned, "new-uid")
+
+
+# --- issue 10, point 4: a pod that cannot start says why --------------------------------------------
+
+
+def test_init_container_crash_loop_is_reported_with_its_last_exit() -> None:
+    crashing = pod(
+        0,
+        init_containers=[
+            {
+                "name": "fetch-model",
+                "restartCount": 4,
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+                "lastState": {
+                    "terminated": {"exitCode": 1, "reason": "Error", "message": "401 Unauthorized"}
+                },
+            }
+        ],
+    )
+    status = compute(observation(job=job(), pods=[crashing, pod(1)]))
+    assert (status["phase"], status["reason"]) == ("Pending", "CrashLoopBackOff")
+    for part in ("init container fetch-model", "exited with code 1 (Error): 401 Unauthorized", "4 times"):
+        assert part in status["message"]
+
+
+def test_a_failed_init_container_is_named_in_the_failure() -> None:
+    failed = pod(
+        0,
+        "Failed",
+        init_containers=[
+            {"name": "fetch-model", "state": {"terminated": {"exitCode": 2, "reason": "Error"}}}
+        ],
+        containers=[{"name": "trainer", "state": {"waiting": {"reason": "PodInitializing"}}}],
+    )
+    status = compute(observation(job=job(failed="BackoffLimitExceeded"), pods=[failed], max_restarts=0))
+    assert "init container fetch-model exited with code 2 (Error)" in status["message"]
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (
+            'pods "ner-a1-0-x" is forbidden: violates PodSecurity "restricted:latest": runAsNonRoot != true',
+            "PodSecurityRefused",
+        ),
+        ('pods "ner-a1-0-x" is forbidden: exceeded quota: gpus, requested: pods=1', "PodCreationRefused"),
+    ],
+)
+def test_pods_the_job_cannot_create_are_reported_not_starting_forever(event: str, reason: str) -> None:
+    status = compute(observation(job=job(), pods=[], failed_create=event))
+    assert (status["phase"], status["reason"]) == ("Pending", reason)
+    assert event in status["message"]
+    assert [e.type for e in transitions({}, status)] == ["Warning"]
+
+
+def test_a_stale_failed_create_is_ignored_once_the_pods_exist() -> None:
+    status = compute(observation(job=job(), pods=RUNNING, failed_create="exceeded quota"))
+    assert status["phase"] == "Running"
+
+
+# --- issue 12: storage.path stays on the claim and apart from other jobs -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "normalized"),
+    [("runs/a", "runs/a"), ("runs//a/./b/", "runs/a/b"), ("./out", "out")],
+)
+def test_output_path_is_normalised(path: str, normalized: str) -> None:
+    assert check_output_path(path) == normalized
+    assert output_path_of(path, "ns", "job") == normalized
+
+
+@pytest.mark.parametrize("path", ["../other-team", "runs/../../etc", "runs/..", ".", "./", "a/.."])
+def test_output_path_may_not_leave_the_claim_or_be_its_root(path: str) -> None:
+    with pytest.raises(ValueError, match=r"storage\.path"):
+        check_output_path(path)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "overlap"),
+    [
+        ("runs/ns/a", "runs/ns/a", True),
+        ("runs/ns", "runs/ns/a", True),
+        ("runs/ns/a/x", "runs/ns/a", True),
+        ("runs/ns/a", "runs/ns/ab", False),
+        ("runs/ns/a", "runs/other/a", False),
+    ],
+)
+def test_output_paths_overlap(a: str, b: str, overlap: bool) -> None:
+    assert paths_overlap(a, b) is overlap

@@ -134,6 +134,12 @@ FINETUNEJOB_RULES: dict[str, list[dict[str, str]]] = {
             "message": "storage.claim and storage.path are immutable: earlier attempts wrote there",
         },
     ],
+    "storage.path": [
+        {
+            "rule": "!self.matches('(^|/)[.][.](/|$)') && !self.matches('^[./]*$')",
+            "message": "storage.path must stay on the claim: no '..', and not the claim's root",
+        },
+    ],
 }
 
 

@@ -6,10 +6,11 @@ arguments, verbatim. These models are the single source of the CRD schema (see `
 
 from __future__ import annotations
 
+import posixpath
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from kubetune.api.common import Condition, ConfigMapKeyRef, Model, ObjectName, SecretKeyRef
 
@@ -186,6 +187,7 @@ class StorageSpec(Model):
     path: str | None = Field(
         None,
         pattern=RELATIVE_PATH,
+        max_length=1024,
         description="Output directory on the claim (default `runs/<namespace>/<name>`).",
     )
     model_cache: str = Field(
@@ -200,6 +202,39 @@ class StorageSpec(Model):
             "(default: the claim's root)."
         ),
     )
+
+    @field_validator("path")
+    @classmethod
+    def _path_stays_on_the_claim(cls, path: str | None) -> str | None:
+        if path is not None:
+            check_output_path(path)
+        return path
+
+
+def check_output_path(path: str) -> str:
+    """The output path, normalised; refused when it would leave the claim or be the claim's root."""
+    if ".." in path.split("/"):
+        raise ValueError(f"storage.path {path!r} may not contain '..': it must stay on the claim")
+    normalized = posixpath.normpath("/" + path).lstrip("/")
+    if not normalized:
+        raise ValueError("storage.path may not be the root of the claim: name a directory on it")
+    return normalized
+
+
+def output_path_of(path: str | None, namespace: str, name: str) -> str:
+    """Where a FineTuneJob writes on its claim: `storage.path` normalised, or `runs/<namespace>/<name>`."""
+    if path:
+        try:
+            return check_output_path(path)
+        except ValueError:
+            return path.strip("/")
+    return f"runs/{namespace}/{name}"
+
+
+def paths_overlap(a: str, b: str) -> bool:
+    """Whether one directory is the other or holds it (`runs/x` and `runs/x/y` overlap, `runs/xy` not)."""
+    a, b = a.strip("/") + "/", b.strip("/") + "/"
+    return a.startswith(b) or b.startswith(a)
 
 
 class MergeSpec(Model):
@@ -312,7 +347,7 @@ class FineTuneJobSpec(Model):
         return self
 
     def output_path(self, namespace: str, name: str) -> str:
-        return (self.storage.path or f"runs/{namespace}/{name}").strip("/")
+        return output_path_of(self.storage.path, namespace, name)
 
 
 class Progress(Model):
@@ -350,7 +385,12 @@ class FineTuneJobStatus(Model):
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
     progress: Progress | None = None
-    restarts: int = 0
+    restarts: int = Field(
+        0, description="Failed attempts followed by another (they count against maxRestarts)."
+    )
+    disruptions: int = Field(
+        0, description="Attempts ended by an eviction, a preemption or a lost node (they use up no restart)."
+    )
     attempt: int | None = Field(None, description="The current attempt, starting at 1.")
     start_time: str | None = None
     completion_time: str | None = None

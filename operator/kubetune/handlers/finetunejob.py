@@ -3,10 +3,12 @@
 Steps, in order (each reads the cluster, none remembers anything between passes):
 1. check the spec and its LLaMA-Factory config (nothing is created for a bad one);
 2. look up what it refers to (the claim, ConfigMaps, the hub token Secret);
-3. find the current attempt from the Jobs that exist; start the next one after a failure, up to maxRestarts;
+3. find the current attempt from the Jobs this FineTuneJob owns (by uid); once a failed or disrupted
+   attempt's pods have stopped, start the next one (`status.finetunejob` decides whether one follows);
 4. render the children and apply them (the Job's template is fixed when its attempt starts: only
-   `suspend` changes on a running Job, so spec changes take effect at the next attempt);
-5. compute the status from what was observed, patch it when it changed, record an Event per transition.
+   `suspend` changes on a running Job, so spec changes, valid or not, take effect at the next attempt);
+5. compute the status from what was observed, patch it when it changed, record an Event per transition,
+   and delete the FineTuneJob when its ttlSecondsAfterFinished has expired.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from kubetune.api import finetunejob as ftj
 from kubetune.api.defaults import TrainerSettings
@@ -28,8 +33,6 @@ from kubetune.render.names import label_value
 from kubetune.status import finetunejob as status_of
 
 log = logging.getLogger("kubetune.finetunejob")
-
-TERMINAL_PHASES = {ftj.Phase.SUCCEEDED.value, ftj.Phase.FAILED.value}
 
 
 @dataclass(frozen=True)
@@ -127,11 +130,66 @@ def resolve_references(
     return dataset_info, deepspeed_config, problems
 
 
-def _attempt_of(job: dict[str, Any]) -> int:
+def _output_path_conflicts(kube: Kube, body: dict[str, Any], spec: ftj.FineTuneJobSpec) -> list[Problem]:
+    """Another FineTuneJob of the namespace, created before this one, writes on or under this output path
+    (or this one's output path holds its). Two jobs writing one directory corrupt each other's checkpoints."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    mine = spec.output_path(namespace, name)
+    problems = []
+    for other in kube.list("FineTuneJob", namespace):
+        other_meta = other["metadata"]
+        if other_meta.get("uid") == meta.get("uid"):
+            continue
+        other_spec = other.get("spec") or {}
+        storage = other_spec.get("storage") or {}
+        if storage.get("claim") != spec.storage.claim:
+            continue
+        theirs = ftj.output_path_of(storage.get("path"), namespace, other_meta["name"])
+        if not ftj.paths_overlap(mine, theirs):
+            continue
+        first = (other_meta.get("creationTimestamp") or "", other_meta["name"])
+        if first < (meta.get("creationTimestamp") or "", name):
+            problems.append(
+                Problem(
+                    "OutputPathInUse",
+                    f"spec.storage.path: {mine} overlaps FineTuneJob {other_meta['name']}'s output path "
+                    f"{theirs} on claim {spec.storage.claim}: choose a path of its own",
+                    terminal=True,
+                )
+            )
+    return problems
+
+
+# A Job's pods normally appear within seconds; only then is a missing one worth an Event lookup.
+FAILED_CREATE_AFTER_SECONDS = 5
+
+
+def _age_seconds(obj: dict[str, Any]) -> float:
+    created = obj["metadata"].get("creationTimestamp")
+    if not created:
+        return 0.0
+    then = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return (datetime.now(UTC) - then).total_seconds()
+
+
+def _failed_create(kube: Kube, job: dict[str, Any]) -> str | None:
+    """The newest FailedCreate Event the Job controller recorded on this Job (admission refused a pod, a
+    quota is full, ...): the Job has no condition that says so."""
+    meta = job["metadata"]
+    selector = f"involvedObject.uid={meta['uid']},reason=FailedCreate"
     try:
-        return int(job["metadata"]["labels"][render.ATTEMPT_LABEL])
-    except (KeyError, ValueError):
-        return 0
+        listed = client.CoreV1Api(kube.api).list_namespaced_event(meta["namespace"], field_selector=selector)
+    except ApiException as error:
+        log.warning(
+            "could not read the Events of Job %s/%s: %s", meta["namespace"], meta["name"], error.reason
+        )
+        return None
+    events = kube.api.sanitize_for_serialization(listed).get("items") or []
+    if not events:
+        return None
+    newest = max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    return newest.get("message") or "FailedCreate"
 
 
 def reconcile(
@@ -152,28 +210,66 @@ def reconcile(
     if spec is not None and not problems:
         dataset_info, deepspeed_config, problems = resolve_references(kube, namespace, spec)
 
-    # Step 3: the current attempt is the newest Job's; a failed one is followed by the next, within limits.
-    jobs = kube.list("Job", namespace, {render.FTJ_LABEL: label_value(name)})
-    attempt = max([_attempt_of(j) for j in jobs] + [previous.get("attempt") or 1, 1])
-    job = next((j for j in jobs if _attempt_of(j) == attempt), None)
+    # Step 3: the current attempt is the newest of this FineTuneJob's own Jobs (by owner uid: a Job left
+    # by an earlier FineTuneJob of the same name is not ours); a failed one is followed by the next.
+    labelled = kube.list("Job", namespace, {render.FTJ_LABEL: label_value(name)})
+    jobs = [j for j in labelled if status_of.owned_by(j, uid)]
+    leftovers = [j for j in labelled if not status_of.owned_by(j, uid)]
+    attempt = max([status_of.attempt_of(j) for j in jobs] + [previous.get("attempt") or 1, 1])
+    job = next((j for j in jobs if status_of.attempt_of(j) == attempt), None)
     finished_before = status_of.has_finished(previous)
+    end = status_of.attempt_end(job)
+    used = status_of.history(jobs, attempt, previous)
     if (
         spec is not None
         and not finished_before
-        and status_of.job_finished(job) == "Failed"
-        and status_of.job_failure_reason(job) != "DeadlineExceeded"
-        and attempt - 1 < spec.max_restarts
+        and status_of.next_attempt_allowed(end, used, spec.max_restarts)
+        # Its pods have stopped: two attempts never write the same output directory at once.
+        and status_of.job_stopped(job)
     ):
-        failed_pods = kube.list(
-            "Pod", namespace, {render.FTJ_LABEL: label_value(name), render.ATTEMPT_LABEL: str(attempt)}
-        )
+        failed_pods = _pods_of(kube, namespace, name, attempt, job)
         failure = "; ".join(f for f in (status_of.pod_failure(p) for p in failed_pods) if f)
-        events.post(
-            kube, body, "Warning", "AttemptFailed", f"attempt {attempt} failed: {failure or 'the Job failed'}"
-        )
+        if end == status_of.AttemptEnd.DISRUPTED:
+            events.post(
+                kube,
+                body,
+                "Warning",
+                "AttemptDisrupted",
+                f"attempt {attempt} was disrupted: {failure or 'a pod was disrupted'}",
+            )
+        else:
+            events.post(
+                kube,
+                body,
+                "Warning",
+                "AttemptFailed",
+                f"attempt {attempt} failed: {failure or 'the Job failed'}",
+            )
         attempt += 1
-        job = None
+        job, end = None, None
         RESTARTS.inc()
+        used = status_of.history(jobs, attempt, previous)
+    if job is None and not finished_before:
+        if spec is not None and not problems:
+            # Checked when an attempt is about to start: that is when the path gets written.
+            problems = _output_path_conflicts(kube, body, spec)
+        # A Job left by an earlier FineTuneJob of the same name keeps its name: the next attempt takes the
+        # next free one. One still running would write the same output path: wait for it to go.
+        names = render.FineTuneJobNames(name)
+        taken = {j["metadata"]["name"] for j in leftovers}
+        while names.job(attempt) in taken:
+            attempt += 1
+        running = sorted(j["metadata"]["name"] for j in leftovers if not status_of.job_stopped(j))
+        if running:
+            problems = [
+                *problems,
+                Problem(
+                    "LeftoverJob",
+                    f"Job {', '.join(running)} (left by an earlier FineTuneJob {name}, not owned by this "
+                    f"one) still runs on the same output path: delete it or wait for it to finish",
+                    terminal=False,
+                ),
+            ]
 
     # Step 4: apply. Nothing is created for a bad spec, and nothing more once the job has finished.
     target = None
@@ -189,7 +285,7 @@ def reconcile(
             observed_job_suspend=None if job is None else bool((job.get("spec") or {}).get("suspend")),
             settings=settings,
         )
-    if target is not None and not problems and not finished_before and status_of.job_finished(job) is None:
+    if target is not None and not problems and not finished_before and end is None:
         if apply_static or job is None:
             for child in render.children(target)[:-1]:
                 kube.apply(child)
@@ -199,26 +295,32 @@ def reconcile(
             suspend = {"spec": {"suspend": render.job_suspended(target)}}
             job = kube.patch_merge("Job", namespace, job["metadata"]["name"], suspend)
 
-    pods = []
-    if job is not None:
-        pods = kube.list(
-            "Pod", namespace, {render.FTJ_LABEL: label_value(name), render.ATTEMPT_LABEL: str(attempt)}
-        )
+    pods = _pods_of(kube, namespace, name, attempt, job) if job is not None else []
+    failed_create = None
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    # A spec refused by the models has no shape: the running attempt keeps the one it started with.
+    nodes, gpus_per_node = _shape(spec, previous)
+    missing_pods = job is not None and end is None and not job["spec"].get("suspend") and len(live) < nodes
+    if missing_pods and _age_seconds(job) >= FAILED_CREATE_AFTER_SECONDS:  # type: ignore[arg-type]
+        failed_create = _failed_create(kube, job)  # type: ignore[arg-type]
 
     # Step 5: status.
     observation = status_of.Observation(
         generation=generation,
         now=now(),
         previous=previous,
-        nodes=spec.resources.nodes if spec else 1,
-        gpus_per_node=spec.resources.gpus_per_node if spec else 0,
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
         max_restarts=spec.max_restarts if spec else 0,
         suspend=spec.suspend if spec else False,
         queue_name=spec.queue_name if spec else None,
         attempt=attempt,
+        restarts=used.restarts,
+        disruptions=used.disruptions,
         problems=problems,
         job=job,
         pods=pods,
+        failed_create=failed_create,
         output=render.output(target) if target is not None else None,
     )
     status = status_of.compute(observation)
@@ -227,24 +329,32 @@ def reconcile(
         kube.patch_status("FineTuneJob", namespace, name, status)
         for event in status_of.transitions(previous, status):
             events.post(kube, body, event.type, event.reason, event.message)
-    _expire(kube, body, spec, status)
+    if spec is not None and status_of.ttl_expired(status, spec.ttl_seconds_after_finished, observation.now):
+        # ttlSecondsAfterFinished: the children go with it; the claim and its outputs stay.
+        log.info("deleting %s/%s: finished at %s", namespace, name, status.get("completionTime"))
+        kube.delete("FineTuneJob", namespace, name)
     return Outcome(status=status, changed=changed, attempt=attempt)
 
 
-def _expire(
-    kube: Kube, body: dict[str, Any], spec: ftj.FineTuneJobSpec | None, status: dict[str, Any]
-) -> None:
-    """ttlSecondsAfterFinished: delete the finished FineTuneJob (its children go with it; the claim stays)."""
-    if spec is None or spec.ttl_seconds_after_finished is None or status.get("phase") not in TERMINAL_PHASES:
-        return
-    finished = status.get("completionTime")
-    if not finished:
-        return
-    age = datetime.now(UTC) - datetime.strptime(finished, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    if age.total_seconds() >= spec.ttl_seconds_after_finished:
-        meta = body["metadata"]
-        log.info("deleting %s/%s: finished %s ago", meta["namespace"], meta["name"], age)
-        kube.delete("FineTuneJob", meta["namespace"], meta["name"])
+def _shape(spec: ftj.FineTuneJobSpec | None, previous: dict[str, Any]) -> tuple[int, int]:
+    if spec is not None:
+        return spec.resources.nodes, spec.resources.gpus_per_node
+    nodes, _, gpus = str(previous.get("shape") or "1x0").partition("x")
+    try:
+        return int(nodes), int(gpus)
+    except ValueError:
+        return 1, 0
+
+
+def _pods_of(
+    kube: Kube, namespace: str, name: str, attempt: int, job: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """The attempt's pods: those its Job owns (a label alone could be a leftover's)."""
+    if job is None:
+        return []
+    labels = {render.FTJ_LABEL: label_value(name), render.ATTEMPT_LABEL: str(attempt)}
+    job_uid = job["metadata"].get("uid", "")
+    return [p for p in kube.list("Pod", namespace, labels) if status_of.owned_by(p, job_uid)]
 
 
 def _differs(previous: dict[str, Any], status: dict[str, Any]) -> bool:

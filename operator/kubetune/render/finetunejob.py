@@ -403,6 +403,16 @@ def job(target: FineTuneJobTarget) -> dict[str, Any]:
         "parallelism": res.nodes,
         # The operator owns retries: one failed pod fails the attempt, and the next attempt resumes.
         "backoffLimit": 0,
+        # A pod evicted (a node drain), preempted or lost with its node fails the attempt by this rule,
+        # which the Job names in its conditions: the operator starts the next attempt without counting
+        # a restart. (`Ignore` would replace the one pod, and torchrun's other ranks would fail with it.)
+        "podFailurePolicy": {
+            "rules": [
+                {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+            ]
+        },
+        # Required with a podFailurePolicy: a replacement pod only once the failed one has stopped.
+        "podReplacementPolicy": "Failed",
         "suspend": job_suspended(target),
         "template": {"metadata": _pod_metadata(target, attempt_labels), "spec": pod_spec},
     }

@@ -2,20 +2,37 @@
 
 The operator never derives the phase from `progress` (the launcher's report); only from the Job and its
 pods. `progress` and `metrics` belong to the launcher and are left out of what this computes.
+
+The decisions the reconcile acts on are pure functions here too, so that the handler and the status
+agree by construction: how an attempt ended (`attempt_end`), what earlier attempts used up (`history`),
+whether another attempt follows (`next_attempt_allowed`), and when a finished job expires (`ttl_expired`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
+from kubetune.api.defaults import LABEL_PREFIX
 from kubetune.api.finetunejob import Phase
 from kubetune.api.validation import Problem
 
 CONDITION_TYPES = ("Created", "Running", "Succeeded", "Failed", "Suspended")
+# Whether the spec as it is now could start an attempt; it never changes the phase of one that runs.
+CHECK_TYPES = ("SpecValid",)
 # kstatus' abnormal-true conditions and Ready, which Flux's health checks and `kubectl wait` read: Ready once
-# trained, Reconciling while it is on its way (or paused), Stalled when it failed.
+# trained, Reconciling while it is on its way (or paused), Stalled when it failed or its spec is refused.
+# kstatus reads them in list order and stops at the first that is True, so Reconciling is False when
+# Stalled is True.
 KSTATUS_TYPES = ("Ready", "Reconciling", "Stalled")
+
+ATTEMPT_LABEL = f"{LABEL_PREFIX}/attempt"  # the same as render's: the Job of attempt n carries n
+# The Job's podFailurePolicy fails the attempt on this pod condition (eviction, preemption, a lost node);
+# the Job controller names it in the message of its FailureTarget and Failed conditions.
+DISRUPTION_CONDITION = "DisruptionTarget"
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)
@@ -31,9 +48,12 @@ class Observation:
     suspend: bool = False
     queue_name: str | None = None
     attempt: int = 1
+    restarts: int = 0  # earlier attempts that failed (they count against max_restarts)
+    disruptions: int = 0  # earlier attempts ended by a disruption (they do not)
     problems: list[Problem] = field(default_factory=list)
     job: dict[str, Any] | None = None  # the current attempt's Job
     pods: list[dict[str, Any]] = field(default_factory=list)  # the current attempt's pods
+    failed_create: str | None = None  # the Job controller's newest FailedCreate Event on that Job
     output: dict[str, Any] | None = None
 
 
@@ -54,24 +74,105 @@ def _condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
     return None
 
 
-def job_finished(job: dict[str, Any] | None) -> str | None:
-    """`Complete`, `Failed`, or None while the Job runs."""
+class AttemptEnd(StrEnum):
+    """How an attempt (one Job) ended."""
+
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"  # counts against maxRestarts
+    DISRUPTED = "Disrupted"  # a pod evicted, preempted or lost with its node: does not count
+    DEADLINE_EXCEEDED = "DeadlineExceeded"  # activeDeadlineSeconds: not retried
+
+
+def owned_by(obj: dict[str, Any], uid: str) -> bool:
+    """Whether `uid` is among the object's owners: children are recognised by their owner, not a label."""
+    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+def attempt_of(job: dict[str, Any]) -> int:
+    try:
+        return int(job["metadata"]["labels"][ATTEMPT_LABEL])
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
+def attempt_end(job: dict[str, Any] | None) -> AttemptEnd | None:
+    """How the Job's attempt ended, as soon as the Job controller decided; None while it runs.
+
+    The Job controller sets `FailureTarget` (or `SuccessCriteriaMet`) the moment it decides, and `Failed`
+    (`Complete`) only once every pod has stopped, which can take the pods' whole termination grace period.
+    """
     if _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet"):
-        return "Complete"
-    if _condition(job, "Failed"):
-        return "Failed"
-    return None
+        return AttemptEnd.SUCCEEDED
+    failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
+    if failed is None:
+        return None
+    if failed.get("reason") == "DeadlineExceeded":
+        return AttemptEnd.DEADLINE_EXCEEDED
+    if failed.get("reason") == "PodFailurePolicy" and DISRUPTION_CONDITION in (failed.get("message") or ""):
+        return AttemptEnd.DISRUPTED
+    return AttemptEnd.FAILED
 
 
-def job_failure_reason(job: dict[str, Any] | None) -> str | None:
-    """The reason of a Job's Failed condition (BackoffLimitExceeded, DeadlineExceeded, ...)."""
-    condition = _condition(job, "Failed")
-    return None if condition is None else condition.get("reason")
+def job_stopped(job: dict[str, Any] | None) -> bool:
+    """Whether the Job is finished and none of its pods runs any more (its `Complete` or `Failed`)."""
+    return bool(_condition(job, "Complete") or _condition(job, "Failed"))
+
+
+@dataclass(frozen=True)
+class History:
+    """What the attempts before the current one used up."""
+
+    restarts: int = 0
+    disruptions: int = 0
+
+
+def history(jobs: list[dict[str, Any]], attempt: int, previous: dict[str, Any]) -> History:
+    """Counted from the FineTuneJob's own Jobs before `attempt`; never less than the status already said
+    (a Job deleted by hand does not hand its restart back)."""
+    ends = [attempt_end(j) for j in jobs if attempt_of(j) < attempt]
+    return History(
+        restarts=max(ends.count(AttemptEnd.FAILED), previous.get("restarts") or 0),
+        disruptions=max(ends.count(AttemptEnd.DISRUPTED), previous.get("disruptions") or 0),
+    )
+
+
+def next_attempt_allowed(end: AttemptEnd | None, used: History, max_restarts: int) -> bool:
+    """Whether an attempt that ended this way is followed by another (from the newest checkpoint)."""
+    if end == AttemptEnd.DISRUPTED:
+        return True
+    return end == AttemptEnd.FAILED and used.restarts < max_restarts
+
+
+def ttl_expired(status: dict[str, Any], ttl_seconds: int | None, now: str) -> bool:
+    """ttlSecondsAfterFinished: only a training that ran and ended expires, never one that runs, and never
+    a spec refused before it ran (it proceeds once fixed)."""
+    if ttl_seconds is None or not has_finished(status) or not status.get("completionTime"):
+        return False
+    finished = _parse_time(status["completionTime"])
+    return (_parse_time(now) - finished).total_seconds() >= ttl_seconds
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.strptime(value, TIME_FORMAT).replace(tzinfo=UTC)
 
 
 def _pod_rank(pod: dict[str, Any]) -> str:
     annotations = pod.get("metadata", {}).get("annotations") or {}
     return annotations.get("batch.kubernetes.io/job-completion-index", "?")
+
+
+def _containers(status: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(`init container x` or `container x`, its status), init containers first: they run first."""
+    return [(f"init container {c.get('name')}", c) for c in status.get("initContainerStatuses") or []] + [
+        (f"container {c.get('name')}", c) for c in status.get("containerStatuses") or []
+    ]
+
+
+def _exit(terminated: dict[str, Any]) -> str:
+    """`code 137 (OOMKilled): <last line of the termination message>`."""
+    message = (terminated.get("message") or "").strip().splitlines()
+    detail = f": {message[-1]}" if message else ""
+    return f"code {terminated.get('exitCode')} ({terminated.get('reason') or 'Error'}){detail}"
 
 
 def pod_failure(pod: dict[str, Any]) -> str | None:
@@ -80,26 +181,36 @@ def pod_failure(pod: dict[str, Any]) -> str | None:
     if status.get("phase") != "Failed":
         return None
     name = pod.get("metadata", {}).get("name", "?")
-    for container in status.get("containerStatuses") or []:
+    where = f"pod {name} (node rank {_pod_rank(pod)})"
+    for label, container in _containers(status):
         terminated = (container.get("state") or {}).get("terminated")
         if terminated and terminated.get("exitCode", 0) != 0:
-            code = terminated.get("exitCode")
-            reason = terminated.get("reason") or "Error"
-            message = (terminated.get("message") or "").strip().splitlines()
-            detail = f": {message[-1]}" if message else ""
-            return f"pod {name} (node rank {_pod_rank(pod)}) exited with code {code} ({reason}){detail}"
-    reason = status.get("reason") or "Failed"
-    return f"pod {name} (node rank {_pod_rank(pod)}) failed ({reason}): {status.get('message', '')}".rstrip(
-        ": "
+            who = "" if label == "container trainer" else f" {label}"
+            return f"{where}{who} exited with {_exit(terminated)}"
+    disruption = next(
+        (
+            c
+            for c in status.get("conditions") or []
+            if c.get("type") == DISRUPTION_CONDITION and c.get("status") == "True"
+        ),
+        None,
     )
+    if disruption is not None:
+        why = f"{disruption.get('reason')}): {disruption.get('message', '')}".rstrip(": ")
+        return f"{where} was stopped ({why}"
+    reason = status.get("reason") or "Failed"
+    return f"{where} failed ({reason}): {status.get('message', '')}".rstrip(": ")
 
 
 _WAITING_PROBLEMS = {
     "ErrImagePull": "ImagePullError",
     "ImagePullBackOff": "ImagePullError",
     "InvalidImageName": "ImagePullError",
+    "ErrImageNeverPull": "ImagePullError",
     "CreateContainerConfigError": "ContainerConfigError",
     "CreateContainerError": "ContainerConfigError",
+    "CrashLoopBackOff": "CrashLoopBackOff",
+    "RunContainerError": "CrashLoopBackOff",
 }
 
 
@@ -111,14 +222,26 @@ def pod_pending_reason(pod: dict[str, Any]) -> tuple[str, str] | None:
         unscheduled = condition.get("type") == "PodScheduled" and condition.get("status") == "False"
         if unscheduled and condition.get("reason") == "Unschedulable":
             return "Unschedulable", f"pod {name} cannot be scheduled: {condition.get('message', '')}"
-    for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+    for label, container in _containers(status):
         waiting = (container.get("state") or {}).get("waiting") or {}
         reason = waiting.get("reason")
-        if reason in _WAITING_PROBLEMS:
-            return _WAITING_PROBLEMS[reason], f"pod {name}: {reason}: {waiting.get('message', '')}".rstrip(
-                ": "
-            )
+        if reason not in _WAITING_PROBLEMS:
+            continue
+        message = f"pod {name}: {label}: {reason}"
+        if waiting.get("message"):
+            message += f": {waiting['message']}"
+        last = (container.get("lastState") or {}).get("terminated")
+        if last:
+            restarts = container.get("restartCount", 0)
+            message += f" (last exited with {_exit(last)}; restarted {restarts} times)"
+        return _WAITING_PROBLEMS[reason], message
     return None
+
+
+def failed_create_message(event_message: str) -> tuple[str, str]:
+    """The Job controller cannot create a pod: refused by admission (Pod Security, a quota, a webhook)."""
+    reason = "PodSecurityRefused" if "PodSecurity" in event_message else "PodCreationRefused"
+    return reason, f"the Job cannot create its pods: {event_message}"
 
 
 # --- the status ------------------------------------------------------------------------------------
@@ -148,43 +271,26 @@ def has_finished(status: dict[str, Any]) -> bool:
 def _verdict(obs: Observation) -> _Verdict:
     previous_phase = obs.previous.get("phase")
     job = obs.job
-    finished = job_finished(job)
+    end = attempt_end(job)
     # What already happened is not overturned by a later spec edit or a newer operator's checks.
-    if finished == "Complete":
+    if end == AttemptEnd.SUCCEEDED:
         return _Verdict(Phase.SUCCEEDED, "Completed", f"attempt {obs.attempt} completed", created=True)
     if has_finished(obs.previous) and job is None:
         # Finished earlier, and the Job is gone (deleted by hand or by TTL): the verdict stands.
         return _Verdict(Phase(previous_phase), _previous_reason(obs), _previous_message(obs), created=True)
-    terminal = [p for p in obs.problems if p.terminal]
-    if terminal:
-        return _Verdict(Phase.FAILED, terminal[0].reason, "; ".join(p.message for p in terminal))
-    if finished == "Failed":
-        failed_condition = _condition(job, "Failed") or {}
-        failures = [f for f in (pod_failure(p) for p in obs.pods) if f]
-        detail = "; ".join(failures) or failed_condition.get("message") or "the training Job failed"
-        if job_failure_reason(job) == "DeadlineExceeded":
-            return _Verdict(
-                Phase.FAILED,
-                "DeadlineExceeded",
-                f"attempt {obs.attempt} ran past activeDeadlineSeconds",
-                True,
-            )
-        restarts = obs.attempt - 1
-        if restarts >= obs.max_restarts:
-            return _Verdict(
-                Phase.FAILED,
-                "RestartLimitExceeded" if obs.max_restarts else "AttemptFailed",
-                f"attempt {obs.attempt} failed: {detail} (restarts used: {restarts} of {obs.max_restarts})",
-                created=True,
-            )
-        # The handler starts the next attempt; until its Job shows up, say so.
-        return _Verdict(Phase.PENDING, "Restarting", f"attempt {obs.attempt} failed: {detail}", created=True)
-
-    waiting = [p for p in obs.problems if not p.terminal]
-    if waiting:
-        return _Verdict(Phase.PENDING, waiting[0].reason, "; ".join(p.message for p in waiting))
+    if end is not None:
+        return _ended(obs, end)
     if job is None:
+        # No attempt in flight: what is wrong with the spec (or missing) is what holds it up.
+        terminal = [p for p in obs.problems if p.terminal]
+        if terminal:
+            return _Verdict(Phase.FAILED, terminal[0].reason, "; ".join(p.message for p in terminal))
+        waiting = [p for p in obs.problems if not p.terminal]
+        if waiting:
+            return _Verdict(Phase.PENDING, waiting[0].reason, "; ".join(p.message for p in waiting))
         return _Verdict(Phase.PENDING, "Creating", "creating the training Job")
+    # An attempt is in flight: its Job and pods say how it goes. Problems with the spec as edited since
+    # are reported by SpecValid; they would only apply to a next attempt.
     if (job.get("spec") or {}).get("suspend"):
         if obs.suspend:
             return _Verdict(
@@ -211,6 +317,9 @@ def _verdict(obs: Observation) -> _Verdict:
         pending = pod_pending_reason(pod)
         if pending:
             return _Verdict(Phase.PENDING, pending[0], pending[1], created=True)
+    if obs.failed_create and len(live) < obs.nodes:
+        reason, message = failed_create_message(obs.failed_create)
+        return _Verdict(Phase.PENDING, reason, message, created=True)
     return _Verdict(
         Phase.PENDING,
         "Starting",
@@ -219,11 +328,43 @@ def _verdict(obs: Observation) -> _Verdict:
     )
 
 
+def _ended(obs: Observation, end: AttemptEnd) -> _Verdict:
+    """The current attempt failed, was disrupted or ran out of time (seen at the Job's FailureTarget)."""
+    condition = _condition(obs.job, "Failed") or _condition(obs.job, "FailureTarget") or {}
+    failures = [f for f in (pod_failure(p) for p in obs.pods) if f]
+    detail = "; ".join(failures) or condition.get("message") or "the training Job failed"
+    attempt = obs.attempt
+    if end == AttemptEnd.DEADLINE_EXCEEDED:
+        return _Verdict(
+            Phase.FAILED, "DeadlineExceeded", f"attempt {attempt} ran past activeDeadlineSeconds", True
+        )
+    used = History(restarts=obs.restarts, disruptions=obs.disruptions)
+    if next_attempt_allowed(end, used, obs.max_restarts):
+        # The handler starts the next attempt once this one's pods have stopped (two attempts never
+        # write the same output directory); until its Job shows up, say so.
+        then = f"attempt {attempt + 1} resumes from the newest checkpoint"
+        if not job_stopped(obs.job):
+            then += " once its pods have stopped"
+        if end == AttemptEnd.DISRUPTED:
+            return _Verdict(
+                Phase.PENDING,
+                "Disrupted",
+                f"attempt {attempt} was disrupted (not counted as a restart): {detail}; {then}",
+                created=True,
+            )
+        return _Verdict(
+            Phase.PENDING, "Restarting", f"attempt {attempt} failed: {detail}; {then}", created=True
+        )
+    return _Verdict(
+        Phase.FAILED,
+        "RestartLimitExceeded" if obs.max_restarts else "AttemptFailed",
+        f"attempt {attempt} failed: {detail} (restarts used: {obs.restarts} of {obs.max_restarts})",
+        created=True,
+    )
+
+
 def _previous_condition(obs: Observation, type_: str) -> dict[str, Any]:
-    for condition in obs.previous.get("conditions") or []:
-        if condition.get("type") == type_:
-            return condition
-    return {}
+    return _status_condition(obs.previous, type_)
 
 
 def _previous_reason(obs: Observation) -> str:
@@ -234,20 +375,55 @@ def _previous_message(obs: Observation) -> str:
     return obs.previous.get("message") or ""
 
 
+def _spec_valid(obs: Observation) -> tuple[bool, str, str]:
+    """SpecValid: whether the spec as it is now could start an attempt, and if not, why (naming the field)."""
+    if not obs.problems:
+        return True, "Valid", "the spec is valid"
+    terminal = [p for p in obs.problems if p.terminal]
+    shown = terminal or obs.problems
+    message = "; ".join(p.message for p in shown)
+    if obs.job is not None and attempt_end(obs.job) is None:
+        message += f" (attempt {obs.attempt} keeps running with the spec it started with)"
+    return False, shown[0].reason, message
+
+
+def _stalled(obs: Observation, verdict: _Verdict) -> bool:
+    """kstatus Stalled: it cannot get further without a change from a person."""
+    if verdict.phase == Phase.FAILED:
+        return True
+    refused = any(p.terminal for p in obs.problems)
+    return refused and verdict.phase != Phase.SUCCEEDED
+
+
 def _conditions(obs: Observation, verdict: _Verdict) -> list[dict[str, Any]]:
-    wanted = {
-        "Created": (verdict.created, "ChildrenCreated" if verdict.created else verdict.reason),
-        "Running": (verdict.running, verdict.reason),
-        "Succeeded": (verdict.phase == Phase.SUCCEEDED, verdict.reason),
-        "Failed": (verdict.phase == Phase.FAILED, verdict.reason),
-        "Suspended": (verdict.suspended, verdict.reason),
-        "Ready": (verdict.phase == Phase.SUCCEEDED, verdict.reason),
-        "Reconciling": (verdict.phase not in (Phase.SUCCEEDED, Phase.FAILED), verdict.reason),
-        "Stalled": (verdict.phase == Phase.FAILED, verdict.reason),
+    spec_valid, spec_reason, spec_message = _spec_valid(obs)
+    stalled = _stalled(obs, verdict)
+    finished = verdict.phase in (Phase.SUCCEEDED, Phase.FAILED)
+    stalled_reason = verdict.reason if verdict.phase == Phase.FAILED else spec_reason
+    wanted: dict[str, tuple[bool, str, str]] = {
+        "Created": (
+            verdict.created,
+            "ChildrenCreated" if verdict.created else verdict.reason,
+            verdict.message,
+        ),
+        "Running": (verdict.running, verdict.reason, verdict.message),
+        "Succeeded": (verdict.phase == Phase.SUCCEEDED, verdict.reason, verdict.message),
+        "Failed": (verdict.phase == Phase.FAILED, verdict.reason, verdict.message),
+        "Suspended": (verdict.suspended, verdict.reason, verdict.message),
+        "SpecValid": (spec_valid, spec_reason, spec_message),
+        "Ready": (verdict.phase == Phase.SUCCEEDED, verdict.reason, verdict.message),
+        "Reconciling": (not finished and not stalled, verdict.reason, verdict.message),
+        "Stalled": (
+            stalled,
+            stalled_reason if stalled else verdict.reason,
+            (verdict.message if verdict.phase == Phase.FAILED else spec_message)
+            if stalled
+            else verdict.message,
+        ),
     }
     conditions = []
-    for type_ in CONDITION_TYPES + KSTATUS_TYPES:
-        is_true, reason = wanted[type_]
+    for type_ in CONDITION_TYPES + CHECK_TYPES + KSTATUS_TYPES:
+        is_true, reason, message = wanted[type_]
         status = "True" if is_true else "False"
         previous = _previous_condition(obs, type_)
         # lastTransitionTime moves only when the status flips.
@@ -257,7 +433,7 @@ def _conditions(obs: Observation, verdict: _Verdict) -> list[dict[str, Any]]:
                 "type": type_,
                 "status": status,
                 "reason": reason,
-                "message": verdict.message,
+                "message": message,
                 "lastTransitionTime": since or obs.now,
                 "observedGeneration": obs.generation,
             }
@@ -277,17 +453,20 @@ def compute(obs: Observation) -> dict[str, Any]:
         "conditions": _conditions(obs, verdict),
         "observedGeneration": obs.generation,
         "attempt": obs.attempt,
-        "restarts": obs.attempt - 1,
+        "restarts": obs.restarts,
+        "disruptions": obs.disruptions,
         "shape": f"{obs.nodes}x{obs.gpus_per_node}",
     }
     start = previous.get("startTime")
     if not start and verdict.running:
         start = obs.now
-    if not start and verdict.phase in (Phase.SUCCEEDED, Phase.FAILED):
+    ran_and_ended = verdict.created and verdict.phase in (Phase.SUCCEEDED, Phase.FAILED)
+    if not start and ran_and_ended:
         start = job_status.get("startTime")
     if start:
         status["startTime"] = start
-    if verdict.phase in (Phase.SUCCEEDED, Phase.FAILED):
+    # Only a training that ran and ended has a completion time (and so a TTL); a refused spec has none.
+    if ran_and_ended:
         status["completionTime"] = (
             previous.get("completionTime") or job_status.get("completionTime") or obs.now
         )
@@ -297,7 +476,7 @@ def compute(obs: Observation) -> dict[str, Any]:
 
 
 def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[Event]:
-    """The Events to record for a change of phase, reason or attempt."""
+    """The Events to record for a change of phase, reason or attempt, or a newly refused spec."""
     events: list[Event] = []
     if current.get("attempt", 1) > (previous.get("attempt") or 1):
         events.append(
@@ -314,6 +493,24 @@ def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[Event
             "ImagePullError",
             "ContainerConfigError",
             "Restarting",
+            "Disrupted",
+            "CrashLoopBackOff",
+            "PodSecurityRefused",
+            "PodCreationRefused",
         }
         events.append(Event("Warning" if failing else "Normal", new_reason or str(new_phase), message))
+    # A spec refused while an attempt runs changes no phase: its own Warning names the field.
+    old_check, new_check = _status_condition(previous, "SpecValid"), _status_condition(current, "SpecValid")
+    refused = new_check.get("status") == "False" and new_check.get("reason") != new_reason
+    changed = (old_check.get("status"), old_check.get("message")) != ("False", new_check.get("message"))
+    if refused and changed:
+        reason = new_check.get("reason") or "InvalidSpec"
+        events.append(Event("Warning", reason, new_check.get("message", "")))
     return events
+
+
+def _status_condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == type_:
+            return condition
+    return {}
