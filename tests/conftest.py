@@ -35,6 +35,7 @@ def _reads_only_the_repository() -> Iterator[None]:
     if reads:
         pytest.fail(f"read outside the repository: {', '.join(sorted(set(reads)))}", pytrace=False)
 
+
 pytest_plugins = ["tests.operator_fixtures"]
 
 

@@ -245,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
         "adapter-sync", help="ModelServe pods' sidecar: vLLM's adapter directory from the ConfigMap"
     )
     sub.add_parser("launch", help="the trainer pod's entrypoint: torchrun + LLaMA-Factory, progress, metrics")
+    sub.add_parser(
+        "preprocess", help="the preprocessing pod's entrypoint: tokenize once on CPU into the claim's cache"
+    )
     return parser
 
 
@@ -254,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         from kubetune.launcher import main as launcher
 
         return launcher.main(argv[1:])
+    if argv[:1] == ["preprocess"]:
+        from kubetune.launcher import preprocess
+
+        return preprocess.main(argv[1:])
     if argv[:1] == ["adapter-sync"]:
         from kubetune.launcher import adapter_sync
 
