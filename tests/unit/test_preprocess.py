@@ -163,7 +163,7 @@ def test_preprocessing_waits_for_its_pod_with_the_pods_reason() -> None:
 
 
 def test_a_preprocessing_failure_fails_the_job_with_llamafactorys_error_and_uses_no_restart() -> None:
-    error = "preprocessing failed: dataset error: KeyError: 'instruction' column is missing"
+    error = "Traceback ...\ndataset error: KeyError: 'instruction' column is missing"
     pre = PreprocessObservation(
         job=preprocess_job(failed="BackoffLimitExceeded"), pods=[preprocess_pod(1, error)]
     )

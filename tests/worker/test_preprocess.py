@@ -155,6 +155,6 @@ def test_a_dataset_error_fails_preprocessing_with_llamafactorys_message(claim: P
     job["spec"]["dataset"]["info"]["sample_ner"] = {**entry, "file_name": "missing.json"}
     code, _, message = preprocess(job, claim, tmp_path / "pre")
     assert code != 0
-    assert message.startswith("preprocessing failed: "), message
+    assert message.startswith("dataset error: "), message
     assert "missing.json" in message, message
     assert cached(claim) == []

@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = list(_log_lines(error))
         sys.stderr.write("\n".join(lines) + "\n")
         code = error.code if isinstance(error, SystemExit) and isinstance(error.code, int) else 1
-        reason = "preprocessing failed: " + termination_reason(lines, code or 1)
+        reason = termination_reason(lines, code or 1)
         log.error("%s", reason)
         write_termination_message(reason, termination_log)
         return code or 1
