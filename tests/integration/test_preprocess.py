@@ -28,7 +28,7 @@ class CpuNodes:
         pool = localcluster.NodePool(count=1, name_prefix="cpu-node", labels=CPU_POOL)
         node = pool.node(0)
         for resources in (node["status"]["capacity"], node["status"]["allocatable"]):
-            resources.pop(pool.gpu_resource)
+            resources.pop(pool.gpu_resource, None)
         node["metadata"]["labels"] = {
             k: v for k, v in node["metadata"]["labels"].items() if not k.startswith("nvidia.com/")
         }
