@@ -153,8 +153,13 @@ def cmd_render(args: argparse.Namespace) -> int:
             dataset_info=dataset_info,
             deepspeed_config=deepspeed_config,
             settings=TrainerSettings(image=args.trainer_image or TrainerSettings.image),
+            # Offline, the training is shown as it runs once its preprocessing succeeded.
+            preprocessed=spec.dataset.preprocessing,
         )
-        out.extend(render.children(target))
+        children = render.children(target)
+        if spec.dataset.preprocessing:
+            children.insert(len(children) - 1, render.preprocess_job(target))
+        out.extend(children)
     sys.stdout.write(_dump(out))
     return 0
 

@@ -363,3 +363,22 @@ def test_the_job_links_to_its_entry_by_a_relative_link_replaced_atomically(tmp_p
     assert not os.readlink(link).startswith("/")
     launcher.link(link, second)
     assert link.resolve() == second.resolve()
+
+
+# --- kubetune render ----------------------------------------------------------------------------------
+
+
+def test_render_shows_the_preprocessing_job_before_the_training_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kubetune.cli import main
+
+    spec = _merge(BASE_SPEC, {"dataset": {"preprocess": {"enabled": True}}})
+    path = tmp_path / "ftj.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob",
+                                    "metadata": {"name": "ner"}, "spec": spec}))  # fmt: skip
+    assert main(["render", str(path)]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Job"] == ["ner-preprocess", "ner-a1"]
+    config = yaml.safe_load(docs[0]["data"]["llamafactory.yaml"])
+    assert config["tokenized_path"] == f"{CLAIM_MOUNT_PATH}/runs/default/ner/.kubetune/tokenized"

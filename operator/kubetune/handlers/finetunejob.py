@@ -276,8 +276,10 @@ def reconcile(
     preprocess = None
     if spec is not None and spec.dataset.preprocessing:
         preprocess = _preprocess_of(kube, namespace, name, uid)
-    preprocessed = preprocess is not None and (status_of.preprocessed(preprocess.job) or bool(jobs))
-    waiting_for_preprocess = preprocess is not None and not preprocessed
+    # The training config names the tokenized dataset only when this job's preprocessing made it (enabled
+    # by an edit after an attempt started, or deleted by hand: later attempts tokenize for themselves).
+    preprocessed = preprocess is not None and status_of.preprocessed(preprocess.job)
+    waiting_for_preprocess = preprocess is not None and not preprocessed and not jobs
 
     # Step 4: apply. Nothing is created for a bad spec, and nothing more once the job has finished.
     target = None
