@@ -81,7 +81,8 @@ test-chart: cluster-build
 # The FineTuneJob and ModelServe scenarios again, with the operator acting as the chart's ServiceAccount:
 # a verb missing from the chart's RBAC fails them.
 test-chart-rbac: cluster-build
-	KUBETUNE_OPERATOR_AS=chart $(PYTEST) tests/integration/test_finetunejob.py tests/integration/test_modelserve.py
+	KUBETUNE_OPERATOR_AS=chart $(PYTEST) tests/integration/test_finetunejob.py tests/integration/test_modelserve.py \
+		tests/integration/test_leader_election.py
 
 # A benchmark, not a test: N FineTuneJobs through the operator against a floor without it (tests/bench).
 # Its own cluster (KUBETUNE_CLUSTER_DIR, default ~/.cache/kubetune/bench-cluster); ~9 minutes on 2 cores.

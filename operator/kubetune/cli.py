@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -186,16 +189,62 @@ def cmd_run(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s"
     )
     kube = Kube.from_environment(args.kubeconfig)
+    election = os.environ.get("KUBETUNE_LEADER_ELECTION")
+    if election:
+        # Several replicas: only the one holding the Lease runs anything (handlers/leader.py says why).
+        from kubetune.handlers.leader import LeaderElector
+
+        elector = LeaderElector(
+            kube.api,
+            os.environ.get("POD_NAMESPACE") or "default",
+            election,
+            os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+            lease_seconds=float(os.environ.get("KUBETUNE_LEASE_SECONDS", "15")),
+            renew_deadline_seconds=float(os.environ.get("KUBETUNE_RENEW_DEADLINE_SECONDS", "10")),
+            retry_seconds=float(os.environ.get("KUBETUNE_LEASE_RETRY_SECONDS", "2")),
+        )
+        with _alive_while_waiting(args.liveness):
+            elector.wait_until_leader()
+        elector.keep_renewing()
     register(lambda: Reconciler(kube, config), config)
     kopf.run(
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
         liveness_endpoint=args.liveness,
-        standalone=config.peering is None,
-        peering_name=config.peering,
+        standalone=election is not None or config.peering is None,
+        peering_name=None if election else config.peering,
         priority=config.priority,
     )
     return 0
+
+
+@contextlib.contextmanager
+def _alive_while_waiting(endpoint: str | None):
+    """A waiting replica is healthy: it answers the liveness probe until kopf takes the port over."""
+    if not endpoint:
+        yield
+        return
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+
+    class Healthy(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == url.path else 404)
+            self.end_headers()
+            self.wfile.write(b"waiting to lead\n")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((url.hostname or "0.0.0.0", url.port or 80), Healthy)
+    threading.Thread(target=server.serve_forever, name="liveness-waiting", daemon=True).start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # --- the parser ------------------------------------------------------------------------------------

@@ -36,7 +36,10 @@ def test_lint(cluster: localcluster.ClusterInfo) -> None:
 
 def test_default_install_is_cluster_wide_and_restricted(cluster: localcluster.ClusterInfo) -> None:
     kinds = by_kind(template(cluster))
-    assert sorted(kinds) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert sorted(kinds) == [
+        "ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount",
+    ]  # fmt: skip
+    assert kinds["Role"][0]["metadata"]["name"] == f"{RELEASE}-leader-election"
     deployment = kinds["Deployment"][0]
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -51,18 +54,21 @@ def test_default_install_is_cluster_wide_and_restricted(cluster: localcluster.Cl
         "capabilities": {"drop": ["ALL"]},
     }
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KUBETUNE_TRAINER_IMAGE"].startswith("ghcr.io/kubetune/trainer:")
-    assert "KUBETUNE_PEERING" not in env
+    assert env["KUBETUNE_LEADER_ELECTION"] == RELEASE
     rules = kinds["ClusterRole"][0]["rules"]
     verbs = {(group, resource): set(rule["verbs"]) for rule in rules for group in rule["apiGroups"]
              for resource in rule["resources"]}  # fmt: skip
-    assert verbs[("", "secrets")] == {"get"}, "the operator never lists or changes Secrets"
+    assert ("", "secrets") not in verbs, "the operator never reads Secrets: a missing one fails the pod"
+    # Children carry blockOwnerDeletion: OwnerReferencesPermissionEnforcement wants update on finalizers.
+    assert verbs[("kubetune.io", "finetunejobs/finalizers")] == {"update"}
+    assert verbs[("kubetune.io", "modelserves/finalizers")] == {"update"}
     assert "delete" not in verbs[("batch", "jobs")], "Jobs go with their FineTuneJob (owner references)"
     assert not any("*" in v for v in verbs.values()) and ("", "*") not in verbs
 
 
-def test_namespaced_install_with_peering_and_monitoring(cluster: localcluster.ClusterInfo) -> None:
+def test_namespaced_install_with_leader_election_and_monitoring(cluster: localcluster.ClusterInfo) -> None:
     kinds = by_kind(
         template(
             cluster,
@@ -73,14 +79,16 @@ def test_namespaced_install_with_peering_and_monitoring(cluster: localcluster.Cl
         )
     )  # fmt: skip
     assert "ClusterRole" not in kinds
-    assert sorted(r["metadata"]["namespace"] for r in kinds["Role"]) == ["team-a", "team-b"]
-    assert sorted(b["metadata"]["namespace"] for b in kinds["RoleBinding"]) == ["team-a", "team-b"]
-    assert kinds["KopfPeering"][0]["metadata"]["namespace"] == NAMESPACE
+    assert sorted(r["metadata"]["namespace"] for r in kinds["Role"]) == [NAMESPACE, "team-a", "team-b"]
+    assert sorted(b["metadata"]["namespace"] for b in kinds["RoleBinding"]) == [NAMESPACE, "team-a", "team-b"]
+    [lease_role] = [r for r in kinds["Role"] if r["metadata"]["namespace"] == NAMESPACE]
+    assert {v for rule in lease_role["rules"] for v in rule["verbs"]} == {"create", "get", "update"}
+    assert lease_role["rules"][1]["resourceNames"] == [RELEASE]
     assert kinds["ServiceMonitor"][0]["spec"]["endpoints"][0]["port"] == "metrics"
     container = kinds["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]
     assert "--namespace=team-a" in container["args"] and "--namespace=team-b" in container["args"]
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["KUBETUNE_PEERING"] and env["KUBETUNE_TRAINER_IMAGE"] == "registry.example/trainer:1"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KUBETUNE_LEADER_ELECTION"] and env["KUBETUNE_TRAINER_IMAGE"] == "registry.example/trainer:1"
     assert kinds["Deployment"][0]["spec"]["replicas"] == 2
 
 
@@ -127,7 +135,7 @@ def test_install_into_the_local_control_plane(cluster: localcluster.ClusterInfo,
     )  # fmt: skip
     assert can.strip() == "yes"
     cannot = subprocess.run(
-        [cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "auth", "can-i", "delete", "secrets",
+        [cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "auth", "can-i", "get", "secrets",
          f"--as=system:serviceaccount:{NAMESPACE}:{RELEASE}", "-n", "default"],
         capture_output=True, text=True,
     )  # fmt: skip

@@ -36,6 +36,10 @@ FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
 
+# Admission plugins enabled beyond kube-apiserver's defaults.
+ADMISSION_PLUGINS = ("OwnerReferencesPermissionEnforcement",)
+
+
 def log(message: str) -> None:
     print(f"[cluster] {message}", file=sys.stderr, flush=True)
 
@@ -469,6 +473,9 @@ def up(pool: NodePool | None = None) -> ClusterInfo:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC",
+            # On top of the default plugins (PodSecurity among them): as OpenShift does, setting
+            # blockOwnerDeletion needs `update` on the owner's finalizers, so the chart's RBAC is proven.
+            f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",
             "--allow-privileged=true",
             "--endpoint-reconciler-type=none",
             "--event-ttl=2h",

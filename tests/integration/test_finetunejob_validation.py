@@ -16,6 +16,7 @@ from kubernetes import client
 
 from tests.cluster import localcluster
 from tests.integration.finetunejobs import FineTuneJobs, finetunejob
+from tests.integration.test_modelserve import ModelServes, modelserve
 from tests.kube import wait_until
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -36,6 +37,13 @@ def edit(path: str, value: Any, **more: Any) -> dict[str, Any]:
     return body
 
 
+def log_since(operator, offset: int) -> str:
+    """What the operator logged since `offset` (the log's size when the test began)."""
+    with open(operator.log_path, "rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
+
+
 def kubectl_apply(
     cluster: localcluster.ClusterInfo, namespace: str, body: dict
 ) -> subprocess.CompletedProcess:
@@ -51,7 +59,6 @@ REFUSED_BY_THE_API_SERVER = [
     ("negative GPUs", edit("resources.gpusPerNode", -1), ["spec.resources.gpusPerNode"]),
     ("nodes not a number", edit("resources.nodes", "two"), ["spec.resources.nodes", "integer"]),
     ("unknown model scheme", edit("model.source", "s3://bucket/qwen"), ["spec.model.source"]),
-    ("no template", edit("model.template", None), ["spec.model.template", "Required"]),
     ("no model", edit("model", None), ["spec.model", "Required"]),
     ("no datasets", edit("dataset.names", []), ["spec.dataset.names"]),
     (
@@ -91,6 +98,68 @@ REFUSED_BY_THE_API_SERVER = [
     ("bad pull policy", edit("imagePullPolicy", "Sometimes"), ["spec.imagePullPolicy", "IfNotPresent"]),
     ("a field that does not exist", edit("gpus", 8), ['unknown field "spec.gpus"']),
     ("config not a mapping", edit("config", ["stage", "sft"]), ["spec.config", "object"]),
+    # Values that reach a pod: refused in the shape Kubernetes itself needs (issue 10, point 13).
+    ("cpu in words", edit("resources.cpu", "32 cores"), ["spec.resources.cpu", "should match"]),
+    ("memory in words", edit("resources.memory", "lots"), ["spec.resources.memory"]),
+    ("shared memory with a space", edit("resources.sharedMemory", "1 GB"), ["spec.resources.sharedMemory"]),
+    ("queue name not a label value", edit("queueName", "team a/gpus"), ["spec.queueName"]),
+    ("queue name too long", edit("queueName", "q" * 64), ["spec.queueName", "63"]),
+    ("priority class not a name", edit("resources.priorityClassName", "High_Prio"), ["priorityClassName"]),
+    (
+        "GPU resource with a space",
+        edit("resources.gpuResource", "nvidia gpu"),
+        ["spec.resources.gpuResource"],
+    ),
+    ("too many nodes", edit("resources.nodes", 513), ["spec.resources.nodes", "less than or equal"]),
+    ("too many GPUs per node", edit("resources.gpusPerNode", 65), ["spec.resources.gpusPerNode"]),
+    ("negative TTL", edit("ttlSecondsAfterFinished", -1), ["spec.ttlSecondsAfterFinished"]),
+    ("claim name in capitals", edit("model.source", "pvc://Shared/models/x"), ["spec.model.source"]),
+    ("revision on a pvc model", edit("model.revision", "main"), ["spec.model", "revision is only for hub"]),
+    ("empty template", edit("model.template", ""), ["spec.model.template"]),
+    ("dataset names not a list", edit("dataset.names", "alpaca_clue_train"), ["spec.dataset.names"]),
+    ("absolute model cache", edit("storage.modelCache", "/cache"), ["spec.storage.modelCache"]),
+    (
+        "preset and configMapRef",
+        edit("deepspeed.configMapRef", {"name": "ds", "key": "ds.json"}),
+        ["spec.deepspeed", "exactly one of deepspeed.preset"],
+    ),
+    ("predict on nothing", edit("postTraining", {"predict": {"datasets": []}}), ["postTraining.predict"]),
+    ("merge on a GPU name", edit("postTraining", {"merge": {"exportDevice": "gpu"}}), ["exportDevice"]),
+    (
+        "root without consent",
+        edit("podSecurity", {"runAsUser": 0}),
+        ["spec.podSecurity", "runAsUser 0 is root"],
+    ),
+    (
+        "local seccomp",
+        edit("podSecurity", {"seccompProfile": "Localhost"}),
+        ["spec.podSecurity.seccompProfile"],
+    ),
+    ("capability in lowercase", edit("podSecurity", {"addCapabilities": ["sys_admin"]}), ["addCapabilities"]),
+    (
+        "privileged",
+        edit("podSecurity", {"privileged": True}),
+        ['unknown field "spec.podSecurity.privileged"'],
+    ),
+    ("negative uid", edit("podSecurity", {"runAsUser": -1}), ["spec.podSecurity.runAsUser"]),
+    (
+        "secret env name",
+        edit("secretEnv", [{"name": "1KEY", "secretKeyRef": {"name": "s"}}]),
+        ["spec.secretEnv[0].name"],
+    ),
+    (
+        "secret env without a Secret",
+        edit("secretEnv", [{"name": "WANDB_API_KEY"}]),
+        ["secretKeyRef", "Required"],
+    ),
+    (
+        "secret env twice",
+        edit(
+            "secretEnv",
+            [{"name": "K", "secretKeyRef": {"name": "a"}}, {"name": "K", "secretKeyRef": {"name": "b"}}],
+        ),
+        ["Duplicate value", "spec.secretEnv"],
+    ),
 ]
 
 
@@ -127,6 +196,13 @@ FAILED_BY_THE_OPERATOR = [
     ("owned deepspeed", {"deepspeed": "ds_z3_config.json"}, ["deepspeed", "spec.deepspeed"]),
     ("bad stage", {"stage": "sft2"}, ["stage", "sft2", "did you mean `sft`"]),
     ("bad finetuning type", {"finetuning_type": "loraa"}, ["finetuning_type", "did you mean `lora`"]),
+    (
+        "SwanLab key",
+        {"swanlab_api_key": "sk-1"},
+        ["spec.config.swanlab_api_key", "spec.secretEnv", "SWANLAB_API_KEY"],
+    ),
+    ("Lark secret", {"swanlab_lark_secret": "s"}, ["spec.config.swanlab_lark_secret", "Secret"]),
+    ("hub token", {"hf_hub_token": "hf_x"}, ["hf_hub_token", "spec.model.hubTokenSecret"]),
 ]
 
 
@@ -166,6 +242,109 @@ def test_failed_by_the_operator_before_anything_is_allocated(
     assert all(word in events[0].message for word in words)
 
 
+# (case, body, the reason, words the Failed condition must contain): checks only the operator can make,
+# or values only the API server can judge once they are in a child (issue 10, point 13).
+OPERATOR_REFUSES = [
+    (
+        "finetuning type in a list",
+        edit("config.finetuning_type", ["lora"]),
+        "InvalidSpec",
+        ["finetuning_type"],
+    ),
+    ("stage a mapping", edit("config.stage", {"sft": True}), "InvalidSpec", ["config.stage", "string"]),
+    ("LoRA rank in words", edit("config.lora_rank", "eight"), "InvalidSpec", ["config.lora_rank"]),
+    (
+        "pod label value",
+        edit("podMetadata", {"labels": {"team": "a b"}}),
+        "InvalidSpec",
+        ["podMetadata.labels"],
+    ),
+    ("node selector key", edit("resources.nodeSelector", {"bad key!": "x"}), "InvalidSpec", ["nodeSelector"]),
+    (
+        "secret env of the operator",
+        edit("secretEnv", [{"name": "MASTER_ADDR", "secretKeyRef": {"name": "s"}}]),
+        "InvalidSpec",
+        ["secretEnv", "MASTER_ADDR", "set by the operator"],
+    ),
+    (
+        "toleration operator",
+        edit("resources.tolerations", [{"key": "gpu", "operator": "Sometimes"}]),
+        "InvalidValue",
+        ["Job bad-a1", "tolerations", "Sometimes"],
+    ),
+    (
+        "pod annotation key",
+        edit("podMetadata", {"annotations": {"not a key!": "x"}}),
+        "InvalidValue",
+        ["annotations", "not a key!"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason", "words"), [pytest.param(b, r, w, id=case) for case, b, r, w in OPERATOR_REFUSES]
+)
+def test_refused_by_the_operator_with_the_field_named(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, core: client.CoreV1Api,
+    operator, body: dict, reason: str, words: list[str],
+) -> None:  # fmt: skip
+    offset = operator.log_path.stat().st_size
+    ftjs = FineTuneJobs(api, namespace)
+    ftjs.create(body)
+    status = ftjs.wait_phase("bad", "Failed", timeout=30)
+    assert status["reason"] == reason, status
+    for word in words:
+        assert word in status["message"], status["message"]
+    wait_until(
+        lambda: [
+            e
+            for e in core.list_namespaced_event(namespace, field_selector="involvedObject.name=bad").items
+            if e.reason == reason
+        ],
+        f"the {reason} Event",
+        timeout=15,
+    )
+    assert "Traceback" not in log_since(operator, offset), log_since(operator, offset)[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        pytest.param({"alpaca_clue_train": None}, ["entry 'alpaca_clue_train'", "got null"], id="null entry"),
+        pytest.param({"alpaca_clue_train": "x.json"}, ["got a string"], id="string entry"),
+        pytest.param({"alpaca_clue_train": 3}, ["got a number"], id="number entry"),
+        pytest.param(["alpaca_clue_train"], ["must be a JSON object"], id="a list"),
+        pytest.param(
+            {"alpaca_clue_train": {"file_name": 7}}, ["alpaca_clue_train.file_name"], id="number file"
+        ),
+    ],
+)
+def test_a_dataset_info_config_map_of_the_wrong_shape_is_named(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, core: client.CoreV1Api,
+    operator, content: object, words: list[str],
+) -> None:  # fmt: skip
+    offset = operator.log_path.stat().st_size
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "clue-info"}, "data": {"dataset_info.json": json.dumps(content)}}
+    )
+    ftjs = FineTuneJobs(api, namespace)
+    ftjs.create(
+        edit(
+            "dataset",
+            {
+                "names": ["alpaca_clue_train"],
+                "configMapRef": {"name": "clue-info", "key": "dataset_info.json"},
+            },
+        )
+    )
+    status = ftjs.wait_phase("bad", "Failed", timeout=30)
+    assert status["reason"] == "InvalidConfigMap"
+    assert "ConfigMap clue-info key dataset_info.json (spec.dataset.configMapRef)" in status["message"]
+    for word in words:
+        assert word in status["message"], status["message"]
+    assert "Traceback" not in log_since(operator, offset), log_since(operator, offset)[-3000:]
+
+
 def test_bad_template_fails_with_a_suggestion(
     namespace: str, claim: tuple[str, object], api: client.ApiClient
 ) -> None:
@@ -202,3 +381,126 @@ def test_missing_dataset_config_map_waits_and_says_which(
     ftjs.wait_phase("by-ref", "Succeeded", timeout=60)
     rendered = core.read_namespaced_config_map("by-ref-config", namespace).data["dataset_info.json"]
     assert json.loads(rendered)["alpaca_clue_train"]["file_name"] == "/mnt/claim/datasets/clue.json"
+
+
+# --- ModelServes ---------------------------------------------------------------------------------------
+
+
+def serve_edit(path: str, value: Any) -> dict[str, Any]:
+    """A ModelServe `bad` with one spec field set (None deletes it)."""
+    body = modelserve("bad")
+    node = body["spec"]
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    if value is None:
+        node.pop(last, None)
+    else:
+        node[last] = copy.deepcopy(value)
+    return body
+
+
+SERVE_REFUSED_BY_THE_API_SERVER = [
+    (
+        "served name that would change the KEDA query",
+        serve_edit("model.servedModelName", 'qwen"} or vector(1) or {a="'),
+        ["spec.model.servedModelName", "should match"],
+    ),
+    (
+        "served name with a space",
+        serve_edit("model.servedModelName", "qwen 7b"),
+        ["spec.model.servedModelName"],
+    ),
+    ("cpu in words", serve_edit("resources.cpu", "32 cores"), ["spec.resources.cpu"]),
+    ("negative replicas", serve_edit("replicas", -1), ["spec.replicas"]),
+    ("no tensor parallelism", serve_edit("engine.tensorParallelSize", 0), ["spec.engine.tensorParallelSize"]),
+    ("memory share above 1", serve_edit("engine.gpuMemoryUtilization", 1.5), ["gpuMemoryUtilization"]),
+    ("LoRA rank vLLM refuses", serve_edit("engine.maxLoraRank", 48), ["spec.engine.maxLoraRank"]),
+    (
+        "min above max",
+        serve_edit("autoscaling", {"minReplicas": 4, "maxReplicas": 2}),
+        ["minReplicas must not exceed"],
+    ),
+    (
+        "KEDA without Prometheus",
+        serve_edit("autoscaling", {"maxReplicas": 2, "provider": "keda"}),
+        ["prometheusAddress is needed"],
+    ),
+    ("root without consent", serve_edit("podSecurity", {"runAsUser": 0}), ["runAsUser 0 is root"]),
+    ("unknown model scheme", serve_edit("model.source", "s3://bucket/qwen"), ["spec.model.source"]),
+    ("token for a pvc model", serve_edit("model.hubTokenSecret", {"name": "hf"}), ["only for hub sources"]),
+    ("no storage", serve_edit("storage", None), ["spec.storage", "Required"]),
+    (
+        "adapter without a source",
+        serve_edit("adapters", [{"name": "a"}]),
+        ["exactly one of path and fineTuneJob"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"), [pytest.param(b, w, id=case) for case, b, w in SERVE_REFUSED_BY_THE_API_SERVER]
+)
+def test_a_modelserve_refused_by_the_api_server(
+    cluster: localcluster.ClusterInfo, namespace: str, api: client.ApiClient, body: dict, words: list[str]
+) -> None:
+    result = kubectl_apply(cluster, namespace, body)
+    assert result.returncode != 0, f"accepted: {result.stdout}"
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+SERVE_REFUSED_BY_THE_OPERATOR = [
+    (
+        "model on another claim",
+        serve_edit("model.source", "pvc://other/models/qwen"),
+        "InvalidSpec",
+        ["spec.model.source is on claim other"],
+    ),
+    (
+        "node selector key",
+        serve_edit("resources.nodeSelector", {"bad key!": "x"}),
+        "InvalidSpec",
+        ["nodeSelector"],
+    ),
+    (
+        "toleration operator",
+        serve_edit("resources.tolerations", [{"key": "gpu", "operator": "Sometimes"}]),
+        "InvalidValue",
+        ["Deployment bad-vllm", "tolerations", "Sometimes"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason", "words"),
+    [pytest.param(b, r, w, id=case) for case, b, r, w in SERVE_REFUSED_BY_THE_OPERATOR],
+)
+def test_a_modelserve_refused_by_the_operator_with_the_field_named(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, operator, body: dict, reason: str,
+    words: list[str],
+) -> None:  # fmt: skip
+    offset = operator.log_path.stat().st_size
+    serves = ModelServes(api, namespace)
+    serves.create(body)
+    status = serves.wait("bad", lambda s: s.get("phase") == "Failed", "Failed", timeout=30)
+    assert status["reason"] == reason, status
+    for word in words:
+        assert word in status["message"], status["message"]
+    assert "Traceback" not in log_since(operator, offset), log_since(operator, offset)[-3000:]
+
+
+def test_the_table_has_fifty_malformed_resources() -> None:
+    count = sum(
+        map(
+            len,
+            (
+                REFUSED_BY_THE_API_SERVER,
+                FAILED_BY_THE_OPERATOR,
+                OPERATOR_REFUSES,
+                SERVE_REFUSED_BY_THE_API_SERVER,
+                SERVE_REFUSED_BY_THE_OPERATOR,
+            ),
+        )
+    )
+    assert count >= 50, count

@@ -85,10 +85,17 @@ def test_a_typo_edited_into_a_running_job_keeps_it_running(
     warnings = [e for e in events_of(core, namespace, "edited") if e.type == "Warning"]
     assert any(e.reason == "InvalidConfig" and "lora_rnak" in e.message for e in warnings)
 
-    # Fixed again: valid, and the attempt never stopped.
-    ftjs.patch("edited", {"spec": {"config": {"lora_rnak": None}}})
-    ftjs.wait("edited", lambda s: condition_of(s, "SpecValid").get("status") == "True", "SpecValid=True")
-    assert ftjs.status("edited")["attempt"] == 1
+    # It can still be paused, and once fixed it resumes the same attempt.
+    ftjs.patch("edited", {"spec": {"suspend": True}})
+    ftjs.wait_phase("edited", "Suspended", timeout=30)
+    ftjs.patch("edited", {"spec": {"suspend": False, "config": {"lora_rnak": None}}})
+    status = ftjs.wait(
+        "edited",
+        lambda s: s["phase"] == "Running" and condition_of(s, "SpecValid").get("status") == "True",
+        "Running with a valid spec",
+        timeout=30,
+    )
+    assert status["attempt"] == 1 and ftjs.exists("edited")
 
 
 # --- 2. children are found by owner uid: a re-created FineTuneJob adopts nothing ---------------------
@@ -234,10 +241,10 @@ def test_pods_refused_at_creation_are_reported(
     core.create_namespaced_resource_quota(namespace, quota)
     ftjs = FineTuneJobs(api, namespace)
     ftjs.create(finetunejob("refused"))
-    status = ftjs.wait_reason("refused", "PodCreationRefused", timeout=60)
+    status = ftjs.wait_reason("refused", "PodsRefused", timeout=60)
     assert status["phase"] == "Pending"
     assert "exceeded quota" in status["message"] or "forbidden" in status["message"]
-    assert any(e.reason == "PodCreationRefused" for e in events_of(core, namespace, "refused"))
+    assert any(e.reason == "PodsRefused" for e in events_of(core, namespace, "refused"))
 
 
 # --- 10. disruptions are not failures ---------------------------------------------------------------
@@ -316,6 +323,13 @@ def test_an_output_path_of_another_job_is_refused(
     ftjs.wait_phase("first", "Running", timeout=30)
     ftjs.create(finetunejob("second", storage={"claim": "shared", "path": f"runs//{namespace}/first/"}))
     status = ftjs.wait_reason("second", "OutputPathInUse", timeout=30)
-    assert f"FineTuneJob first's output path runs/{namespace}/first" in status["message"]
+    assert f"FineTuneJob first's default output path runs/{namespace}/first" in status["message"]
     assert not jobs_of(batch, namespace, "second"), "nothing starts on another job's output"
     assert ftjs.status("first")["phase"] == "Running", "the older job is left alone"
+
+    # Two set paths: the newer job is refused, whether its path is the same, inside or above.
+    ftjs.create(finetunejob("third", storage={"claim": "shared", "path": "experiments/ner"}))
+    ftjs.wait_phase("third", "Succeeded", timeout=60)
+    ftjs.create(finetunejob("fourth", storage={"claim": "shared", "path": "experiments"}))
+    status = ftjs.wait_reason("fourth", "OutputPathInUse", timeout=30)
+    assert "FineTuneJob third's output path experiments/ner" in status["message"]

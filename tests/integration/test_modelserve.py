@@ -88,7 +88,7 @@ def test_serves_the_base_model_and_a_path_adapter(
     assert waited.returncode == 0, waited.stderr + json.dumps(serves.status("qwen"))
     status = serves.status("qwen")
     assert status["phase"] == "Ready"
-    assert status["endpoint"] == f"http://qwen.{namespace}.svc:8000/v1"
+    assert status["endpoint"] == f"http://qwen-vllm.{namespace}.svc:8000/v1"
     status = serves.wait("qwen", lambda s: s.get("servedModels") == ["qwen2.5-7b", "other"], "other served")
     assert serves.condition("qwen", "AdaptersReady")["status"] == "True"
     assert status["adapters"] == [
@@ -106,7 +106,7 @@ def test_serves_the_base_model_and_a_path_adapter(
     assert vllm.startup_probe.http_get.path == "/health"
     claim_volume = next(v for v in pod_spec.volumes if v.name == "claim")
     assert claim_volume.persistent_volume_claim.read_only is True
-    service = core.read_namespaced_service("qwen", namespace)
+    service = core.read_namespaced_service("qwen-vllm", namespace)
     assert [(p.name, p.port) for p in service.spec.ports] == [("http", 8000)]
     adapters = json.loads(core.read_namespaced_config_map("qwen-adapters", namespace).data["adapters.json"])
     assert adapters == {"other": "/mnt/claim/adapters/other"}
@@ -114,7 +114,7 @@ def test_serves_the_base_model_and_a_path_adapter(
     assert pods and all(p.spec.node_name.startswith("gpu-node-") for p in pods)
 
     printed = localcluster.kubectl(cluster, "get", "mserve", "-n", namespace)
-    assert "qwen" in printed and "1/1" in printed and f"qwen.{namespace}.svc:8000/v1" in printed
+    assert "qwen" in printed and "1/1" in printed and f"qwen-vllm.{namespace}.svc:8000/v1" in printed
 
 
 def test_a_finetunejob_adapter_waits_then_is_served_with_its_rank(
@@ -265,7 +265,7 @@ def test_scale_subresource_and_the_autoscaler(
     )
     serves.wait("qwen", lambda s: s.get("phase") == "Ready", "Ready")
 
-    hpa = client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler("qwen", namespace)
+    hpa = client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler("qwen-vllm", namespace)
     assert (hpa.spec.scale_target_ref.kind, hpa.spec.scale_target_ref.name) == ("ModelServe", "qwen")
     assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (1, 3)
     assert hpa.spec.metrics[0].pods.metric.name == "vllm_num_requests_waiting"

@@ -102,6 +102,31 @@ def modelserve_body(adapters: list[dict[str, str]]) -> dict[str, Any]:
     }
 
 
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and its descendants (vLLM's API server, engine core, worker)."""
+    children: dict[int, list[int]] = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        children.setdefault(int(fields.get("PPid", "0").strip()), []).append(int(status.parent.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo += children.get(current, [])
+        try:
+            rss = next(
+                line
+                for line in Path(f"/proc/{current}/status").read_text().splitlines()
+                if line.startswith("VmRSS")
+            )
+        except (OSError, StopIteration):
+            continue
+        total += int(rss.split()[1])
+    return total / 1024
+
+
 @pytest.fixture(scope="module")
 def stack(
     cluster: localcluster.ClusterInfo,
@@ -170,15 +195,14 @@ def stack(
     )
     stack = Stack(serve_namespace, serve_claim, api, pod, figures)
     stack.kubelet_sync()
-    started = time.monotonic()
     pod.start()
     try:
         figures["ready_seconds"] = pod.wait_ready()
+        figures["vllm_rss_mib"] = tree_rss_mib(pod.processes["vllm"].pid)
         yield stack
     finally:
         pod.stop()
         print("\nserve figures:", json.dumps({k: round(v, 2) for k, v in figures.items()}))
-    _ = started
 
 
 def test_the_base_and_the_trained_adapter_are_listed(stack: Stack) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.localcluster import HERE, NodePool, binaries, read_versions
+from tests.cluster.localcluster import ADMISSION_PLUGINS, HERE, NodePool, binaries, read_versions
 
 STAGES = list(yaml.safe_load_all((HERE / "kwok-stages.yaml").read_text()))
 
@@ -91,3 +91,8 @@ def test_versions_are_pinned_in_one_place() -> None:
     assert versions["KUBERNETES_VERSION"] in str(paths["kube-apiserver"])
     assert versions["ETCD_VERSION"] in str(paths["etcd"])
     assert all(not Path(p).is_relative_to(HERE.parent.parent) for p in paths.values())
+
+
+def test_owner_references_are_enforced_as_on_openshift() -> None:
+    # Children with blockOwnerDeletion then prove the chart grants update on the resources' finalizers.
+    assert "OwnerReferencesPermissionEnforcement" in ADMISSION_PLUGINS

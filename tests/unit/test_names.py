@@ -1,12 +1,15 @@
-"""Child names of a FineTuneJob (`kubetune.render.names`): deterministic, valid, and never colliding."""
+"""Child names (`kubetune.render.names`): deterministic, valid, and never colliding, within a kind and across
+the two kinds (a FineTuneJob and a ModelServe in one namespace)."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from kubetune.render.names import FineTuneJobNames, dns_label
+from kubetune.render.names import FineTuneJobNames, ModelServeNames, dns_label
 
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 HASH_SUFFIX = re.compile(r"-[0-9a-f]{8}$")
@@ -148,3 +151,91 @@ def test_dns_label_sanitises(parts: tuple[str, ...], expected: str) -> None:
 def test_distinct_finetunejobs_never_share_child_names(first: str, second: str) -> None:
     a, b = children(FineTuneJobNames(first)), children(FineTuneJobNames(second))
     assert not set(a.values()) & set(b.values())
+
+
+# --- ModelServe names, and the two kinds side by side ----------------------------------------------
+
+
+def serve_children(names: ModelServeNames) -> dict[str, str]:
+    return {
+        "service": names.service,
+        "deployment": names.deployment,
+        "config_map": names.config_map,
+        "autoscaler": names.autoscaler,
+    }
+
+
+def objects(kind: str, name: str) -> set[tuple[str, str]]:
+    """The (API kind, name) pairs a resource of that kind renders: what must never meet in a namespace."""
+    if kind == "FineTuneJob":
+        n = FineTuneJobNames(name)
+        return {
+            ("ConfigMap", n.config_map),
+            ("Service", n.service),
+            ("ServiceAccount", n.service_account),
+            ("Role", n.role),
+            ("RoleBinding", n.role),
+            *{("Job", n.job(attempt)) for attempt in (1, 2, 10, 100)},
+        }
+    m = ModelServeNames(name)
+    return {
+        ("ConfigMap", m.config_map),
+        ("ConfigMap", m.report_config_map),
+        ("ServiceAccount", m.sidecar_account),
+        ("Role", m.sidecar_account),
+        ("RoleBinding", m.sidecar_account),
+        ("Service", m.service),
+        ("Deployment", m.deployment),
+        ("HorizontalPodAutoscaler", m.autoscaler),
+        ("ScaledObject", m.autoscaler),
+    }
+
+
+def test_modelserve_short_names_are_readable() -> None:
+    assert serve_children(ModelServeNames("qwen")) == {
+        "service": "qwen-vllm",
+        "deployment": "qwen-vllm",
+        "config_map": "qwen-adapters",
+        "autoscaler": "qwen-vllm",
+    }
+
+
+@pytest.mark.parametrize("name", NAMES, ids=lambda n: n[:24])
+def test_modelserve_names_are_dns_1035_labels(name: str) -> None:
+    for child, value in serve_children(ModelServeNames(name)).items():
+        # A ConfigMap name may be a subdomain of 253; Service, Deployment and HPA names stay labels.
+        limit = 253 if child == "config_map" else 63
+        assert DNS_1035_LABEL.match(value) and len(value) <= limit, f"{child}: {value!r}"
+
+
+@pytest.mark.parametrize(
+    ("finetunejob", "modelserve"),
+    [
+        ("foo", "foo-workers"),  # the collision of issue 10: both rendered Service foo-workers
+        ("foo", "foo-config"),
+        ("foo", "foo-launcher"),
+        ("foo", "foo-a1"),
+        ("foo-vllm", "foo"),
+        ("foo", "foo"),
+        ("a" * 70, "a" * 54 + "-fc851df4"),  # a ModelServe named like a FineTuneJob's shortened Service
+        ("x" * 56, "x" * 56),
+    ],
+)
+def test_a_finetunejob_and_a_modelserve_never_render_the_same_object(
+    finetunejob: str, modelserve: str
+) -> None:
+    assert not objects("FineTuneJob", finetunejob) & objects("ModelServe", modelserve)
+
+
+# Names as the API server allows them for custom resources: DNS subdomains.
+SUBDOMAIN = st.from_regex(r"\A[a-z0-9]([-a-z0-9.]{0,80}[a-z0-9])?\Z")
+
+
+@settings(max_examples=400, deadline=None)
+@given(first=SUBDOMAIN, second=SUBDOMAIN, first_kind=st.sampled_from(["FineTuneJob", "ModelServe"]))
+def test_two_resources_never_share_a_child(first: str, second: str, first_kind: str) -> None:
+    for second_kind in ("FineTuneJob", "ModelServe"):
+        if (first_kind, first) == (second_kind, second):
+            continue
+        shared = objects(first_kind, first) & objects(second_kind, second)
+        assert not shared, (first_kind, first, second_kind, second, shared)

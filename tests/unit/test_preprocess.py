@@ -382,3 +382,11 @@ def test_render_shows_the_preprocessing_job_before_the_training_job(
     assert [d["metadata"]["name"] for d in docs if d["kind"] == "Job"] == ["ner-preprocess", "ner-a1"]
     config = yaml.safe_load(docs[0]["data"]["llamafactory.yaml"])
     assert config["tokenized_path"] == f"{CLAIM_MOUNT_PATH}/runs/default/ner/.kubetune/tokenized"
+
+
+def test_the_preprocessing_pod_has_the_trainers_security_context() -> None:
+    target = make_target(preprocessing_spec())
+    pod = render.preprocess_job(target)["spec"]["template"]["spec"]
+    trainer = render.job(target)["spec"]["template"]["spec"]
+    assert pod["securityContext"] == trainer["securityContext"]
+    assert pod["containers"][0]["securityContext"] == trainer["containers"][0]["securityContext"]

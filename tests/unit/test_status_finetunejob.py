@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubetune.api.finetunejob import check_output_path, output_path_of, paths_overlap
+from kubetune.api.finetunejob import check_output_path, default_path_owner, output_path_of, paths_overlap
 from kubetune.api.validation import Problem
 from kubetune.status.finetunejob import (
     CHECK_TYPES,
@@ -821,9 +821,9 @@ def test_a_failed_init_container_is_named_in_the_failure() -> None:
     [
         (
             'pods "ner-a1-0-x" is forbidden: violates PodSecurity "restricted:latest": runAsNonRoot != true',
-            "PodSecurityRefused",
+            "PodsRefused",
         ),
-        ('pods "ner-a1-0-x" is forbidden: exceeded quota: gpus, requested: pods=1', "PodCreationRefused"),
+        ('pods "ner-a1-0-x" is forbidden: exceeded quota: gpus, requested: pods=1', "PodsRefused"),
     ],
 )
 def test_pods_the_job_cannot_create_are_reported_not_starting_forever(event: str, reason: str) -> None:
@@ -868,3 +868,19 @@ def test_output_path_may_not_leave_the_claim_or_be_its_root(path: str) -> None:
 )
 def test_output_paths_overlap(a: str, b: str, overlap: bool) -> None:
     assert paths_overlap(a, b) is overlap
+
+
+@pytest.mark.parametrize(
+    ("path", "owner"),
+    [
+        ("runs/ns/other", "other"),
+        ("runs/ns/other/sub", "other"),
+        ("runs/ns/job/sub", None),  # its own default path: harmless
+        ("runs/ns", "*"),
+        ("runs", "*"),
+        ("runs/other-ns/x", None),
+        ("experiments/ner", None),
+    ],
+)
+def test_a_set_path_may_not_touch_another_jobs_default_path(path: str, owner: str | None) -> None:
+    assert default_path_owner(path, "ns", "job") == owner

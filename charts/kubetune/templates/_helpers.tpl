@@ -38,39 +38,39 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [kubetune.io]
   resources: [finetunejobs/status, modelserves/status]
   verbs: [get, patch]  # get: the launcher's Role grants it, and RBAC grants only what one holds
+- apiGroups: [kubetune.io]
+  resources: [finetunejobs/finalizers, modelserves/finalizers]
+  verbs: [update]  # children are created with blockOwnerDeletion (OwnerReferencesPermissionEnforcement)
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, patch]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]  # delete: see configmaps
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, create, patch]
+  # delete: taking back the operator's own orphan (after --cascade=orphan) sets its ownerReferences, which
+  # OwnerReferencesPermissionEnforcement allows only to who may delete it. The operator deletes none.
+  verbs: [get, create, patch, delete]
 - apiGroups: [""]
   resources: [services, serviceaccounts]
-  verbs: [create, patch]
+  verbs: [get, create, patch, delete]  # get: a child is written only if it is the resource's own
 - apiGroups: [""]
-  resources: [persistentvolumeclaims, secrets]
-  verbs: [get]  # a missing claim or token Secret is reported before anything is allocated
+  resources: [persistentvolumeclaims]
+  verbs: [get]  # a missing claim is reported before anything is allocated
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]  # list: the Job controller's FailedCreate (pods refused by admission)
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [create, patch]
+  verbs: [get, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, create, patch, delete]
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
-  verbs: [create, patch]
-{{- if gt (int .Values.replicas) 1 }}
-- apiGroups: [kopf.dev]
-  resources: [clusterkopfpeerings, kopfpeerings]
-  verbs: [get, list, watch, patch]
-{{- end }}
+  verbs: [get, create, patch, delete]  # get before apply and delete: only this resource's own
 {{- end -}}

@@ -127,6 +127,14 @@ FINETUNEJOB_RULES: dict[str, list[dict[str, str]]] = {
             "message": "set exactly one of deepspeed.preset and deepspeed.configMapRef",
         },
     ],
+    "podSecurity": [
+        {
+            "rule": "!has(self.runAsUser) || self.runAsUser != 0"
+            " || (has(self.runAsNonRoot) && !self.runAsNonRoot)",
+            "message": "podSecurity.runAsUser 0 is root: set podSecurity.runAsNonRoot: false as well",
+            "fieldPath": ".runAsUser",
+        },
+    ],
     "storage": [
         {
             "rule": "self.claim == oldSelf.claim && (has(self.path) == has(oldSelf.path))"
@@ -145,6 +153,7 @@ FINETUNEJOB_RULES: dict[str, list[dict[str, str]]] = {
 
 MODELSERVE_RULES: dict[str, list[dict[str, str]]] = {
     "model": FINETUNEJOB_RULES["model"][:1],
+    "podSecurity": FINETUNEJOB_RULES["podSecurity"],
     "adapters": [
         {
             "rule": "self.all(a, has(a.path) != has(a.fineTuneJob))",

@@ -13,6 +13,15 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from kubetune.api.common import Condition, ConfigMapKeyRef, Model, ObjectName, SecretKeyRef
+from kubetune.api.datasetinfo import dataset_info_problems
+from kubetune.api.podspec import (
+    LabelValue,
+    PodSecurity,
+    QualifiedName,
+    Quantity,
+    SecretEnv,
+    label_problems,
+)
 
 KIND = "FineTuneJob"
 PLURAL = "finetunejobs"
@@ -163,6 +172,9 @@ class DatasetSpec(Model):
         if self.info is None and self.config_map_ref is None:
             raise ValueError("set dataset.info (the dataset_info.json entries) or dataset.configMapRef")
         if self.info is not None:
+            problems = dataset_info_problems(self.info, "dataset.info")
+            if problems:
+                raise ValueError("; ".join(problems))
             missing = [n for n in [*self.names, *(self.eval_names or [])] if n not in self.info]
             if missing:
                 raise ValueError(
@@ -179,12 +191,12 @@ class ResourcesSpec(Model):
     gpus_per_node: int = Field(
         1, ge=0, le=64, description="GPUs per node; torchrun starts this many processes per node."
     )
-    gpu_resource: str = Field(
+    gpu_resource: QualifiedName = Field(
         "nvidia.com/gpu", min_length=1, description="Extended resource name of the GPUs (`nvidia.com/gpu`)."
     )
-    cpu: str | None = Field(None, description="CPU request and limit per pod, such as `32`.")
-    memory: str | None = Field(None, description="Memory request and limit per pod, such as `256Gi`.")
-    shared_memory: str | None = Field(
+    cpu: Quantity | None = Field(None, description="CPU request and limit per pod, such as `32`.")
+    memory: Quantity | None = Field(None, description="Memory request and limit per pod, such as `256Gi`.")
+    shared_memory: Quantity | None = Field(
         None,
         description="Size limit of the memory-backed /dev/shm (default: none; it counts against `memory`).",
     )
@@ -199,7 +211,14 @@ class ResourcesSpec(Model):
         description="Pod affinity, as in a Pod spec.",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
-    priority_class_name: str | None = Field(None, description="PriorityClass of the pods.")
+    priority_class_name: ObjectName | None = Field(None, description="PriorityClass of the pods.")
+
+    @model_validator(mode="after")
+    def _node_selector_labels(self) -> ResourcesSpec:
+        problems = label_problems(self.node_selector, "resources.nodeSelector")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class DeepSpeedSpec(Model):
@@ -270,6 +289,16 @@ def output_path_of(path: str | None, namespace: str, name: str) -> str:
     return f"runs/{namespace}/{name}"
 
 
+def default_path_owner(path: str, namespace: str, name: str) -> str | None:
+    """Whose default output path (`runs/<namespace>/<name>`) a set path touches: a FineTuneJob's name,
+    `*` when it holds them all (`runs`, `runs/<namespace>`), None when it is clear of every other job's."""
+    root = f"runs/{namespace}"
+    if path.startswith(root + "/"):
+        owner = path[len(root) + 1 :].split("/")[0]
+        return None if owner == name else owner
+    return "*" if paths_overlap(path, root) else None
+
+
 def paths_overlap(a: str, b: str) -> bool:
     """Whether one directory is the other or holds it (`runs/x` and `runs/x/y` overlap, `runs/xy` not)."""
     a, b = a.strip("/") + "/", b.strip("/") + "/"
@@ -309,6 +338,13 @@ class PodMetadata(Model):
     labels: dict[str, str] | None = Field(None, description="Labels added to the trainer pods.")
     annotations: dict[str, str] | None = Field(None, description="Annotations added to the trainer pods.")
 
+    @model_validator(mode="after")
+    def _valid_labels(self) -> PodMetadata:
+        problems = label_problems(self.labels, "podMetadata.labels")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
 
 class FineTuneJobSpec(Model):
     model: ModelSpec
@@ -341,12 +377,28 @@ class FineTuneJobSpec(Model):
     ttl_seconds_after_finished: int | None = Field(
         None, ge=0, description="Delete the FineTuneJob this long after it finished (outputs are kept)."
     )
-    queue_name: str | None = Field(
+    queue_name: LabelValue | None = Field(
         None, min_length=1, description="Kueue LocalQueue to submit to; Kueue then admits the job."
     )
     post_training: PostTrainingSpec | None = Field(
         None, description="After training: merge the adapter into the model, predict on datasets."
     )
+    pod_security: PodSecurity | None = Field(
+        None, description="Relax the Pod Security `restricted` defaults of the pods where a cluster needs it."
+    )
+    secret_env: SecretEnv | None = None
+
+    @model_validator(mode="after")
+    def _config_values_the_operator_reads(self) -> FineTuneJobSpec:
+        # The operator itself reads these config values (the output kind, the adapter's rank): their shape is
+        # checked here, before anything is rendered from them (the rest is LLaMA-Factory's to check).
+        for key in ("finetuning_type", "stage"):
+            if key in self.config and not isinstance(self.config[key], str):
+                raise ValueError(f"config.{key} must be a string, got {type(self.config[key]).__name__}")
+        rank = self.config.get("lora_rank")
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+            raise ValueError(f"config.lora_rank must be a positive integer, got {rank!r}")
+        return self
 
     @property
     def finetuning_type(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -9,6 +10,7 @@ from pydantic import Field, model_validator
 
 from kubetune.api.common import Condition, Model, ObjectName, SecretKeyRef
 from kubetune.api.finetunejob import MODEL_SOURCE, RELATIVE_PATH, PodMetadata
+from kubetune.api.podspec import ENV_NAME, PodSecurity, QualifiedName, Quantity, label_problems
 
 KIND = "ModelServe"
 PLURAL = "modelserves"
@@ -24,6 +26,14 @@ CPU_KV_CACHE_GIB = 4  # vLLM's CPU default is 4 GiB too; said here so the pod's 
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 ADAPTER_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$"
 ADAPTER_PATH = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|[^/].*)$"
+# Served model names go into vLLM's arguments and into the KEDA query's label matcher: no quotes, braces,
+# backslashes or spaces. `Qwen/Qwen2.5-7B-Instruct` and `qwen2.5:7b` are fine.
+# The variables the operator sets in the vLLM container (kubetune.render.modelserve).
+VLLM_ENV = frozenset(
+    {"VLLM_PLUGINS", "VLLM_LORA_RESOLVER_CACHE_DIR", "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "HF_HUB_OFFLINE"}
+    | {"VLLM_CPU_KVCACHE_SPACE"}
+)
+SERVED_MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"
 
 
 class Phase(StrEnum):
@@ -43,7 +53,11 @@ class ServedModelSpec(Model):
         "FineTuneJob's model.source).",
     )
     served_model_name: str | None = Field(
-        None, min_length=1, description="The name clients ask for (default: the ModelServe's name)."
+        None,
+        min_length=1,
+        max_length=256,
+        pattern=SERVED_MODEL_NAME,
+        description="The name clients ask for (default: the ModelServe's name).",
     )
     revision: str | None = Field(None, description="Hub revision of a hub model.")
     hub_token_secret: SecretKeyRef | None = Field(None, description="Secret with the hub token.")
@@ -108,13 +122,34 @@ class EngineSpec(Model):
         json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
     )
 
+    @model_validator(mode="after")
+    def _env_is_the_users(self) -> EngineSpec:
+        # Every entry is a variable with a name, once, and none of those the operator sets for vLLM: a
+        # duplicate name would make the Deployment impossible to apply.
+        names = []
+        for index, item in enumerate(self.env or []):
+            name = item.get("name")
+            if not isinstance(name, str) or not re.fullmatch(ENV_NAME, name):
+                raise ValueError(
+                    f"engine.env[{index}].name must be an environment variable name, got {name!r}"
+                )
+            if name in VLLM_ENV:
+                raise ValueError(f"engine.env[{index}]: {name} is set by the operator")
+            names.append(name)
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"engine.env names must be unique: {', '.join(duplicates)}")
+        return self
+
 
 class ServeResources(Model):
     gpus: int | None = Field(None, ge=0, le=64, description="GPUs per replica (default: tensorParallelSize).")
-    gpu_resource: str = Field("nvidia.com/gpu", min_length=1, description="Extended resource of the GPUs.")
-    cpu: str | None = Field(None, description="CPU request and limit per replica.")
-    memory: str | None = Field(None, description="Memory request and limit per replica.")
-    shared_memory: str | None = Field(None, description="Size limit of the memory-backed /dev/shm.")
+    gpu_resource: QualifiedName = Field(
+        "nvidia.com/gpu", min_length=1, description="Extended resource of the GPUs."
+    )
+    cpu: Quantity | None = Field(None, description="CPU request and limit per replica.")
+    memory: Quantity | None = Field(None, description="Memory request and limit per replica.")
+    shared_memory: Quantity | None = Field(None, description="Size limit of the memory-backed /dev/shm.")
     node_selector: dict[str, str] | None = None
     tolerations: list[dict[str, Any]] | None = Field(
         None, json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
@@ -122,7 +157,14 @@ class ServeResources(Model):
     affinity: dict[str, Any] | None = Field(
         None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
     )
-    priority_class_name: str | None = None
+    priority_class_name: ObjectName | None = None
+
+    @model_validator(mode="after")
+    def _node_selector_labels(self) -> ServeResources:
+        problems = label_problems(self.node_selector, "resources.nodeSelector")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class AutoscalingSpec(Model):
@@ -173,6 +215,9 @@ class ModelServeSpec(Model):
     engine: EngineSpec = Field(default_factory=EngineSpec)
     autoscaling: AutoscalingSpec | None = None
     pod_metadata: PodMetadata | None = Field(None, description="Extra labels and annotations for the pods.")
+    pod_security: PodSecurity | None = Field(
+        None, description="Relax the Pod Security `restricted` defaults of the pods where a cluster needs it."
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> ModelServeSpec:

@@ -19,14 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.rest import ApiException
-
 from kubetune.api import finetunejob as ftj
+from kubetune.api.datasetinfo import dataset_info_problems
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, finetunejob_spec
 from kubetune.handlers import events
-from kubetune.handlers.kube import Kube
+from kubetune.handlers.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.handlers.metrics import RESTARTS
 from kubetune.render import finetunejob as render
 from kubetune.render.names import label_value
@@ -83,27 +81,18 @@ def resolve_references(
                     terminal=False,
                 )
             )
-    token = spec.model.hub_token_secret
-    if token is not None:
-        secret = kube.get("Secret", namespace, token.name)
-        if secret is None or token.key not in (secret.get("data") or {}):
-            problems.append(
-                Problem(
-                    "MissingSecret",
-                    f"Secret {token.name} with key {token.key!r} (spec.model.hubTokenSecret) "
-                    f"not found in namespace {namespace}",
-                    terminal=False,
-                )
-            )
+    # A missing hubTokenSecret is not looked up (the operator holds no right to read Secrets): the pod's
+    # own CreateContainerConfigError says which Secret or key is missing (docs/operations.md).
 
     dataset_info: dict[str, Any] = dict(spec.dataset.info or {})
     ref = spec.dataset.config_map_ref
     if ref is not None:
         loaded, problem = _config_map_json(kube, namespace, ref.name, ref.key, "spec.dataset.configMapRef")
+        where = f"ConfigMap {ref.name} key {ref.key} (spec.dataset.configMapRef)"
         if problem:
             problems.append(problem)
-        elif not isinstance(loaded, dict):
-            problems.append(Problem("InvalidConfigMap", f"ConfigMap {ref.name}: not a JSON object", True))
+        elif found := dataset_info_problems(loaded, where):
+            problems += [Problem("InvalidConfigMap", message, terminal=True) for message in found]
         else:
             dataset_info = loaded
     if not problems:
@@ -131,25 +120,37 @@ def resolve_references(
 
 
 def _output_path_conflicts(kube: Kube, body: dict[str, Any], spec: ftj.FineTuneJobSpec) -> list[Problem]:
-    """Another FineTuneJob of the namespace, created before this one, writes on or under this output path
-    (or this one's output path holds its). Two jobs writing one directory corrupt each other's checkpoints."""
+    """A `storage.path` on, under or above another FineTuneJob's output path: two jobs writing one directory
+    corrupt each other's checkpoints (and overwrite the adapter a ModelServe may serve)."""
+    if spec.storage.path is None:
+        # Default paths never overlap one another, and a set path may not touch any of them (below): the
+        # common case needs no listing.
+        return []
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     mine = spec.output_path(namespace, name)
+    owner = ftj.default_path_owner(mine, namespace, name)
+    if owner is not None:
+        whose = (
+            f"FineTuneJob {owner}'s default output path runs/{namespace}/{owner}"
+            if owner != "*"
+            else f"the default output paths of every FineTuneJob in namespace {namespace}"
+        )
+        message = f"spec.storage.path: {mine} overlaps {whose}: choose a path of its own"
+        return [Problem("OutputPathInUse", message, terminal=True)]
     problems = []
     for other in kube.list("FineTuneJob", namespace):
         other_meta = other["metadata"]
-        if other_meta.get("uid") == meta.get("uid"):
-            continue
-        other_spec = other.get("spec") or {}
-        storage = other_spec.get("storage") or {}
-        if storage.get("claim") != spec.storage.claim:
+        storage = (other.get("spec") or {}).get("storage") or {}
+        if other_meta.get("uid") == meta.get("uid") or storage.get("claim") != spec.storage.claim:
             continue
         theirs = ftj.output_path_of(storage.get("path"), namespace, other_meta["name"])
-        if not ftj.paths_overlap(mine, theirs):
-            continue
-        first = (other_meta.get("creationTimestamp") or "", other_meta["name"])
-        if first < (meta.get("creationTimestamp") or "", name):
+        # Of two jobs whose set paths overlap, the newer one is refused: the older may be writing already.
+        older = (other_meta.get("creationTimestamp") or "", other_meta["name"]) < (
+            meta.get("creationTimestamp") or "",
+            name,
+        )
+        if older and ftj.paths_overlap(mine, theirs):
             problems.append(
                 Problem(
                     "OutputPathInUse",
@@ -171,25 +172,6 @@ def _age_seconds(obj: dict[str, Any]) -> float:
         return 0.0
     then = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     return (datetime.now(UTC) - then).total_seconds()
-
-
-def _failed_create(kube: Kube, job: dict[str, Any]) -> str | None:
-    """The newest FailedCreate Event the Job controller recorded on this Job (admission refused a pod, a
-    quota is full, ...): the Job has no condition that says so."""
-    meta = job["metadata"]
-    selector = f"involvedObject.uid={meta['uid']},reason=FailedCreate"
-    try:
-        listed = client.CoreV1Api(kube.api).list_namespaced_event(meta["namespace"], field_selector=selector)
-    except ApiException as error:
-        log.warning(
-            "could not read the Events of Job %s/%s: %s", meta["namespace"], meta["name"], error.reason
-        )
-        return None
-    events = kube.api.sanitize_for_serialization(listed).get("items") or []
-    if not events:
-        return None
-    newest = max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
-    return newest.get("message") or "FailedCreate"
 
 
 def reconcile(
@@ -229,22 +211,9 @@ def reconcile(
     ):
         failed_pods = _pods_of(kube, namespace, name, attempt, job)
         failure = "; ".join(f for f in (status_of.pod_failure(p) for p in failed_pods) if f)
-        if end == status_of.AttemptEnd.DISRUPTED:
-            events.post(
-                kube,
-                body,
-                "Warning",
-                "AttemptDisrupted",
-                f"attempt {attempt} was disrupted: {failure or 'a pod was disrupted'}",
-            )
-        else:
-            events.post(
-                kube,
-                body,
-                "Warning",
-                "AttemptFailed",
-                f"attempt {attempt} failed: {failure or 'the Job failed'}",
-            )
+        disrupted = end == status_of.AttemptEnd.DISRUPTED
+        reason, what = ("AttemptDisrupted", "was disrupted") if disrupted else ("AttemptFailed", "failed")
+        events.post(kube, body, "Warning", reason, f"attempt {attempt} {what}: {failure or 'the Job failed'}")
         attempt += 1
         job, end = None, None
         RESTARTS.inc()
@@ -296,15 +265,22 @@ def reconcile(
             preprocessed=preprocessed,
             settings=settings,
         )
-    if target is not None and not problems and not finished_before and end is None:
-        if apply_static or job is None:
-            for child in render.children(target)[:-1]:
-                kube.apply(child)
-        if job is None and waiting_for_preprocess:
-            preprocess = _apply_preprocess(kube, target, preprocess)  # type: ignore[arg-type]
-        elif job is None:
-            job = kube.apply(render.job(target))
-        elif bool(job["spec"].get("suspend")) != render.job_suspended(target):
+    if target is not None and not finished_before and end is None:
+        if not problems:
+            try:
+                if apply_static or job is None:
+                    for child in render.children(target)[:-1]:
+                        kube.apply(child)
+                if job is None and waiting_for_preprocess:
+                    preprocess = _apply_preprocess(kube, target, preprocess)  # type: ignore[arg-type]
+                elif job is None:
+                    job = kube.apply(render.job(target))
+            except (NotOurs, ChildRefused) as error:
+                # Someone else's object under a child's name, or a value the API server refuses: in status.
+                problems.append(child_problem(error))
+        # `suspend` is the one field of a running attempt's Job that follows the spec, valid or not: a
+        # job whose edited spec was refused can still be paused.
+        if job is not None and bool(job["spec"].get("suspend")) != render.job_suspended(target):
             suspend = {"spec": {"suspend": render.job_suspended(target)}}
             job = kube.patch_merge("Job", namespace, job["metadata"]["name"], suspend)
 
@@ -313,9 +289,9 @@ def reconcile(
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
     # A spec refused by the models has no shape: the running attempt keeps the one it started with.
     nodes, gpus_per_node = _shape(spec, previous)
-    missing_pods = job is not None and end is None and not job["spec"].get("suspend") and len(live) < nodes
-    if missing_pods and _age_seconds(job) >= FAILED_CREATE_AFTER_SECONDS:  # type: ignore[arg-type]
-        failed_create = _failed_create(kube, job)  # type: ignore[arg-type]
+    if job is not None and end is None and not job["spec"].get("suspend") and len(live) < nodes:
+        # Pods normally appear within seconds; only a Job that still misses some is worth the lookup.
+        failed_create = kube.pods_refused(job) if _age_seconds(job) >= FAILED_CREATE_AFTER_SECONDS else None
 
     # Step 5: status.
     observation = status_of.Observation(

@@ -1,7 +1,10 @@
 """The few Kubernetes calls the operator makes, on the official client.
 
 Children are written with server-side apply under one field manager (`kubetune`), forced, so the operator
-owns exactly the fields it renders and applying the same manifest twice changes nothing.
+owns exactly the fields it renders and applying the same manifest twice changes nothing. Forcing would also
+take over an object someone else made under the same name, so `apply` first checks who controls an object
+that exists: only one controlled by the same owner uid is written (`NotOurs` otherwise), and `delete_owned`
+deletes only what that uid controls.
 """
 
 from __future__ import annotations
@@ -14,7 +17,68 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from kubetune.api import GROUP, VERSION
-from kubetune.api.defaults import FIELD_MANAGER
+from kubetune.api.defaults import FIELD_MANAGER, LABEL_PREFIX
+from kubetune.api.validation import Problem
+
+# The labels that name a child's owner (`kubetune.io/finetunejob: <name>`, `kubetune.io/modelserve: <name>`).
+OWNER_LABELS = (f"{LABEL_PREFIX}/finetunejob", f"{LABEL_PREFIX}/modelserve")
+# Kinds never re-adopted when orphaned: a training Job is an attempt of one FineTuneJob, with its own history
+# (its failures count against that resource's restarts), and a new resource of the same name starts afresh.
+NEVER_ADOPTED = frozenset({"Job"})
+
+
+class NotOurs(Exception):
+    """An object the operator would write exists and is not controlled by the resource being reconciled."""
+
+    def __init__(self, kind: str, name: str, holder: str):
+        self.kind, self.name, self.holder = kind, name, holder
+        super().__init__(
+            f"{kind} {name} already exists and is not this resource's ({holder}): it is left alone; "
+            f"delete or rename it, or rename this resource"
+        )
+
+
+class ChildRefused(Exception):
+    """The API server refused a rendered child as invalid (422): a value from the spec it does not accept."""
+
+    def __init__(self, kind: str, name: str, message: str):
+        self.kind, self.name = kind, name
+        super().__init__(f"the API server refused {kind} {name}: {message}")
+
+
+def controller_uid(obj: dict[str, Any]) -> str | None:
+    """The uid of the object's controller (the ownerReference with controller: true), if it has one."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+def holder(obj: dict[str, Any]) -> str:
+    """Who an object belongs to, in words: its controller, or the field managers that wrote it."""
+    meta = obj.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller"):
+            gone = ", being deleted" if meta.get("deletionTimestamp") else ""
+            return f"controlled by {ref.get('kind')} {ref.get('name')} uid {ref.get('uid')}{gone}"
+    managers = sorted({m.get("manager", "?") for m in meta.get("managedFields") or []})
+    return f"no controller; written by {', '.join(managers) or 'an unknown client'}"
+
+
+def _our_orphan(existing: dict[str, Any], manifest: dict[str, Any]) -> bool:
+    """An object this operator made for a resource of the same name, orphaned (`--cascade=orphan`).
+
+    Re-adopting it is safe: it is rendered the same way again. Anything else is someone else's.
+    """
+    if manifest["kind"] in NEVER_ADOPTED or controller_uid(existing) is not None:
+        return False
+    meta = existing.get("metadata") or {}
+    managers = meta.get("managedFields") or []
+    applied_by_us = any(m.get("manager") == FIELD_MANAGER and m.get("operation") == "Apply" for m in managers)
+    wanted = manifest["metadata"].get("labels") or {}
+    labels = meta.get("labels") or {}
+    owner_labels = [key for key in OWNER_LABELS if key in wanted]
+    return applied_by_us and bool(owner_labels) and all(labels.get(k) == wanted[k] for k in owner_labels)
 
 
 @dataclass(frozen=True)
@@ -108,17 +172,38 @@ class Kube:
             query.append(("labelSelector", ",".join(f"{k}={v}" for k, v in sorted(labels.items()))))
         return self._call("GET", KINDS[kind].path(namespace), query=query).get("items", [])
 
-    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply, forced: the operator's rendering is the truth for the fields it sets."""
+    def apply(self, manifest: dict[str, Any], existing: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Server-side apply, forced: the operator's rendering is the truth for the fields it sets.
+
+        A manifest with a controller ownerReference is applied only when the object does not exist or is
+        controlled by that same uid (or is this operator's own orphan, see `_our_orphan`); otherwise
+        `NotOurs` is raised and nothing is written. `existing` saves the read when the caller has it.
+        A child the API server refuses as invalid raises `ChildRefused`.
+        """
         meta = manifest["metadata"]
         kind = KINDS[manifest["kind"]]
-        return self._call(
-            "PATCH",
-            kind.path(meta.get("namespace"), meta["name"]),
-            body=manifest,
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-            content_type="application/apply-patch+yaml",
-        )
+        owner = controller_uid(manifest)
+        if owner is not None:
+            if existing is None:
+                existing = self.get(manifest["kind"], meta.get("namespace"), meta["name"])
+            if (
+                existing is not None
+                and controller_uid(existing) != owner
+                and not _our_orphan(existing, manifest)
+            ):
+                raise NotOurs(manifest["kind"], meta["name"], holder(existing))
+        try:
+            return self._call(
+                "PATCH",
+                kind.path(meta.get("namespace"), meta["name"]),
+                body=manifest,
+                query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                content_type="application/apply-patch+yaml",
+            )
+        except ApiException as error:
+            if error.status in (400, 422):  # invalid, or a patch the API server cannot merge
+                raise ChildRefused(manifest["kind"], meta["name"], _api_message(error)) from error
+            raise
 
     def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         meta = manifest["metadata"]
@@ -144,6 +229,47 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
+    def pods_refused(self, controller: dict[str, Any]) -> str | None:
+        """Why a controller (a Job, a ReplicaSet) cannot create its pods: its newest FailedCreate Event,
+        such as a refusal by Pod Security admission. None when it has none."""
+        meta = controller["metadata"]
+        selector = f"involvedObject.uid={meta['uid']},reason=FailedCreate"
+        events = self._call(
+            "GET", KINDS["Event"].path(meta["namespace"]), query=[("fieldSelector", selector)]
+        ).get("items", [])
+        if not events:
+            return None
+
+        def when(event: dict[str, Any]) -> str:
+            return (
+                event.get("lastTimestamp") or event.get("eventTime") or event["metadata"]["creationTimestamp"]
+            )
+
+        return max(events, key=when).get("message") or "FailedCreate"
+
+    def delete_owned(self, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
+        """Deletes the object only if `owner_uid` controls it (the uid precondition pins that very object).
+
+        Returns whether it was deleted; an object that is missing or someone else's is left alone.
+        """
+        existing = self.get(kind, namespace, name)
+        if existing is None or controller_uid(existing) != owner_uid:
+            return False
+        try:
+            self._call(
+                "DELETE",
+                KINDS[kind].path(namespace, name),
+                body={
+                    "propagationPolicy": "Background",
+                    "preconditions": {"uid": existing["metadata"]["uid"]},
+                },
+            )
+        except ApiException as error:
+            if error.status in (404, 409):  # gone already, or replaced by another object meanwhile
+                return False
+            raise
+        return True
+
     def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> None:
         try:
             self._call(
@@ -154,3 +280,19 @@ class Kube:
         except ApiException as error:
             if error.status != 404:
                 raise
+
+
+def _api_message(error: ApiException) -> str:
+    """The API server's own message (it names the field), out of the Status body of an error."""
+    try:
+        return json.loads(error.body).get("message") or str(error.reason)
+    except (TypeError, ValueError):
+        return str(error.body or error.reason)
+
+
+def child_problem(error: NotOurs | ChildRefused) -> Problem:
+    """A child that could not be written, as the resource's problem (a condition and an Event)."""
+    if isinstance(error, NotOurs):
+        # Waiting: it resolves itself once the other object is gone (or its garbage collection finishes).
+        return Problem("ChildConflict", str(error), terminal=False)
+    return Problem("InvalidValue", str(error), terminal=True)

@@ -20,7 +20,7 @@ from kubetune.api.common import CLAIM_MOUNT_PATH
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, describe
 from kubetune.handlers import events
-from kubetune.handlers.kube import Kube
+from kubetune.handlers.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.render import modelserve as render
 from kubetune.status import modelserve as status_of
 
@@ -114,6 +114,14 @@ def _observed_max_lora_rank(deployment: dict[str, Any] | None) -> int | None:
     return None
 
 
+def _replica_failure(deployment: dict[str, Any] | None) -> str | None:
+    """The Deployment's ReplicaFailure condition (its ReplicaSet could not create pods: admission said no)."""
+    for condition in ((deployment or {}).get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
+            return condition.get("message") or condition.get("reason") or "FailedCreate"
+    return None
+
+
 def reconcile(
     kube: Kube, body: dict[str, Any], settings: TrainerSettings, sidecar_image: str
 ) -> dict[str, Any]:
@@ -172,9 +180,14 @@ def reconcile(
             sidecar_image=sidecar_image,
         )
         if not problems:
-            for child in render.children(target):
+            wanted = render.children(target)
+            for child in wanted:
                 try:
                     applied = kube.apply(child)
+                except (NotOurs, ChildRefused) as error:
+                    # Nothing further is written beside someone else's object (the Deployment would mount it).
+                    problems.append(child_problem(error))
+                    break
                 except ApiException as error:
                     if child["kind"] == "ScaledObject" and error.status == 404:
                         problems.append(
@@ -190,11 +203,17 @@ def reconcile(
                     deployment = applied
                 if child["metadata"]["name"] == target.report_config_map_name:
                     reports = status_of.parse_reports(applied.get("data"))
-            if spec.autoscaling is None and kube.get(
-                "HorizontalPodAutoscaler", namespace, target.service_name
-            ):
-                kube.delete("HorizontalPodAutoscaler", namespace, target.service_name)
+            # Switching provider or removing autoscaling: the other autoscaler goes, if it is this one's
+            # (and one under the name earlier releases gave it: one autoscaler, never two).
+            kept = {(c["kind"], c["metadata"]["name"]) for c in wanted}
+            for kind in render.AUTOSCALER_KINDS:
+                for old_name in (target.names.autoscaler, target.names.legacy_autoscaler):
+                    if (kind, old_name) not in kept:
+                        kube.delete_owned(kind, namespace, old_name, uid)
             pods = kube.list("Pod", namespace, render.selector(target))
+            refused = _replica_failure(deployment)
+            if refused and not (deployment or {}).get("status", {}).get("readyReplicas"):
+                problems.append(Problem("PodsRefused", f"the vLLM pods are refused: {refused}", False))
 
     served_name = target.served_model_name if target else name
     observation = status_of.Observation(

@@ -130,6 +130,11 @@ class Reconciler:
         try:
             outcome = reconcile()
         except ApiException as error:
+            if namespace_terminating(error):
+                # Its namespace is being deleted, and the resource with it: nothing is left to do.
+                RECONCILES.labels(kind, "unchanged").inc()
+                log.info("a %s in a namespace being deleted: not reconciled", kind)
+                return None
             RECONCILES.labels(kind, "error").inc()
             log.warning("reconcile of a %s failed: %s %s", kind, error.status, error.reason)
             raise
@@ -169,6 +174,11 @@ class Reconciler:
                     self.modelserve(meta["namespace"], meta["name"])
                 except Exception:
                     log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
+
+
+def namespace_terminating(error: ApiException) -> bool:
+    """A write refused because the namespace is being deleted (its resources go with it)."""
+    return error.status == 403 and "NamespaceTerminating" in str(error.body or "")
 
 
 def status_only(event_type: str | None, body: Any) -> bool:

@@ -30,7 +30,7 @@ from kubetune.api.defaults import (
 )
 from kubetune.render.deepspeed import preset_config
 from kubetune.render.names import FineTuneJobNames, label_value
-from kubetune.render.pods import place, resource_requirements
+from kubetune.render.pods import place, resource_requirements, secret_env, secure
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 FTJ_LABEL = f"{LABEL_PREFIX}/finetunejob"
@@ -390,7 +390,7 @@ def job(target: FineTuneJobTarget) -> dict[str, Any]:
         "imagePullPolicy": spec.image_pull_policy or settings.image_pull_policy,
         "command": ["kubetune"],
         "args": ["launch"],
-        "env": _env(target) + _hub_env(target),
+        "env": _env(target) + _hub_env(target) + secret_env(spec.secret_env),
         "ports": [
             {"name": "rendezvous", "containerPort": settings.master_port},
             {"name": "metrics", "containerPort": settings.metrics_port},
@@ -415,6 +415,7 @@ def job(target: FineTuneJobTarget) -> dict[str, Any]:
         pod_spec["initContainers"] = [_model_fetch_container(target, image, mounts)]
     res = spec.resources
     place(pod_spec, res)
+    secure(pod_spec, spec.pod_security)
 
     job_spec: dict[str, Any] = {
         "completionMode": "Indexed",
@@ -500,6 +501,7 @@ def preprocess_job(target: FineTuneJobTarget) -> dict[str, Any]:
         pod_spec["tolerations"] = list(preprocess.tolerations)
     if spec.resources.priority_class_name:
         pod_spec["priorityClassName"] = spec.resources.priority_class_name
+    secure(pod_spec, spec.pod_security)
     own = {PREPROCESS_LABEL: label_value(target.name)}
     pod_labels = {
         "app.kubernetes.io/name": "kubetune-preprocess",

@@ -25,9 +25,10 @@ from kubetune.api import API_VERSION
 from kubetune.api import modelserve as ms
 from kubetune.api.common import CLAIM_MOUNT_PATH
 from kubetune.api.defaults import CONFIG_MOUNT_PATH, LABEL_PREFIX, MANAGED_BY, OPERATOR_IMAGE, TRAINER_IMAGE
+from kubetune.api.podspec import VLLM_DEFAULT_UID
 from kubetune.render.finetunejob import claim_path
-from kubetune.render.names import dns_label, label_value
-from kubetune.render.pods import place, resource_requirements
+from kubetune.render.names import ModelServeNames, label_value
+from kubetune.render.pods import place, resource_requirements, secure
 
 MSERVE_LABEL = f"{LABEL_PREFIX}/modelserve"
 VLLM_PORT = 8000
@@ -58,24 +59,28 @@ class ModelServeTarget:
     sidecar_image: str = OPERATOR_IMAGE
 
     @property
+    def names(self) -> ModelServeNames:
+        return ModelServeNames(self.name)
+
+    @property
     def service_name(self) -> str:
-        return dns_label(self.name)
+        return self.names.service
 
     @property
     def deployment_name(self) -> str:
-        return dns_label(self.name, "vllm")
+        return self.names.deployment
 
     @property
     def config_map_name(self) -> str:
-        return dns_label(self.name, "adapters", max_length=253)
+        return self.names.config_map
 
     @property
     def report_config_map_name(self) -> str:
-        return dns_label(self.name, "adapter-report", max_length=253)
+        return self.names.report_config_map
 
     @property
     def sidecar_account_name(self) -> str:
-        return dns_label(self.name, "adapter-sync", max_length=253)
+        return self.names.sidecar_account
 
     @property
     def served_model_name(self) -> str:
@@ -188,7 +193,15 @@ def _env(target: ModelServeTarget) -> list[dict[str, Any]]:
         # vLLM's CPU build sizes its KV cache from this (GiB), not from --gpu-memory-utilization.
         space = target.spec.engine.cpu_kv_cache_gib or ms.CPU_KV_CACHE_GIB
         env.append({"name": "VLLM_CPU_KVCACHE_SPACE", "value": str(space)})
+    # No hub token: vLLM runs offline (the model is on the claim); only fetch-model downloads.
     return env + list(target.spec.engine.env or [])
+
+
+def _hub_token_env(target: ModelServeTarget) -> list[dict[str, Any]]:
+    token = target.spec.model.hub_token_secret
+    if token is None:
+        return []
+    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}}]
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -325,6 +338,10 @@ def deployment(target: ModelServeTarget) -> dict[str, Any]:
         "terminationGracePeriodSeconds": 60,
     }
     place(pod_spec, spec.resources)
+    secure(pod_spec, spec.pod_security)
+    # vLLM's image runs as root unless told otherwise; "restricted" needs a non-root uid.
+    if spec.pod_security is None or spec.pod_security.run_as_user is None:
+        vllm["securityContext"]["runAsUser"] = VLLM_DEFAULT_UID
 
     deployment_spec: dict[str, Any] = {
         "replicas": desired_replicas(spec),
@@ -424,7 +441,7 @@ def autoscaler(target: ModelServeTarget) -> dict[str, Any] | None:
         return {
             "apiVersion": "keda.sh/v1alpha1",
             "kind": "ScaledObject",
-            "metadata": metadata(target, target.service_name),
+            "metadata": metadata(target, target.names.autoscaler),
             "spec": {
                 "scaleTargetRef": _scale_target(target),
                 "minReplicaCount": scaling.min_replicas,
@@ -444,7 +461,7 @@ def autoscaler(target: ModelServeTarget) -> dict[str, Any] | None:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": metadata(target, target.service_name),
+        "metadata": metadata(target, target.names.autoscaler),
         "spec": {
             "scaleTargetRef": _scale_target(target),
             "minReplicas": scaling.min_replicas,
@@ -463,6 +480,9 @@ def autoscaler(target: ModelServeTarget) -> dict[str, Any] | None:
             ],
         },
     }
+
+
+AUTOSCALER_KINDS = ("HorizontalPodAutoscaler", "ScaledObject")
 
 
 def children(target: ModelServeTarget) -> list[dict[str, Any]]:

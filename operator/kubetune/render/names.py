@@ -72,3 +72,46 @@ class FineTuneJobNames:
 
     def master_addr(self, attempt: int, namespace: str) -> str:
         return f"{self.job(attempt)}-0.{self.service}.{namespace}.svc"
+
+
+class ModelServeNames:
+    """Every child name of one ModelServe.
+
+    Every child of either kind is `<resource name>-<suffix>`, and no suffix is used by both kinds for the
+    same API kind (a FineTuneJob's Service ends in `-workers`, a ModelServe's in `-vllm`), so a FineTuneJob
+    and a ModelServe can never render the same object, whatever their names (docs/operations.md).
+    """
+
+    def __init__(self, name: str):
+        self.owner = name
+
+    @property
+    def service(self) -> str:
+        return dns_label(self.owner, "vllm")
+
+    @property
+    def deployment(self) -> str:
+        return dns_label(self.owner, "vllm")
+
+    @property
+    def config_map(self) -> str:
+        return dns_label(self.owner, "adapters", max_length=253)
+
+    @property
+    def report_config_map(self) -> str:
+        return dns_label(self.owner, "adapter-report", max_length=253)
+
+    @property
+    def sidecar_account(self) -> str:
+        # The adapter-sync sidecar's ServiceAccount, Role and RoleBinding.
+        return dns_label(self.owner, "adapter-sync", max_length=253)
+
+    @property
+    def autoscaler(self) -> str:
+        # The HPA or the KEDA ScaledObject: one name for both (switching provider swaps one for the other).
+        return dns_label(self.owner, "vllm")
+
+    @property
+    def legacy_autoscaler(self) -> str:
+        """The name the autoscaler (and the Service) had before every child got a suffix: pruned on sight."""
+        return dns_label(self.owner)

@@ -1,8 +1,11 @@
-"""Pod-level pieces both kinds render the same way: resource requirements and where pods may run."""
+"""Pod-level pieces both kinds render the same way: resource requirements, where pods may run, and the
+security context (Pod Security "restricted" unless the spec's `podSecurity` relaxes it)."""
 
 from __future__ import annotations
 
 from typing import Any, Protocol
+
+from kubetune.api.podspec import PodSecurity, SecretEnvVar
 
 
 class Placement(Protocol):
@@ -45,3 +48,51 @@ def place(pod_spec: dict[str, Any], res: Placement) -> dict[str, Any]:
     if res.priority_class_name:
         pod_spec["priorityClassName"] = res.priority_class_name
     return pod_spec
+
+
+def pod_security_context(security: PodSecurity | None) -> dict[str, Any]:
+    """The pod-level half of Pod Security "restricted" (non-root, RuntimeDefault seccomp), as relaxed."""
+    security = security or PodSecurity()
+    context: dict[str, Any] = {
+        "runAsNonRoot": security.run_as_non_root,
+        "seccompProfile": {"type": security.seccomp_profile},
+    }
+    for key, value in (
+        ("runAsUser", security.run_as_user),
+        ("runAsGroup", security.run_as_group),
+        ("fsGroup", security.fs_group),
+    ):
+        if value is not None:
+            context[key] = value
+    return context
+
+
+def container_security_context(security: PodSecurity | None) -> dict[str, Any]:
+    """The container-level half: no privilege escalation, every capability dropped (some added back)."""
+    security = security or PodSecurity()
+    capabilities: dict[str, Any] = {"drop": ["ALL"]}
+    if security.add_capabilities:
+        capabilities["add"] = list(security.add_capabilities)
+    return {"allowPrivilegeEscalation": security.allow_privilege_escalation, "capabilities": capabilities}
+
+
+def secure(pod_spec: dict[str, Any], security: PodSecurity | None) -> dict[str, Any]:
+    """Sets the security context of the pod and of every container in it (init containers included)."""
+    pod_spec["securityContext"] = pod_security_context(security)
+    for container in [*pod_spec.get("initContainers", []), *pod_spec.get("containers", [])]:
+        container["securityContext"] = {
+            **container_security_context(security),
+            **container.get("securityContext", {}),
+        }
+    return pod_spec
+
+
+def secret_env(variables: list[SecretEnvVar] | None) -> list[dict[str, Any]]:
+    """Environment variables read from Secrets by the kubelet: the values never pass through the operator."""
+    return [
+        {
+            "name": v.name,
+            "valueFrom": {"secretKeyRef": {"name": v.secret_key_ref.name, "key": v.secret_key_ref.key}},
+        }
+        for v in variables or []
+    ]

@@ -251,8 +251,8 @@ def pod_pending_reason(pod: dict[str, Any]) -> tuple[str, str] | None:
 
 def failed_create_message(event_message: str) -> tuple[str, str]:
     """The Job controller cannot create a pod: refused by admission (Pod Security, a quota, a webhook)."""
-    reason = "PodSecurityRefused" if "PodSecurity" in event_message else "PodCreationRefused"
-    return reason, f"the Job cannot create its pods: {event_message}"
+    # One reason for every refusal (as a ModelServe says it), the admission's own words in the message.
+    return "PodsRefused", f"the training pods are refused: {event_message}"
 
 
 # --- the status ------------------------------------------------------------------------------------
@@ -571,10 +571,10 @@ def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[Event
             "ImagePullError",
             "ContainerConfigError",
             "Restarting",
+            "ChildConflict",
+            "PodsRefused",
             "Disrupted",
             "CrashLoopBackOff",
-            "PodSecurityRefused",
-            "PodCreationRefused",
         }
         events.append(Event("Warning" if failing else "Normal", new_reason or str(new_phase), message))
     # A spec refused while an attempt runs changes no phase: its own Warning names the field.

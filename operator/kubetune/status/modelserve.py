@@ -266,6 +266,8 @@ def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[tuple
         warning = current.get("phase") in (Phase.FAILED, Phase.DEGRADED) or current.get("reason") in (
             "Unschedulable",
             "ImagePullError",
+            "ChildConflict",
+            "PodsRefused",
         )
         events.append(
             ("Warning" if warning else "Normal", current.get("reason", ""), current.get("message", ""))

@@ -1,0 +1,138 @@
+"""Pod-level values a user may set on either kind: how the pods run (Pod Security), the Secrets they get as
+environment variables, and the shapes of values the API server checks only once a pod is made of them.
+
+Every shape here is in the CRD schema too (a pattern or a bound), so `kubectl apply` refuses a bad value
+before the operator ever renders it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from kubetune.api.common import Model, SecretKeyRef
+
+# A resource quantity as Kubernetes parses it: `32`, `500m`, `256Gi`, `1.5`, `2e3`.
+QUANTITY = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
+Quantity = Annotated[str, Field(pattern=QUANTITY, max_length=64)]
+
+# A label value: empty, or up to 63 alphanumerics, `-`, `_`, `.`, starting and ending alphanumeric.
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LabelValue = Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)]
+
+# A qualified name (label keys, extended resources): an optional DNS-subdomain prefix and a name part.
+QUALIFIED_NAME = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+QualifiedName = Annotated[str, Field(pattern=QUALIFIED_NAME, max_length=317)]
+
+# An environment variable name a shell can also use.
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+# Linux capability names as Kubernetes spells them (`NET_BIND_SERVICE`, without `CAP_`).
+Capability = Annotated[str, Field(pattern=r"^[A-Z][A-Z_]*$", max_length=64)]
+
+# The environment the operator sets in its pods: a user's variable of the same name would change how the
+# launcher, torchrun or vLLM find each other, so these are refused.
+RESERVED_ENV_PREFIXES = ("KUBETUNE_", "VLLM_")
+RESERVED_ENV = frozenset(
+    {"NNODES", "NODE_RANK", "NPROC_PER_NODE", "MASTER_ADDR", "MASTER_PORT", "FORCE_TORCHRUN", "HOME"}
+    | {"HF_TOKEN", "MODELSCOPE_API_TOKEN", "HF_HUB_OFFLINE"}
+)
+
+# The uid the vLLM container runs as when the spec does not say: the upstream vLLM image has no non-root
+# USER, and Pod Security "restricted" needs one. The operator's and the trainer's images have their own.
+VLLM_DEFAULT_UID = 1000
+
+
+class PodSecurity(Model):
+    """How the operator's pods run. By default they meet Pod Security "restricted": non-root, no privilege
+    escalation, every capability dropped, the runtime's default seccomp profile. Each field relaxes or pins
+    one of those for a cluster or an image that needs it; anything else about the pods stays the operator's.
+    """
+
+    run_as_non_root: bool = Field(
+        True, description="Refuse to start a container as root (default true; `restricted` needs it)."
+    )
+    run_as_user: int | None = Field(
+        None,
+        ge=0,
+        le=2147483647,
+        description="UID of the containers (default: the image's USER; 1000 for vLLM, whose image has none).",
+    )
+    run_as_group: int | None = Field(None, ge=0, le=2147483647, description="GID of every container.")
+    fs_group: int | None = Field(
+        None, ge=0, le=2147483647, description="Group owning the pods' volumes (for claims that honour it)."
+    )
+    allow_privilege_escalation: bool = Field(
+        False, description="Let processes gain more privileges than their parent (default false)."
+    )
+    seccomp_profile: Literal["RuntimeDefault", "Unconfined"] = Field(
+        "RuntimeDefault", description="Seccomp profile of the pods (default `RuntimeDefault`)."
+    )
+    add_capabilities: list[Capability] | None = Field(
+        None,
+        max_length=16,
+        description="Linux capabilities to add back after dropping all (`restricted` allows only "
+        "NET_BIND_SERVICE).",
+    )
+
+    @model_validator(mode="after")
+    def _root_needs_consent(self) -> PodSecurity:
+        # The same rule as the CRD's CEL (kubetune.api.crd).
+        if self.run_as_user == 0 and self.run_as_non_root:
+            raise ValueError("podSecurity.runAsUser 0 is root: set podSecurity.runAsNonRoot: false as well")
+        return self
+
+
+class SecretEnvVar(Model):
+    """An environment variable of the training container, read from a Secret (never copied anywhere)."""
+
+    name: str = Field(
+        pattern=ENV_NAME,
+        max_length=256,
+        description="The variable, such as `SWANLAB_API_KEY` or `WANDB_API_KEY` (trackers read them).",
+    )
+    secret_key_ref: SecretKeyRef = Field(description="The Secret key holding the value.")
+
+    @model_validator(mode="after")
+    def _not_the_operators(self) -> SecretEnvVar:
+        if self.name in RESERVED_ENV or self.name.startswith(RESERVED_ENV_PREFIXES):
+            raise ValueError(f"secretEnv: {self.name} is set by the operator; use another variable")
+        return self
+
+
+SecretEnv = Annotated[
+    list[SecretEnvVar],
+    Field(
+        max_length=32,
+        description="Environment variables from Secrets, for the tracker keys LLaMA-Factory would otherwise "
+        "take in `config` (`SWANLAB_API_KEY`, `WANDB_API_KEY`, ...): the value never leaves the Secret.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    ),
+]
+
+
+def label_problems(labels: dict[str, str] | None, field: str) -> list[str]:
+    """Label keys and values the API server would refuse in a pod, each naming its field."""
+    problems = []
+    for key, value in (labels or {}).items():
+        if not re.fullmatch(QUALIFIED_NAME, key) or len(key.rpartition("/")[2]) > 63:
+            problems.append(f"{field}: {key!r} is not a valid label key")
+        if not isinstance(value, str) or not re.fullmatch(LABEL_VALUE, value) or len(value) > 63:
+            problems.append(f"{field}.{key}: {value!r} is not a valid label value (63 characters at most)")
+    return problems
+
+
+__all__ = [
+    "LabelValue",
+    "PodSecurity",
+    "QualifiedName",
+    "Quantity",
+    "SecretEnv",
+    "SecretEnvVar",
+    "label_problems",
+]
