@@ -80,7 +80,8 @@ def run_streaming(argv: list[str], env: dict[str, str], tail: collections.deque[
 
 
 def write_config(config: dict[str, Any], name: str) -> Path:
-    directory = Path(tempfile.gettempdir()) / "kubetune"
+    # Per process: launchers sharing a /tmp (the worker tier, several at once) never run each other's config.
+    directory = Path(tempfile.gettempdir()) / f"kubetune-{os.getpid()}"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     path.write_text(yaml.safe_dump(config, sort_keys=False))
