@@ -1,4 +1,4 @@
-"""The `kubetune` command: run the operator, render, convert, validate, crds."""
+"""The `kubetune` command: run the operator, render, convert, validate, crds, plot."""
 
 from __future__ import annotations
 
@@ -247,6 +247,15 @@ def _alive_while_waiting(endpoint: str | None):
         server.server_close()
 
 
+# --- kubetune plot ---------------------------------------------------------------------------------
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from kubetune import plot
+
+    return plot.main(args.target, args.namespace, args.output, args.kubeconfig)
+
+
 # --- the parser ------------------------------------------------------------------------------------
 
 
@@ -285,6 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--check", action="store_true", help="exit 1 when the files are out of date")
     crds.add_argument("--stdout", action="store_true", help="print them instead")
     crds.set_defaults(func=cmd_crds)
+
+    plot = sub.add_parser("plot", help="draw a FineTuneJob's train and eval loss (terminal, or -o PNG)")
+    plot.add_argument("target", metavar="ftj/NAME", help="the FineTuneJob")
+    plot.add_argument("-n", "--namespace", help="its namespace (default: the kubeconfig context's)")
+    plot.add_argument(
+        "-o", "--output", metavar="FILE.png", help="write a PNG instead of drawing in the terminal"
+    )
+    plot.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+    plot.set_defaults(func=cmd_plot)
 
     reference = sub.add_parser("reference", help="print the resource reference (docs/reference.md)")
     reference.add_argument("--check", metavar="FILE", help="exit 1 when FILE differs from what is generated")

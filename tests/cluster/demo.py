@@ -89,6 +89,8 @@ def show_nodes(console: Console, nodes: list[dict[str, Any]]) -> None:
 def prepare_namespace(info: localcluster.ClusterInfo, kubectl) -> Path:
     """The demo namespace and its shared claim: a PersistentVolume on a directory of this machine."""
     claim = Path(info.state_dir) / "claims" / NAMESPACE
+    # Each demo trains from scratch: an earlier demo's finished run would be refused as another job's.
+    shutil.rmtree(claim / "runs", ignore_errors=True)
     (claim / "datasets").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DEMO / "data" / "sample-ner.json", claim / "datasets" / "sample-ner.json")
     # A volume left Released by an earlier demo's deleted namespace would never bind again.
@@ -224,6 +226,7 @@ def run(console: Console, info: localcluster.ClusterInfo, kubectl, claim: Path) 
         lambda: (get(kubectl, "ftj", name).get("status") or {}).get("phase") == "Succeeded",
         timeout=60,
     )
+    show_curves(console, get(kubectl, "ftj", name), Path(info.state_dir) / "curves.png")
 
     kubectl("apply", "-n", NAMESPACE, "-f", str(DEMO / "modelserve.yaml"))
     console.print("applied [bold]examples/demo/modelserve.yaml[/]")
@@ -302,6 +305,23 @@ def complete(console: Console, pod: ServePod) -> None:
     console.print(
         f"  [dim]ner:[/]  {answer!r}  [dim](a tiny random model after a few steps: the words are noise)[/]"
     )
+
+
+def show_curves(console: Console, finetunejob: dict[str, Any], png: Path) -> None:
+    """The run's loss curves from its status, as `kubetune plot` draws them: in the terminal, and a PNG."""
+    from kubetune import plot
+
+    try:
+        console.print(
+            plot.terminal_chart(finetunejob, width=min(console.width, 100), height=20), soft_wrap=True
+        )
+        plot.write_png(finetunejob, png)
+    except RuntimeError as missing:  # the plot extra is not installed
+        console.print(f"  (no curves: {missing})")
+        return
+    for line in plot.summary(finetunejob)[1:]:
+        console.print(f"  {line}", soft_wrap=True)
+    console.print(f"  the curves as a PNG: {png}  (kubetune plot ftj/NAME -o FILE.png)", soft_wrap=True)
 
 
 def _token_kubeconfig(info: localcluster.ClusterInfo, token: str) -> dict[str, Any]:

@@ -187,13 +187,25 @@ def test_an_orphaned_job_of_an_earlier_resource_is_not_adopted(
     )
     ftjs.create(finetunejob("ner"))
     uid = ftjs.get("ner")["metadata"]["uid"]
-    # The static children the operator made are taken back; the old attempt's Job is not.
+    # The old attempt's Job still runs and writes the same output path: the new FineTuneJob waits for it,
+    # and does not adopt it.
+    status = ftjs.wait_reason("ner", "LeftoverJob", timeout=30)
+    assert status.get("phase") != "Succeeded"
+    assert not batch.read_namespaced_job("ner-a1", namespace).metadata.owner_references
+    # Once it is gone, the new FineTuneJob starts, and takes back the static children the operator made.
+    batch.delete_namespaced_job("ner-a1", namespace, propagation_policy="Background")
     wait_until(
         lambda: core.read_namespaced_config_map("ner-config", namespace).metadata.owner_references,
         "the ConfigMap to be re-adopted",
-        timeout=30,
+        timeout=60,
     )
     assert core.read_namespaced_config_map("ner-config", namespace).metadata.owner_references[0].uid == uid
-    job = batch.read_namespaced_job("ner-a1", namespace)
-    assert not job.metadata.owner_references
-    assert ftjs.status("ner").get("phase") != "Succeeded"
+    wait_until(
+        lambda: [
+            j
+            for j in batch.list_namespaced_job(namespace).items
+            if any(o.uid == uid for o in j.metadata.owner_references or [])
+        ],
+        "a Job of the new FineTuneJob",
+        timeout=60,
+    )

@@ -334,3 +334,17 @@ def test_vllm_itself_refuses_what_the_sidecar_refuses_and_stays_up(stack: Stack)
     print("\nvLLM's own answers:", json.dumps(answers, indent=1))
     assert answers["rank32"][0] != 200
     assert stack.pod.complete("tiny-base", tokens=1)[0] == 200
+
+
+def test_the_dashboards_vllm_metrics_are_in_a_scrape_of_vllm(stack: Stack) -> None:
+    """The chart's Grafana dashboard reads only metrics this vLLM exposes (tests/unit/test_dashboard)."""
+    import urllib.request
+
+    from tests.unit.test_dashboard import expressions, metric_names, scraped
+
+    assert stack.pod.complete("ner", tokens=1)[0] == 200  # a request on an adapter: every series is there
+    with urllib.request.urlopen(stack.pod.url + "/metrics", timeout=10) as response:
+        exposed = scraped(response.read().decode())
+    used = {name for e in expressions() for name in metric_names(e) if name.startswith("vllm:")}
+    assert {"vllm:time_to_first_token_seconds_bucket", "vllm:lora_requests_info"} <= used
+    assert used - exposed == set()

@@ -164,7 +164,13 @@ def test_status_subresource() -> None:
 
 def test_printer_columns() -> None:
     columns = _version()["additionalPrinterColumns"]
-    assert [c["name"] for c in columns] == ["Phase", "Progress", "Loss", "Nodes x GPUs", "Age"]
+    default = [c["name"] for c in columns if not c.get("priority")]
+    assert default == ["Phase", "Progress", "Loss", "Nodes x GPUs", "Age"]
+    wide = {c["name"]: c["jsonPath"] for c in columns if c.get("priority") == 1}
+    assert wide == {
+        "Best Eval Loss": ".status.progress.bestEvalLoss",
+        "Best Step": ".status.progress.bestEvalStep",
+    }
     assert {c["name"]: c["type"] for c in columns}["Age"] == "date"
     assert {c["name"]: c["jsonPath"] for c in columns}["Age"] == ".metadata.creationTimestamp"
 

@@ -90,6 +90,42 @@ def test_finished_weights_without_checkpoints_are_refused_not_overwritten(tmp_pa
     assert (out / "adapter_model.safetensors").read_bytes() == b"weights"
 
 
+def finished_output(out: Path, owner: str | None) -> None:
+    (out / "checkpoint-200").mkdir(parents=True)
+    (out / "checkpoint-200" / "trainer_state.json").write_text("{}")
+    (out / "adapter_model.safetensors").write_bytes(b"weights")
+    (out / "train_results.json").write_text("{}")
+    if owner:
+        (out / plan.OWNER_FILE).write_text(json.dumps({"uid": owner}))
+
+
+@pytest.mark.parametrize(
+    ("owner", "ours", "continue_finished", "refused"),
+    [
+        ("uid-old", "uid-new", False, True),  # re-created under the same name: it already finished
+        (None, "uid-new", False, True),  # finished, and nobody says for whom
+        ("uid-old", "uid-new", True, False),  # asked to continue it
+        ("uid-new", "uid-new", False, False),  # a later attempt of the same FineTuneJob
+    ],
+    ids=["another-job", "unknown-owner", "continue", "same-job"],
+)
+def test_a_finished_training_of_another_job_is_refused_unless_asked(
+    tmp_path: Path, owner, ours, continue_finished, refused
+) -> None:
+    out = tmp_path / "out"
+    finished_output(out, owner)
+    decision = plan.decide_resume(out, attempt=2, owner_uid=ours, continue_finished=continue_finished)
+    if refused:
+        assert (
+            decision.error
+            and "spec.continueFinished" in decision.error
+            and "already finished" in decision.error
+        )
+    else:
+        assert decision.error is None and decision.resume_from == out / "checkpoint-200"
+    assert (out / "adapter_model.safetensors").read_bytes() == b"weights", "nothing is deleted"
+
+
 # --- post-training steps ---------------------------------------------------------------------------
 
 TRAIN = {

@@ -207,6 +207,19 @@ def finetunejob_crd() -> dict[str, Any]:
             {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
             {"name": "Nodes x GPUs", "type": "string", "jsonPath": ".status.shape"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            # -o wide only: the lowest eval loss and its step.
+            {
+                "name": "Best Eval Loss",
+                "type": "number",
+                "jsonPath": ".status.progress.bestEvalLoss",
+                "priority": 1,
+            },
+            {
+                "name": "Best Step",
+                "type": "integer",
+                "jsonPath": ".status.progress.bestEvalStep",
+                "priority": 1,
+            },
         ],
     )
 
@@ -249,7 +262,7 @@ def _crd(
     description: str,
     spec: dict[str, Any],
     status: dict[str, Any],
-    columns: list[dict[str, str]],
+    columns: list[dict[str, Any]],
     scale: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     subresources: dict[str, Any] = {"status": {}}

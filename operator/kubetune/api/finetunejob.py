@@ -368,6 +368,18 @@ class FineTuneJobSpec(Model):
     )
     pod_metadata: PodMetadata | None = Field(None, description="Extra labels and annotations for the pods.")
     suspend: bool = Field(False, description="Suspend the job: its pods are removed until it is resumed.")
+    overfitting_patience: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Evaluations in a row whose eval loss stays above the best while the training loss "
+        "falls, before the condition Overfitting turns True (see docs: Curves).",
+    )
+    continue_finished: bool = Field(
+        False,
+        description="When the output path holds a training that finished for an earlier FineTuneJob of this "
+        "name, continue from its newest checkpoint instead of refusing to start.",
+    )
     max_restarts: int = Field(
         2, ge=0, le=100, description="New attempts after a failure; each resumes from the newest checkpoint."
     )
@@ -450,6 +462,19 @@ class FineTuneJobSpec(Model):
         return output_path_of(self.storage.path, namespace, name)
 
 
+class HistoryPoint(Model):
+    """What LLaMA-Factory logged at one step; an evaluation step has `evalLoss`."""
+
+    model_config = Model.model_config | {"extra": "allow", "frozen": False}
+
+    step: int
+    epoch: float | None = None
+    loss: float | None = Field(None, description="Training loss.")
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    checkpoint: bool | None = Field(None, description="A complete checkpoint of this step is on the claim.")
+
+
 class Progress(Model):
     """Training progress, as reported by the launcher from LLaMA-Factory's trainer_log.jsonl."""
 
@@ -464,6 +489,15 @@ class Progress(Model):
     eta: str | None = Field(None, description="Time left, as `1h2m3s`.")
     display: str | None = Field(None, description="One line for `kubectl get`: `120/900 13% eta 5m`.")
     updated_at: str | None = None
+    eval_loss: float | None = Field(None, description="Eval loss at the last evaluation.")
+    best_eval_loss: float | None = Field(None, description="The lowest eval loss so far.")
+    best_eval_step: int | None = Field(None, description="The step of the lowest eval loss.")
+    history: list[HistoryPoint] | None = Field(
+        None,
+        max_length=200,
+        description="The loss curves, thinned to at most 200 points: the first, the last and every "
+        "evaluation are kept (see docs/finetunejob.md, Curves). `kubetune plot` draws them.",
+    )
 
 
 class Output(Model):
@@ -473,6 +507,10 @@ class Output(Model):
     path: str = Field(description="Output directory on the claim.")
     adapter_path: str | None = Field(
         None, description="Where the trained adapter (or model) is on the claim."
+    )
+    best_checkpoint: str | None = Field(
+        None,
+        description="The evaluated checkpoint with the lowest eval loss, on the claim (with eval_strategy).",
     )
 
 

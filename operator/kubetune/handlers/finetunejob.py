@@ -301,6 +301,7 @@ def reconcile(
         nodes=nodes,
         gpus_per_node=gpus_per_node,
         max_restarts=spec.max_restarts if spec else 0,
+        overfitting_patience=spec.overfitting_patience if spec else status_of.curves.DEFAULT_PATIENCE,
         suspend=spec.suspend if spec else False,
         queue_name=spec.queue_name if spec else None,
         attempt=attempt,

@@ -80,7 +80,7 @@ def run_streaming(argv: list[str], env: dict[str, str], tail: collections.deque[
 
 
 def write_config(config: dict[str, Any], name: str) -> Path:
-    # Per process: launchers sharing a /tmp (the worker tier, several at once) never run each other's config.
+    # One directory per launcher process: two launchers on one machine (tests, a shared node) never mix.
     directory = Path(tempfile.gettempdir()) / f"kubetune-{os.getpid()}"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
@@ -102,15 +102,27 @@ def fail(env: plan.PodEnvironment, code: int, reason: str) -> int:
     return code
 
 
+def record_owner(env: plan.PodEnvironment) -> None:
+    """Whose training this output path holds: a FineTuneJob re-created under the same name is told."""
+    try:
+        env.output_dir.mkdir(parents=True, exist_ok=True)
+        owner = {"uid": env.finetunejob_uid, "name": env.finetunejob, "namespace": env.namespace}
+        (env.output_dir / plan.OWNER_FILE).write_text(json.dumps(owner) + "\n")
+    except OSError as error:  # a read-only or full claim fails the training itself, with its own words
+        log.warning("could not record the owner of %s: %s", env.output_dir, error)
+
+
 def launch(env: plan.PodEnvironment) -> int:
     train = yaml.safe_load((env.config_dir / LLAMAFACTORY_CONFIG_FILE).read_text())
     launcher_file = env.config_dir / LAUNCHER_CONFIG_FILE
     post = json.loads(launcher_file.read_text()) if launcher_file.exists() else {}
 
-    decision = plan.decide_resume(env.output_dir, env.attempt)
+    decision = plan.decide_resume(env.output_dir, env.attempt, env.finetunejob_uid, env.continue_finished)
     if decision.error:
         return fail(env, 2, decision.error)
     log.info("%s", decision.note)
+    if env.is_leader and env.finetunejob_uid:
+        record_owner(env)
     config_path = write_config(plan.training_config(train, decision), "train.yaml")
     child_env = plan.child_environment(env, os.environ)
 

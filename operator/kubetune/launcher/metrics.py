@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 from typing import Any
@@ -10,6 +11,15 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 log = logging.getLogger("kubetune.metrics")
+
+
+def duration_seconds(text: Any) -> int | None:
+    """`1:02:03` or `2 days, 1:02:03` (Python's timedelta, as LLaMA-Factory logs it) -> seconds."""
+    match = re.fullmatch(r"(?:(\d+) days?, )?(\d+):(\d{2}):(\d{2})", str(text or "").strip())
+    if not match:
+        return None
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 class TrainingMetrics:
@@ -21,6 +31,8 @@ class TrainingMetrics:
         self.step = gauge("kubetune_training_step", "Optimizer steps done.")
         self.total_steps = gauge("kubetune_training_total_steps", "Optimizer steps planned.")
         self.loss = gauge("kubetune_training_loss", "Training loss at the last logging step.")
+        self.eval_loss = gauge("kubetune_training_eval_loss", "Eval loss at the last evaluation.")
+        self.eta = gauge("kubetune_training_eta_seconds", "Time left, as LLaMA-Factory estimates it.")
         self.learning_rate = gauge(
             "kubetune_training_learning_rate", "Learning rate at the last logging step."
         )
@@ -47,6 +59,7 @@ class TrainingMetrics:
             (self.step, "current_steps"),
             (self.total_steps, "total_steps"),
             (self.loss, "loss"),
+            (self.eval_loss, "eval_loss"),
             (self.learning_rate, "lr"),
             (self.epoch, "epoch"),
             (self.throughput, "throughput"),
@@ -54,6 +67,9 @@ class TrainingMetrics:
             value = record.get(key)
             if isinstance(value, int | float):
                 gauge.set(value)
+        eta = duration_seconds(record.get("remaining_time"))
+        if eta is not None:
+            self.eta.set(eta)
         self._observe_gpus()
 
     def _observe_gpus(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -42,6 +43,8 @@ class PodEnvironment:
     metrics_port: int = 9400
     progress_interval: float = 15.0
     termination_log: Path = Path("/dev/termination-log")
+    finetunejob_uid: str | None = None
+    continue_finished: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PodEnvironment:
@@ -61,6 +64,8 @@ class PodEnvironment:
             metrics_port=int(env.get("KUBETUNE_METRICS_PORT", "9400")),
             progress_interval=float(env.get("KUBETUNE_PROGRESS_INTERVAL", "15")),
             termination_log=Path(env.get("KUBETUNE_TERMINATION_LOG", "/dev/termination-log")),
+            finetunejob_uid=env.get("KUBETUNE_FINETUNEJOB_UID"),
+            continue_finished=env.get("KUBETUNE_CONTINUE_FINISHED", "").lower() == "true",
         )
 
     @property
@@ -92,14 +97,44 @@ class ResumeDecision:
     error: str | None = None
 
 
-def decide_resume(output_dir: Path, attempt: int) -> ResumeDecision:
+# Written into the output path when a FineTuneJob starts training there: whose work a finished output is.
+OWNER_FILE = ".kubetune-finetunejob.json"
+# LLaMA-Factory saves these (trainer.save_metrics) once a training has run to its end.
+FINISHED_MARKERS = ("train_results.json", "all_results.json")
+
+
+def finished_by_another(output_dir: Path, owner_uid: str | None) -> bool:
+    """The output holds a training that ran to its end, and not for this FineTuneJob (or nobody says)."""
+    if not any((output_dir / name).is_file() for name in FINISHED_MARKERS):
+        return False
+    try:
+        owner = json.loads((output_dir / OWNER_FILE).read_text()).get("uid")
+    except (OSError, ValueError, AttributeError):
+        owner = None
+    return owner_uid is None or owner != owner_uid
+
+
+def decide_resume(
+    output_dir: Path, attempt: int, owner_uid: str | None = None, continue_finished: bool = False
+) -> ResumeDecision:
     """Resume from the newest checkpoint in the output path, whatever the attempt.
 
     The output path belongs to this FineTuneJob (runs/<namespace>/<name> by default), so what is there is
     this job's earlier work: attempt 2 and later continue it, and so does attempt 1 of a FineTuneJob
-    re-created under the same name (after a deletion, say). Finished weights without any checkpoint are
-    refused, not overwritten: nothing on the claim is deleted unless asked.
+    re-created under the same name (after a deletion, say) while that training had not finished. A training
+    that finished for another FineTuneJob (another uid) is refused unless the spec says to continue it, and
+    so are finished weights without any checkpoint: nothing on the claim is deleted unless asked.
     """
+    if not continue_finished and finished_by_another(output_dir, owner_uid):
+        return ResumeDecision(
+            None,
+            "",
+            error=(
+                f"config error: {output_dir} holds a training that already finished (train_results.json), "
+                "from an earlier FineTuneJob of this name: set spec.continueFinished: true to continue from "
+                "its newest checkpoint, or spec.storage.path to a new directory (nothing was deleted)"
+            ),
+        )
     found = checkpoints(output_dir)
     if found:
         step, newest = found[-1]

@@ -286,6 +286,7 @@ def _env(target: FineTuneJobTarget) -> list[dict[str, Any]]:
     spec, names, settings = target.spec, target.names, target.settings
     env: list[dict[str, Any]] = [
         {"name": "KUBETUNE_FINETUNEJOB", "value": target.name},
+        {"name": "KUBETUNE_FINETUNEJOB_UID", "value": target.uid},
         {"name": "KUBETUNE_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "KUBETUNE_ATTEMPT", "value": str(target.attempt)},
         {"name": "KUBETUNE_CONFIG_DIR", "value": CONFIG_MOUNT_PATH},
@@ -306,6 +307,8 @@ def _env(target: FineTuneJobTarget) -> list[dict[str, Any]]:
         {"name": "MASTER_PORT", "value": str(settings.master_port)},
         {"name": "FORCE_TORCHRUN", "value": "1"},
     ]
+    if spec.continue_finished:
+        env.append({"name": "KUBETUNE_CONTINUE_FINISHED", "value": "true"})
     return env
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from kubetune.api.defaults import LABEL_PREFIX
 from kubetune.api.finetunejob import Phase
 from kubetune.api.validation import Problem
+from kubetune.status import curves
 
 CONDITION_TYPES = ("Created", "Running", "Succeeded", "Failed", "Suspended")
 # Only when spec.dataset.preprocess is enabled: whether the tokenized dataset is ready.
@@ -65,6 +66,7 @@ class Observation:
     pods: list[dict[str, Any]] = field(default_factory=list)  # the current attempt's pods
     failed_create: str | None = None  # the Job controller's newest FailedCreate Event on that Job
     output: dict[str, Any] | None = None
+    overfitting_patience: int = curves.DEFAULT_PATIENCE
     preprocess: PreprocessObservation | None = None  # None: the spec does not preprocess
 
 
@@ -550,7 +552,23 @@ def compute(obs: Observation) -> dict[str, Any]:
         )
     if obs.output is not None:
         status["output"] = obs.output
+    _add_curves(obs, status)
     return status
+
+
+def _add_curves(obs: Observation, status: dict[str, Any]) -> None:
+    """From the launcher's loss history: the Overfitting condition and the best checkpoint (status.curves)."""
+    points = curves.history(obs.previous.get("progress"))
+    path = (obs.output or {}).get("path")
+    overfitting = curves.condition(
+        points, path, _previous_condition(obs, curves.CONDITION), obs.now, obs.generation,
+        obs.overfitting_patience,
+    )  # fmt: skip
+    if overfitting is not None:
+        status["conditions"].append(overfitting)
+    best = curves.best_checkpoint(points, path) if path else None
+    if best:
+        status["output"] = {**status["output"], "bestCheckpoint": best}
 
 
 def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[Event]:
@@ -584,6 +602,9 @@ def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[Event
     if refused and changed:
         reason = new_check.get("reason") or "InvalidSpec"
         events.append(Event("Warning", reason, new_check.get("message", "")))
+    overfitted = curves.became_overfitted(previous.get("conditions") or [], current.get("conditions") or [])
+    if overfitted is not None:
+        events.append(Event("Warning", curves.CONDITION, overfitted))
     return events
 
 
