@@ -156,8 +156,13 @@ def cmd_render(args: argparse.Namespace) -> int:
             dataset_info=dataset_info,
             deepspeed_config=deepspeed_config,
             settings=TrainerSettings(image=args.trainer_image or TrainerSettings.image),
+            # Offline, the training is shown as it runs once its preprocessing succeeded.
+            preprocessed=spec.dataset.preprocessing,
         )
-        out.extend(render.children(target))
+        children = render.children(target)
+        if spec.dataset.preprocessing:
+            children.insert(len(children) - 1, render.preprocess_job(target))
+        out.extend(children)
     sys.stdout.write(_dump(out))
     return 0
 
@@ -312,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
         "adapter-sync", help="ModelServe pods' sidecar: vLLM's adapter directory from the ConfigMap"
     )
     sub.add_parser("launch", help="the trainer pod's entrypoint: torchrun + LLaMA-Factory, progress, metrics")
+    sub.add_parser(
+        "preprocess", help="the preprocessing pod's entrypoint: tokenize once on CPU into the claim's cache"
+    )
     return parser
 
 
@@ -321,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         from kubetune.launcher import main as launcher
 
         return launcher.main(argv[1:])
+    if argv[:1] == ["preprocess"]:
+        from kubetune.launcher import preprocess
+
+        return preprocess.main(argv[1:])
     if argv[:1] == ["adapter-sync"]:
         from kubetune.launcher import adapter_sync
 

@@ -82,11 +82,12 @@ class TrainerPod:
     termination_log: Path
     working_dir: Path  # the container's workingDir, on the claim
     python: str = sys.executable  # the trainer environment's interpreter
+    command: str = "launch"  # `preprocess` for the preprocessing Job's pod
 
     def start(self, log_path: Path) -> subprocess.Popen:
         out = open(log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
         return subprocess.Popen(
-            [self.python, "-m", "kubetune.cli", "launch"],
+            [self.python, "-m", "kubetune.cli", self.command],
             env=self.env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -112,7 +113,11 @@ def materialise(
     kubeconfig: Path | None = None,
     metrics_port: int = 0,
     progress_interval: float = 1.0,
+    preprocessed: bool = False,
+    preprocess_pod: bool = False,
 ) -> TrainerPod:
+    """The trainer pod of `attempt` (`preprocessed`: its preprocessing Job succeeded), or with
+    `preprocess_pod` the preprocessing Job's pod."""
     spec = FineTuneJobSpec.model_validate(body["spec"])
     target = render.FineTuneJobTarget(
         name=body["metadata"]["name"],
@@ -121,6 +126,7 @@ def materialise(
         spec=spec,
         attempt=attempt,
         dataset_info=dict(spec.dataset.info or {}),
+        preprocessed=preprocessed,
     )
     config_dir = workdir / f"config-a{attempt}"
     config_dir.mkdir(parents=True, exist_ok=True)
@@ -131,7 +137,8 @@ def materialise(
     for file_name, content in render.config_map(target)["data"].items():
         (config_dir / file_name).write_text(mapped(content))
 
-    container = render.job(target)["spec"]["template"]["spec"]["containers"][0]
+    child = render.preprocess_job(target) if preprocess_pod else render.job(target)
+    container = child["spec"]["template"]["spec"]["containers"][0]
     env = cpu_env(workdir / "home")
     for variable in container["env"]:
         if "value" in variable:
@@ -162,6 +169,7 @@ def materialise(
         output_dir=Path(env["KUBETUNE_OUTPUT_DIR"]),
         termination_log=termination_log,
         working_dir=working_dir,
+        command=container["args"][0],
     )
 
 

@@ -36,6 +36,7 @@ DatasetName = Annotated[str, Field(min_length=1, max_length=256)]
 
 class Phase(StrEnum):
     PENDING = "Pending"
+    PREPROCESSING = "Preprocessing"
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
@@ -100,6 +101,37 @@ class ModelSpec(Model):
         return claim, path.strip("/")
 
 
+class PreprocessResources(Model):
+    """CPU and memory of the preprocessing pod (it requests no GPU)."""
+
+    cpu: str | None = Field(None, description="CPU request and limit, such as `8`.")
+    memory: str | None = Field(None, description="Memory request and limit, such as `32Gi`.")
+
+
+class PreprocessSpec(Model):
+    """Tokenize the datasets once, on CPU, before the GPUs are held."""
+
+    enabled: bool = Field(
+        False,
+        description=(
+            "Run LLaMA-Factory's data pipeline in a CPU-only Job first and save the tokenized dataset on "
+            "the claim (keyed by everything that changes it, so a later job with the same inputs reuses "
+            "it); the training Job is created only once it succeeded, and loads it (`tokenized_path`)."
+        ),
+    )
+    resources: PreprocessResources = Field(
+        default_factory=PreprocessResources, description="CPU and memory of the preprocessing pod."
+    )
+    node_selector: dict[str, str] | None = Field(
+        None, description="Node labels the preprocessing pod must match (not the trainer's)."
+    )
+    tolerations: list[dict[str, Any]] | None = Field(
+        None,
+        description="Tolerations of the preprocessing pod, as in a Pod spec (not the trainer's).",
+        json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+    )
+
+
 class DatasetSpec(Model):
     """The datasets of the run and their `dataset_info.json` entries."""
 
@@ -125,6 +157,13 @@ class DatasetSpec(Model):
     config_map_ref: ConfigMapKeyRef | None = Field(
         None, description="A ConfigMap key holding the whole `dataset_info.json` instead of `info`."
     )
+    preprocess: PreprocessSpec | None = Field(
+        None, description="Tokenize once on CPU before the training Job (off unless `enabled: true`)."
+    )
+
+    @property
+    def preprocessing(self) -> bool:
+        return self.preprocess is not None and self.preprocess.enabled
 
     @model_validator(mode="after")
     def _one_source_of_info(self) -> DatasetSpec:
@@ -401,6 +440,15 @@ class FineTuneJobSpec(Model):
         return self
 
     @model_validator(mode="after")
+    def _preprocess_fits(self) -> FineTuneJobSpec:
+        if self.dataset.preprocessing and self.config.get("streaming"):
+            raise ValueError(
+                "dataset.preprocess saves the tokenized dataset, which LLaMA-Factory cannot do for a "
+                "streamed one: remove `streaming` from config or set dataset.preprocess.enabled: false"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _gpus_where_needed(self) -> FineTuneJobSpec:
         if self.deepspeed is not None and self.resources.gpus_per_node < 1:
             raise ValueError("deepspeed needs GPUs: set resources.gpusPerNode >= 1 or remove deepspeed")
@@ -501,6 +549,7 @@ __all__ = [
     "FineTuneJobStatus",
     "ModelSpec",
     "Phase",
+    "PreprocessSpec",
     "ResourcesSpec",
     "StorageSpec",
 ]

@@ -240,6 +240,16 @@ def reconcile(
                 ),
             ]
 
+    # Preprocessing (spec.dataset.preprocess): a CPU-only Job before the first attempt; the training Job
+    # is created only once it succeeded. Once an attempt exists, every later one trains on what it left.
+    preprocess = None
+    if spec is not None and spec.dataset.preprocessing:
+        preprocess = _preprocess_of(kube, namespace, name, uid)
+    # The training config names the tokenized dataset only when this job's preprocessing made it (enabled
+    # by an edit after an attempt started, or deleted by hand: later attempts tokenize for themselves).
+    preprocessed = preprocess is not None and status_of.preprocessed(preprocess.job)
+    waiting_for_preprocess = preprocess is not None and not preprocessed and not jobs
+
     # Step 4: apply. Nothing is created for a bad spec, and nothing more once the job has finished.
     target = None
     if spec is not None:
@@ -252,6 +262,7 @@ def reconcile(
             dataset_info=dataset_info,
             deepspeed_config=deepspeed_config,
             observed_job_suspend=None if job is None else bool((job.get("spec") or {}).get("suspend")),
+            preprocessed=preprocessed,
             settings=settings,
         )
     if target is not None and not finished_before and end is None:
@@ -260,7 +271,9 @@ def reconcile(
                 if apply_static or job is None:
                     for child in render.children(target)[:-1]:
                         kube.apply(child)
-                if job is None:
+                if job is None and waiting_for_preprocess:
+                    preprocess = _apply_preprocess(kube, target, preprocess)  # type: ignore[arg-type]
+                elif job is None:
                     job = kube.apply(render.job(target))
             except (NotOurs, ChildRefused) as error:
                 # Someone else's object under a child's name, or a value the API server refuses: in status.
@@ -299,6 +312,8 @@ def reconcile(
         pods=pods,
         failed_create=failed_create,
         output=render.output(target) if target is not None else None,
+        # After the first attempt started, a preprocessing Job deleted by hand changes nothing.
+        preprocess=preprocess if preprocess is not None and (preprocess.job or not jobs) else None,
     )
     status = status_of.compute(observation)
     changed = _differs(previous, status)
@@ -311,6 +326,32 @@ def reconcile(
         log.info("deleting %s/%s: finished at %s", namespace, name, status.get("completionTime"))
         kube.delete("FineTuneJob", namespace, name)
     return Outcome(status=status, changed=changed, attempt=attempt)
+
+
+def _preprocess_of(kube: Kube, namespace: str, name: str, uid: str) -> status_of.PreprocessObservation:
+    """This FineTuneJob's preprocessing Job (by owner uid) and the pods that Job owns."""
+    selector = {render.PREPROCESS_LABEL: label_value(name)}
+    job = next((j for j in kube.list("Job", namespace, selector) if status_of.owned_by(j, uid)), None)
+    if job is None:
+        return status_of.PreprocessObservation()
+    job_uid = job["metadata"].get("uid", "")
+    pods = [p for p in kube.list("Pod", namespace, selector) if status_of.owned_by(p, job_uid)]
+    return status_of.PreprocessObservation(job=job, pods=pods)
+
+
+def _apply_preprocess(
+    kube: Kube, target: render.FineTuneJobTarget, preprocess: status_of.PreprocessObservation
+) -> status_of.PreprocessObservation:
+    """Creates the preprocessing Job, or follows spec.suspend on it; a finished one is left as it is."""
+    job = preprocess.job
+    if job is None:
+        return status_of.PreprocessObservation(job=kube.apply(render.preprocess_job(target)))
+    if status_of.attempt_end(job) is None and bool(job["spec"].get("suspend")) != target.spec.suspend:
+        patched = kube.patch_merge(
+            "Job", target.namespace, job["metadata"]["name"], {"spec": {"suspend": target.spec.suspend}}
+        )
+        return status_of.PreprocessObservation(job=patched, pods=preprocess.pods)
+    return preprocess
 
 
 def _shape(spec: ftj.FineTuneJobSpec | None, previous: dict[str, Any]) -> tuple[int, int]:

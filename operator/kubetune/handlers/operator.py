@@ -27,7 +27,7 @@ from kubetune.handlers import finetunejob as finetunejob_handler
 from kubetune.handlers import modelserve as modelserve_handler
 from kubetune.handlers.kube import Kube
 from kubetune.handlers.metrics import JOBS_BY_PHASE, RECONCILE_SECONDS, RECONCILES
-from kubetune.render.finetunejob import FTJ_LABEL
+from kubetune.render.finetunejob import FTJ_LABEL, PREPROCESS_LABEL
 from kubetune.render.modelserve import MSERVE_LABEL
 
 log = logging.getLogger("kubetune.operator")
@@ -279,6 +279,15 @@ def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfi
     @kopf.on.event("v1", "pods", labels={FTJ_LABEL: kopf.PRESENT})
     def trainer_pod_changed(labels: dict[str, str], namespace: str, **_: Any) -> None:
         reconciler().finetunejob(namespace, labels[FTJ_LABEL], apply_static=False)
+
+    # The preprocessing Job and its pod carry their own label (they are no attempt of the training).
+    @kopf.on.event("batch", "v1", "jobs", labels={PREPROCESS_LABEL: kopf.PRESENT})
+    def preprocess_job_changed(labels: dict[str, str], namespace: str, **_: Any) -> None:
+        reconciler().finetunejob(namespace, labels[PREPROCESS_LABEL], apply_static=False)
+
+    @kopf.on.event("v1", "pods", labels={PREPROCESS_LABEL: kopf.PRESENT})
+    def preprocess_pod_changed(labels: dict[str, str], namespace: str, **_: Any) -> None:
+        reconciler().finetunejob(namespace, labels[PREPROCESS_LABEL], apply_static=False)
 
     @kopf.on.event(GROUP, VERSION, ms.PLURAL)
     def modelserve_changed(name: str, namespace: str, type: str | None, body: kopf.Body, **_: Any) -> None:

@@ -37,6 +37,13 @@ FTJ_LABEL = f"{LABEL_PREFIX}/finetunejob"
 ATTEMPT_LABEL = f"{LABEL_PREFIX}/attempt"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 MODEL_READY_MARKER = ".kubetune-complete"
+# The preprocessing Job and its pod carry this label, not FTJ_LABEL: they are no attempt, and the
+# rendezvous Service selects the trainer pods by FTJ_LABEL.
+PREPROCESS_LABEL = f"{LABEL_PREFIX}/preprocess-of"
+# On the claim: tokenized datasets by their content key, shared by every job that has the same inputs.
+TOKENIZED_CACHE = ".kubetune/tokenized"
+# In the output path: a link to the tokenized dataset this job trains on, set by its preprocessing.
+TOKENIZED_LINK = ".kubetune/tokenized"
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class FineTuneJobTarget:
     deepspeed_config: dict[str, Any] | None = None
     # `spec.suspend` of the attempt's Job as it is now (None: not created yet); Kueue owns it once queued.
     observed_job_suspend: bool | None = None
+    # The preprocessing Job succeeded: the training config loads what it tokenized.
+    preprocessed: bool = False
     settings: TrainerSettings = field(default_factory=TrainerSettings)
 
     @property
@@ -142,7 +151,17 @@ def llamafactory_config(target: FineTuneJobTarget) -> dict[str, Any]:
     media = {} if "media_dir" in spec.config else {"media_dir": claim_path(spec.dataset.dir)}
     if spec.deepspeed is not None:
         owned["deepspeed"] = posixpath.join(CONFIG_MOUNT_PATH, DEEPSPEED_CONFIG_FILE)
-    return {**spec.config, **media, **owned}
+    # A user's own tokenized_path stays as it is (relative to the working directory); preprocessing
+    # filled it. Otherwise the training loads what this job's preprocessing left, once it has.
+    tokenized = {}
+    if spec.dataset.preprocessing and target.preprocessed and "tokenized_path" not in spec.config:
+        tokenized = {"tokenized_path": tokenized_link(target)}
+    return {**spec.config, **media, **owned, **tokenized}
+
+
+def tokenized_link(target: FineTuneJobTarget) -> str:
+    """Where the training finds its tokenized dataset: a link, in the output path, into the cache."""
+    return posixpath.join(claim_path(target.output_path), TOKENIZED_LINK)
 
 
 def dataset_info(target: FineTuneJobTarget) -> dict[str, Any]:
@@ -427,6 +446,92 @@ def job(target: FineTuneJobTarget) -> dict[str, Any]:
         "kind": "Job",
         "metadata": metadata(target, names.job(target.attempt), **job_labels),
         "spec": job_spec,
+    }
+
+
+# --- the preprocessing Job -------------------------------------------------------------------------
+
+
+def preprocess_job(target: FineTuneJobTarget) -> dict[str, Any]:
+    """A CPU-only Job that runs LLaMA-Factory's data pipeline for the training's exact arguments and saves
+    the tokenized dataset on the claim (`kubetune preprocess`). No GPU, its own requests and placement;
+    the operator creates the training Job only once it succeeded."""
+    spec, names, settings = target.spec, target.names, target.settings
+    preprocess = spec.dataset.preprocess or ftj.PreprocessSpec(enabled=True)
+    image = spec.image or settings.image
+    volumes, mounts = _volumes(target)
+    # No /dev/shm: no NCCL, no dataloader workers.
+    volumes = [v for v in volumes if v["name"] != "dshm"]
+    mounts = [m for m in mounts if m["name"] != "dshm"]
+    wanted = {"KUBETUNE_FINETUNEJOB", "KUBETUNE_NAMESPACE", "KUBETUNE_CONFIG_DIR", "KUBETUNE_OUTPUT_DIR"}
+    env = [e for e in _env(target) if e["name"] in wanted] + [
+        {"name": "KUBETUNE_TOKENIZED_CACHE", "value": claim_path(TOKENIZED_CACHE)},
+        {"name": "KUBETUNE_TOKENIZED_LINK", "value": tokenized_link(target)},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    container: dict[str, Any] = {
+        "name": "preprocess",
+        "image": image,
+        "imagePullPolicy": spec.image_pull_policy or settings.image_pull_policy,
+        "command": ["kubetune"],
+        "args": ["preprocess"],
+        "env": env + _hub_env(target),
+        "volumeMounts": mounts,
+        # Relative paths (a user's tokenized_path, media_dir) resolve as they do for the training.
+        "workingDir": working_dir(target),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    resources = resource_requirements(
+        ftj.ResourcesSpec(cpu=preprocess.resources.cpu, memory=preprocess.resources.memory), 0
+    )
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        # It talks to no API.
+        "automountServiceAccountToken": False,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if spec.model.hub_id is not None:
+        # The tokenizer comes with the model: the same download into the cache the training uses.
+        fetch = _model_fetch_container(target, image, mounts)
+        fetch["env"] = [e for e in fetch["env"] if e["name"] != "NODE_RANK"]
+        pod_spec["initContainers"] = [fetch]
+    if preprocess.node_selector:
+        pod_spec["nodeSelector"] = dict(preprocess.node_selector)
+    if preprocess.tolerations:
+        pod_spec["tolerations"] = list(preprocess.tolerations)
+    if spec.resources.priority_class_name:
+        pod_spec["priorityClassName"] = spec.resources.priority_class_name
+    secure(pod_spec, spec.pod_security)
+    own = {PREPROCESS_LABEL: label_value(target.name)}
+    pod_labels = {
+        "app.kubernetes.io/name": "kubetune-preprocess",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        **own,
+    }
+    extra = spec.pod_metadata
+    pod_metadata: dict[str, Any] = {"labels": {**((extra and extra.labels) or {}), **pod_labels}}
+    if extra and extra.annotations:
+        pod_metadata["annotations"] = dict(extra.annotations)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": names.preprocess_job,
+            "namespace": target.namespace,
+            "labels": pod_labels,
+            "ownerReferences": [owner_reference(target)],
+        },
+        "spec": {
+            "completions": 1,
+            "parallelism": 1,
+            # A failure is the data's or the config's: the operator reports it, nothing retries it.
+            "backoffLimit": 0,
+            "suspend": target.spec.suspend,
+            "template": {"metadata": pod_metadata, "spec": pod_spec},
+        },
     }
 
 

@@ -65,6 +65,11 @@ class FineTuneJobNames:
     def job(self, attempt: int) -> str:
         return dns_label(self.owner, f"a{attempt}", max_length=JOB_NAME_MAX)
 
+    @property
+    def preprocess_job(self) -> str:
+        # One per FineTuneJob, not per attempt: every attempt trains on what it tokenized.
+        return dns_label(self.owner, "preprocess", max_length=JOB_NAME_MAX)
+
     def master_addr(self, attempt: int, namespace: str) -> str:
         return f"{self.job(attempt)}-0.{self.service}.{namespace}.svc"
 

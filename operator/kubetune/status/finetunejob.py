@@ -21,6 +21,8 @@ from kubetune.api.validation import Problem
 from kubetune.status import curves
 
 CONDITION_TYPES = ("Created", "Running", "Succeeded", "Failed", "Suspended")
+# Only when spec.dataset.preprocess is enabled: whether the tokenized dataset is ready.
+PREPROCESS_TYPES = ("Preprocessed",)
 # Whether the spec as it is now could start an attempt; it never changes the phase of one that runs.
 CHECK_TYPES = ("SpecValid",)
 # kstatus' abnormal-true conditions and Ready, which Flux's health checks and `kubectl wait` read: Ready once
@@ -34,6 +36,14 @@ ATTEMPT_LABEL = f"{LABEL_PREFIX}/attempt"  # the same as render's: the Job of at
 # the Job controller names it in the message of its FailureTarget and Failed conditions.
 DISRUPTION_CONDITION = "DisruptionTarget"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+@dataclass(frozen=True)
+class PreprocessObservation:
+    """The preprocessing Job (None until created) and its pods, for a spec that enables preprocessing."""
+
+    job: dict[str, Any] | None = None
+    pods: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,7 @@ class Observation:
     failed_create: str | None = None  # the Job controller's newest FailedCreate Event on that Job
     output: dict[str, Any] | None = None
     overfitting_patience: int = curves.DEFAULT_PATIENCE
+    preprocess: PreprocessObservation | None = None  # None: the spec does not preprocess
 
 
 @dataclass(frozen=True)
@@ -290,6 +301,8 @@ def _verdict(obs: Observation) -> _Verdict:
         waiting = [p for p in obs.problems if not p.terminal]
         if waiting:
             return _Verdict(Phase.PENDING, waiting[0].reason, "; ".join(p.message for p in waiting))
+        if obs.preprocess is not None and not preprocessed(obs.preprocess.job):
+            return _preprocessing(obs, obs.preprocess)
         return _Verdict(Phase.PENDING, "Creating", "creating the training Job")
     # An attempt is in flight: its Job and pods say how it goes. Problems with the spec as edited since
     # are reported by SpecValid; they would only apply to a next attempt.
@@ -328,6 +341,67 @@ def _verdict(obs: Observation) -> _Verdict:
         f"attempt {obs.attempt}: {len(running)} of {obs.nodes} node(s) running",
         created=True,
     )
+
+
+def preprocessed(job: dict[str, Any] | None) -> bool:
+    """Whether the preprocessing Job succeeded: only then is the training Job created."""
+    return attempt_end(job) == AttemptEnd.SUCCEEDED
+
+
+def preprocessing_failure(pre: PreprocessObservation) -> str | None:
+    """`pod x exited with code 1 (Error): dataset error: ...` once the preprocessing Job failed."""
+    end = attempt_end(pre.job)
+    if end is None or end == AttemptEnd.SUCCEEDED:
+        return None
+    for pod in pre.pods:
+        if (pod.get("status") or {}).get("phase") != "Failed":
+            continue
+        name = pod.get("metadata", {}).get("name", "?")
+        for label, container in _containers(pod.get("status") or {}):
+            terminated = (container.get("state") or {}).get("terminated")
+            if terminated and terminated.get("exitCode", 0) != 0:
+                who = "" if label == "container preprocess" else f" {label}"
+                return f"pod {name}{who} exited with {_exit(terminated)}"
+        return pod_failure(pod)
+    condition = _condition(pre.job, "Failed") or _condition(pre.job, "FailureTarget") or {}
+    return condition.get("message") or condition.get("reason") or "the preprocessing Job failed"
+
+
+def _preprocessing(obs: Observation, pre: PreprocessObservation) -> _Verdict:
+    """Before the training Job: the CPU-only preprocessing Job runs, waits, or failed."""
+    failure = preprocessing_failure(pre)
+    if failure is not None:
+        # Final: the data or the config is wrong, and no GPU was held; retrying would fail the same way.
+        return _Verdict(
+            Phase.FAILED,
+            "PreprocessingFailed",
+            f"preprocessing failed (no training Job was created): {failure}",
+            created=True,
+        )
+    job = pre.job
+    if job is None:
+        return _Verdict(Phase.PREPROCESSING, "Preprocessing", "creating the preprocessing Job")
+    name = job["metadata"].get("name", "?")
+    if (job.get("spec") or {}).get("suspend"):
+        return _Verdict(Phase.SUSPENDED, "Suspended", "suspended: spec.suspend is true", True, suspended=True)
+    for pod in pre.pods:
+        pending = pod_pending_reason(pod)
+        if pending:
+            return _Verdict(Phase.PREPROCESSING, pending[0], f"preprocessing: {pending[1]}", created=True)
+    return _Verdict(
+        Phase.PREPROCESSING,
+        "Preprocessing",
+        f"tokenizing the datasets on CPU (Job {name}); the training Job follows once it succeeded",
+        created=True,
+    )
+
+
+def _preprocessed_condition(pre: PreprocessObservation, verdict: _Verdict) -> tuple[bool, str, str]:
+    if preprocessed(pre.job):
+        return True, "Tokenized", "the tokenized dataset is ready on the claim"
+    if verdict.reason == "PreprocessingFailed" or preprocessing_failure(pre) is not None:
+        return False, "PreprocessingFailed", verdict.message
+    return False, "Preprocessing", "tokenizing the datasets on CPU"
 
 
 def _ended(obs: Observation, end: AttemptEnd) -> _Verdict:
@@ -423,8 +497,12 @@ def _conditions(obs: Observation, verdict: _Verdict) -> list[dict[str, Any]]:
             else verdict.message,
         ),
     }
+    types = CONDITION_TYPES
+    if obs.preprocess is not None:
+        wanted["Preprocessed"] = _preprocessed_condition(obs.preprocess, verdict)
+        types += PREPROCESS_TYPES
     conditions = []
-    for type_ in CONDITION_TYPES + CHECK_TYPES + KSTATUS_TYPES:
+    for type_ in types + CHECK_TYPES + KSTATUS_TYPES:
         is_true, reason, message = wanted[type_]
         status = "True" if is_true else "False"
         previous = _previous_condition(obs, type_)
