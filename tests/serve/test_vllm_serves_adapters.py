@@ -24,6 +24,10 @@ from tests.serve.pod import ServePod, token_kubeconfig
 
 from kubetune.render import modelserve as render
 
+# The first test also waits for the module's setup: a LoRA trained on the CPU and the engine started (a
+# minute or two each on 2 busy cores), longer than the suite's 300 s.
+pytestmark = pytest.mark.timeout(900)
+
 GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "modelserves"
 NAME = "tiny"
 BY_HAND_BASE = "/data/models/Qwen2.5-7B-Instruct"  # where a user trained it by hand, on another box
