@@ -21,7 +21,7 @@ from kubernetes import client, config
 
 from tests import repo_only
 from tests.cluster import localcluster
-from tests.kube import wait_until
+from tests.kube import create_namespace, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 repo_only.install()
@@ -96,18 +96,7 @@ def batch(api: client.ApiClient) -> client.BatchV1Api:
 def namespace(request: pytest.FixtureRequest, api: client.ApiClient) -> Iterator[str]:
     core = client.CoreV1Api(api)
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"t-{slug}-{uuid.uuid4().hex[:5]}"
-    core.create_namespace(
-        client.V1Namespace(
-            metadata=client.V1ObjectMeta(name=name, labels={"test.kubetune.io/namespace": "true"})
-        )
-    )
-    # Pods are refused until the controller-manager has made the namespace's default ServiceAccount.
-    wait_until(
-        lambda: core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
-        f"the default ServiceAccount in {name}",
-        timeout=30,
-    )
+    name = create_namespace(core, f"t-{slug}-{uuid.uuid4().hex[:5]}")
     yield name
     core.delete_namespace(name, propagation_policy="Background")
 

@@ -17,3 +17,21 @@ def wait_until(check, what: str, timeout: float = 60.0, interval: float = 0.25):
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last seen: {last!r})")
+
+
+def create_namespace(core, name: str) -> str:
+    """A test namespace (labelled so that a clean-up finds it), ready for pods."""
+    from kubernetes import client
+
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(name=name, labels={"test.kubetune.io/namespace": "true"})
+        )
+    )
+    # Pods are refused until the controller-manager has made the namespace's default ServiceAccount.
+    wait_until(
+        lambda: core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
+        f"the default ServiceAccount in {name}",
+        timeout=30,
+    )
+    return name

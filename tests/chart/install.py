@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -30,24 +29,4 @@ def install_chart(cluster: localcluster.ClusterInfo, *values: str) -> None:
 
 def service_account_kubeconfig(cluster: localcluster.ClusterInfo, path: Path) -> Path:
     """A kubeconfig that authenticates as the chart's ServiceAccount (a bound token, like a pod's)."""
-    token = localcluster.kubectl(
-        cluster, "create", "token", RELEASE, "-n", NAMESPACE, "--duration=2h"
-    ).strip()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "local",
-                "cluster": {
-                    "server": cluster.server,
-                    "certificate-authority": str(Path(cluster.state_dir) / "pki" / "ca.crt"),
-                },
-            }
-        ],
-        "users": [{"name": "kubetune-operator", "user": {"token": token}}],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "kubetune-operator"}}],
-        "current-context": "local",
-    }
-    path.write_text(json.dumps(config))
-    return path
+    return localcluster.token_kubeconfig(cluster, NAMESPACE, RELEASE, path)

@@ -30,7 +30,8 @@ from rich.table import Table
 
 from tests.chart.install import install_chart, service_account_kubeconfig
 from tests.cluster import localcluster
-from tests.serve.pod import ServePod, token_kubeconfig
+from tests.cluster.localcluster import token_kubeconfig
+from tests.serve.pod import ServePod
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "examples" / "demo"
@@ -185,9 +186,9 @@ def run(console: Console, info: localcluster.ClusterInfo, kubectl, claim: Path) 
 
     # The trainer, as the pod runs it, with the pod's own narrowly scoped token.
     body = get(kubectl, "ftj", name)
-    token = kubectl("create", "token", f"{name}-launcher", "-n", NAMESPACE, "--duration=1h").strip()
-    launcher_kubeconfig = Path(info.state_dir) / "launcher.kubeconfig"
-    launcher_kubeconfig.write_text(json.dumps(_token_kubeconfig(info, token)))
+    launcher_kubeconfig = localcluster.token_kubeconfig(
+        info, NAMESPACE, f"{name}-launcher", Path(info.state_dir) / "launcher.kubeconfig", duration="1h"
+    )
     workdir = Path(info.state_dir) / "demo-pod"
     shutil.rmtree(workdir, ignore_errors=True)
     trainer = materialise(
@@ -322,18 +323,6 @@ def show_curves(console: Console, finetunejob: dict[str, Any], png: Path) -> Non
     for line in plot.summary(finetunejob)[1:]:
         console.print(f"  {line}", soft_wrap=True)
     console.print(f"  the curves as a PNG: {png}  (kubetune plot ftj/NAME -o FILE.png)", soft_wrap=True)
-
-
-def _token_kubeconfig(info: localcluster.ClusterInfo, token: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {"server": info.server,
-                      "certificate-authority": str(Path(info.state_dir) / "pki" / "ca.crt")}}],
-        "users": [{"name": "launcher", "user": {"token": token}}],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "launcher"}}],
-        "current-context": "local",
-    }  # fmt: skip
 
 
 def summary(console: Console, kubectl, name: str) -> int:

@@ -556,6 +556,38 @@ def up(pool: NodePool | None = None) -> ClusterInfo:
     return info
 
 
+def token_kubeconfig(
+    info: ClusterInfo, namespace: str, service_account: str, path: Path, duration: str = "2h"
+) -> Path:
+    """A kubeconfig with a bound token of the ServiceAccount: what its pod's projected token holds."""
+    token = kubectl(
+        info, "create", "token", service_account, "-n", namespace, f"--duration={duration}"
+    ).strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {
+                    "server": info.server,
+                    "certificate-authority": str(Path(info.state_dir) / "pki" / "ca.crt"),
+                },
+            }
+        ],
+        "users": [{"name": service_account, "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "local",
+                "context": {"cluster": "local", "user": service_account, "namespace": namespace},
+            }
+        ],
+        "current-context": "local",
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
 def shared_claim(namespace: str, path: Path, size: str = "100Gi") -> list[dict]:
     """A ReadWriteMany claim `shared` in `namespace`, bound to a PersistentVolume on a directory here."""
     return [

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 from tests.cluster import localcluster
-from tests.kube import wait_until
+from tests.kube import create_namespace, wait_until
 from tests.serve.pod import vllm_bin
 from tests.worker.fixtures import SAMPLE_NER, cpu_env
 from tests.worker.pod import finetunejob_body, materialise
@@ -51,17 +51,7 @@ def run_trainer_python(args: list[str], workdir: Path, timeout: float = 600) -> 
 @pytest.fixture(scope="module")
 def serve_namespace(api: client.ApiClient, environments: None) -> Iterator[str]:
     core = client.CoreV1Api(api)
-    name = f"t-serve-{os.urandom(3).hex()}"
-    core.create_namespace(
-        client.V1Namespace(
-            metadata=client.V1ObjectMeta(name=name, labels={"test.kubetune.io/namespace": "true"})
-        )
-    )
-    wait_until(
-        lambda: core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
-        f"the default ServiceAccount in {name}",
-        timeout=30,
-    )
+    name = create_namespace(core, f"t-serve-{os.urandom(3).hex()}")
     yield name
     core.delete_namespace(name, propagation_policy="Background")
 

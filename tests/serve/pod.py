@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.cluster import localcluster
+from tests.cluster.localcluster import token_kubeconfig
+
+__all__ = ["ServePod", "token_kubeconfig", "vllm_bin"]
 
 from kubetune.api.common import CLAIM_MOUNT_PATH
 from kubetune.api.defaults import CONFIG_MOUNT_PATH
@@ -33,33 +36,6 @@ VLLM_BIN = Path.home() / ".cache" / "kubetune" / "vllm-venv" / "bin"
 def vllm_bin() -> Path:
     python = os.environ.get("KUBETUNE_VLLM_PYTHON")
     return Path(python).parent if python else VLLM_BIN
-
-
-def token_kubeconfig(
-    cluster: localcluster.ClusterInfo, namespace: str, service_account: str, path: Path
-) -> Path:
-    """A kubeconfig with a bound token of the ServiceAccount: what its projected token volume holds."""
-    token = localcluster.kubectl(
-        cluster, "create", "token", service_account, "-n", namespace, "--duration=1h"
-    ).strip()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "c",
-                "cluster": {
-                    "server": cluster.server,
-                    "certificate-authority": str(Path(cluster.state_dir) / "pki" / "ca.crt"),
-                },
-            }
-        ],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa", "namespace": namespace}}],
-        "current-context": "c",
-    }
-    path.write_text(json.dumps(config))
-    return path
 
 
 @dataclass

@@ -23,9 +23,7 @@ from kubetune.status import curves
 from tests.cluster import localcluster
 from tests.unit.test_plot import png_size
 from tests.worker.pod import REPO, finetunejob_body, materialise, trainer_log
-from tests.worker.test_launcher import GROUP, PLURAL, VERSION, claim, scoped_kubeconfig, tiny_model
-
-__all__ = ["claim", "tiny_model"]  # fixtures
+from tests.worker.test_launcher import GROUP, PLURAL, VERSION, scoped_kubeconfig
 
 STEPS, EVAL_STEPS, SAVE_STEPS = 240, 20, 40  # more logged steps than the history holds
 

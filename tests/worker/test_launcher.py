@@ -22,27 +22,9 @@ from kubernetes import client
 from kubetune.render import finetunejob as render
 from tests.cluster import localcluster
 from tests.kube import wait_until
-from tests.worker.fixtures import SAMPLE_NER
 from tests.worker.pod import finetunejob_body, materialise, trainer_log
-from tests.worker.tinymodel import build_tiny_model
 
 GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "finetunejobs"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny", [SAMPLE_NER])
-
-
-@pytest.fixture
-def claim(tmp_path: Path, tiny_model: Path) -> Path:
-    """The shared claim: the base model and the dataset where the FineTuneJob says they are."""
-    root = tmp_path / "claim"
-    (root / "models").mkdir(parents=True)
-    (root / "models" / "tiny").symlink_to(tiny_model, target_is_directory=True)
-    (root / "datasets").mkdir()
-    (root / "datasets" / "sample-ner.json").write_bytes(SAMPLE_NER.read_bytes())
-    return root
 
 
 def scoped_kubeconfig(
@@ -61,26 +43,7 @@ def scoped_kubeconfig(
     )
     for manifest in (render.service_account(target), render.role(target), render.role_binding(target)):
         localcluster.kubectl(cluster, "apply", "-f", "-", input=json.dumps(manifest))
-    token = localcluster.kubectl(
-        cluster, "create", "token", target.names.service_account, "-n", namespace, "--duration=1h"
-    ).strip()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "c",
-                "cluster": {
-                    "server": cluster.server,
-                    "certificate-authority": str(Path(cluster.state_dir) / "pki" / "ca.crt"),
-                },
-            }
-        ],
-        "users": [{"name": "launcher", "user": {"token": token}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "launcher", "namespace": namespace}}],
-        "current-context": "c",
-    }
-    path.write_text(json.dumps(config))
+    localcluster.token_kubeconfig(cluster, namespace, target.names.service_account, path, duration="1h")
     return created, path
 
 

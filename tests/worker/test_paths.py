@@ -23,25 +23,9 @@ pytest.importorskip("llamafactory")
 
 from tests.worker.fixtures import SAMPLE_NER
 from tests.worker.pod import finetunejob_body, materialise, trainer_log
-from tests.worker.tinymodel import build_tiny_model
 
 NAMESPACE = "paths"
 UID = "00000000-0000-0000-0000-00000000cafe"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny", [SAMPLE_NER])
-
-
-@pytest.fixture
-def claim(tmp_path: Path, tiny_model: Path) -> Path:
-    root = tmp_path / "claim"
-    (root / "models").mkdir(parents=True)
-    (root / "models" / "tiny").symlink_to(tiny_model, target_is_directory=True)
-    (root / "datasets").mkdir()
-    (root / "datasets" / SAMPLE_NER.name).write_bytes(SAMPLE_NER.read_bytes())
-    return root
 
 
 def test_a_relative_tokenized_path_stays_on_the_claim_and_a_second_job_loads_it(

@@ -20,7 +20,6 @@ pytest.importorskip("llamafactory")
 
 from tests.worker.fixtures import SAMPLE_NER
 from tests.worker.pod import finetunejob_body, materialise, trainer_log
-from tests.worker.tinymodel import build_tiny_model
 
 NAMESPACE = "prep"
 UID = "00000000-0000-0000-0000-0000000000aa"
@@ -29,11 +28,6 @@ PREPROCESS = {"enabled": True, "resources": {"cpu": "2", "memory": "4Gi"}}
 EPOCHS = {"max_steps": -1, "num_train_epochs": 1.0, "save_steps": 100}
 TOKENIZED_BY_ITSELF = "Running tokenizer on dataset"
 LOADED = "Loaded tokenized dataset from"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny", [SAMPLE_NER])
 
 
 @pytest.fixture
