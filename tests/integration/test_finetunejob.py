@@ -36,7 +36,9 @@ def test_runs_to_succeeded_on_gpu_nodes(
 ) -> None:
     ftjs = FineTuneJobs(api, namespace)
     body = finetunejob("clue-ner", resources={"nodes": 2, "gpusPerNode": 8})
-    with_pod_annotations(body, **{"test.kubetune.io/run_duration": "4s"})
+    # Held running until both pods have been seen at once (a short run could end on one node before the
+    # scheduler placed the other there too, on a loaded machine).
+    with_pod_annotations(body, **{"test.kubetune.io/hold": "true"})
     ftjs.create(body)
 
     # Children, all owned by the FineTuneJob, with deterministic names.
@@ -61,6 +63,10 @@ def test_runs_to_succeeded_on_gpu_nodes(
     assert running["shape"] == "2x8"
     pods = core.list_namespaced_pod(namespace, label_selector=f"{FTJ_LABEL}=clue-ner").items
     assert len({p.spec.node_name for p in pods}) == 2
+    for pod in pods:  # the training ends
+        core.patch_namespaced_pod(
+            pod.metadata.name, namespace, {"metadata": {"annotations": {"test.kubetune.io/hold": None}}}
+        )
 
     # `kubectl wait` on the condition, as a user (or a pipeline) would.
     waited = subprocess.run(
