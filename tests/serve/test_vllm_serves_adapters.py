@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from tests.cluster import localcluster
+from tests.integration.test_modelserve import modelserve
 from tests.kube import wait_until
 from tests.serve.conftest import run_trainer_python, train_adapter
 from tests.serve.pod import ServePod, token_kubeconfig
@@ -90,20 +91,15 @@ class Stack:
 
 
 def modelserve_body(adapters: list[dict[str, str]]) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ModelServe",
-        "metadata": {"name": NAME},
-        "spec": {
-            "model": {"source": "pvc://shared/models/tiny", "servedModelName": "tiny-base"},
-            "storage": {"claim": "shared"},
-            "adapters": adapters,
-            "replicas": 1,
-            # On CPU: vLLM's CPU build, a small KV cache; float32, as the tiny model was saved.
-            "resources": {"gpus": 0, "cpu": "2", "memory": "6Gi"},
-            "engine": {"dtype": "float32", "maxModelLen": 256, "cpuKvCacheGib": 1},
-        },
-    }
+    return modelserve(
+        NAME,
+        adapters,
+        model={"source": "pvc://shared/models/tiny", "servedModelName": "tiny-base"},
+        replicas=1,
+        # On CPU: vLLM's CPU build, a small KV cache; float32, as the tiny model was saved.
+        resources={"gpus": 0, "cpu": "2", "memory": "6Gi"},
+        engine={"dtype": "float32", "maxModelLen": 256, "cpuKvCacheGib": 1},
+    )
 
 
 def tree_rss_mib(pid: int) -> float:

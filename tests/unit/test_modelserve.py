@@ -234,7 +234,7 @@ TWO = {"desired": 2}
 DONE, STUCK = "NewReplicaSetAvailable", "ProgressDeadlineExceeded"
 WAITING = AdapterState("ner", False, None, "WaitingForFineTuneJob", "waiting for FineTuneJob ner to succeed")
 FAILED = AdapterState("ner", False, None, "FineTuneJobFailed", "FineTuneJob ner failed: OOM")
-READY = AdapterState("ner", True, "runs/team-a/ner", pod_path="/mnt/claim/runs/team-a/ner")
+READY = AdapterState("ner", True, "runs/team-a/ner")
 
 
 def ready_pod(name: str = "qwen-vllm-a") -> dict:
@@ -303,7 +303,7 @@ def test_status(fields, phase, ready, progressing, degraded, adapters_ready) -> 
 
 
 def test_served_models_are_what_every_ready_replica_loaded() -> None:
-    sql = AdapterState("sql", True, "runs/team-a/sql", pod_path="/mnt/claim/runs/team-a/sql")
+    sql = AdapterState("sql", True, "runs/team-a/sql")
     pods = [ready_pod("a"), ready_pod("b")]
     reports = {"a": report(ner="Loaded", sql="Loaded"), "b": report(ner="Loaded")}
     status = compute(

@@ -70,24 +70,20 @@ def default_name(config: dict[str, Any], config_file: str | None) -> str:
     return ""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
+def _whole_number(minimum: int):
+    """An argparse type: a whole number of at least `minimum` (0: a count, 1: a positive number)."""
+    too_small = "must not be negative" if minimum == 0 else f"must be at least {minimum}"
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{too_small}: {value}")
+        return value
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
-    return value
+    return parse
 
 
 def build_parser(prog: str = "kubetune convert") -> argparse.ArgumentParser:
@@ -116,9 +112,11 @@ def build_parser(prog: str = "kubetune convert") -> argparse.ArgumentParser:
         "file", nargs="?", metavar="FILE", help="LLaMA-Factory YAML (or JSON) config; `-`: stdin"
     )
     parser.add_argument(
-        "--nodes", type=_positive_int, required=True, metavar="N", help="number of nodes (pods)"
+        "--nodes", type=_whole_number(1), required=True, metavar="N", help="number of nodes (pods)"
     )
-    parser.add_argument("--gpus-per-node", type=_count, required=True, metavar="G", help="GPUs per node")
+    parser.add_argument(
+        "--gpus-per-node", type=_whole_number(0), required=True, metavar="G", help="GPUs per node"
+    )
     parser.add_argument("--claim", required=True, metavar="C", help="the shared PersistentVolumeClaim")
     parser.add_argument("--name", help="FineTuneJob name (default: from FILE's name, else from output_dir)")
     parser.add_argument(

@@ -16,7 +16,6 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from kubetune.api import modelserve as ms
-from kubetune.api.common import CLAIM_MOUNT_PATH
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, describe
 from kubetune.handlers import events
@@ -51,9 +50,8 @@ def resolve_adapter(
                 return status_of.AdapterState(
                     adapter.name, False, adapter.path, "InvalidAdapter", message
                 ), None
-        in_pod = f"{CLAIM_MOUNT_PATH}/{path.strip('/')}"
-        state = status_of.AdapterState(adapter.name, True, path.strip("/"), pod_path=in_pod)
-        return state, render.ResolvedAdapter(adapter.name, in_pod)
+        state = status_of.AdapterState(adapter.name, True, path.strip("/"))
+        return state, render.ResolvedAdapter(adapter.name, render.claim_path(path))
 
     job_name = adapter.fine_tune_job or ""
     job = kube.get("FineTuneJob", namespace, job_name)
@@ -62,14 +60,11 @@ def resolve_adapter(
         if kept and (previous or {}).get("fineTuneJob") == job_name:
             # Deleted after it succeeded (by hand, or its own TTL): its adapter outlives it on the claim,
             # and goes on being served from there; the status says so.
-            in_pod = f"{CLAIM_MOUNT_PATH}/{kept}"
             note = f"FineTuneJob {job_name} was deleted; serving its adapter from the claim ({kept})"
-            state = status_of.AdapterState(
-                adapter.name, True, kept, pod_path=in_pod, note=note, fine_tune_job=job_name
-            )
+            state = status_of.AdapterState(adapter.name, True, kept, note=note, fine_tune_job=job_name)
             rank = (previous or {}).get("rank")
             return state, render.ResolvedAdapter(
-                adapter.name, in_pod, rank if isinstance(rank, int) else None
+                adapter.name, render.claim_path(kept), rank if isinstance(rank, int) else None
             )
         message = f"FineTuneJob {job_name} not found in namespace {namespace}"
         return status_of.AdapterState(adapter.name, False, None, "FineTuneJobNotFound", message), None
@@ -95,12 +90,8 @@ def resolve_adapter(
     path = output["adapterPath"]
     rank = config.get("lora_rank", LLAMAFACTORY_DEFAULT_LORA_RANK)
     rank = rank if isinstance(rank, int) else None
-    in_pod = f"{CLAIM_MOUNT_PATH}/{path}"
-    resolved = render.ResolvedAdapter(adapter.name, in_pod, rank)
-    state = status_of.AdapterState(
-        adapter.name, True, path, pod_path=in_pod, fine_tune_job=job_name, rank=rank
-    )
-    return state, resolved
+    resolved = render.ResolvedAdapter(adapter.name, render.claim_path(path), rank)
+    return status_of.AdapterState(adapter.name, True, path, fine_tune_job=job_name, rank=rank), resolved
 
 
 def _observed_max_lora_rank(deployment: dict[str, Any] | None) -> int | None:

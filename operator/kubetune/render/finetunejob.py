@@ -28,6 +28,7 @@ from kubetune.api.defaults import (
     MANAGED_BY,
     TrainerSettings,
 )
+from kubetune.render import rbac
 from kubetune.render.deepspeed import preset_config
 from kubetune.render.names import FineTuneJobNames, label_value
 from kubetune.render.pods import place, resource_requirements, secret_env, secure
@@ -234,39 +235,25 @@ def service(target: FineTuneJobTarget) -> dict[str, Any]:
 
 
 def service_account(target: FineTuneJobTarget) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": metadata(target, target.names.service_account),
-    }
+    return rbac.service_account(metadata(target, target.names.service_account))
 
 
 def role(target: FineTuneJobTarget) -> dict[str, Any]:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": metadata(target, target.names.role),
-        "rules": [
-            {
-                "apiGroups": [API_VERSION.split("/")[0]],
-                "resources": [f"{ftj.PLURAL}/status"],
-                "resourceNames": [target.name],
-                "verbs": ["get", "patch"],
-            }
-        ],
-    }
+    # The launcher may read and patch its own FineTuneJob's status, and nothing else.
+    rules = [
+        {
+            "apiGroups": [API_VERSION.split("/")[0]],
+            "resources": [f"{ftj.PLURAL}/status"],
+            "resourceNames": [target.name],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    return rbac.role(metadata(target, target.names.role), rules)
 
 
 def role_binding(target: FineTuneJobTarget) -> dict[str, Any]:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": metadata(target, target.names.role),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": target.names.role},
-        "subjects": [
-            {"kind": "ServiceAccount", "name": target.names.service_account, "namespace": target.namespace}
-        ],
-    }
+    names = target.names
+    return rbac.role_binding(metadata(target, names.role), names.role, names.service_account)
 
 
 # --- the training Job ------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from kubetune.api import modelserve as ms
 from kubetune.api.common import CLAIM_MOUNT_PATH
 from kubetune.api.defaults import CONFIG_MOUNT_PATH, LABEL_PREFIX, MANAGED_BY, OPERATOR_IMAGE, TRAINER_IMAGE
 from kubetune.api.podspec import VLLM_DEFAULT_UID
+from kubetune.render import rbac
 from kubetune.render.finetunejob import claim_path
 from kubetune.render.names import ModelServeNames, label_value
 from kubetune.render.pods import place, resource_requirements, secure
@@ -371,39 +372,24 @@ def report_config_map(target: ModelServeTarget) -> dict[str, Any]:
 
 
 def sidecar_service_account(target: ModelServeTarget) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": metadata(target, target.sidecar_account_name),
-        "automountServiceAccountToken": False,
-    }
+    return rbac.service_account(metadata(target, target.sidecar_account_name), automount=False)
 
 
 def sidecar_role(target: ModelServeTarget) -> dict[str, Any]:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": metadata(target, target.sidecar_account_name),
-        "rules": [
-            {
-                "apiGroups": [""],
-                "resources": ["configmaps"],
-                "resourceNames": [target.report_config_map_name],
-                "verbs": ["get", "patch"],
-            }
-        ],
-    }
+    rules = [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [target.report_config_map_name],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    return rbac.role(metadata(target, target.sidecar_account_name), rules)
 
 
 def sidecar_role_binding(target: ModelServeTarget) -> dict[str, Any]:
     name = target.sidecar_account_name
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": metadata(target, name),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": target.namespace}],
-    }
+    return rbac.role_binding(metadata(target, name), name, name)
 
 
 def desired_replicas(spec: ms.ModelServeSpec) -> int:

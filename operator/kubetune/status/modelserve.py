@@ -22,12 +22,11 @@ CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "AdaptersReady", "Reconci
 class AdapterState:
     name: str
     ready: bool
-    path: str | None = None  # on the claim
-    reason: str | None = (
-        None  # WaitingForFineTuneJob, FineTuneJobFailed, InvalidAdapter, AdapterLoadFailed...
-    )
+    path: str | None = None  # on the claim: what the sidecars' reports name it by
+    # WaitingForFineTuneJob, FineTuneJobFailed, FineTuneJobNotFound, InvalidAdapter, AdapterLoadFailed,
+    # Loading
+    reason: str | None = None
     message: str | None = None
-    pod_path: str | None = None  # where the pods see it: what the sidecars report loading
     loaded_replicas: int | None = None
     note: str | None = None  # said of an adapter that serves: e.g. its FineTuneJob was deleted
     fine_tune_job: str | None = None  # kept in the status: serving goes on if the job is deleted
@@ -78,7 +77,7 @@ def loaded(
             ((reports.get(pod) or {}).get("adapters") or {}).get(adapter.name) or {} for pod in ready_pods
         ]
         # What it loaded is named by its path on the claim (the pods' mount point is theirs to choose).
-        current = [r for r in seen if r.get("claimPath", r.get("path")) in (adapter.path, adapter.pod_path)]
+        current = [r for r in seen if r.get("claimPath") == adapter.path]
         failed = next((r for r in current if r.get("state") == "Failed"), None)
         count = sum(r.get("state") == "Loaded" for r in current)
         if failed is not None:
