@@ -118,12 +118,17 @@ class Reconciler:
             if any(a.get("fineTuneJob") == finetunejob for a in adapters):
                 self.modelserve(namespace, body["metadata"]["name"])
 
-    def modelserves_with_adapters_pending(self) -> None:
+    def resync_modelserves(self, only: Callable[[dict[str, Any]], bool] = lambda _body: True) -> None:
+        """Reconciles every ModelServe (`only`: those it says yes to); one failing does not stop the rest."""
         for namespace in self.config.namespaces or [None]:
             for body in self.kube.list("ModelServe", namespace):
-                if adapters_pending(body.get("status")):
-                    meta = body["metadata"]
+                if not only(body):
+                    continue
+                meta = body["metadata"]
+                try:
                     self.modelserve(meta["namespace"], meta["name"])
+                except Exception:
+                    log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
 
     def _run(self, kind: str, reconcile: Callable[[], Any]) -> Any:
         started = time.perf_counter()
@@ -167,13 +172,7 @@ class Reconciler:
                     log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
         for phase, count in phases.items():
             JOBS_BY_PHASE.labels(phase).set(count)
-        for namespace in self.config.namespaces or [None]:
-            for body in self.kube.list("ModelServe", namespace):
-                meta = body["metadata"]
-                try:
-                    self.modelserve(meta["namespace"], meta["name"])
-                except Exception:
-                    log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
+        self.resync_modelserves()
 
 
 def namespace_terminating(error: ApiException) -> bool:
@@ -262,7 +261,7 @@ def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfi
         while True:
             time.sleep(ADAPTERS_POLL_SECONDS)
             try:
-                reconciler().modelserves_with_adapters_pending()
+                reconciler().resync_modelserves(only=lambda body: adapters_pending(body.get("status")))
             except Exception:
                 log.exception("adapter poll failed")
 
