@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import sys
 import threading
 from pathlib import Path
@@ -173,43 +172,34 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
-    from kubetune.handlers.kube import Kube
-    from kubetune.handlers.operator import OperatorConfig, Reconciler, register
+    from kubetune.config import OperatorConfig
+    from kubetune.handlers.operator import Reconciler, register
+    from kubetune.kube import Kube
 
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
-    config = OperatorConfig.from_env()
-    if args.namespace:
-        config.namespaces = list(args.namespace)
-    if args.metrics_port is not None:
-        config.metrics_port = args.metrics_port
-    if args.resync_seconds is not None:
-        config.resync_seconds = args.resync_seconds
+    config = OperatorConfig.from_env(
+        namespaces=tuple(args.namespace) if args.namespace else None,
+        metrics_port=args.metrics_port,
+        resync_seconds=args.resync_seconds,
+    )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s"
     )
     kube = Kube.from_environment(args.kubeconfig)
-    election = os.environ.get("KUBETUNE_LEADER_ELECTION")
-    if election:
+    election = config.leader_election
+    if election is not None:
         # Several replicas: only the one holding the Lease runs anything (handlers/leader.py says why).
         from kubetune.handlers.leader import LeaderElector
 
-        elector = LeaderElector(
-            kube.api,
-            os.environ.get("POD_NAMESPACE") or "default",
-            election,
-            os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
-            lease_seconds=float(os.environ.get("KUBETUNE_LEASE_SECONDS", "15")),
-            renew_deadline_seconds=float(os.environ.get("KUBETUNE_RENEW_DEADLINE_SECONDS", "10")),
-            retry_seconds=float(os.environ.get("KUBETUNE_LEASE_RETRY_SECONDS", "2")),
-        )
+        elector = LeaderElector(kube.api, election)
         with _alive_while_waiting(args.liveness):
             elector.wait_until_leader()
         elector.keep_renewing()
     register(lambda: Reconciler(kube, config), config)
     kopf.run(
         clusterwide=not config.namespaces,
-        namespaces=config.namespaces,
+        namespaces=list(config.namespaces),
         liveness_endpoint=args.liveness,
         standalone=election is not None or config.peering is None,
         peering_name=None if election else config.peering,

@@ -129,7 +129,7 @@ def current_namespace(kubeconfig: str | None) -> str:
 
 
 def main(target: str, namespace: str | None, output: str | None, kubeconfig: str | None) -> int:
-    from kubetune.handlers.kube import Kube
+    from kubetune.kube import Kube
 
     try:
         name = parse_target(target)

@@ -51,7 +51,7 @@ from rich.table import Table
 
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import finetunejob_spec
-from kubetune.handlers.kube import KINDS, Kube
+from kubetune.kube import KINDS, Kube
 from kubetune.render import finetunejob as render
 
 # localcluster reads KUBETUNE_CLUSTER_DIR once, when it is imported: the bench's own cluster by default.

@@ -1,11 +1,11 @@
-"""Who owns a child (`kubetune.handlers.kube`): the pure part of the ownership check before every apply.
+"""Who owns a child (`kubetune.kube`): the pure part of the ownership check before every apply.
 The behaviour against the API server is in tests/integration/test_ownership.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from kubetune.handlers.kube import NotOurs, _our_orphan, child_problem, controller_uid, holder
+from kubetune.kube import NotOurs, _our_orphan, child_problem, controller_uid, holder
 
 
 def obj(owner_uid: str | None = None, labels: dict[str, str] | None = None, managers=(), kind="ConfigMap"):

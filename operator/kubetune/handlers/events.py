@@ -9,7 +9,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from kubetune.handlers.kube import Kube
+from kubetune.kube import Kube
 
 log = logging.getLogger("kubetune.events")
 COMPONENT = "kubetune-operator"

@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from kubetune.config import LeaderElection
+
 log = logging.getLogger("kubetune.leader")
 
 
@@ -32,21 +34,13 @@ def _now() -> datetime:
 
 class LeaderElector:
     def __init__(
-        self,
-        api: client.ApiClient,
-        namespace: str,
-        name: str,
-        identity: str,
-        lease_seconds: float = 15.0,
-        renew_deadline_seconds: float = 10.0,
-        retry_seconds: float = 2.0,
-        on_lost: Callable[[], None] | None = None,
+        self, api: client.ApiClient, election: LeaderElection, on_lost: Callable[[], None] | None = None
     ):
         self.coordination = client.CoordinationV1Api(api)
-        self.namespace, self.name, self.identity = namespace, name, identity
-        self.lease_seconds = lease_seconds
-        self.renew_deadline_seconds = renew_deadline_seconds
-        self.retry_seconds = retry_seconds
+        self.namespace, self.name, self.identity = election.namespace, election.lease, election.identity
+        self.lease_seconds = election.lease_seconds
+        self.renew_deadline_seconds = election.renew_deadline_seconds
+        self.retry_seconds = election.retry_seconds
         self.on_lost = on_lost or (lambda: os._exit(1))
 
     def _spec(self, acquired: datetime | None, transitions: int) -> client.V1LeaseSpec:

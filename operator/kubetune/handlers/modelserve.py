@@ -19,7 +19,7 @@ from kubetune.api import modelserve as ms
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, describe
 from kubetune.handlers import events
-from kubetune.handlers.kube import ChildRefused, Kube, NotOurs, child_problem
+from kubetune.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.render import modelserve as render
 from kubetune.status import modelserve as status_of
 

@@ -8,11 +8,9 @@ same FineTuneJob do not reconcile it at the same time; decisions come from the c
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -22,48 +20,18 @@ from prometheus_client import start_http_server
 from kubetune.api import GROUP, VERSION
 from kubetune.api import finetunejob as ftj
 from kubetune.api import modelserve as ms
-from kubetune.api.defaults import LABEL_PREFIX, MANAGED_BY, OPERATOR_IMAGE, TrainerSettings
+from kubetune.api.defaults import LABEL_PREFIX, MANAGED_BY
+from kubetune.config import OperatorConfig
 from kubetune.handlers import finetunejob as finetunejob_handler
 from kubetune.handlers import modelserve as modelserve_handler
-from kubetune.handlers.kube import Kube
 from kubetune.handlers.metrics import JOBS_BY_PHASE, RECONCILE_SECONDS, RECONCILES
+from kubetune.kube import Kube
 from kubetune.render.finetunejob import FTJ_LABEL, PREPROCESS_LABEL
 from kubetune.render.modelserve import MSERVE_LABEL
 
 log = logging.getLogger("kubetune.operator")
 TERMINAL = (ftj.Phase.SUCCEEDED.value, ftj.Phase.FAILED.value)
 ADAPTERS_POLL_SECONDS = 5.0
-
-
-@dataclass
-class OperatorConfig:
-    """The operator's own settings, from the environment (the Helm chart sets them)."""
-
-    namespaces: list[str] = field(default_factory=list)  # empty: cluster-wide
-    trainer: TrainerSettings = field(default_factory=TrainerSettings)
-    sidecar_image: str = OPERATOR_IMAGE  # the ModelServe pods' adapter-sync sidecar
-    metrics_port: int = 8080
-    resync_seconds: float = 60.0
-    peering: str | None = None  # a kopf peering name: several replicas, one active
-    priority: int = 0
-
-    @classmethod
-    def from_env(cls) -> OperatorConfig:
-        env = os.environ
-        namespaces = [n.strip() for n in env.get("KUBETUNE_NAMESPACES", "").split(",") if n.strip()]
-        trainer = TrainerSettings(
-            image=env.get("KUBETUNE_TRAINER_IMAGE", TrainerSettings.image),
-            image_pull_policy=env.get("KUBETUNE_IMAGE_PULL_POLICY", TrainerSettings.image_pull_policy),
-        )
-        return cls(
-            namespaces=namespaces,
-            trainer=trainer,
-            sidecar_image=env.get("KUBETUNE_OPERATOR_IMAGE", OPERATOR_IMAGE),
-            metrics_port=int(env.get("KUBETUNE_METRICS_PORT", "8080")),
-            resync_seconds=float(env.get("KUBETUNE_RESYNC_SECONDS", "60")),
-            peering=env.get("KUBETUNE_PEERING") or None,
-            priority=int(env.get("KUBETUNE_PRIORITY", "0")),
-        )
 
 
 class Reconciler:

@@ -38,7 +38,7 @@ class StatusClient:
     """Patches the FineTuneJob's status with the pod's own (narrowly scoped) ServiceAccount token."""
 
     def __init__(self, namespace: str, name: str):
-        from kubetune.handlers.kube import Kube
+        from kubetune.kube import Kube
 
         self.kube = Kube.from_environment(os.environ.get("KUBECONFIG"))
         self.namespace, self.name = namespace, name

@@ -1,0 +1,66 @@
+"""The operator's own settings: read once from the environment (the Helm chart sets it), never changed."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from kubetune.api.defaults import OPERATOR_IMAGE, TrainerSettings
+
+
+@dataclass(frozen=True)
+class LeaderElection:
+    """A Lease that one replica holds at a time (handlers/leader.py); None in OperatorConfig: no election."""
+
+    lease: str
+    namespace: str
+    identity: str
+    lease_seconds: float = 15.0
+    renew_deadline_seconds: float = 10.0
+    retry_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    namespaces: tuple[str, ...] = ()  # empty: cluster-wide
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
+    sidecar_image: str = OPERATOR_IMAGE  # the ModelServe pods' adapter-sync sidecar
+    metrics_port: int = 8080
+    resync_seconds: float = 60.0
+    workers: int = 8  # reconcile workers: each holds one resource at a time
+    leader_election: LeaderElection | None = None
+    peering: str | None = None  # kopf's peering (old installs; the chart uses the Lease)
+    priority: int = 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> OperatorConfig:
+        """The settings in `env`; `overrides` (the command line's flags, when given) take precedence."""
+        namespaces = tuple(n.strip() for n in env.get("KUBETUNE_NAMESPACES", "").split(",") if n.strip())
+        trainer = TrainerSettings(
+            image=env.get("KUBETUNE_TRAINER_IMAGE", TrainerSettings.image),
+            image_pull_policy=env.get("KUBETUNE_IMAGE_PULL_POLICY", TrainerSettings.image_pull_policy),
+        )
+        election = None
+        if env.get("KUBETUNE_LEADER_ELECTION"):
+            election = LeaderElection(
+                lease=env["KUBETUNE_LEADER_ELECTION"],
+                namespace=env.get("POD_NAMESPACE") or "default",
+                identity=env.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+                lease_seconds=float(env.get("KUBETUNE_LEASE_SECONDS", "15")),
+                renew_deadline_seconds=float(env.get("KUBETUNE_RENEW_DEADLINE_SECONDS", "10")),
+                retry_seconds=float(env.get("KUBETUNE_LEASE_RETRY_SECONDS", "2")),
+            )
+        config = cls(
+            namespaces=namespaces,
+            trainer=trainer,
+            sidecar_image=env.get("KUBETUNE_OPERATOR_IMAGE", OPERATOR_IMAGE),
+            metrics_port=int(env.get("KUBETUNE_METRICS_PORT", "8080")),
+            resync_seconds=float(env.get("KUBETUNE_RESYNC_SECONDS", "60")),
+            workers=int(env.get("KUBETUNE_WORKERS", "8")),
+            leader_election=election,
+            peering=env.get("KUBETUNE_PEERING") or None,
+            priority=int(env.get("KUBETUNE_PRIORITY", "0")),
+        )
+        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
