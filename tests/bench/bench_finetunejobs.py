@@ -61,8 +61,8 @@ os.environ.setdefault(
 )
 
 from tests.cluster import localcluster
-from tests.integration.finetunejobs import finetunejob, with_pod_annotations
 from tests.operator_fixtures import REPO, OperatorProcess
+from tests.specs import finetunejob, with_pod_annotations
 
 BENCH_LABEL = "bench.kubetune.io/run"
 HOLD_ANNOTATION = "test.kubetune.io/hold"

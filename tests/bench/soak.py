@@ -47,9 +47,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tests.cluster import localcluster
-from tests.integration.finetunejobs import finetunejob, with_pod_annotations
-from tests.integration.test_modelserve import modelserve
 from tests.operator_fixtures import OperatorProcess
+from tests.specs import finetunejob, modelserve, with_pod_annotations
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "kubetune.io", "v1alpha1"

@@ -1,8 +1,8 @@
-"""Helpers for FineTuneJob scenarios: a valid spec to start from, and reading what the operator did."""
+"""Helpers for FineTuneJob scenarios: driving the resources and reading what the operator did (the bodies
+themselves come from tests/specs.py)."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from kubernetes import client
@@ -11,50 +11,6 @@ from kubernetes.client.rest import ApiException
 from tests.kube import wait_until
 
 GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "finetunejobs"
-
-BASE_SPEC: dict[str, Any] = {
-    "model": {"source": "pvc://shared/models/Qwen2.5-7B-Instruct", "template": "qwen"},
-    "dataset": {
-        "names": ["alpaca_clue_train"],
-        "dir": "datasets/clue",
-        "info": {"alpaca_clue_train": {"file_name": "alpaca_clue_train.json"}},
-    },
-    "config": {
-        "stage": "sft",
-        "do_train": True,
-        "finetuning_type": "lora",
-        "lora_rank": 8,
-        "lora_target": "all",
-        "learning_rate": 1.0e-4,
-        "num_train_epochs": 3.0,
-        "bf16": True,
-    },
-    "resources": {"nodes": 1, "gpusPerNode": 8},
-    "deepspeed": {"preset": "zero2"},
-    "storage": {"claim": "shared"},
-    "maxRestarts": 0,
-}
-
-
-def finetunejob(name: str, **overrides: Any) -> dict[str, Any]:
-    """A valid FineTuneJob; keyword arguments replace top-level spec fields (None removes one)."""
-    spec = copy.deepcopy(BASE_SPEC)
-    for key, value in overrides.items():
-        if value is None:
-            spec.pop(key, None)
-        else:
-            spec[key] = value
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "FineTuneJob",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
-def with_pod_annotations(body: dict[str, Any], **annotations: str) -> dict[str, Any]:
-    body["spec"]["podMetadata"] = {"annotations": {k.replace("_", "-"): v for k, v in annotations.items()}}
-    return body
 
 
 class KubetuneResources:

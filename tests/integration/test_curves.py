@@ -8,15 +8,9 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from kubetune.status import curves
-from tests.integration.finetunejobs import (
-    GROUP,
-    PLURAL,
-    VERSION,
-    FineTuneJobs,
-    finetunejob,
-    with_pod_annotations,
-)
+from tests.integration.finetunejobs import GROUP, PLURAL, VERSION, FineTuneJobs
 from tests.kube import wait_until
+from tests.specs import finetunejob, with_pod_annotations
 from tests.unit.test_curves import overfitting_curve
 
 

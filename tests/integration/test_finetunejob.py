@@ -9,8 +9,9 @@ import pytest
 from kubernetes import client
 
 from tests.cluster import localcluster
-from tests.integration.finetunejobs import FineTuneJobs, finetunejob, with_pod_annotations
+from tests.integration.finetunejobs import FineTuneJobs
 from tests.kube import wait_until
+from tests.specs import finetunejob, with_pod_annotations
 
 pytestmark = pytest.mark.usefixtures("operator")
 

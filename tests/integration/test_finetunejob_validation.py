@@ -15,9 +15,10 @@ import pytest
 from kubernetes import client
 
 from tests.cluster import localcluster
-from tests.integration.finetunejobs import FineTuneJobs, finetunejob
-from tests.integration.test_modelserve import ModelServes, modelserve
+from tests.integration.finetunejobs import FineTuneJobs
+from tests.integration.test_modelserve import ModelServes
 from tests.kube import wait_until
+from tests.specs import finetunejob, modelserve
 
 pytestmark = pytest.mark.usefixtures("operator")
 

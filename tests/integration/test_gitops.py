@@ -10,8 +10,9 @@ import pytest
 from kubernetes import client
 from lupa import LuaRuntime
 
-from tests.integration.finetunejobs import FineTuneJobs, finetunejob, with_pod_annotations
-from tests.integration.test_modelserve import ModelServes, modelserve
+from tests.integration.finetunejobs import FineTuneJobs
+from tests.integration.test_modelserve import ModelServes
+from tests.specs import finetunejob, modelserve, with_pod_annotations
 
 pytestmark = pytest.mark.usefixtures("operator")
 

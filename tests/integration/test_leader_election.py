@@ -9,9 +9,10 @@ from pathlib import Path
 from kubernetes import client
 
 from tests.cluster import localcluster
-from tests.integration.finetunejobs import FineTuneJobs, finetunejob
+from tests.integration.finetunejobs import FineTuneJobs
 from tests.kube import wait_until
 from tests.operator_fixtures import OperatorProcess
+from tests.specs import finetunejob
 
 
 def as_chart() -> bool:

@@ -14,14 +14,13 @@ from tests.integration.finetunejobs import (
     FineTuneJobs,
     delete_orphaning,
     events_of,
-    finetunejob,
     job_condition,
     jobs_of,
     pods_of,
-    with_pod_annotations,
 )
 from tests.integration.test_gitops import argocd_health
 from tests.kube import wait_until
+from tests.specs import finetunejob, with_pod_annotations
 
 pytestmark = pytest.mark.usefixtures("operator")
 

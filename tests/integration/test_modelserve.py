@@ -11,29 +11,14 @@ from kubernetes import client
 
 from kubetune.launcher.adapter_sync import AdapterReport, Reporter, report_document
 from tests.cluster import localcluster
-from tests.integration.finetunejobs import FineTuneJobs, KubetuneResources, finetunejob, with_pod_annotations
+from tests.integration.finetunejobs import FineTuneJobs, KubetuneResources
 from tests.kube import wait_until
 from tests.serve.pod import token_kubeconfig
+from tests.specs import finetunejob, modelserve, with_pod_annotations
 
 pytestmark = pytest.mark.usefixtures("operator")
 
 GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "modelserves"
-
-
-def modelserve(name: str, adapters: list[dict[str, Any]] | None = None, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ModelServe",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"source": "pvc://shared/models/Qwen2.5-7B-Instruct", "servedModelName": "qwen2.5-7b"},
-            "storage": {"claim": "shared"},
-            "adapters": adapters or [],
-            "resources": {"gpus": 1},
-            "engine": {"maxModelLen": 1024, "gpuMemoryUtilization": 0.8},
-            **spec,
-        },
-    }
 
 
 class ModelServes(KubetuneResources):

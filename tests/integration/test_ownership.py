@@ -12,9 +12,10 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.cluster import localcluster
-from tests.integration.finetunejobs import FineTuneJobs, finetunejob, with_pod_annotations
-from tests.integration.test_modelserve import ModelServes, modelserve
+from tests.integration.finetunejobs import FineTuneJobs
+from tests.integration.test_modelserve import ModelServes
 from tests.kube import wait_until
+from tests.specs import finetunejob, modelserve, with_pod_annotations
 
 pytestmark = pytest.mark.usefixtures("operator")
 

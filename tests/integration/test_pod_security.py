@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from tests.integration.finetunejobs import FineTuneJobs, finetunejob, with_pod_annotations
-from tests.integration.test_modelserve import ModelServes, modelserve
+from tests.integration.finetunejobs import FineTuneJobs
+from tests.integration.test_modelserve import ModelServes
 from tests.kube import wait_until
+from tests.specs import finetunejob, modelserve, with_pod_annotations
 
 pytestmark = pytest.mark.usefixtures("operator")
 

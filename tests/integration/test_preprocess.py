@@ -11,8 +11,9 @@ import yaml
 from kubernetes import client
 
 from tests.cluster import localcluster
-from tests.integration.finetunejobs import FineTuneJobs, finetunejob, job_condition, jobs_of
+from tests.integration.finetunejobs import FineTuneJobs, job_condition, jobs_of
 from tests.kube import wait_until
+from tests.specs import finetunejob
 
 pytestmark = pytest.mark.usefixtures("operator")
 

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 from tests.cluster import localcluster
-from tests.integration.test_modelserve import modelserve
 from tests.kube import wait_until
 from tests.serve.conftest import run_trainer_python, train_adapter
 from tests.serve.pod import ServePod, token_kubeconfig
+from tests.specs import modelserve
 
 from kubetune.render import modelserve as render
 

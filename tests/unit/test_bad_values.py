@@ -24,38 +24,31 @@ from kubetune.api.podspec import QUANTITY
 from kubetune.api.validation import finetunejob_spec
 from kubetune.render import finetunejob as ftj_render
 from kubetune.render import modelserve as ms_render
+from tests import specs
 
-FTJ: dict[str, Any] = {
-    "model": {"source": "pvc://shared/models/Qwen2.5-7B-Instruct", "template": "qwen"},
-    "dataset": {"names": ["clue"], "info": {"clue": {"file_name": "clue.json"}}},
-    "config": {"stage": "sft", "finetuning_type": "lora", "lora_rank": 8, "learning_rate": 1e-4},
-    "resources": {"nodes": 1, "gpusPerNode": 1, "cpu": "8", "memory": "32Gi"},
-    "deepspeed": {"preset": "zero2"},
-    "storage": {"claim": "shared"},
-    "queueName": "team-a",
-    "podMetadata": {"labels": {"team": "a"}, "annotations": {"note": "x"}},
-    "podSecurity": {"runAsUser": 1000},
-    "secretEnv": [{"name": "WANDB_API_KEY", "secretKeyRef": {"name": "wandb"}}],
-    "postTraining": {"merge": {}, "predict": {"datasets": ["clue"]}},
-}
-MS: dict[str, Any] = {
-    "model": {
-        "source": "hf://Qwen/Qwen2.5-0.5B",
-        "servedModelName": "qwen",
-        "hubTokenSecret": {"name": "hf"},
-    },
-    "storage": {"claim": "shared"},
-    "adapters": [{"name": "ner", "path": "adapters/ner"}, {"name": "sql", "fineTuneJob": "sql"}],
-    "resources": {"gpus": 1, "cpu": "4", "nodeSelector": {"gpu": "h100"}},
-    "engine": {"maxModelLen": 1024, "extraArgs": ["--enforce-eager"], "env": [{"name": "A", "value": "b"}]},
-    "autoscaling": {
+# The shared specs with every other field a user sets.
+FTJ: dict[str, Any] = specs.finetunejob_spec(
+    dataset={"names": ["clue"], "info": {"clue": {"file_name": "clue.json"}}},
+    resources={"nodes": 1, "gpusPerNode": 1, "cpu": "8", "memory": "32Gi"},
+    queueName="team-a",
+    podMetadata={"labels": {"team": "a"}, "annotations": {"note": "x"}},
+    podSecurity={"runAsUser": 1000},
+    secretEnv=[{"name": "WANDB_API_KEY", "secretKeyRef": {"name": "wandb"}}],
+    postTraining={"merge": {}, "predict": {"datasets": ["clue"]}},
+)
+MS: dict[str, Any] = specs.modelserve_spec(
+    model={"source": "hf://Qwen/Qwen2.5-0.5B", "servedModelName": "qwen", "hubTokenSecret": {"name": "hf"}},
+    adapters=[{"name": "ner", "path": "adapters/ner"}, {"name": "sql", "fineTuneJob": "sql"}],
+    resources={"gpus": 1, "cpu": "4", "nodeSelector": {"gpu": "h100"}},
+    engine={"maxModelLen": 1024, "extraArgs": ["--enforce-eager"], "env": [{"name": "A", "value": "b"}]},
+    autoscaling={
         "minReplicas": 1,
         "maxReplicas": 3,
         "provider": "keda",
         "prometheusAddress": "http://p:9090",
     },
-    "podSecurity": {"fsGroup": 1000},
-}
+    podSecurity={"fsGroup": 1000},
+)
 
 # Every field of the two specs that a user sets, plus a few that do not exist.
 FTJ_PATHS = [

@@ -12,6 +12,7 @@ import yaml
 
 import kubetune
 from kubetune.cli import main
+from tests import specs
 
 
 def test_version_command(capsys) -> None:
@@ -38,13 +39,9 @@ def test_console_script_is_installed() -> None:
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "finetune").glob("*.yaml"))
 CHILD_KINDS = ["ConfigMap", "Service", "ServiceAccount", "Role", "RoleBinding", "Job"]
 
-SPEC: dict[str, Any] = {
-    "model": {"source": "pvc://shared/models/Qwen2.5-7B-Instruct", "template": "qwen"},
-    "dataset": {"names": ["train"], "dir": "data", "info": {"train": {"file_name": "train.json"}}},
-    "config": {"stage": "sft", "do_train": True, "finetuning_type": "lora", "lora_rank": 8},
-    "resources": {"nodes": 1, "gpusPerNode": 1},
-    "storage": {"claim": "shared"},
-}
+SPEC: dict[str, Any] = specs.finetunejob_spec(
+    dataset={"names": ["train"], "dir": "data", "info": {"train": {"file_name": "train.json"}}}
+)
 
 
 def _write(tmp_path: Path, spec: dict[str, Any], name: str = "ner", **metadata: Any) -> Path:

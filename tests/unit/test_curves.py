@@ -10,6 +10,7 @@ import random
 import pytest
 
 from kubetune.status import curves
+from tests import specs
 
 
 def train(step: int, loss: float) -> dict:
@@ -340,12 +341,6 @@ def test_the_patience_comes_from_the_spec() -> None:
     patient = Observation(generation=2, now="t", previous=running, overfitting_patience=evaluations + 1)
     overfitting = next(c for c in compute(patient)["conditions"] if c["type"] == "Overfitting")
     assert overfitting["status"] == "False", "more patience than evaluations: not yet"
-    spec = {
-        "model": {"source": "pvc://shared/m"},
-        "dataset": {"names": ["d"], "info": {"d": {"file_name": "d"}}},
-        "config": {"stage": "sft"},
-        "resources": {"nodes": 1, "gpusPerNode": 1},
-        "storage": {"claim": "shared"},
-    }
+    spec = specs.finetunejob_spec()
     assert FineTuneJobSpec.model_validate(spec).overfitting_patience == curves.DEFAULT_PATIENCE
     assert FineTuneJobSpec.model_validate({**spec, "overfittingPatience": 5}).overfitting_patience == 5

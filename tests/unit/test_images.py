@@ -14,6 +14,7 @@ import pytest
 from kubetune import __version__
 from kubetune.api.defaults import TrainerSettings
 from kubetune.render import finetunejob as render
+from tests import specs
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = {name: REPO / "images" / name / "Dockerfile" for name in ("trainer", "operator")}
@@ -70,11 +71,5 @@ def test_default_trainer_image_is_tagged_with_the_package_version() -> None:
 def render_target() -> render.FineTuneJobTarget:
     from kubetune.api.finetunejob import FineTuneJobSpec
 
-    spec = FineTuneJobSpec.model_validate(
-        {
-            "model": {"source": "pvc://shared/m", "template": "qwen"},
-            "dataset": {"names": ["d"], "info": {"d": {"file_name": "d.json"}}},
-            "storage": {"claim": "shared"},
-        }
-    )
+    spec = FineTuneJobSpec.model_validate(specs.finetunejob_spec())
     return render.FineTuneJobTarget(name="x", namespace="ns", uid="u", spec=spec)

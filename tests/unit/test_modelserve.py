@@ -11,12 +11,9 @@ from kubetune.api.modelserve import ModelServeSpec
 from kubetune.api.validation import Problem
 from kubetune.render import modelserve as render
 from kubetune.status.modelserve import AdapterState, Observation, compute, transitions
+from tests import specs
 
-BASE: dict[str, Any] = {
-    "model": {"source": "pvc://shared/models/Qwen2.5-7B-Instruct", "servedModelName": "qwen2.5-7b"},
-    "storage": {"claim": "shared"},
-    "engine": {"maxModelLen": 1024, "gpuMemoryUtilization": 0.8},
-}
+BASE: dict[str, Any] = specs.modelserve_spec()
 
 
 def target(adapters: list[render.ResolvedAdapter] | None = None, observed_rank: int | None = None, **spec):

@@ -15,18 +15,12 @@ from kubetune.api.modelserve import ModelServeSpec
 from kubetune.api.validation import SECRET_ARGUMENTS, finetunejob_spec
 from kubetune.render import finetunejob as ftj_render
 from kubetune.render import modelserve as ms_render
+from tests import specs
 
-FTJ: dict[str, Any] = {
-    "model": {"source": "pvc://shared/models/Qwen2.5-7B-Instruct", "template": "qwen"},
-    "dataset": {"names": ["clue"], "info": {"clue": {"file_name": "clue.json"}}},
-    "config": {"stage": "sft", "finetuning_type": "lora", "report_to": "swanlab"},
-    "resources": {"nodes": 1, "gpusPerNode": 1},
-    "storage": {"claim": "shared"},
-}
-MS: dict[str, Any] = {
-    "model": {"source": "pvc://shared/models/Qwen2.5-7B-Instruct"},
-    "storage": {"claim": "shared"},
-}
+FTJ: dict[str, Any] = specs.finetunejob_spec(
+    config={**specs.FINETUNEJOB_SPEC["config"], "report_to": "swanlab"}
+)
+MS: dict[str, Any] = specs.modelserve_spec()
 HUB = {"source": "hf://Qwen/Qwen2.5-0.5B", "hubTokenSecret": {"name": "hf", "key": "token"}}
 
 

@@ -19,7 +19,8 @@ from kubetune.api.validation import finetunejob_spec
 from kubetune.launcher import preprocess as launcher
 from kubetune.render import finetunejob as render
 from kubetune.status.finetunejob import PreprocessObservation, compute, transitions
-from tests.unit.test_render_finetunejob import BASE_SPEC, _merge, make_spec, make_target
+from tests.specs import merge
+from tests.unit.test_render_finetunejob import BASE_SPEC, make_spec, make_target
 from tests.unit.test_status_finetunejob import condition, job, observation
 
 PREPROCESS = {
@@ -49,7 +50,7 @@ def test_preprocessing_is_off_by_default() -> None:
 
 def test_a_streamed_dataset_cannot_be_preprocessed() -> None:
     spec, problems = finetunejob_spec(
-        _merge(BASE_SPEC, {"dataset": {"preprocess": {"enabled": True}}, "config": {"streaming": True}})
+        merge(BASE_SPEC, {"dataset": {"preprocess": {"enabled": True}}, "config": {"streaming": True}})
     )
     assert spec is None or problems
     assert "streaming" in "; ".join(p.message for p in problems)
@@ -373,7 +374,7 @@ def test_render_shows_the_preprocessing_job_before_the_training_job(
 ) -> None:
     from kubetune.cli import main
 
-    spec = _merge(BASE_SPEC, {"dataset": {"preprocess": {"enabled": True}}})
+    spec = merge(BASE_SPEC, {"dataset": {"preprocess": {"enabled": True}}})
     path = tmp_path / "ftj.yaml"
     path.write_text(yaml.safe_dump({"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob",
                                     "metadata": {"name": "ner"}, "spec": spec}))  # fmt: skip

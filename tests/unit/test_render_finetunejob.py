@@ -11,7 +11,6 @@ and read the diff before committing it.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from kubetune.api.finetunejob import FineTuneJobSpec
 from kubetune.api.validation import finetunejob_spec
 from kubetune.render import finetunejob as render
 from kubetune.render.finetunejob import FineTuneJobTarget
+from tests import specs
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "finetune"
@@ -53,39 +53,18 @@ def _load(path: Path) -> dict[str, Any]:
     return docs[0]
 
 
-BASE_SPEC: dict[str, Any] = {
-    "model": {"source": "pvc://shared/models/Qwen2.5-7B-Instruct", "template": "qwen"},
-    "dataset": {"names": ["train"], "dir": "data", "info": {"train": {"file_name": "train.json"}}},
-    "config": {
-        "stage": "sft",
-        "do_train": True,
-        "finetuning_type": "lora",
-        "lora_rank": 8,
-        "lora_target": "q_proj,v_proj",
-        "learning_rate": 1.0e-4,
-        "num_train_epochs": 3.0,
-        "bf16": True,
-    },
-    "resources": {"nodes": 2, "gpusPerNode": 8},
-    "storage": {"claim": "shared"},
-}
-
-
-def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in changes.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+# The shared spec on two nodes, without DeepSpeed (a test adds it where it matters), one dataset `train`.
+BASE_SPEC: dict[str, Any] = specs.finetunejob_spec(
+    dataset={"names": ["train"], "dir": "data", "info": {"train": {"file_name": "train.json"}}},
+    resources={"nodes": 2, "gpusPerNode": 8},
+    deepspeed=None,
+    maxRestarts=None,
+)
 
 
 def make_spec(**changes: Any) -> FineTuneJobSpec:
     """BASE_SPEC with `changes` merged in (nested dicts merge; a None value removes the key)."""
-    return FineTuneJobSpec.model_validate(_merge(BASE_SPEC, changes))
+    return FineTuneJobSpec.model_validate(specs.merge(BASE_SPEC, changes))
 
 
 def make_target(spec: FineTuneJobSpec | None = None, **fields: Any) -> FineTuneJobTarget:

@@ -20,6 +20,7 @@ from kubetune.api.common import CLAIM_MOUNT_PATH
 from kubetune.api.defaults import CONFIG_MOUNT_PATH
 from kubetune.api.finetunejob import FineTuneJobSpec
 from kubetune.render import finetunejob as render
+from tests.specs import finetunejob
 from tests.worker.fixtures import cpu_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,10 +35,10 @@ SAMPLE_DATASET_INFO = {
 
 def finetunejob_body(name: str, config: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
     """A FineTuneJob training the tiny model (at models/tiny on the claim) on the sample data, on the CPU."""
-    body_spec: dict[str, Any] = {
-        "model": {"source": "pvc://shared/models/tiny", "template": "qwen"},
-        "dataset": {"names": ["sample_ner"], "dir": "datasets", "info": SAMPLE_DATASET_INFO},
-        "config": {
+    tiny: dict[str, Any] = dict(
+        model={"source": "pvc://shared/models/tiny", "template": "qwen"},
+        dataset={"names": ["sample_ner"], "dir": "datasets", "info": SAMPLE_DATASET_INFO},
+        config={
             "stage": "sft",
             "do_train": True,
             "finetuning_type": "lora",
@@ -61,16 +62,11 @@ def finetunejob_body(name: str, config: dict[str, Any] | None = None, **spec: An
             "seed": 42,
             **(config or {}),
         },
-        "resources": {"nodes": 1, "gpusPerNode": 0},
-        "storage": {"claim": "shared"},
-        **spec,
-    }
-    return {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "FineTuneJob",
-        "metadata": {"name": name},
-        "spec": body_spec,
-    }
+        resources={"nodes": 1, "gpusPerNode": 0},
+        deepspeed=None,
+        maxRestarts=None,
+    )
+    return finetunejob(name, **{**tiny, **spec})
 
 
 @dataclass

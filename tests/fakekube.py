@@ -1,0 +1,451 @@
+"""An in-memory stand-in for `kubetune.kube.Kube`, so that a reconcile's decisions can be tested in tables.
+
+It is NOT a replacement for the integration tier against the real API server: it knows no schema, no
+admission, no field ownership beyond "the operator writes what it renders", no watch and no garbage
+collector's delays. What it keeps is what the reconciles decide on:
+
+- objects by kind, namespace and name, each with a uid, a resourceVersion that moves only when the object
+  changes, a generation that moves when its spec changes, a creationTimestamp, and its ownerReferences;
+- `apply` (and `ensure` over an existing object) refuses, with `NotOurs`, an object that exists under the
+  child's name and is controlled by another uid, unless it is the operator's own orphan: the same
+  `controller_uid` / `_our_orphan` / `holder` as `Kube.apply`. An apply replaces every field but status
+  (the operator owns what it renders), and an apply that changes nothing changes nothing;
+- `ChildRefused` for a child a test marked invalid (`refuse`), as the API server's 422;
+- `create` of an existing object is a 409 (`ApiException`), `patch_merge` / `patch_status` of a missing one a
+  404; `patch_status` merges into .status; `delete_owned` deletes only what that uid controls; a deletion
+  takes the dependents with it (the garbage collector, at once), unless orphaned;
+- every call of the client, in order (`calls`: verb, kind, name), so that a test can assert what was
+  written and that nothing else was.
+
+Setting up the cluster (`add`, `claim`, `config_map`) and playing the other controllers (`job_running`,
+`job_failed`, `pod_phase`, `deployment_ready`...) change the objects directly and are not recorded.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+from kubernetes.client.rest import ApiException
+
+from kubetune.api.defaults import FIELD_MANAGER
+from kubetune.kube import KINDS, ChildRefused, NotOurs, _our_orphan, controller_uid, holder
+from kubetune.status.finetunejob import DISRUPTION_CONDITION
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+READS = frozenset({"get", "list", "pods_refused"})
+
+
+class Call(NamedTuple):
+    verb: str  # the client's method: get, list, apply, ensure, create, patch_merge, patch_status, ...
+    kind: str
+    name: str | None  # None for a list
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: a dict merges key by key, None removes a key, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge_patch(out.get(key), value)
+    return out
+
+
+def _api_error(status: int, reason: str) -> ApiException:
+    return ApiException(status=status, reason=reason)
+
+
+def timestamp(seconds_ago: float = 0) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds_ago)).strftime(TIME_FORMAT)
+
+
+class FakeKube:
+    """The methods of `kubetune.kube.Kube` the reconciles use, over a dict of objects."""
+
+    def __init__(self, *, not_installed: frozenset[str] | set[str] = frozenset()):
+        # (kind, namespace, name) -> object
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.calls: list[Call] = []
+        self._refused: dict[tuple[str, str], str] = {}
+        # Kinds whose API is not served (a CRD not installed, such as KEDA's ScaledObject): a 404.
+        self.not_installed = frozenset(not_installed)
+        self._uids = itertools.count(1)
+        self._versions = itertools.count(1)
+
+    # --- what a test reads back -------------------------------------------------------------------
+
+    def writes(self) -> list[Call]:
+        """Every write request, Events excepted (see `events`), in order."""
+        return [c for c in self.calls if c.verb not in READS and c.kind != "Event"]
+
+    def events(self) -> list[tuple[str, str]]:
+        """(type, reason) of every Event the reconcile posted, in order."""
+        return [(e["type"], e["reason"]) for e in self.list_quietly("Event")]
+
+    def forget_calls(self) -> None:
+        """Starts a new record (the Events stay in the cluster)."""
+        self.calls.clear()
+
+    def list_quietly(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Objects of a kind, in the order they were made, without recording a call."""
+        found = [o for (k, ns, _), o in self.objects.items() if k == kind and namespace in (None, ns)]
+        return copy.deepcopy(found)
+
+    def get_quietly(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        held = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(held) if held is not None else None
+
+    # --- the client ---------------------------------------------------------------------------------
+
+    def _check_kind(self, kind: str) -> None:
+        KINDS[kind]  # a kind the real client does not know is a KeyError there too
+        if kind in self.not_installed:
+            raise _api_error(404, f"the server could not find the requested resource ({kind})")
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        self.calls.append(Call("get", kind, name))
+        self._check_kind(kind)
+        return self.get_quietly(kind, namespace or "", name)
+
+    def list(self, kind: str, namespace: str | None, labels: dict[str, str] | None = None) -> list[dict]:
+        self.calls.append(Call("list", kind, None))
+        self._check_kind(kind)
+        wanted = labels or {}
+        return [
+            o
+            for o in self.list_quietly(kind, namespace)
+            if all((o["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())
+        ]
+
+    def apply(self, manifest: dict[str, Any], existing: dict[str, Any] | None = None) -> dict[str, Any]:
+        meta = manifest["metadata"]
+        self.calls.append(Call("apply", manifest["kind"], meta["name"]))
+        return self._apply(manifest)
+
+    def _apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        kind, meta = manifest["kind"], manifest["metadata"]
+        self._check_kind(kind)
+        key = (kind, meta.get("namespace") or "", meta["name"])
+        existing = self.objects.get(key)
+        owner = controller_uid(manifest)
+        if (
+            owner is not None
+            and existing is not None
+            and controller_uid(existing) != owner
+            and not _our_orphan(existing, manifest)
+        ):
+            raise NotOurs(kind, meta["name"], holder(existing))
+        self._check_refused(manifest)
+        if existing is None:
+            return self._store_new(manifest, operation="Apply")
+        # Forced server-side apply by the only writer of these fields: the manifest is the object, but for
+        # what the API server and the other controllers keep (status, identity, history).
+        updated = copy.deepcopy(manifest)
+        kept = existing["metadata"]
+        updated["metadata"] = {
+            **copy.deepcopy(meta),
+            **{
+                k: kept[k] for k in ("uid", "resourceVersion", "generation", "creationTimestamp") if k in kept
+            },
+            "managedFields": [{"manager": FIELD_MANAGER, "operation": "Apply"}],
+        }
+        if "status" in existing:
+            updated["status"] = existing["status"]
+        return self._replace(key, updated)
+
+    def ensure(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        meta = manifest["metadata"]
+        self.calls.append(Call("ensure", manifest["kind"], meta["name"]))
+        self._check_kind(manifest["kind"])
+        if (manifest["kind"], meta.get("namespace") or "", meta["name"]) in self.objects:
+            return self._apply(manifest)  # as Kube.ensure on a 409: whose it is decides
+        self._check_refused(manifest)
+        return self._store_new(manifest, operation="Update")
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        meta = manifest["metadata"]
+        self.calls.append(Call("create", manifest["kind"], meta["name"]))
+        self._check_kind(manifest["kind"])
+        if (manifest["kind"], meta.get("namespace") or "", meta["name"]) in self.objects:
+            raise _api_error(409, "AlreadyExists")
+        if (manifest["kind"], meta["name"]) in self._refused:
+            raise _api_error(422, self._refused[(manifest["kind"], meta["name"])])
+        return self._store_new(manifest, operation="Update")
+
+    def patch_merge(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(Call("patch_merge", kind, name))
+        self._check_kind(kind)
+        key = (kind, namespace, name)
+        if key not in self.objects:
+            raise _api_error(404, "NotFound")
+        return self._replace(key, _merge_patch(self.objects[key], patch))
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(Call("patch_status", kind, name))
+        self._check_kind(kind)
+        key = (kind, namespace, name)
+        if key not in self.objects:
+            raise _api_error(404, "NotFound")
+        # The status subresource: only .status changes, whatever else the patch says.
+        updated = copy.deepcopy(self.objects[key])
+        updated["status"] = _merge_patch(updated.get("status") or {}, status)
+        return self._replace(key, updated)
+
+    def pods_refused(self, controller: dict[str, Any]) -> str | None:
+        meta = controller["metadata"]
+        self.calls.append(Call("pods_refused", controller.get("kind") or "Job", meta["name"]))
+        refusals = [
+            e
+            for e in self.list_quietly("Event", meta["namespace"])
+            if e.get("reason") == "FailedCreate" and e["involvedObject"].get("uid") == meta["uid"]
+        ]
+        if not refusals:
+            return None
+        return max(refusals, key=lambda e: e["lastTimestamp"]).get("message") or "FailedCreate"
+
+    def delete_owned(self, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
+        self.calls.append(Call("delete_owned", kind, name))
+        self._check_kind(kind)
+        existing = self.objects.get((kind, namespace, name))
+        if existing is None or controller_uid(existing) != owner_uid:
+            return False
+        self._delete((kind, namespace, name), "Background")
+        return True
+
+    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> None:
+        self.calls.append(Call("delete", kind, name))
+        self._check_kind(kind)
+        if (kind, namespace, name) in self.objects:
+            self._delete((kind, namespace, name), propagation)
+
+    # --- the store ----------------------------------------------------------------------------------
+
+    def _check_refused(self, manifest: dict[str, Any]) -> None:
+        message = self._refused.get((manifest["kind"], manifest["metadata"]["name"]))
+        if message is not None:
+            raise ChildRefused(manifest["kind"], manifest["metadata"]["name"], message)
+
+    def _store_new(
+        self, manifest: dict[str, Any], operation: str = "Update", manager: str = FIELD_MANAGER
+    ) -> dict[str, Any]:
+        obj = copy.deepcopy(manifest)
+        meta = obj["metadata"]
+        meta.setdefault("namespace", "")
+        meta["uid"] = f"uid-{next(self._uids)}"
+        meta["resourceVersion"] = str(next(self._versions))
+        meta["generation"] = 1
+        meta["creationTimestamp"] = timestamp()
+        meta["managedFields"] = [{"manager": manager, "operation": operation}]
+        self.objects[(obj["kind"], meta["namespace"], meta["name"])] = obj
+        return copy.deepcopy(obj)
+
+    def _replace(self, key: tuple[str, str, str], updated: dict[str, Any]) -> dict[str, Any]:
+        held = self.objects[key]
+        if updated != held:
+            meta = updated["metadata"]
+            meta["resourceVersion"] = str(next(self._versions))
+            if updated.get("spec") != held.get("spec"):
+                meta["generation"] = held["metadata"].get("generation", 1) + 1
+            self.objects[key] = updated
+        return copy.deepcopy(self.objects[key])
+
+    def _delete(self, key: tuple[str, str, str], propagation: str) -> None:
+        gone = self.objects.pop(key)
+        uid = gone["metadata"]["uid"]
+        for other_key, other in list(self.objects.items()):
+            refs = other["metadata"].get("ownerReferences") or []
+            if not any(r.get("uid") == uid for r in refs) or other_key not in self.objects:
+                continue
+            if propagation == "Orphan":
+                other["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
+            else:
+                self._delete(other_key, propagation)
+
+    # --- a test sets the cluster up -------------------------------------------------------------------
+
+    def add(
+        self, obj: dict[str, Any], namespace: str = "team-a", manager: str = "kubectl", **status: Any
+    ) -> dict[str, Any]:
+        """Any object, made by someone else (`manager`); `status` fields are set on it."""
+        obj = copy.deepcopy(obj)
+        obj["metadata"].setdefault("namespace", namespace)
+        if status:
+            obj["status"] = {**(obj.get("status") or {}), **status}
+        return self._store_new(obj, operation="Update", manager=manager)
+
+    def claim(self, name: str = "shared", namespace: str = "team-a") -> dict[str, Any]:
+        return self.add(
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name}},
+            namespace,
+            phase="Bound",
+        )
+
+    def config_map(self, name: str, data: dict[str, str], namespace: str = "team-a") -> dict[str, Any]:
+        return self.add(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}, namespace
+        )
+
+    def refuse(self, kind: str, name: str, message: str) -> None:
+        """The API server refuses this child as invalid (a 422 naming the field)."""
+        self._refused[(kind, name)] = message
+
+    def set_status(self, obj: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """Merges `fields` into the object's status, as its controller (or a test playing it) would."""
+        key = self._key(obj)
+        updated = copy.deepcopy(self.objects[key])
+        updated["status"] = _merge_patch(updated.get("status") or {}, fields)
+        return self._replace(key, updated)
+
+    def backdate(self, obj: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """Makes the object `seconds` older (a Job whose pods should have appeared by now)."""
+        held = self.objects[self._key(obj)]
+        held["metadata"]["creationTimestamp"] = timestamp(seconds)
+        return copy.deepcopy(held)
+
+    def _key(self, obj: dict[str, Any]) -> tuple[str, str, str]:
+        meta = obj["metadata"]
+        return obj["kind"], meta.get("namespace") or "", meta["name"]
+
+    # --- a test plays the Job controller ---------------------------------------------------------------
+
+    def job(self, namespace: str, name: str) -> dict[str, Any]:
+        job = self.get_quietly("Job", namespace, name)
+        assert job is not None, f"no Job {namespace}/{name}"
+        return job
+
+    def job_pods(self, job: dict[str, Any], phase: str = "Pending", **status: Any) -> list[dict[str, Any]]:
+        """The Job's pods (one per completion index), as the Job controller makes them, in `phase`."""
+        job = self.get_quietly("Job", job["metadata"]["namespace"], job["metadata"]["name"]) or job
+        meta, spec = job["metadata"], job["spec"]
+        labels = (spec["template"].get("metadata") or {}).get("labels") or {}
+        pods = []
+        for index in range(spec.get("parallelism") or 1):
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"{meta['name']}-{index}-x{meta['uid'][-4:]}",
+                    "namespace": meta["namespace"],
+                    "labels": dict(labels),
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "batch/v1",
+                            "kind": "Job",
+                            "name": meta["name"],
+                            "uid": meta["uid"],
+                            "controller": True,
+                        }
+                    ],
+                },
+            }
+            pods.append(self.add(pod, manager="kube-controller-manager", phase=phase, **status))
+        self.set_status(job, active=len(pods))
+        return pods
+
+    def job_running(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        """The Job's pods are scheduled and run."""
+        return self.job_pods(job, "Running", startTime=timestamp())
+
+    def pod_phase(self, pod: dict[str, Any], phase: str, **status: Any) -> dict[str, Any]:
+        return self.set_status(pod, phase=phase, **status)
+
+    def pods_of(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        uid = job["metadata"]["uid"]
+        return [p for p in self.list_quietly("Pod") if controller_uid(p) == uid]
+
+    def _end_job(self, job: dict[str, Any], type_: str, stopped: bool, reason: str, message: str) -> dict:
+        target = "FailureTarget" if type_ == "Failed" else "SuccessCriteriaMet"
+        conditions = [{"type": target, "status": "True", "reason": reason, "message": message}]
+        if stopped:
+            conditions.append({"type": type_, "status": "True", "reason": reason, "message": message})
+            phase = "Failed" if type_ == "Failed" else "Succeeded"
+            for pod in self.pods_of(job):
+                self.pod_phase(pod, phase)
+        status: dict[str, Any] = {"conditions": conditions}
+        if stopped:
+            status["active"] = 0
+            if type_ == "Complete":
+                status["completionTime"] = timestamp()
+        return self.set_status(job, **status)
+
+    def job_failed(
+        self,
+        job: dict[str, Any],
+        *,
+        stopped: bool = True,
+        reason: str = "BackoffLimitExceeded",
+        message: str = "Job has reached the specified backoff limit",
+    ) -> dict[str, Any]:
+        """The Job failed: decided (FailureTarget), and once `stopped`, every pod has ended (Failed)."""
+        return self._end_job(job, "Failed", stopped, reason, message)
+
+    def job_disrupted(self, job: dict[str, Any], *, stopped: bool = True) -> dict[str, Any]:
+        """A pod was evicted or preempted: the podFailurePolicy failed the Job naming DisruptionTarget."""
+        message = f"Pod team-a/x has condition {DISRUPTION_CONDITION} matching FailJob rule at index 0"
+        return self._end_job(job, "Failed", stopped, "PodFailurePolicy", message)
+
+    def job_succeeded(self, job: dict[str, Any], *, stopped: bool = True) -> dict[str, Any]:
+        return self._end_job(
+            job, "Complete", stopped, "CompletionsReached", "Reached expected number of succeeded pods"
+        )
+
+    def failed_create(self, job: dict[str, Any], message: str) -> dict[str, Any]:
+        """The Job controller could not create a pod (admission refused it): its FailedCreate Event."""
+        meta = job["metadata"]
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.failedcreate"},
+            "involvedObject": {"kind": "Job", "name": meta["name"], "uid": meta["uid"]},
+            "type": "Warning",
+            "reason": "FailedCreate",
+            "message": message,
+            "lastTimestamp": timestamp(),
+        }
+        return self.add(event, meta["namespace"], manager="kube-controller-manager")
+
+    # --- a test plays the Deployment controller ---------------------------------------------------------
+
+    def deployment_ready(self, deployment: dict[str, Any], ready: int | None = None) -> list[dict[str, Any]]:
+        """The Deployment rolled out: `ready` (default: all its replicas) pods run and pass readiness."""
+        held = self.objects[self._key(deployment)]
+        meta, spec = held["metadata"], held["spec"]
+        replicas = spec.get("replicas", 1) if spec.get("replicas") is not None else 1
+        ready = replicas if ready is None else ready
+        labels = (spec["template"].get("metadata") or {}).get("labels") or {}
+        pods = []
+        for index in range(replicas):
+            is_ready = index < ready
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"{meta['name']}-{index}",
+                    "namespace": meta["namespace"],
+                    "labels": dict(labels),
+                },
+            }
+            pods.append(
+                self.add(
+                    pod,
+                    manager="kube-controller-manager",
+                    phase="Running",
+                    conditions=[{"type": "Ready", "status": "True" if is_ready else "False"}],
+                )
+            )
+        self.set_status(
+            held,
+            observedGeneration=meta["generation"],
+            replicas=replicas,
+            updatedReplicas=replicas,
+            readyReplicas=ready,
+            availableReplicas=ready,
+            conditions=[{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}],
+        )
+        return pods
