@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -36,6 +38,9 @@ from kubetune.status.finetunejob import DISRUPTION_CONDITION
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 READS = frozenset({"get", "list", "pods_refused"})
+# What an apply never changes: the API server keeps it (field managers are not modelled beyond who made
+# the object, which is what `_our_orphan` reads).
+IDENTITY = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields")
 
 
 class Call(NamedTuple):
@@ -72,6 +77,8 @@ class FakeKube:
         # (kind, namespace, name) -> object
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.calls: list[Call] = []
+        self._changing: list[Call] = []  # the calls that changed an object, in order
+        self._revision = 0  # moves with every change of the store
         self._refused: dict[tuple[str, str], str] = {}
         # Kinds whose API is not served (a CRD not installed, such as KEDA's ScaledObject): a 404.
         self.not_installed = frozenset(not_installed)
@@ -81,8 +88,12 @@ class FakeKube:
     # --- what a test reads back -------------------------------------------------------------------
 
     def writes(self) -> list[Call]:
-        """Every write request, Events excepted (see `events`), in order."""
+        """Every write request but an Event's (see `events`), in order, whether it changed anything or not."""
         return [c for c in self.calls if c.verb not in READS and c.kind != "Event"]
+
+    def changes(self) -> list[Call]:
+        """The write requests that changed an object (an apply of what is there already changes nothing)."""
+        return [c for c in self._changing if c.kind != "Event"]
 
     def events(self) -> list[tuple[str, str]]:
         """(type, reason) of every Event the reconcile posted, in order."""
@@ -91,6 +102,7 @@ class FakeKube:
     def forget_calls(self) -> None:
         """Starts a new record (the Events stay in the cluster)."""
         self.calls.clear()
+        self._changing.clear()
 
     def list_quietly(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
         """Objects of a kind, in the order they were made, without recording a call."""
@@ -103,30 +115,105 @@ class FakeKube:
 
     # --- the client ---------------------------------------------------------------------------------
 
+    @contextmanager
+    def _recorded(self, verb: str, kind: str, name: str | None) -> Iterator[None]:
+        call = Call(verb, kind, name)
+        self.calls.append(call)
+        before = self._revision
+        try:
+            yield
+        finally:
+            if self._revision != before:
+                self._changing.append(call)
+
     def _check_kind(self, kind: str) -> None:
         KINDS[kind]  # a kind the real client does not know is a KeyError there too
         if kind in self.not_installed:
             raise _api_error(404, f"the server could not find the requested resource ({kind})")
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
-        self.calls.append(Call("get", kind, name))
-        self._check_kind(kind)
-        return self.get_quietly(kind, namespace or "", name)
+        with self._recorded("get", kind, name):
+            self._check_kind(kind)
+            return self.get_quietly(kind, namespace or "", name)
 
     def list(self, kind: str, namespace: str | None, labels: dict[str, str] | None = None) -> list[dict]:
-        self.calls.append(Call("list", kind, None))
-        self._check_kind(kind)
-        wanted = labels or {}
-        return [
-            o
-            for o in self.list_quietly(kind, namespace)
-            if all((o["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())
-        ]
+        with self._recorded("list", kind, None):
+            self._check_kind(kind)
+            wanted = labels or {}
+            return [
+                o
+                for o in self.list_quietly(kind, namespace)
+                if all((o["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())
+            ]
 
     def apply(self, manifest: dict[str, Any], existing: dict[str, Any] | None = None) -> dict[str, Any]:
-        meta = manifest["metadata"]
-        self.calls.append(Call("apply", manifest["kind"], meta["name"]))
-        return self._apply(manifest)
+        with self._recorded("apply", manifest["kind"], manifest["metadata"]["name"]):
+            return self._apply(manifest)
+
+    def ensure(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        kind, meta = manifest["kind"], manifest["metadata"]
+        with self._recorded("ensure", kind, meta["name"]):
+            self._check_kind(kind)
+            if (kind, meta.get("namespace") or "", meta["name"]) in self.objects:
+                return self._apply(manifest)  # as Kube.ensure on a 409: whose it is decides
+            self._check_refused(manifest)
+            return self._store_new(manifest, operation="Update")
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        kind, meta = manifest["kind"], manifest["metadata"]
+        with self._recorded("create", kind, meta["name"]):
+            self._check_kind(kind)
+            if (kind, meta.get("namespace") or "", meta["name"]) in self.objects:
+                raise _api_error(409, "AlreadyExists")
+            if (kind, meta["name"]) in self._refused:
+                raise _api_error(422, self._refused[(kind, meta["name"])])
+            return self._store_new(manifest, operation="Update")
+
+    def patch_merge(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        with self._recorded("patch_merge", kind, name):
+            self._check_kind(kind)
+            key = (kind, namespace, name)
+            if key not in self.objects:
+                raise _api_error(404, "NotFound")
+            return self._replace(key, _merge_patch(self.objects[key], patch))
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        with self._recorded("patch_status", kind, name):
+            self._check_kind(kind)
+            key = (kind, namespace, name)
+            if key not in self.objects:
+                raise _api_error(404, "NotFound")
+            # The status subresource: only .status changes.
+            updated = copy.deepcopy(self.objects[key])
+            updated["status"] = _merge_patch(updated.get("status") or {}, status)
+            return self._replace(key, updated)
+
+    def pods_refused(self, controller: dict[str, Any]) -> str | None:
+        meta = controller["metadata"]
+        with self._recorded("pods_refused", controller.get("kind") or "Job", meta["name"]):
+            refusals = [
+                e
+                for e in self.list_quietly("Event", meta["namespace"])
+                if e.get("reason") == "FailedCreate" and e["involvedObject"].get("uid") == meta["uid"]
+            ]
+            if not refusals:
+                return None
+            return max(refusals, key=lambda e: e["lastTimestamp"]).get("message") or "FailedCreate"
+
+    def delete_owned(self, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
+        with self._recorded("delete_owned", kind, name):
+            self._check_kind(kind)
+            existing = self.objects.get((kind, namespace, name))
+            if existing is None or controller_uid(existing) != owner_uid:
+                return False
+            self._delete((kind, namespace, name), "Background")
+            return True
+
+    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> None:
+        with self._recorded("delete", kind, name):
+            self._check_kind(kind)
+            if (kind, namespace, name) in self.objects:
+                self._delete((kind, namespace, name), propagation)
 
     def _apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         kind, meta = manifest["kind"], manifest["metadata"]
@@ -145,84 +232,13 @@ class FakeKube:
         if existing is None:
             return self._store_new(manifest, operation="Apply")
         # Forced server-side apply by the only writer of these fields: the manifest is the object, but for
-        # what the API server and the other controllers keep (status, identity, history).
+        # what the API server and the other controllers keep (identity, history, status).
         updated = copy.deepcopy(manifest)
         kept = existing["metadata"]
-        updated["metadata"] = {
-            **copy.deepcopy(meta),
-            **{
-                k: kept[k] for k in ("uid", "resourceVersion", "generation", "creationTimestamp") if k in kept
-            },
-            "managedFields": [{"manager": FIELD_MANAGER, "operation": "Apply"}],
-        }
+        updated["metadata"] = {**copy.deepcopy(meta), **{k: kept[k] for k in IDENTITY if k in kept}}
         if "status" in existing:
-            updated["status"] = existing["status"]
+            updated["status"] = copy.deepcopy(existing["status"])
         return self._replace(key, updated)
-
-    def ensure(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        meta = manifest["metadata"]
-        self.calls.append(Call("ensure", manifest["kind"], meta["name"]))
-        self._check_kind(manifest["kind"])
-        if (manifest["kind"], meta.get("namespace") or "", meta["name"]) in self.objects:
-            return self._apply(manifest)  # as Kube.ensure on a 409: whose it is decides
-        self._check_refused(manifest)
-        return self._store_new(manifest, operation="Update")
-
-    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        meta = manifest["metadata"]
-        self.calls.append(Call("create", manifest["kind"], meta["name"]))
-        self._check_kind(manifest["kind"])
-        if (manifest["kind"], meta.get("namespace") or "", meta["name"]) in self.objects:
-            raise _api_error(409, "AlreadyExists")
-        if (manifest["kind"], meta["name"]) in self._refused:
-            raise _api_error(422, self._refused[(manifest["kind"], meta["name"])])
-        return self._store_new(manifest, operation="Update")
-
-    def patch_merge(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append(Call("patch_merge", kind, name))
-        self._check_kind(kind)
-        key = (kind, namespace, name)
-        if key not in self.objects:
-            raise _api_error(404, "NotFound")
-        return self._replace(key, _merge_patch(self.objects[key], patch))
-
-    def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append(Call("patch_status", kind, name))
-        self._check_kind(kind)
-        key = (kind, namespace, name)
-        if key not in self.objects:
-            raise _api_error(404, "NotFound")
-        # The status subresource: only .status changes, whatever else the patch says.
-        updated = copy.deepcopy(self.objects[key])
-        updated["status"] = _merge_patch(updated.get("status") or {}, status)
-        return self._replace(key, updated)
-
-    def pods_refused(self, controller: dict[str, Any]) -> str | None:
-        meta = controller["metadata"]
-        self.calls.append(Call("pods_refused", controller.get("kind") or "Job", meta["name"]))
-        refusals = [
-            e
-            for e in self.list_quietly("Event", meta["namespace"])
-            if e.get("reason") == "FailedCreate" and e["involvedObject"].get("uid") == meta["uid"]
-        ]
-        if not refusals:
-            return None
-        return max(refusals, key=lambda e: e["lastTimestamp"]).get("message") or "FailedCreate"
-
-    def delete_owned(self, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
-        self.calls.append(Call("delete_owned", kind, name))
-        self._check_kind(kind)
-        existing = self.objects.get((kind, namespace, name))
-        if existing is None or controller_uid(existing) != owner_uid:
-            return False
-        self._delete((kind, namespace, name), "Background")
-        return True
-
-    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> None:
-        self.calls.append(Call("delete", kind, name))
-        self._check_kind(kind)
-        if (kind, namespace, name) in self.objects:
-            self._delete((kind, namespace, name), propagation)
 
     # --- the store ----------------------------------------------------------------------------------
 
@@ -243,6 +259,7 @@ class FakeKube:
         meta["creationTimestamp"] = timestamp()
         meta["managedFields"] = [{"manager": manager, "operation": operation}]
         self.objects[(obj["kind"], meta["namespace"], meta["name"])] = obj
+        self._revision += 1
         return copy.deepcopy(obj)
 
     def _replace(self, key: tuple[str, str, str], updated: dict[str, Any]) -> dict[str, Any]:
@@ -252,11 +269,13 @@ class FakeKube:
             meta["resourceVersion"] = str(next(self._versions))
             if updated.get("spec") != held.get("spec"):
                 meta["generation"] = held["metadata"].get("generation", 1) + 1
-            self.objects[key] = updated
+            self.objects[key] = copy.deepcopy(updated)
+            self._revision += 1
         return copy.deepcopy(self.objects[key])
 
     def _delete(self, key: tuple[str, str, str], propagation: str) -> None:
         gone = self.objects.pop(key)
+        self._revision += 1
         uid = gone["metadata"]["uid"]
         for other_key, other in list(self.objects.items()):
             refs = other["metadata"].get("ownerReferences") or []
@@ -294,6 +313,17 @@ class FakeKube:
     def refuse(self, kind: str, name: str, message: str) -> None:
         """The API server refuses this child as invalid (a 422 naming the field)."""
         self._refused[(kind, name)] = message
+
+    def edit(self, obj: dict[str, Any], **spec: Any) -> dict[str, Any]:
+        """A user's edit: top-level spec fields replaced (None removes one); the generation moves."""
+        key = self._key(obj)
+        updated = copy.deepcopy(self.objects[key])
+        for field, value in spec.items():
+            if value is None:
+                updated["spec"].pop(field, None)
+            else:
+                updated["spec"][field] = copy.deepcopy(value)
+        return self._replace(key, updated)
 
     def set_status(self, obj: dict[str, Any], **fields: Any) -> dict[str, Any]:
         """Merges `fields` into the object's status, as its controller (or a test playing it) would."""
@@ -351,6 +381,13 @@ class FakeKube:
     def job_running(self, job: dict[str, Any]) -> list[dict[str, Any]]:
         """The Job's pods are scheduled and run."""
         return self.job_pods(job, "Running", startTime=timestamp())
+
+    def job_pods_gone(self, job: dict[str, Any]) -> None:
+        """The Job controller deleted the Job's pods (it was suspended)."""
+        for pod in self.pods_of(job):
+            del self.objects[self._key(pod)]
+            self._revision += 1
+        self.set_status(job, active=0)
 
     def pod_phase(self, pod: dict[str, Any], phase: str, **status: Any) -> dict[str, Any]:
         return self.set_status(pod, phase=phase, **status)
