@@ -62,6 +62,22 @@ def _merge_patch(target: Any, patch: Any) -> Any:
     return out
 
 
+def _applied_over(live: dict[str, Any], applied_before: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply of `manifest` by a manager that last applied `applied_before`: a field it applied
+    before and no longer sets goes, a field it sets replaces the live one (a list as a whole), and a field
+    it never set is left to whoever did."""
+    out = copy.deepcopy(live)
+    before = applied_before if isinstance(applied_before, dict) else {}
+    for key in before.keys() - manifest.keys():
+        out.pop(key, None)
+    for key, value in manifest.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _applied_over(out[key], before.get(key), value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def _api_error(status: int, reason: str) -> ApiException:
     return ApiException(status=status, reason=reason)
 
@@ -80,6 +96,8 @@ class FakeKube:
         self._changing: list[Call] = []  # the calls that changed an object, in order
         self._revision = 0  # moves with every change of the store
         self._refused: dict[tuple[str, str], str] = {}
+        # What the operator last applied to each object (ensure and apply): the fields it owns.
+        self._applied: dict[tuple[str, str, str], dict[str, Any]] = {}
         # Kinds whose API is not served (a CRD not installed, such as KEDA's ScaledObject): a 404.
         self.not_installed = frozenset(not_installed)
         self._uids = itertools.count(1)
@@ -133,7 +151,8 @@ class FakeKube:
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         with self._recorded("get", kind, name):
-            self._check_kind(kind)
+            KINDS[kind]
+            # Any 404 is "not there" to Kube.get, a kind the API server does not serve included.
             return self.get_quietly(kind, namespace or "", name)
 
     def list(self, kind: str, namespace: str | None, labels: dict[str, str] | None = None) -> list[dict]:
@@ -157,6 +176,7 @@ class FakeKube:
             if (kind, meta.get("namespace") or "", meta["name"]) in self.objects:
                 return self._apply(manifest)  # as Kube.ensure on a 409: whose it is decides
             self._check_refused(manifest)
+            self._applied[(kind, meta.get("namespace") or "", meta["name"])] = copy.deepcopy(manifest)
             return self._store_new(manifest, operation="Update")
 
     def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +222,7 @@ class FakeKube:
 
     def delete_owned(self, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
         with self._recorded("delete_owned", kind, name):
-            self._check_kind(kind)
+            KINDS[kind]
             existing = self.objects.get((kind, namespace, name))
             if existing is None or controller_uid(existing) != owner_uid:
                 return False
@@ -211,7 +231,7 @@ class FakeKube:
 
     def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> None:
         with self._recorded("delete", kind, name):
-            self._check_kind(kind)
+            KINDS[kind]  # a 404 is nothing to delete
             if (kind, namespace, name) in self.objects:
                 self._delete((kind, namespace, name), propagation)
 
@@ -230,14 +250,15 @@ class FakeKube:
             raise NotOurs(kind, meta["name"], holder(existing))
         self._check_refused(manifest)
         if existing is None:
+            self._applied[key] = copy.deepcopy(manifest)
             return self._store_new(manifest, operation="Apply")
-        # Forced server-side apply by the only writer of these fields: the manifest is the object, but for
-        # what the API server and the other controllers keep (identity, history, status).
-        updated = copy.deepcopy(manifest)
-        kept = existing["metadata"]
-        updated["metadata"] = {**copy.deepcopy(meta), **{k: kept[k] for k in IDENTITY if k in kept}}
-        if "status" in existing:
-            updated["status"] = copy.deepcopy(existing["status"])
+        # Forced server-side apply: the operator's fields become the manifest's (one it applied before and
+        # renders no more is removed); what others wrote (status, a sidecar's data keys) stays.
+        updated = _applied_over(existing, self._applied.get(key, {}), manifest)
+        updated["metadata"].update(
+            {k: existing["metadata"][k] for k in IDENTITY if k in existing["metadata"]}
+        )
+        self._applied[key] = copy.deepcopy(manifest)
         return self._replace(key, updated)
 
     # --- the store ----------------------------------------------------------------------------------
@@ -275,6 +296,7 @@ class FakeKube:
 
     def _delete(self, key: tuple[str, str, str], propagation: str) -> None:
         gone = self.objects.pop(key)
+        self._applied.pop(key, None)
         self._revision += 1
         uid = gone["metadata"]["uid"]
         for other_key, other in list(self.objects.items()):
