@@ -1,21 +1,22 @@
 """An in-memory stand-in for `kubetune.kube.Kube`, so that a reconcile's decisions can be tested in tables.
 
 It is NOT a replacement for the integration tier against the real API server: it knows no schema, no
-admission, no field ownership beyond "the operator writes what it renders", no watch and no garbage
-collector's delays. What it keeps is what the reconciles decide on:
+defaulting, no admission, no field managers but the operator's own applies, no watch, no conflicts between
+writers and no garbage collector's delays. What it keeps is what the reconciles decide on:
 
 - objects by kind, namespace and name, each with a uid, a resourceVersion that moves only when the object
   changes, a generation that moves when its spec changes, a creationTimestamp, and its ownerReferences;
 - `apply` (and `ensure` over an existing object) refuses, with `NotOurs`, an object that exists under the
   child's name and is controlled by another uid, unless it is the operator's own orphan: the same
-  `controller_uid` / `_our_orphan` / `holder` as `Kube.apply`. An apply replaces every field but status
-  (the operator owns what it renders), and an apply that changes nothing changes nothing;
+  `controller_uid` / `_our_orphan` / `holder` as `Kube.apply`. An apply sets the fields the manifest
+  sets, removes those the operator applied before and renders no more, and leaves what others wrote
+  (status, the sidecars' report keys); an apply that changes nothing changes nothing;
 - `ChildRefused` for a child a test marked invalid (`refuse`), as the API server's 422;
 - `create` of an existing object is a 409 (`ApiException`), `patch_merge` / `patch_status` of a missing one a
   404; `patch_status` merges into .status; `delete_owned` deletes only what that uid controls; a deletion
   takes the dependents with it (the garbage collector, at once), unless orphaned;
 - every call of the client, in order (`calls`: verb, kind, name), so that a test can assert what was
-  written and that nothing else was.
+  written and that nothing else was (`writes`), and which writes changed something (`changes`).
 
 Setting up the cluster (`add`, `claim`, `config_map`) and playing the other controllers (`job_running`,
 `job_failed`, `pod_phase`, `deployment_ready`...) change the objects directly and are not recorded.
@@ -33,6 +34,7 @@ from typing import Any, NamedTuple
 from kubernetes.client.rest import ApiException
 
 from kubetune.api.defaults import FIELD_MANAGER
+from kubetune.handlers import events
 from kubetune.kube import KINDS, ChildRefused, NotOurs, _our_orphan, controller_uid, holder
 from kubetune.status.finetunejob import DISRUPTION_CONDITION
 
@@ -78,6 +80,11 @@ def _applied_over(live: dict[str, Any], applied_before: Any, manifest: dict[str,
     return out
 
 
+def _known(kind: str) -> None:
+    if kind not in KINDS:  # the real client has no path for it either
+        raise KeyError(kind)
+
+
 def _api_error(status: int, reason: str) -> ApiException:
     return ApiException(status=status, reason=reason)
 
@@ -114,8 +121,12 @@ class FakeKube:
         return [c for c in self._changing if c.kind != "Event"]
 
     def events(self) -> list[tuple[str, str]]:
-        """(type, reason) of every Event the reconcile posted, in order."""
-        return [(e["type"], e["reason"]) for e in self.list_quietly("Event")]
+        """(type, reason) of every Event the operator posted, in order."""
+        return [
+            (e["type"], e["reason"])
+            for e in self.list_quietly("Event")
+            if e.get("reportingComponent") == events.COMPONENT
+        ]
 
     def forget_calls(self) -> None:
         """Starts a new record (the Events stay in the cluster)."""
@@ -145,14 +156,13 @@ class FakeKube:
                 self._changing.append(call)
 
     def _check_kind(self, kind: str) -> None:
-        KINDS[kind]  # a kind the real client does not know is a KeyError there too
+        _known(kind)
         if kind in self.not_installed:
             raise _api_error(404, f"the server could not find the requested resource ({kind})")
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         with self._recorded("get", kind, name):
-            KINDS[kind]
-            # Any 404 is "not there" to Kube.get, a kind the API server does not serve included.
+            _known(kind)  # any 404 is "not there" to Kube.get, a kind the API server does not serve too
             return self.get_quietly(kind, namespace or "", name)
 
     def list(self, kind: str, namespace: str | None, labels: dict[str, str] | None = None) -> list[dict]:
@@ -222,7 +232,7 @@ class FakeKube:
 
     def delete_owned(self, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
         with self._recorded("delete_owned", kind, name):
-            KINDS[kind]
+            _known(kind)  # found by Kube.get: a kind not served is nothing to delete
             existing = self.objects.get((kind, namespace, name))
             if existing is None or controller_uid(existing) != owner_uid:
                 return False
@@ -231,7 +241,7 @@ class FakeKube:
 
     def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> None:
         with self._recorded("delete", kind, name):
-            KINDS[kind]  # a 404 is nothing to delete
+            _known(kind)  # a 404 is nothing to delete
             if (kind, namespace, name) in self.objects:
                 self._delete((kind, namespace, name), propagation)
 

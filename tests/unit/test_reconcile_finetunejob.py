@@ -155,6 +155,11 @@ def served_adapter(fake: FakeKube) -> None:
         fake.add(specs.modelserve(name, adapters=[{"name": job, "fineTuneJob": job}]))
 
 
+def failed_without_restarts(fake: FakeKube) -> None:
+    failed_attempt(max_restarts=0)(fake)
+    served_adapter(fake)
+
+
 def succeeded(ttl: int | None = None, finished_ago: float = 0) -> Callable[[FakeKube], None]:
     def given(fake: FakeKube) -> None:
         job = running(fake, ttlSecondsAfterFinished=ttl)
@@ -308,14 +313,15 @@ ROWS = [
         status={"attempt": 1, "restarts": 0},
     ),
     Row(
-        "attempt failed, no restart allowed: failed",
-        failed_attempt(max_restarts=0),
+        "attempt failed, no restart allowed: failed, wakes the ModelServes serving its adapter",
+        failed_without_restarts,
         "Failed",
         "AttemptFailed",
         [STATUS],
         [("Warning", "AttemptFailed")],
         {"Failed": "True", "Running": "False"},
         status={"attempt": 1, "restarts": 0},
+        wake=(Key("ModelServe", NS, "qwen"),),
     ),
     Row(
         "maxRestarts used up: failed",
