@@ -170,4 +170,6 @@ def test_validate_refuses_a_dataset_name_without_an_info_entry(
 ) -> None:
     spec = {**SPEC, "dataset": {**SPEC["dataset"], "names": ["train", "missing"]}}
     assert main(["validate", str(_write(tmp_path, spec))]) == 1
-    assert "missing" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "spec.dataset.names: every name" in err
+    assert "missing has none" in err

@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from kubetune.api.common import Condition, Model, ObjectName, SecretKeyRef
+from kubetune.api.cel import Rule
+from kubetune.api.common import HUB_TOKEN_ONLY_FOR_HUB, Condition, Model, ObjectName, SecretKeyRef
 from kubetune.api.finetunejob import MODEL_SOURCE, RELATIVE_PATH, PodMetadata
 from kubetune.api.podspec import ENV_NAME, PodSecurity, QualifiedName, Quantity, label_problems
 
@@ -47,6 +48,8 @@ class Phase(StrEnum):
 class ServedModelSpec(Model):
     """The base model vLLM serves."""
 
+    cel_rules = (HUB_TOKEN_ONLY_FOR_HUB,)
+
     source: str = Field(
         pattern=MODEL_SOURCE,
         description="`pvc://<claim>/<path>`, `hf://<org>/<name>` or `ms://<org>/<name>` (the same forms as a "
@@ -66,6 +69,13 @@ class ServedModelSpec(Model):
 class AdapterSpec(Model):
     """A LoRA adapter, served under its own model name."""
 
+    cel_rules = (
+        Rule(
+            "has(self.path) != has(self.fineTuneJob)",
+            "each adapter needs exactly one of path and fineTuneJob",
+        ),
+    )
+
     name: str = Field(pattern=ADAPTER_NAME, description="The model name clients use for this adapter.")
     path: str | None = Field(
         None,
@@ -75,12 +85,6 @@ class AdapterSpec(Model):
     fine_tune_job: ObjectName | None = Field(
         None, description="A FineTuneJob in the same namespace: its adapter, once it has Succeeded."
     )
-
-    @model_validator(mode="after")
-    def _exactly_one_source(self) -> AdapterSpec:
-        if (self.path is None) == (self.fine_tune_job is None):
-            raise ValueError(f"adapter {self.name}: set exactly one of path and fineTuneJob")
-        return self
 
 
 class EngineSpec(Model):
@@ -170,6 +174,17 @@ class ServeResources(Model):
 class AutoscalingSpec(Model):
     """Scale on vLLM's own queue length: an HPA on the ModelServe's /scale, or a KEDA ScaledObject."""
 
+    cel_rules = (
+        Rule(
+            "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+            "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        ),
+        Rule(
+            "!has(self.provider) || self.provider != 'keda' || has(self.prometheusAddress)",
+            "autoscaling.prometheusAddress is needed when provider is keda",
+        ),
+    )
+
     min_replicas: int = Field(1, ge=1, description="Fewest replicas.")
     max_replicas: int = Field(ge=1, description="Most replicas.")
     target_waiting_requests: float = Field(
@@ -183,14 +198,6 @@ class AutoscalingSpec(Model):
         description="The pods metric as the custom-metrics adapter exposes vllm:num_requests_waiting (hpa).",
     )
     prometheus_address: str | None = Field(None, description="Prometheus URL for KEDA's trigger (keda).")
-
-    @model_validator(mode="after")
-    def _bounds(self) -> AutoscalingSpec:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
-        if self.provider == "keda" and not self.prometheus_address:
-            raise ValueError("autoscaling.prometheusAddress is needed when provider is keda")
-        return self
 
 
 class ServeStorage(Model):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
+from kubetune.api.cel import Rule
 from kubetune.api.common import Model, SecretKeyRef
 
 # A resource quantity as Kubernetes parses it: `32`, `500m`, `256Gi`, `1.5`, `2e3`.
@@ -54,6 +55,14 @@ class PodSecurity(Model):
     one of those for a cluster or an image that needs it; anything else about the pods stays the operator's.
     """
 
+    cel_rules = (
+        Rule(
+            "!has(self.runAsUser) || self.runAsUser != 0 || (has(self.runAsNonRoot) && !self.runAsNonRoot)",
+            "podSecurity.runAsUser 0 is root: set podSecurity.runAsNonRoot: false as well",
+            field_path=".runAsUser",
+        ),
+    )
+
     run_as_non_root: bool = Field(
         True, description="Refuse to start a container as root (default true; `restricted` needs it)."
     )
@@ -80,13 +89,6 @@ class PodSecurity(Model):
         "NET_BIND_SERVICE).",
     )
 
-    @model_validator(mode="after")
-    def _root_needs_consent(self) -> PodSecurity:
-        # The same rule as the CRD's CEL (kubetune.api.crd).
-        if self.run_as_user == 0 and self.run_as_non_root:
-            raise ValueError("podSecurity.runAsUser 0 is root: set podSecurity.runAsNonRoot: false as well")
-        return self
-
 
 class SecretEnvVar(Model):
     """An environment variable of the training container, read from a Secret (never copied anywhere)."""
@@ -105,6 +107,15 @@ class SecretEnvVar(Model):
         return self
 
 
+def _names_once(variables: list[SecretEnvVar]) -> list[SecretEnvVar]:
+    # A list keyed by name (below): the API server refuses a name twice, so does the operator.
+    names = [v.name for v in variables]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"Duplicate value: secretEnv names must be unique: {', '.join(duplicates)}")
+    return variables
+
+
 SecretEnv = Annotated[
     list[SecretEnvVar],
     Field(
@@ -113,6 +124,7 @@ SecretEnv = Annotated[
         "take in `config` (`SWANLAB_API_KEY`, `WANDB_API_KEY`, ...): the value never leaves the Secret.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     ),
+    AfterValidator(_names_once),
 ]
 
 
