@@ -29,11 +29,19 @@ def edit(path: str, value: Any, **more: Any) -> dict[str, Any]:
     return body
 
 
+def named(name: str, body: dict[str, Any]) -> dict[str, Any]:
+    body["metadata"]["name"] = name
+    return body
+
+
 # (case, body, words the API server's refusal must contain)
 REFUSED_BY_THE_API_SERVER = [
     ("zero nodes", edit("resources.nodes", 0), ["spec.resources.nodes", "greater than or equal to 1"]),
     ("negative GPUs", edit("resources.gpusPerNode", -1), ["spec.resources.gpusPerNode"]),
     ("nodes not a number", edit("resources.nodes", "two"), ["spec.resources.nodes", "integer"]),
+    ("nodes as a string", edit("resources.nodes", "2"), ["spec.resources.nodes", "integer"]),
+    ("suspend as a string", edit("suspend", "true"), ["spec.suspend", "boolean"]),
+    ("name not a DNS label", named("qwen2.5-lora", edit("maxRestarts", 1)), ["a DNS label"]),
     ("unknown model scheme", edit("model.source", "s3://bucket/qwen"), ["spec.model.source"]),
     ("no model", edit("model", None), ["spec.model", "Required"]),
     ("no datasets", edit("dataset.names", []), ["spec.dataset.names"]),
@@ -46,7 +54,7 @@ REFUSED_BY_THE_API_SERVER = [
     (
         "dataset name without an entry",
         edit("dataset.names", ["alpaca_clue_train", "missing_set"]),
-        ["spec.dataset.names", "needs an entry in dataset.info"],
+        ["spec.dataset.names", "needs an entry in dataset.info: missing_set has none"],
     ),
     ("unknown preset", edit("deepspeed.preset", "zero4"), ["spec.deepspeed.preset", "zero3-offload"]),
     ("empty deepspeed", edit("deepspeed", {}), ["spec.deepspeed", "exactly one of deepspeed.preset"]),
@@ -165,6 +173,13 @@ SERVE_REFUSED_BY_THE_API_SERVER = [
         ["spec.model.servedModelName"],
     ),
     ("cpu in words", serve_edit("resources.cpu", "32 cores"), ["spec.resources.cpu"]),
+    ("GPUs as a string", serve_edit("resources.gpus", "1"), ["spec.resources.gpus", "integer"]),
+    ("a field that does not exist", serve_edit("gpus", 1), ['unknown field "spec.gpus"']),
+    (
+        "adapter name twice",
+        serve_edit("adapters", [{"name": "a", "path": "x"}, {"name": "a", "path": "y"}]),
+        ["Duplicate value", "spec.adapters"],
+    ),
     ("negative replicas", serve_edit("replicas", -1), ["spec.replicas"]),
     ("no tensor parallelism", serve_edit("engine.tensorParallelSize", 0), ["spec.engine.tensorParallelSize"]),
     ("memory share above 1", serve_edit("engine.gpuMemoryUtilization", 1.5), ["gpuMemoryUtilization"]),
@@ -186,7 +201,7 @@ SERVE_REFUSED_BY_THE_API_SERVER = [
     (
         "adapter without a source",
         serve_edit("adapters", [{"name": "a"}]),
-        ["exactly one of path and fineTuneJob"],
+        ["spec.adapters[0]", "exactly one of path and fineTuneJob"],
     ),
 ]
 

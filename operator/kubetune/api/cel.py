@@ -55,7 +55,7 @@ class Rule:
             return True
         try:
             return self.program.execute({"self": node}) is True
-        except (TypeError, ValueError, RuntimeError):
+        except Exception:  # the binding raises KeyError, TypeError, ValueError, ... for evaluation errors
             return False
 
     def message_for(self, node: Any) -> str:
@@ -63,7 +63,7 @@ class Rule:
         if self.message_expression:
             try:
                 said = cel.evaluate(self.message_expression, {"self": node})
-            except (TypeError, ValueError, RuntimeError, IndexError, KeyError):
+            except Exception:  # as the API server does, fall back to the static message
                 said = None
             if isinstance(said, str) and said.strip():
                 return said

@@ -5,7 +5,14 @@ from __future__ import annotations
 from functools import cache
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
@@ -81,6 +88,20 @@ def _field_rules(model: type[Model]) -> dict[str, tuple[Rule, ...]]:
 
 
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+
+
+def keyed_by_name(field: str) -> AfterValidator:
+    """For a list keyed by `name` (`x-kubernetes-list-type: map`): the API server refuses a name twice, in
+    its words."""
+
+    def once(items: list[Any]) -> list[Any]:
+        names = [item.name for item in items]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"Duplicate value: {field} names must be unique: {', '.join(duplicates)}")
+        return items
+
+    return AfterValidator(once)
 
 
 class SecretKeyRef(Model):

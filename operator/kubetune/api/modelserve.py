@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from kubetune.api.cel import Rule
-from kubetune.api.common import HUB_TOKEN_ONLY_FOR_HUB, Condition, Model, ObjectName, SecretKeyRef
+from kubetune.api.common import (
+    HUB_TOKEN_ONLY_FOR_HUB,
+    Condition,
+    Model,
+    ObjectName,
+    SecretKeyRef,
+    keyed_by_name,
+)
 from kubetune.api.finetunejob import MODEL_SOURCE, RELATIVE_PATH, PodMetadata
 from kubetune.api.podspec import ENV_NAME, PodSecurity, QualifiedName, Quantity, label_problems
 
@@ -208,7 +215,7 @@ class ServeStorage(Model):
 class ModelServeSpec(Model):
     model: ServedModelSpec
     storage: ServeStorage
-    adapters: list[AdapterSpec] = Field(
+    adapters: Annotated[list[AdapterSpec], keyed_by_name("adapter")] = Field(
         default_factory=list,
         max_length=64,
         description="LoRA adapters, each served under its own name (unique).",
@@ -227,12 +234,10 @@ class ModelServeSpec(Model):
     )
 
     @model_validator(mode="after")
-    def _unique_names(self) -> ModelServeSpec:
-        names = [a.name for a in self.adapters]
+    def _adapters_not_named_as_the_model(self) -> ModelServeSpec:
         served = self.served_model_name_or(None)
-        duplicates = sorted({n for n in names if names.count(n) > 1} | ({served} & set(names)))
-        if duplicates:
-            raise ValueError(f"adapter names must be unique and differ from the served model: {duplicates}")
+        if served in {a.name for a in self.adapters}:
+            raise ValueError(f"adapter names must differ from the served model: {served}")
         return self
 
     def served_model_name_or(self, default: str | None) -> str | None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from kubetune.api.cel import Rule
-from kubetune.api.common import Model, SecretKeyRef
+from kubetune.api.common import Model, SecretKeyRef, keyed_by_name
 
 # A resource quantity as Kubernetes parses it: `32`, `500m`, `256Gi`, `1.5`, `2e3`.
 QUANTITY = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
@@ -107,15 +107,6 @@ class SecretEnvVar(Model):
         return self
 
 
-def _names_once(variables: list[SecretEnvVar]) -> list[SecretEnvVar]:
-    # A list keyed by name (below): the API server refuses a name twice, so does the operator.
-    names = [v.name for v in variables]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"Duplicate value: secretEnv names must be unique: {', '.join(duplicates)}")
-    return variables
-
-
 SecretEnv = Annotated[
     list[SecretEnvVar],
     Field(
@@ -124,7 +115,7 @@ SecretEnv = Annotated[
         "take in `config` (`SWANLAB_API_KEY`, `WANDB_API_KEY`, ...): the value never leaves the Secret.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     ),
-    AfterValidator(_names_once),
+    keyed_by_name("secretEnv"),
 ]
 
 

@@ -1,10 +1,12 @@
-"""The operator's own checks of a spec, beyond what the CRD schema and CEL rules already refuse."""
+"""A resource's spec checked offline and by the operator: the models (the CRD's schema and CEL rules, with
+the API server's messages), then the operator's own checks beyond them."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -14,6 +16,8 @@ from kubetune.api import modelserve as ms
 from kubetune.api.cel import CEL_ERROR
 from kubetune.api.common import NAME_RULE
 from kubetune.api.llamafactory import ARGUMENTS, OWNED_KEYS, check_config, check_template
+
+SpecModel = TypeVar("SpecModel", ftj.FineTuneJobSpec, ms.ModelServeSpec)
 
 # LLaMA-Factory arguments that carry a credential (their names say so: `swanlab_api_key`,
 # `swanlab_lark_secret`, ...). In `spec.config` they would be stored in the resource and copied into the
@@ -68,10 +72,19 @@ _JSON_TYPES = {
 }
 
 
-def finetunejob_spec(raw_spec: dict[str, Any]) -> tuple[ftj.FineTuneJobSpec | None, list[Problem]]:
-    """The spec against the models, then `config` against the pinned LLaMA-Factory release."""
+def _parse(model: type[SpecModel], raw_spec: dict[str, Any], strict: bool) -> SpecModel:
+    if strict:  # a manifest as written: JSON types as the API server checks them (no "2" for 2)
+        return model.model_validate_json(json.dumps(raw_spec or {}), strict=True)
+    return model.model_validate(raw_spec or {})
+
+
+def finetunejob_spec(
+    raw_spec: dict[str, Any], strict: bool = False
+) -> tuple[ftj.FineTuneJobSpec | None, list[Problem]]:
+    """The spec against the models, then `config` against the pinned LLaMA-Factory release. `strict`: a
+    manifest not yet through the API server, whose JSON types are still to be checked."""
     try:
-        spec = ftj.FineTuneJobSpec.model_validate(raw_spec or {})
+        spec = _parse(ftj.FineTuneJobSpec, raw_spec, strict)
     except ValidationError as error:
         return None, [Problem("InvalidSpec", describe(error), terminal=True)]
     template = None
@@ -83,10 +96,12 @@ def finetunejob_spec(raw_spec: dict[str, Any]) -> tuple[ftj.FineTuneJobSpec | No
     return spec, problems
 
 
-def modelserve_spec(raw_spec: dict[str, Any]) -> tuple[ms.ModelServeSpec | None, list[Problem]]:
-    """The spec against the models (their schema and CEL rules)."""
+def modelserve_spec(
+    raw_spec: dict[str, Any], strict: bool = False
+) -> tuple[ms.ModelServeSpec | None, list[Problem]]:
+    """The spec against the models (their schema and CEL rules); `strict` as for finetunejob_spec."""
     try:
-        return ms.ModelServeSpec.model_validate(raw_spec or {}), []
+        return _parse(ms.ModelServeSpec, raw_spec, strict), []
     except ValidationError as error:
         return None, [Problem("InvalidSpec", describe(error), terminal=True)]
 
@@ -111,7 +126,7 @@ def resource_problems(document: dict[str, Any]) -> list[Problem]:
     if not isinstance(document.get("spec"), dict):
         problems.append(Problem("InvalidSpec", "spec: Required value: an object", terminal=True))
         return problems
-    _, found = SPEC_CHECKS[kind](document["spec"])
+    _, found = SPEC_CHECKS[kind](document["spec"], strict=True)
     return problems + found
 
 
