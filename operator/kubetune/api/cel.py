@@ -15,6 +15,7 @@ Transition rules (those that read `oldSelf`) need the stored object: only the AP
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -42,11 +43,20 @@ class Rule:
     def program(self) -> Any:
         return cel.compile(self.rule)
 
-    @property
+    @cached_property
     def transition(self) -> bool:
         """Whether the rule compares with the stored object (`oldSelf`): checked on updates, by the API
         server only."""
         return "oldSelf" in self.program.variables()
+
+    @cached_property
+    def fields(self) -> frozenset[str] | None:
+        """The fields of `self` the rule and its message read (`self.resources.nodes`: `resources`), or None
+        when they read `self` whole: the node handed to the interpreter holds only these (it converts every
+        value it is given, and `config` can be large)."""
+        text = self.rule + " " + (self.message_expression or "")
+        uses = [m.group(1) for m in re.finditer(r"\bself\b(?:\.([A-Za-z_][A-Za-z0-9_]*))?", text)]
+        return None if None in uses else frozenset(uses)
 
     def holds(self, node: Any) -> bool:
         """The rule evaluated for `node` as the API server would (a transition rule holds offline). An

@@ -63,7 +63,11 @@ class Model(BaseModel):
         object_rules, field_rules = self.cel_rules, _field_rules(type(self))
         if not object_rules and not field_rules:
             return self
-        node = self.model_dump(by_alias=True, exclude_unset=True, exclude_none=True, mode="json")
+        # As on the wire: camelCase, only what the manifest says (unset, defaulted, null fields absent).
+        read = _fields_read(type(self))
+        node = self.model_dump(
+            include=read, by_alias=True, exclude_unset=True, exclude_none=True, mode="json"
+        )
         failed = [(rule, rule.field_path or "", node) for rule in object_rules if not rule.holds(node)]
         for alias, rules in field_rules.items():
             if alias in node:  # as in the API server, a field's rules apply when it is there
@@ -74,6 +78,17 @@ class Model(BaseModel):
             where = failed[0][1]
             raise PydanticCustomError(CEL_ERROR, "{messages}", {"messages": messages, "field_path": where})
         return self
+
+
+@cache
+def _fields_read(model: type[Model]) -> set[str] | None:
+    """The fields (Python names) that a model's rules read; None: all of them."""
+    aliases: set[str] = set(_field_rules(model))
+    for rule in model.cel_rules:
+        if rule.fields is None:
+            return None
+        aliases |= rule.fields
+    return {name for name, info in model.model_fields.items() if (info.alias or name) in aliases}
 
 
 @cache
