@@ -206,5 +206,7 @@ SERVE_REFUSED_BY_THE_API_SERVER = [
 ]
 
 
-# Cases that `kubetune validate` cannot refuse offline: only the API server can, and why.
+# Cases that `kubetune validate` cannot refuse offline (only the API server can), each with the reason. None
+# today. The one rule it cannot check is not a case here: storage is immutable (a transition rule, it needs
+# the stored object), tested against the API server in test_storage_cannot_change_once_created.
 NEEDS_THE_CLUSTER: dict[str, str] = {}
