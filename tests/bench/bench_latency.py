@@ -40,8 +40,7 @@ from tests.bench.bench_finetunejobs import (
     prepare_namespaces,
 )
 from tests.cluster import localcluster
-from tests.integration.finetunejobs import finetunejob, with_pod_annotations
-from tests.integration.test_modelserve import modelserve
+from tests.specs import finetunejob, modelserve, with_pod_annotations
 
 GROUP, VERSION = "kubetune.io", "v1alpha1"
 

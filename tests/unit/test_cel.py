@@ -15,6 +15,7 @@ from kubetune.api.common import NAME_RULE, Model
 from kubetune.api.crd import all_crds
 from kubetune.api.podspec import PodSecurity
 from kubetune.api.validation import describe
+from tests import specs
 
 # What both the API server (cel-go with the Kubernetes libraries) and the offline interpreter (cel-rust)
 # know: the standard macros, functions and operators. A rule that needs more (a Kubernetes extension such as
@@ -140,8 +141,4 @@ def test_the_name_rule() -> None:
 
 
 def _ftj() -> dict[str, Any]:
-    return {
-        "model": {"source": "pvc://shared/models/x"},
-        "dataset": {"names": ["a"], "info": {"a": {"file_name": "a.json"}}},
-        "storage": {"claim": "shared"},
-    }
+    return specs.finetunejob_spec(deepspeed=None)

@@ -174,17 +174,9 @@ def test_validate_refuses_a_dataset_name_without_an_info_entry(
 
 # --- kubetune validate: ModelServes, and whole resources as the API server sees them --------------------
 
-SERVE: dict[str, Any] = {
-    "apiVersion": "kubetune.io/v1alpha1",
-    "kind": "ModelServe",
-    "metadata": {"name": "qwen"},
-    "spec": {
-        "model": {"source": "pvc://shared/models/Qwen2.5-7B-Instruct", "servedModelName": "qwen2.5-7b"},
-        "storage": {"claim": "shared"},
-        "adapters": [{"name": "ner", "fineTuneJob": "ner"}, {"name": "other", "path": "adapters/other"}],
-        "resources": {"gpus": 1},
-    },
-}
+SERVE: dict[str, Any] = specs.modelserve(
+    "qwen", [{"name": "ner", "fineTuneJob": "ner"}, {"name": "other", "path": "adapters/other"}]
+)
 
 
 def _write_docs(tmp_path: Path, *docs: dict[str, Any]) -> Path:
