@@ -189,6 +189,20 @@ class FakeKube:
             self._applied[(kind, meta.get("namespace") or "", meta["name"])] = copy.deepcopy(manifest)
             return self._store_new(manifest, operation="Update")
 
+    def ensure_all(self, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """As `CachedKube.ensure_all` (the reconciles' client): every one is tried, in order here, and the
+        first error is raised once all were."""
+        results: list[dict[str, Any]] = []
+        first_error: Exception | None = None
+        for manifest in manifests:
+            try:
+                results.append(self.ensure(manifest))
+            except Exception as error:
+                first_error = first_error or error
+        if first_error is not None:
+            raise first_error
+        return results
+
     def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         kind, meta = manifest["kind"], manifest["metadata"]
         with self._recorded("create", kind, meta["name"]):

@@ -182,3 +182,17 @@ def test_the_job_controller_helpers() -> None:
     assert {c["type"] for c in failed["status"]["conditions"]} == {"FailureTarget", "Failed"}
     assert [p["status"]["phase"] for p in fake.pods_of(made)] == ["Failed", "Failed"]
     assert fake.calls == [Call("ensure", "Job", "ner-a1")], "the other controllers' writes are not recorded"
+
+
+def test_ensure_all_tries_every_one_then_raises_the_first_error() -> None:
+    fake = FakeKube()
+    fake.add(config_map(owner=None), manager="helm")
+    other = config_map()
+    other["metadata"]["name"] = "ner-other"
+    with pytest.raises(NotOurs):
+        fake.ensure_all([config_map(), other])
+    assert fake.get_quietly("ConfigMap", NS, "ner-other") is not None
+    assert fake.writes() == [
+        Call("ensure", "ConfigMap", "ner-config"),
+        Call("ensure", "ConfigMap", "ner-other"),
+    ]

@@ -237,11 +237,12 @@ ROWS = [
         {"Created": "False"},
     ),
     Row(
-        "a child's name taken by someone else: waits, nothing after it",
+        "a child's name taken by someone else: waits, no Job",
         someone_elses_service,
         "Pending",
         "ChildConflict",
-        [STATIC_CHILDREN[0], STATIC_CHILDREN[1], STATUS],
+        # The children that do not depend on one another are all tried (CachedKube.ensure_all).
+        [*STATIC_CHILDREN, STATUS],
         [("Warning", "ChildConflict")],
         {"Created": "False"},
         settled=False,
