@@ -183,7 +183,7 @@ class CachedKube:
     write goes to the API server; what a write returns is kept in the cache at once (the watch event that
     follows may take a while), so the next reconcile does not decide on what it has just changed."""
 
-    def __init__(self, kube: Kube, cache: Cache, writers: int = 4):
+    def __init__(self, kube: Kube, cache: Cache, writers: int = 32):
         self.kube, self.cache = kube, cache
         # Independent creations go out together; Events are recorded in the background, as client-go's
         # recorder does (a reconcile never waits for one, and never decides on one).
