@@ -8,9 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from kubetune.api.common import Condition, Model, ObjectName, SecretKeyRef
-from kubetune.api.finetunejob import MODEL_SOURCE, RELATIVE_PATH, PodMetadata
-from kubetune.api.podspec import ENV_NAME, PodSecurity, QualifiedName, Quantity, label_problems
+from kubetune.api.common import MODEL_SOURCE, RELATIVE_PATH, Condition, Model, ObjectName, SecretKeyRef
+from kubetune.api.podspec import ENV_NAME, PodMetadata, PodSecurity, QualifiedName, Quantity, label_problems
 
 KIND = "ModelServe"
 PLURAL = "modelserves"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from kubetune.api import finetunejob as ftj
+from kubetune.api.common import Problem  # defined with the shared types; imported from here too
 from kubetune.api.llamafactory import ARGUMENTS, OWNED_KEYS, check_config, check_template
 
 # LLaMA-Factory arguments that carry a credential (their names say so: `swanlab_api_key`,
@@ -18,15 +18,6 @@ _SECRET_NAME = re.compile(r"(^|_)(key|token|secret|password|passwd)$")
 SECRET_ARGUMENTS = frozenset(a for a in ARGUMENTS if _SECRET_NAME.search(a) and a not in OWNED_KEYS)
 # Where a tracker reads the same credential from the environment (then `spec.secretEnv` passes it).
 SECRET_ENV = {"swanlab_api_key": "SWANLAB_API_KEY"}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Something wrong with a resource: its spec, its config, or what it refers to."""
-
-    reason: str  # InvalidSpec, InvalidConfig, MissingClaim, MissingSecret, MissingConfigMap, ...
-    message: str
-    terminal: bool  # True: the spec must change (Failed); False: waiting for something to appear (Pending)
 
 
 def describe(error: ValidationError, prefix: str = "spec") -> str:
