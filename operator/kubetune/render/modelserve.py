@@ -27,12 +27,10 @@ from kubetune.api.common import CLAIM_MOUNT_PATH
 from kubetune.api.defaults import CONFIG_MOUNT_PATH, LABEL_PREFIX, OPERATOR_IMAGE, TRAINER_IMAGE
 from kubetune.api.podspec import VLLM_DEFAULT_UID
 from kubetune.render import meta, model_source, rbac
-from kubetune.render.model_source import claim_path
+from kubetune.render.model_source import claim_path as claim_path  # the handler's, for adapter paths
 from kubetune.render.names import ModelServeNames, label_value
 from kubetune.render.placement import place, resource_requirements
 from kubetune.render.pods import secure, shared_memory
-
-__all__ = ["claim_path"]  # the handler resolves adapter paths with it; the rest is defined here
 
 MSERVE_LABEL = f"{LABEL_PREFIX}/modelserve"
 VLLM_PORT = 8000

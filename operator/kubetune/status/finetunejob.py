@@ -19,7 +19,7 @@ from kubetune.api.common import Problem
 from kubetune.api.defaults import ATTEMPT_LABEL
 from kubetune.api.finetunejob import Phase
 from kubetune.status import conditions, curves
-from kubetune.status.pods import containers, exit_summary, pod_pending_reason, terminating
+from kubetune.status.pods import failed_container, pod_pending_reason, terminating
 
 CONDITION_TYPES = ("Created", "Running", "Succeeded", "Failed", "Suspended")
 # Only when spec.dataset.preprocess is enabled: whether the tokenized dataset is ready.
@@ -174,11 +174,9 @@ def pod_failure(pod: dict[str, Any]) -> str | None:
         return None
     name = pod.get("metadata", {}).get("name", "?")
     where = f"pod {name} (node rank {_pod_rank(pod)})"
-    for label, container in containers(status):
-        terminated = (container.get("state") or {}).get("terminated")
-        if terminated and terminated.get("exitCode", 0) != 0:
-            who = "" if label == "container trainer" else f" {label}"
-            return f"{where}{who} exited with {exit_summary(terminated)}"
+    failed = failed_container(status, "trainer")
+    if failed is not None:
+        return f"{where}{failed}"
     disruption = conditions.true_of(pod, DISRUPTION_CONDITION)
     if disruption is not None:
         why = f"{disruption.get('reason')}): {disruption.get('message', '')}".rstrip(": ")
@@ -293,12 +291,8 @@ def preprocessing_failure(pre: PreprocessObservation) -> str | None:
         if (pod.get("status") or {}).get("phase") != "Failed":
             continue
         name = pod.get("metadata", {}).get("name", "?")
-        for label, container in containers(pod.get("status") or {}):
-            terminated = (container.get("state") or {}).get("terminated")
-            if terminated and terminated.get("exitCode", 0) != 0:
-                who = "" if label == "container preprocess" else f" {label}"
-                return f"pod {name}{who} exited with {exit_summary(terminated)}"
-        return pod_failure(pod)
+        failed = failed_container(pod.get("status") or {}, "preprocess")
+        return f"pod {name}{failed}" if failed is not None else pod_failure(pod)
     condition = conditions.true_of(pre.job, "Failed") or conditions.true_of(pre.job, "FailureTarget") or {}
     return condition.get("message") or condition.get("reason") or "the preprocessing Job failed"
 

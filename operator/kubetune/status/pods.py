@@ -43,6 +43,17 @@ def exit_summary(terminated: dict[str, Any]) -> str:
     return f"code {terminated.get('exitCode')} ({terminated.get('reason') or 'Error'}){detail}"
 
 
+def failed_container(status: dict[str, Any], main: str) -> str | None:
+    """What follows `pod x` when a container of it failed: ` exited with code 1 (Error): ...` for the
+    pod's `main` container, ` init container y exited with ...` for another; None when none failed."""
+    for label, container in containers(status):
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated and terminated.get("exitCode", 0) != 0:
+            who = "" if label == f"container {main}" else f" {label}"
+            return f"{who} exited with {exit_summary(terminated)}"
+    return None
+
+
 def pod_pending_reason(pod: dict[str, Any]) -> tuple[str, str] | None:
     """Why a pod is not running yet, in words a person can act on; None when nothing is wrong yet."""
     status = pod.get("status") or {}
