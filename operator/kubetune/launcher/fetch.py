@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -80,6 +81,12 @@ def fetch(
             {"source": source, "revision": revision, "completedAt": datetime.now(UTC).isoformat()}, indent=2
         )
     )
+    if is_complete(dest):
+        # Another pod finished the same download first (two ModelServe replicas, two FineTuneJobs of one
+        # model): keep its copy, which may already be in use, and drop this one.
+        log.info("%s was completed by another pod meanwhile; discarding this download", dest)
+        shutil.rmtree(partial, ignore_errors=True)
+        return "cached"
     if dest.exists():
         # Something is there without the marker: an interrupted copy by hand, or someone else's files.
         aside = dest.parent / f"{dest.name}.incomplete-{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}"
