@@ -173,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
     from kubetune.config import OperatorConfig
-    from kubetune.handlers.operator import Reconciler, register
+    from kubetune.handlers.operator import Controller, register
     from kubetune.kube import Kube
 
     if args.kubeconfig:
@@ -186,6 +186,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s"
     )
+    if not args.verbose:
+        # kopf logs every handler run per object; the handlers only record and queue (the reconciles log).
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kube = Kube.from_environment(args.kubeconfig)
     election = config.leader_election
     if election is not None:
@@ -196,7 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         with _alive_while_waiting(args.liveness):
             elector.wait_until_leader()
         elector.keep_renewing()
-    register(lambda: Reconciler(kube, config), config)
+    register(lambda: Controller(kube, config), config)
     kopf.run(
         clusterwide=not config.namespaces,
         namespaces=list(config.namespaces),

@@ -60,7 +60,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [get, create, patch, delete]  # get: a child is written only if it is the resource's own
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
-  verbs: [get]  # a missing claim is reported before anything is allocated
+  verbs: [get, list, watch]  # watched: a missing claim is reported, and a claim created later wakes its users
 - apiGroups: [""]
   resources: [events]
   verbs: [create, list]  # list: the Job controller's FailedCreate (pods refused by admission)

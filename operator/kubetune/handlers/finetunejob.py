@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,19 +24,13 @@ from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, finetunejob_spec
 from kubetune.handlers import events
 from kubetune.handlers.metrics import RESTARTS
+from kubetune.handlers.outcome import Key, Outcome
 from kubetune.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.render import finetunejob as render
 from kubetune.render.names import label_value
 from kubetune.status import finetunejob as status_of
 
 log = logging.getLogger("kubetune.finetunejob")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: dict[str, Any]
-    changed: bool
-    attempt: int
 
 
 def now() -> str:
@@ -174,13 +167,7 @@ def _age_seconds(obj: dict[str, Any]) -> float:
     return (datetime.now(UTC) - then).total_seconds()
 
 
-def reconcile(
-    kube: Kube,
-    body: dict[str, Any],
-    settings: TrainerSettings,
-    *,
-    apply_static: bool = True,
-) -> Outcome:
+def reconcile(kube: Kube, body: dict[str, Any], settings: TrainerSettings) -> Outcome:
     meta = body["metadata"]
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
     generation = meta.get("generation", 1)
@@ -268,13 +255,15 @@ def reconcile(
     if target is not None and not finished_before and end is None:
         if not problems:
             try:
-                if apply_static or job is None:
+                # An attempt takes what its children say when it starts: they are written then (a
+                # running attempt's pods have read them already), and a Job exists only after them.
+                if job is None:
                     for child in render.children(target)[:-1]:
-                        kube.apply(child)
+                        kube.ensure(child)
                 if job is None and waiting_for_preprocess:
                     preprocess = _apply_preprocess(kube, target, preprocess)  # type: ignore[arg-type]
                 elif job is None:
-                    job = kube.apply(render.job(target))
+                    job = kube.ensure(render.job(target))
             except (NotOurs, ChildRefused) as error:
                 # Someone else's object under a child's name, or a value the API server refuses: in status.
                 problems.append(child_problem(error))
@@ -321,11 +310,25 @@ def reconcile(
         kube.patch_status("FineTuneJob", namespace, name, status)
         for event in status_of.transitions(previous, status):
             events.post(kube, body, event.type, event.reason, event.message)
+    requeue_after = None
     if spec is not None and status_of.ttl_expired(status, spec.ttl_seconds_after_finished, observation.now):
         # ttlSecondsAfterFinished: the children go with it; the claim and its outputs stay.
         log.info("deleting %s/%s: finished at %s", namespace, name, status.get("completionTime"))
         kube.delete("FineTuneJob", namespace, name)
-    return Outcome(status=status, changed=changed, attempt=attempt)
+    elif spec is not None:
+        requeue_after = status_of.ttl_remaining(status, spec.ttl_seconds_after_finished, observation.now)
+    if failed_create is None and job is not None and end is None and len(live) < nodes:
+        # Pods that do not appear are reported by no watch: look again for a FailedCreate Event.
+        requeue_after = min(requeue_after or FAILED_CREATE_AFTER_SECONDS, FAILED_CREATE_AFTER_SECONDS)
+    wake: tuple[Key, ...] = ()
+    if changed and status.get("phase") in (ftj.Phase.SUCCEEDED.value, ftj.Phase.FAILED.value):
+        # Its adapter is ready, or never will be: the ModelServes serving it decide again.
+        wake = tuple(
+            Key("ModelServe", namespace, other["metadata"]["name"])
+            for other in kube.list("ModelServe", namespace)
+            if any(a.get("fineTuneJob") == name for a in (other.get("spec") or {}).get("adapters") or [])
+        )
+    return Outcome(status=status, changed=changed, requeue_after=requeue_after, wake=wake)
 
 
 def _preprocess_of(kube: Kube, namespace: str, name: str, uid: str) -> status_of.PreprocessObservation:
@@ -345,7 +348,7 @@ def _apply_preprocess(
     """Creates the preprocessing Job, or follows spec.suspend on it; a finished one is left as it is."""
     job = preprocess.job
     if job is None:
-        return status_of.PreprocessObservation(job=kube.apply(render.preprocess_job(target)))
+        return status_of.PreprocessObservation(job=kube.ensure(render.preprocess_job(target)))
     if status_of.attempt_end(job) is None and bool(job["spec"].get("suspend")) != target.spec.suspend:
         patched = kube.patch_merge(
             "Job", target.namespace, job["metadata"]["name"], {"spec": {"suspend": target.spec.suspend}}

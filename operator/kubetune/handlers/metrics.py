@@ -13,3 +13,13 @@ RECONCILE_SECONDS = Histogram(
 )
 JOBS_BY_PHASE = Gauge("kubetune_finetunejobs", "FineTuneJobs by phase, as of the last resync.", ["phase"])
 RESTARTS = Counter("kubetune_finetunejob_restarts_total", "New attempts started after a failed one.")
+QUEUE_DEPTH = Gauge("kubetune_workqueue_depth", "Resources waiting for a reconcile worker.")
+QUEUE_WAIT_SECONDS = Histogram(
+    "kubetune_workqueue_wait_seconds",
+    "Time from a resource's first event to the start of its reconcile.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+RETRIES = Counter(
+    "kubetune_workqueue_retries_total", "Reconciles that failed and were queued again.", ["kind"]
+)
+CACHED_OBJECTS = Gauge("kubetune_cached_objects", "Objects held by the watch caches, by kind.", ["kind"])

@@ -19,6 +19,7 @@ from kubetune.api import modelserve as ms
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, describe
 from kubetune.handlers import events
+from kubetune.handlers.outcome import Outcome
 from kubetune.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.render import modelserve as render
 from kubetune.status import modelserve as status_of
@@ -26,6 +27,7 @@ from kubetune.status import modelserve as status_of
 log = logging.getLogger("kubetune.modelserve")
 
 LLAMAFACTORY_DEFAULT_LORA_RANK = 8
+ADAPTERS_POLL_SECONDS = 5.0
 
 
 def now() -> str:
@@ -114,8 +116,10 @@ def _replica_failure(deployment: dict[str, Any] | None) -> str | None:
 
 
 def reconcile(
-    kube: Kube, body: dict[str, Any], settings: TrainerSettings, sidecar_image: str
-) -> dict[str, Any]:
+    kube: Kube, body: dict[str, Any], settings: TrainerSettings, sidecar_image: str, *, full: bool = True
+) -> Outcome:
+    """`full`: also prune the children of a kind the spec no longer asks for (done as well whenever the
+    spec changed since the status was last written)."""
     meta = body["metadata"]
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
     previous = body.get("status") or {}
@@ -194,13 +198,13 @@ def reconcile(
                     deployment = applied
                 if child["metadata"]["name"] == target.report_config_map_name:
                     reports = status_of.parse_reports(applied.get("data"))
-            # Switching provider or removing autoscaling: the other autoscaler goes, if it is this one's
-            # (and one under the name earlier releases gave it: one autoscaler, never two).
-            kept = {(c["kind"], c["metadata"]["name"]) for c in wanted}
-            for kind in render.AUTOSCALER_KINDS:
-                for old_name in (target.names.autoscaler, target.names.legacy_autoscaler):
-                    if (kind, old_name) not in kept:
-                        kube.delete_owned(kind, namespace, old_name, uid)
+            # The children are a set: any this ModelServe may have that the spec no longer asks for goes,
+            # if it is this one's (switching autoscaler provider, autoscaling removed, an earlier release's
+            # name). Only the spec changes that set, so it is checked then, and on the periodic resync.
+            if full or previous.get("observedGeneration") != meta.get("generation", 1):
+                kept = {(c["kind"], c["metadata"]["name"]) for c in wanted}
+                for kind, old_name in sorted(render.possible_children(target) - kept):
+                    kube.delete_owned(kind, namespace, old_name, uid)
             pods = kube.list("Pod", namespace, render.selector(target))
             refused = _replica_failure(deployment)
             if refused and not (deployment or {}).get("status", {}).get("readyReplicas"):
@@ -222,8 +226,12 @@ def reconcile(
         reports=reports,
     )
     status = status_of.compute(observation)
-    if any(previous.get(k) != v for k, v in status.items()):
+    changed = any(previous.get(k) != v for k, v in status.items())
+    if changed:
         kube.patch_status("ModelServe", namespace, name, status)
         for type_, reason, message in status_of.transitions(previous, status):
             events.post(kube, body, type_, reason, message)
-    return status
+    # The sidecars report what vLLM loaded into a ConfigMap the operator does not watch (that would need
+    # the right to read every ConfigMap): while an adapter is not served yet, look again in a few seconds.
+    pending = status_of.adapters_pending(status)
+    return Outcome(status=status, changed=changed, requeue_after=ADAPTERS_POLL_SECONDS if pending else None)

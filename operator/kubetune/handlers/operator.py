@@ -1,8 +1,15 @@
-"""The operator process: kopf settings, the watches that trigger a reconcile, metrics, the resync loop.
+"""The operator process: kopf's watches fill the caches and queue keys; a fixed pool of workers reconciles.
 
-Every trigger (a FineTuneJob changed, one of its Jobs or pods changed, the periodic resync) runs the same
-reconcile of the FineTuneJob. The only process state is a lock per resource, so that two triggers for the
-same FineTuneJob do not reconcile it at the same time; decisions come from the cluster alone.
+kopf's handlers here only record what the watches saw (`Controller.observed`) and queue the key of the
+resource it belongs to: a FineTuneJob for its own events and those of its Jobs and pods, a ModelServe for
+its own, its Deployment's and its pods'. The work queue holds each key once however many events arrive,
+never hands one key to two workers, and brings failed keys back with a capped backoff
+(runtime/workqueue.py). Workers reconcile from the caches (runtime/cache.py), so an event costs no read
+of the API server. The periodic resync queues keys; it reconciles nothing itself.
+
+kopf runs index handlers over every watched kind's initial listing before any other handler: the caches
+are filled through them, and the workers wait for the first ordinary handler call, so that no reconcile
+decides on a half-filled cache (a Job missing from it would look like an attempt not started yet).
 """
 
 from __future__ import annotations
@@ -10,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -24,135 +30,42 @@ from kubetune.api.defaults import LABEL_PREFIX, MANAGED_BY
 from kubetune.config import OperatorConfig
 from kubetune.handlers import finetunejob as finetunejob_handler
 from kubetune.handlers import modelserve as modelserve_handler
-from kubetune.handlers.metrics import JOBS_BY_PHASE, RECONCILE_SECONDS, RECONCILES
+from kubetune.handlers.metrics import (
+    CACHED_OBJECTS,
+    JOBS_BY_PHASE,
+    QUEUE_DEPTH,
+    QUEUE_WAIT_SECONDS,
+    RECONCILE_SECONDS,
+    RECONCILES,
+    RETRIES,
+)
+from kubetune.handlers.outcome import Key, Outcome
 from kubetune.kube import Kube
 from kubetune.render.finetunejob import FTJ_LABEL, PREPROCESS_LABEL
 from kubetune.render.modelserve import MSERVE_LABEL
+from kubetune.runtime.cache import Cache, CachedKube
+from kubetune.runtime.workqueue import WorkQueue
 
 log = logging.getLogger("kubetune.operator")
 TERMINAL = (ftj.Phase.SUCCEEDED.value, ftj.Phase.FAILED.value)
-ADAPTERS_POLL_SECONDS = 5.0
+FTJ, MS = ftj.KIND, ms.KIND
 
-
-class Reconciler:
-    """Runs reconciles, one at a time per resource, and counts them."""
-
-    def __init__(self, kube: Kube, config: OperatorConfig):
-        self.kube = kube
-        self.config = config
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-
-    def _lock(self, namespace: str, name: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault((namespace, name), threading.Lock())
-
-    def finetunejob(self, namespace: str, name: str, *, apply_static: bool) -> None:
-        """Reconciles the FineTuneJob as it is now (re-read: the trigger's copy may be stale)."""
-        with self._lock(namespace, name):
-            body = self.kube.get("FineTuneJob", namespace, name)
-            if body is None or body["metadata"].get("deletionTimestamp"):
-                return
-            body.setdefault("apiVersion", f"{GROUP}/{VERSION}")
-            body.setdefault("kind", ftj.KIND)
-            outcome = self._run(
-                "FineTuneJob",
-                lambda: finetunejob_handler.reconcile(
-                    self.kube, body, self.config.trainer, apply_static=apply_static
-                ),
-            )
-        # Its adapter is ready (or never will be): the ModelServes serving it decide again.
-        if outcome is not None and outcome.changed and outcome.status.get("phase") in TERMINAL:
-            self.modelserves_using(namespace, name)
-
-    def modelserve(self, namespace: str, name: str) -> None:
-        with self._lock(namespace, f"modelserve/{name}"):
-            body = self.kube.get("ModelServe", namespace, name)
-            if body is None or body["metadata"].get("deletionTimestamp"):
-                return
-            body.setdefault("apiVersion", f"{GROUP}/{VERSION}")
-            body.setdefault("kind", ms.KIND)
-            self._run(
-                "ModelServe",
-                lambda: modelserve_handler.reconcile(
-                    self.kube, body, self.config.trainer, self.config.sidecar_image
-                ),
-            )
-
-    def modelserves_using(self, namespace: str, finetunejob: str) -> None:
-        """A FineTuneJob changed: the ModelServes serving its adapter decide again."""
-        for body in self.kube.list("ModelServe", namespace):
-            adapters = (body.get("spec") or {}).get("adapters") or []
-            if any(a.get("fineTuneJob") == finetunejob for a in adapters):
-                self.modelserve(namespace, body["metadata"]["name"])
-
-    def resync_modelserves(self, only: Callable[[dict[str, Any]], bool] = lambda _body: True) -> None:
-        """Reconciles every ModelServe (`only`: those it says yes to); one failing does not stop the rest."""
-        for namespace in self.config.namespaces or [None]:
-            for body in self.kube.list("ModelServe", namespace):
-                if not only(body):
-                    continue
-                meta = body["metadata"]
-                try:
-                    self.modelserve(meta["namespace"], meta["name"])
-                except Exception:
-                    log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
-
-    def _run(self, kind: str, reconcile: Callable[[], Any]) -> Any:
-        started = time.perf_counter()
-        try:
-            outcome = reconcile()
-        except ApiException as error:
-            if namespace_terminating(error):
-                # Its namespace is being deleted, and the resource with it: nothing is left to do.
-                RECONCILES.labels(kind, "unchanged").inc()
-                log.info("a %s in a namespace being deleted: not reconciled", kind)
-                return None
-            RECONCILES.labels(kind, "error").inc()
-            log.warning("reconcile of a %s failed: %s %s", kind, error.status, error.reason)
-            raise
-        except Exception:
-            RECONCILES.labels(kind, "error").inc()
-            raise
-        finally:
-            RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
-        changed = outcome.changed if hasattr(outcome, "changed") else outcome is not None
-        RECONCILES.labels(kind, "changed" if changed else "unchanged").inc()
-        return outcome
-
-    def resync(self) -> None:
-        """Reconciles every FineTuneJob: the safety net under the watches, and what makes TTLs fire."""
-        phases: dict[str, int] = dict.fromkeys([p.value for p in ftj.Phase], 0)
-        for namespace in self.config.namespaces or [None]:
-            for body in self.kube.list("FineTuneJob", namespace):
-                meta = body["metadata"]
-                status = body.get("status") or {}
-                phases[status.get("phase") or ftj.Phase.PENDING.value] += 1
-                if (
-                    status.get("phase") in TERMINAL
-                    and (body.get("spec") or {}).get("ttlSecondsAfterFinished") is None
-                ):
-                    continue  # finished for good: nothing left to do
-                try:
-                    # The static children exist once Created: the Job and its pods are what can drift.
-                    self.finetunejob(meta["namespace"], meta["name"], apply_static=False)
-                except Exception:
-                    log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
-        for phase, count in phases.items():
-            JOBS_BY_PHASE.labels(phase).set(count)
-        self.resync_modelserves()
-
-
-def namespace_terminating(error: ApiException) -> bool:
-    """A write refused because the namespace is being deleted (its resources go with it)."""
-    return error.status == 403 and "NamespaceTerminating" in str(error.body or "")
+# (kind in the cache, group, version, plural): everything the operator watches.
+WATCHED = (
+    (FTJ, GROUP, VERSION, ftj.PLURAL),
+    (MS, GROUP, VERSION, ms.PLURAL),
+    ("Job", "batch", "v1", "jobs"),
+    ("Pod", "", "v1", "pods"),
+    ("Deployment", "apps", "v1", "deployments"),
+    ("PersistentVolumeClaim", "", "v1", "persistentvolumeclaims"),
+)
 
 
 def status_only(event_type: str | None, body: Any) -> bool:
     """A change the operator already acted on: its own status write, or the launcher's progress report.
 
     The spec's generation is what the status was computed for, so there is nothing new to decide; the
-    children's own events and the resync cover everything else. (A re-list has no type: never skipped.)
+    children's own events and the resync cover everything else. (A listing has no type: never skipped.)
     """
     if event_type != "MODIFIED":
         return False
@@ -160,22 +73,183 @@ def status_only(event_type: str | None, body: Any) -> bool:
     return status.get("observedGeneration") == body.get("metadata", {}).get("generation")
 
 
-def adapters_pending(status: Any) -> bool:
-    """A ModelServe with an adapter that its replicas have not loaded (or failed to, and may yet)."""
-    return any(
-        not a.get("ready") and a.get("reason") in ("Loading", "AdapterLoadFailed")
-        for a in (status or {}).get("adapters") or []
-    )
+def namespace_terminating(error: ApiException) -> bool:
+    """A write refused because the namespace is being deleted (its resources go with it)."""
+    return error.status == 403 and "NamespaceTerminating" in str(error.body or "")
 
 
-def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfig) -> None:
+class Controller:
+    """The caches, the queue, and the reconciles of both kinds; the only state is what the watches saw."""
+
+    def __init__(self, kube: Kube, config: OperatorConfig, cache: Cache | None = None):
+        self.config = config
+        self.cache = cache or Cache()
+        self.client = CachedKube(kube, self.cache)
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self.caches_filled = threading.Event()
+
+    # --- what the watches call (in kopf's event loop: quick, no API calls) --------------------------
+
+    def observed(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
+        """One watch event: kept in the cache, and the resources it concerns queued."""
+        if event_type != "DELETED":
+            self.cache.upsert(kind, body)
+        self.react(kind, event_type, body)
+
+    def react(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
+        """The second half of `observed`, for an event whose object the cache holds already."""
+        if event_type == "DELETED":
+            meta = body.get("metadata") or {}
+            self.cache.remove(kind, meta.get("namespace"), meta["name"])
+        for key in self.keys_for(kind, event_type, body):
+            self.queue.add(key)
+        QUEUE_DEPTH.set(len(self.queue))
+
+    def keys_for(self, kind: str, event_type: str | None, body: dict[str, Any]) -> list[Key]:
+        """The resources that decide again on this event."""
+        meta = body.get("metadata") or {}
+        namespace = meta.get("namespace") or ""
+        labels = meta.get("labels") or {}
+        if kind in (FTJ, MS):
+            if event_type == "DELETED" or status_only(event_type, body):
+                return []
+            return [Key(kind, namespace, meta["name"])]
+        if kind == "PersistentVolumeClaim":
+            # A claim that appeared or went: the resources waiting for it (MissingClaim) look again.
+            if event_type not in ("ADDED", "DELETED"):
+                return []
+            return [
+                Key(k, namespace, o["metadata"]["name"])
+                for k in (FTJ, MS)
+                for o in self.cache.list(k, namespace)
+                if ((o.get("spec") or {}).get("storage") or {}).get("claim") == meta["name"]
+            ]
+        # The owner label's value is the owner's name (names longer than a label value end in a hash and
+        # are found through the cache instead).
+        keys = []
+        for label, owner_kind in ((FTJ_LABEL, FTJ), (PREPROCESS_LABEL, FTJ), (MSERVE_LABEL, MS)):
+            if label in labels:
+                keys.append(
+                    Key(owner_kind, namespace, self._owner_name(owner_kind, namespace, labels[label]))
+                )
+        return keys
+
+    def _owner_name(self, kind: str, namespace: str, label: str) -> str:
+        if len(label) < 63:
+            return label
+        from kubetune.render.names import label_value
+
+        names = [n for ns, n in self.cache.keys(kind) if ns == namespace and label_value(n) == label]
+        return names[0] if names else label
+
+    # --- the workers ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for index in range(self.config.workers):
+            threading.Thread(target=self._work, name=f"reconcile-{index}", daemon=True).start()
+        threading.Thread(target=self._resync_loop, name="resync", daemon=True).start()
+
+    def _work(self) -> None:
+        self.caches_filled.wait()
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            QUEUE_DEPTH.set(len(self.queue))
+            QUEUE_WAIT_SECONDS.observe(item.waited)
+            try:
+                outcome = self.reconcile(item.key, full=item.full)
+            except Exception as error:
+                delay = self.queue.retry(item.key)
+                RETRIES.labels(item.key.kind).inc()
+                if isinstance(error, ApiException):
+                    log.warning(
+                        "reconcile of %s failed: %s %s (again in %.1fs)",
+                        item.key,
+                        error.status,
+                        error.reason,
+                        delay,
+                    )
+                else:
+                    log.exception("reconcile of %s failed (again in %.1fs)", item.key, delay)
+            else:
+                self.queue.forget(item.key)
+                if outcome is not None:
+                    if outcome.requeue_after is not None:
+                        self.queue.add_after(item.key, outcome.requeue_after)
+                    for other in outcome.wake:
+                        self.queue.add(other)
+            finally:
+                self.queue.done(item.key)
+
+    def reconcile(self, key: Key, full: bool = False) -> Outcome | None:
+        """One reconcile of the resource as the cache holds it now (gone or being deleted: nothing to do)."""
+        body = self.client.get(key.kind, key.namespace, key.name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        body.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+        body.setdefault("kind", key.kind)
+        started = time.perf_counter()
+        try:
+            if key.kind == FTJ:
+                outcome = finetunejob_handler.reconcile(self.client, body, self.config.trainer)
+            else:
+                outcome = modelserve_handler.reconcile(
+                    self.client, body, self.config.trainer, self.config.sidecar_image, full=full
+                )
+        except ApiException as error:
+            if namespace_terminating(error):
+                # Its namespace is being deleted, and the resource with it: nothing is left to do.
+                RECONCILES.labels(key.kind, "unchanged").inc()
+                return None
+            RECONCILES.labels(key.kind, "error").inc()
+            raise
+        except Exception:
+            RECONCILES.labels(key.kind, "error").inc()
+            raise
+        finally:
+            RECONCILE_SECONDS.labels(key.kind).observe(time.perf_counter() - started)
+        RECONCILES.labels(key.kind, "changed" if outcome.changed else "unchanged").inc()
+        return outcome
+
+    # --- the periodic resync: it queues, the workers reconcile --------------------------------------
+
+    def _resync_loop(self) -> None:
+        self.caches_filled.wait()
+        while True:
+            time.sleep(self.config.resync_seconds)
+            try:
+                self.resync()
+            except Exception:
+                log.exception("resync failed")
+
+    def resync(self) -> None:
+        """Queues every FineTuneJob that can still change and every ModelServe: the safety net under the
+        watches, and what makes TTLs fire after a restart."""
+        phases: dict[str, int] = dict.fromkeys([p.value for p in ftj.Phase], 0)
+        for body in self.cache.list(FTJ):
+            meta, status = body["metadata"], body.get("status") or {}
+            phases[status.get("phase") or ftj.Phase.PENDING.value] += 1
+            finished = status.get("phase") in TERMINAL
+            if not finished or (body.get("spec") or {}).get("ttlSecondsAfterFinished") is not None:
+                self.queue.add(Key(FTJ, meta["namespace"], meta["name"]), full=True)
+        for namespace, name in self.cache.keys(MS):
+            self.queue.add(Key(MS, namespace, name), full=True)
+        for phase, count in phases.items():
+            JOBS_BY_PHASE.labels(phase).set(count)
+        for kind, *_ in WATCHED:
+            CACHED_OBJECTS.labels(kind).set(self.cache.count(kind))
+        QUEUE_DEPTH.set(len(self.queue))
+
+
+def register(controller_factory: Any, config: OperatorConfig) -> None:
     """Registers the handlers with kopf. Called once, before kopf starts."""
-    state: dict[str, Reconciler] = {}
+    state: dict[str, Controller] = {}
 
-    def reconciler() -> Reconciler:
-        if "r" not in state:
-            state["r"] = reconciler_factory()
-        return state["r"]
+    def controller() -> Controller:
+        if "c" not in state:
+            state["c"] = controller_factory()
+        return state["c"]
 
     @kopf.on.startup()
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -184,9 +258,8 @@ def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfi
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=LABEL_PREFIX, key="last-handled-configuration"
         )
-        # kopf would post an Event per handler run on every pod and Job; the reconcile records its own.
+        # kopf would post an Event per handler run; the reconciles record their own.
         settings.posting.enabled = False
-        # Watch streams end and restart every few minutes: each restart re-lists, a cheap resync.
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.watching.connect_timeout = 10
@@ -195,7 +268,8 @@ def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfi
         managed = f"app.kubernetes.io/managed-by={MANAGED_BY}"
         for resource in (("v1", "pods"), ("batch", "jobs"), ("apps", "deployments")):
             settings.watching.label_selectors[resource] = managed
-        settings.execution.max_workers = 16
+        # The handlers below only record and queue: they are async, and run in kopf's own loop.
+        settings.execution.max_workers = 2
         # The resources are known up front: no watching of CRDs and namespaces (nor the RBAC for it).
         settings.scanning.disabled = True
         settings.peering.priority = config.priority
@@ -205,66 +279,37 @@ def register(reconciler_factory: Callable[[], Reconciler], config: OperatorConfi
         else:
             settings.peering.standalone = True
         start_http_server(config.metrics_port)
-        threading.Thread(target=_resync_loop, name="resync", daemon=True).start()
-        threading.Thread(target=_adapters_loop, name="adapters", daemon=True).start()
+        controller().start()
         log.info(
-            "kubetune operator started: %s, metrics on :%d, resync every %.0fs",
+            "kubetune operator started: %s, %d workers, metrics on :%d, resync every %.0fs",
             ", ".join(config.namespaces) or "cluster-wide",
+            config.workers,
             config.metrics_port,
             config.resync_seconds,
         )
 
-    def _resync_loop() -> None:
-        while True:
-            time.sleep(config.resync_seconds)
-            try:
-                reconciler().resync()
-            except Exception:
-                log.exception("resync failed")
+    for kind, group, version, plural in WATCHED:
+        _register_watch(controller, kind, group, version, plural)
 
-    # The sidecars report what vLLM loaded into a ConfigMap that the operator does not watch (watching
-    # ConfigMaps would mean the right to read every ConfigMap): while an adapter is not served yet, its
-    # ModelServe is looked at again every few seconds.
-    def _adapters_loop() -> None:
-        while True:
-            time.sleep(ADAPTERS_POLL_SECONDS)
-            try:
-                reconciler().resync_modelserves(only=lambda body: adapters_pending(body.get("status")))
-            except Exception:
-                log.exception("adapter poll failed")
 
-    @kopf.on.event(GROUP, VERSION, ftj.PLURAL)
-    def finetunejob_changed(name: str, namespace: str, type: str | None, body: kopf.Body, **_: Any) -> None:
-        if type == "DELETED" or status_only(type, body):
-            return
-        reconciler().finetunejob(namespace, name, apply_static=True)
+def _register_watch(controller: Any, kind: str, group: str, version: str, plural: str) -> None:
+    resource = (group, version, plural) if group else (version, plural)
+    # Pods, Jobs and Deployments: only those of a FineTuneJob, its preprocessing, or a ModelServe.
+    labels = {"app.kubernetes.io/managed-by": MANAGED_BY} if kind in ("Pod", "Job", "Deployment") else None
 
-    @kopf.on.event("batch", "v1", "jobs", labels={FTJ_LABEL: kopf.PRESENT})
-    def training_job_changed(labels: dict[str, str], namespace: str, **_: Any) -> None:
-        reconciler().finetunejob(namespace, labels[FTJ_LABEL], apply_static=False)
+    # kopf calls index handlers for every event (the initial listing of every kind included) before any
+    # other handler, and holds the other handlers until every kind was listed: the caches fill here.
+    async def record(body: kopf.Body, **_: Any) -> None:
+        controller().cache.upsert(kind, {key: body[key] for key in body})
 
-    @kopf.on.event("v1", "pods", labels={FTJ_LABEL: kopf.PRESENT})
-    def trainer_pod_changed(labels: dict[str, str], namespace: str, **_: Any) -> None:
-        reconciler().finetunejob(namespace, labels[FTJ_LABEL], apply_static=False)
+    async def react(type: str | None, event: dict[str, Any], **_: Any) -> None:
+        ctl = controller()
+        if not ctl.caches_filled.is_set():
+            log.info("caches filled: %s", ", ".join(f"{ctl.cache.count(k)} {k}" for k, *_ in WATCHED))
+            ctl.caches_filled.set()
+        ctl.react(kind, type, event["object"])
 
-    # The preprocessing Job and its pod carry their own label (they are no attempt of the training).
-    @kopf.on.event("batch", "v1", "jobs", labels={PREPROCESS_LABEL: kopf.PRESENT})
-    def preprocess_job_changed(labels: dict[str, str], namespace: str, **_: Any) -> None:
-        reconciler().finetunejob(namespace, labels[PREPROCESS_LABEL], apply_static=False)
-
-    @kopf.on.event("v1", "pods", labels={PREPROCESS_LABEL: kopf.PRESENT})
-    def preprocess_pod_changed(labels: dict[str, str], namespace: str, **_: Any) -> None:
-        reconciler().finetunejob(namespace, labels[PREPROCESS_LABEL], apply_static=False)
-
-    @kopf.on.event(GROUP, VERSION, ms.PLURAL)
-    def modelserve_changed(name: str, namespace: str, type: str | None, body: kopf.Body, **_: Any) -> None:
-        if type != "DELETED" and not status_only(type, body):
-            reconciler().modelserve(namespace, name)
-
-    @kopf.on.event("apps", "v1", "deployments", labels={MSERVE_LABEL: kopf.PRESENT})
-    def vllm_deployment_changed(labels: dict[str, str], namespace: str, **_: Any) -> None:
-        reconciler().modelserve(namespace, labels[MSERVE_LABEL])
-
-    @kopf.on.event("v1", "pods", labels={MSERVE_LABEL: kopf.PRESENT})
-    def vllm_pod_changed(labels: dict[str, str], namespace: str, **_: Any) -> None:
-        reconciler().modelserve(namespace, labels[MSERVE_LABEL])
+    record.__name__ = record.__qualname__ = f"record_{plural}"
+    react.__name__ = react.__qualname__ = f"react_{plural}"
+    kopf.index(*resource, labels=labels, id=f"record-{plural}")(record)
+    kopf.on.event(*resource, labels=labels, id=f"react-{plural}")(react)

@@ -425,6 +425,15 @@ def autoscaler(target: ModelServeTarget) -> dict[str, Any] | None:
 AUTOSCALER_KINDS = ("HorizontalPodAutoscaler", "ScaledObject")
 
 
+def possible_children(target: ModelServeTarget) -> set[tuple[str, str]]:
+    """(kind, name) of every child a ModelServe of this name may have, whatever its spec: what `children`
+    renders now, either autoscaler, and the autoscaler under the name earlier releases gave it."""
+    names = target.names
+    out = {(c["kind"], c["metadata"]["name"]) for c in children(target) if c["kind"] not in AUTOSCALER_KINDS}
+    out |= {(kind, name) for kind in AUTOSCALER_KINDS for name in (names.autoscaler, names.legacy_autoscaler)}
+    return out
+
+
 def children(target: ModelServeTarget) -> list[dict[str, Any]]:
     """In apply order: the ConfigMaps and the sidecar's rights before the Deployment that uses them."""
     out = [

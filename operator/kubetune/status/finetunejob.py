@@ -152,10 +152,16 @@ def next_attempt_allowed(end: AttemptEnd | None, used: History, max_restarts: in
 def ttl_expired(status: dict[str, Any], ttl_seconds: int | None, now: str) -> bool:
     """ttlSecondsAfterFinished: only a training that ran and ended expires, never one that runs, and never
     a spec refused before it ran (it proceeds once fixed)."""
+    remaining = ttl_remaining(status, ttl_seconds, now)
+    return remaining is not None and remaining <= 0
+
+
+def ttl_remaining(status: dict[str, Any], ttl_seconds: int | None, now: str) -> float | None:
+    """Seconds until ttlSecondsAfterFinished deletes the FineTuneJob; None when it never will (as it is)."""
     if ttl_seconds is None or not has_finished(status) or not status.get("completionTime"):
-        return False
+        return None
     finished = _parse_time(status["completionTime"])
-    return (_parse_time(now) - finished).total_seconds() >= ttl_seconds
+    return ttl_seconds - (_parse_time(now) - finished).total_seconds()
 
 
 def _parse_time(value: str) -> datetime:

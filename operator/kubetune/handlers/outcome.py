@@ -1,0 +1,27 @@
+"""What a reconcile of either kind hands back to the runtime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+
+class Key(NamedTuple):
+    """A resource the work queue holds: the kind (FineTuneJob or ModelServe), its namespace and name."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: dict[str, Any]
+    changed: bool  # the status was written
+    # Look again in this many seconds even if nothing changes (a deadline, a state nobody reports).
+    requeue_after: float | None = None
+    # Other resources that decide on this one's status (a ModelServe serving a FineTuneJob's adapter).
+    wake: tuple[Key, ...] = field(default_factory=tuple)

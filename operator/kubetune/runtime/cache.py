@@ -1,0 +1,216 @@
+"""What the watches delivered, kept in memory for the reconciles to read instead of a GET or a LIST per event.
+
+Each object is kept slim: only the fields a reconcile reads (a pod's status, not its spec; a Job's status and
+`suspend`, not its pod template), so that memory grows by a few KiB per object. Objects are found by kind,
+namespace and name, and by the labels that name their owner (the reconciles list children by those).
+
+A cache can be stale (an event still on its way): the reconciles tolerate it. Creation is by deterministic
+name and is refused by the API server for an object that exists (`Kube.ensure`), the owner uid is checked on
+everything read, and status is compared with what was written last (`CachedKube` keeps its own writes).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kubetune.api.defaults import LABEL_PREFIX
+from kubetune.kube import Kube
+
+# Labels that name an owner: the index the reconciles' label selectors go through.
+INDEXED_LABELS = (
+    f"{LABEL_PREFIX}/finetunejob",
+    f"{LABEL_PREFIX}/modelserve",
+    f"{LABEL_PREFIX}/preprocess-of",
+)
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _meta(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("managedFields", None)
+    annotations = meta.get("annotations")
+    if annotations and LAST_APPLIED in annotations:
+        meta["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    return meta
+
+
+def slim_resource(obj: dict[str, Any]) -> dict[str, Any]:
+    """A FineTuneJob or a ModelServe: all of it but its field managers and kubectl's copy of itself."""
+    return {**obj, "metadata": _meta(obj)}
+
+
+def slim_job(obj: dict[str, Any]) -> dict[str, Any]:
+    spec = {k: v for k, v in (obj.get("spec") or {}).items() if k not in ("template", "selector")}
+    return {"metadata": _meta(obj), "spec": spec, "status": obj.get("status") or {}}
+
+
+def slim_pod(obj: dict[str, Any]) -> dict[str, Any]:
+    spec = obj.get("spec") or {}
+    return {
+        "metadata": _meta(obj),
+        "spec": {"nodeName": spec["nodeName"]} if spec.get("nodeName") else {},
+        "status": obj.get("status") or {},
+    }
+
+
+def slim_deployment(obj: dict[str, Any]) -> dict[str, Any]:
+    """Its status, replicas, and its containers' names and args (the rendered --max-lora-rank is read)."""
+    spec = obj.get("spec") or {}
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    kept = [{"name": c.get("name"), "args": c.get("args") or []} for c in containers]
+    return {
+        "metadata": _meta(obj),
+        "spec": {"replicas": spec.get("replicas"), "template": {"spec": {"containers": kept}}},
+        "status": obj.get("status") or {},
+    }
+
+
+def slim_claim(obj: dict[str, Any]) -> dict[str, Any]:
+    """A claim is looked up for whether it exists."""
+    return {"metadata": _meta(obj), "status": {"phase": (obj.get("status") or {}).get("phase")}}
+
+
+SLIMMERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "FineTuneJob": slim_resource,
+    "ModelServe": slim_resource,
+    "Job": slim_job,
+    "Pod": slim_pod,
+    "Deployment": slim_deployment,
+    "PersistentVolumeClaim": slim_claim,
+}
+
+
+def _version(obj: dict[str, Any]) -> int | None:
+    value = (obj.get("metadata") or {}).get("resourceVersion")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class Cache:
+    """Slim copies of the watched objects, by kind; safe to use from the watch loop and the workers."""
+
+    def __init__(self, kinds: Iterable[str] = SLIMMERS):
+        self.kinds = frozenset(kinds)
+        self._lock = threading.Lock()
+        self._objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = defaultdict(dict)
+        # (kind, namespace, label, value) -> names
+        self._by_label: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
+
+    def upsert(self, kind: str, obj: dict[str, Any]) -> bool:
+        """Keeps the object, unless the cache holds a newer version of it already. Returns whether kept."""
+        slim = SLIMMERS[kind](obj)
+        meta = slim["metadata"]
+        key = (meta.get("namespace") or "", meta["name"])
+        with self._lock:
+            held = self._objects[kind].get(key)
+            if held is not None:
+                old, new = _version(held), _version(slim)
+                same_object = held["metadata"].get("uid") == meta.get("uid")
+                if same_object and old is not None and new is not None and new < old:
+                    return False
+                self._unindex(kind, key, held)
+            self._objects[kind][key] = slim
+            for label in INDEXED_LABELS:
+                value = (meta.get("labels") or {}).get(label)
+                if value is not None:
+                    self._by_label[(kind, key[0], label, value)].add(key[1])
+            return True
+
+    def remove(self, kind: str, namespace: str | None, name: str) -> None:
+        key = (namespace or "", name)
+        with self._lock:
+            held = self._objects[kind].pop(key, None)
+            if held is not None:
+                self._unindex(kind, key, held)
+
+    def _unindex(self, kind: str, key: tuple[str, str], held: dict[str, Any]) -> None:
+        for label in INDEXED_LABELS:
+            value = (held["metadata"].get("labels") or {}).get(label)
+            if value is None:
+                continue
+            names = self._by_label.get((kind, key[0], label, value))
+            if names is not None:
+                names.discard(key[1])
+                if not names:
+                    del self._by_label[(kind, key[0], label, value)]
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """A copy (the reconciles may change what they read)."""
+        with self._lock:
+            held = self._objects[kind].get((namespace or "", name))
+            return copy.deepcopy(held) if held is not None else None
+
+    def list(
+        self, kind: str, namespace: str | None = None, labels: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        labels = labels or {}
+        indexed = next((label for label in INDEXED_LABELS if label in labels), None)
+        with self._lock:
+            objects = self._objects[kind]
+            if indexed is not None and namespace is not None:
+                names = self._by_label.get((kind, namespace, indexed, labels[indexed]), ())
+                candidates = [objects[(namespace, n)] for n in sorted(names)]
+            else:
+                candidates = [o for (ns, _), o in objects.items() if namespace is None or ns == namespace]
+            found = [
+                o
+                for o in candidates
+                if all((o["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
+            ]
+            return copy.deepcopy(found)
+
+    def keys(self, kind: str) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._objects[kind])
+
+    def count(self, kind: str) -> int:
+        with self._lock:
+            return len(self._objects[kind])
+
+
+class CachedKube:
+    """The client the reconciles use: reads of watched kinds come from the cache, everything else and every
+    write goes to the API server; what a write returns is kept in the cache at once (the watch event that
+    follows may take a while), so the next reconcile does not decide on what it has just changed."""
+
+    def __init__(self, kube: Kube, cache: Cache):
+        self.kube, self.cache = kube, cache
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kube, name)
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        if kind in self.cache.kinds:
+            return self.cache.get(kind, namespace, name)
+        return self.kube.get(kind, namespace, name)
+
+    def list(self, kind: str, namespace: str | None, labels: dict[str, str] | None = None) -> list[dict]:
+        if kind in self.cache.kinds:
+            return self.cache.list(kind, namespace, labels)
+        return self.kube.list(kind, namespace, labels)
+
+    def _kept(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+        if kind in self.cache.kinds and obj.get("metadata"):
+            self.cache.upsert(kind, obj)
+        return obj
+
+    def apply(self, manifest: dict[str, Any], existing: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._kept(manifest["kind"], self.kube.apply(manifest, existing))
+
+    def ensure(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return self._kept(manifest["kind"], self.kube.ensure(manifest))
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return self._kept(manifest["kind"], self.kube.create(manifest))
+
+    def patch_merge(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self._kept(kind, self.kube.patch_merge(kind, namespace, name, patch))
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return self._kept(kind, self.kube.patch_status(kind, namespace, name, status))

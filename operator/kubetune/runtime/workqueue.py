@@ -1,0 +1,160 @@
+"""A de-duplicating keyed work queue: client-go's (and controller-runtime's) workqueue contract, small.
+
+- A key waits at most once, however often it is added while it waits.
+- A key is never handed to two workers at once: added while a worker holds it, it waits until `done`.
+- A key whose reconcile failed comes back after an exponential backoff, capped (`retry`); `forget` resets it.
+- `add_after` brings a key back later (a reconcile that asks to look again, a periodic resync).
+- Keys are served first in, first out: a burst of events for one resource is one entry, and cannot starve
+  the others.
+
+A key may carry `full`: the next reconcile of it should also re-check what it normally takes from caches
+(a periodic resync asks for that). The flag of a key added twice is the OR of both.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Generic, NamedTuple, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+
+class Item(NamedTuple, Generic[K]):
+    key: K
+    full: bool
+    waited: float  # seconds since the key was queued
+
+
+class WorkQueue(Generic[K]):
+    def __init__(
+        self,
+        base_delay: float = 0.05,
+        max_delay: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.base_delay, self.max_delay = base_delay, max_delay
+        self._clock = clock
+        self._lock = threading.Condition()
+        self._order: deque[K] = deque()  # keys waiting, in order
+        self._waiting: dict[K, bool] = {}  # key -> full, for every key in _order
+        self._since: dict[K, float] = {}  # key -> when it was queued
+        self._processing: set[K] = set()
+        self._dirty: dict[K, bool] = {}  # added while processing: queued again by done()
+        self._failures: dict[K, int] = {}
+        self._later: list[tuple[float, int, K, bool]] = []  # (when, tie-break, key, full)
+        self._due: dict[K, float] = {}  # key -> its earliest time in _later (later entries are spent)
+        self._ticket = itertools.count()
+        self._shut = False
+
+    def add(self, key: K, full: bool = False) -> None:
+        with self._lock:
+            if self._shut:
+                return
+            if key in self._processing:
+                self._dirty[key] = self._dirty.get(key, False) or full
+            elif key in self._waiting:
+                self._waiting[key] = self._waiting[key] or full
+            else:
+                self._waiting[key] = full
+                self._since[key] = self._clock()
+                self._order.append(key)
+                self._lock.notify()
+
+    def add_after(self, key: K, delay: float, full: bool = False) -> None:
+        if delay <= 0:
+            self.add(key, full)
+            return
+        with self._lock:
+            if self._shut:
+                return
+            when = self._clock() + delay
+            if key in self._due and self._due[key] <= when and not full:
+                return  # it comes back sooner already
+            self._due[key] = min(when, self._due.get(key, when))
+            heapq.heappush(self._later, (when, next(self._ticket), key, full))
+            self._lock.notify()
+
+    def retry(self, key: K) -> float:
+        """The key's reconcile failed: it comes back after base * 2^failures, at most max (returned)."""
+        with self._lock:
+            failures = self._failures.get(key, 0)
+            self._failures[key] = failures + 1
+        delay = min(self.base_delay * 2**failures, self.max_delay)
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: K) -> None:
+        """The key's reconcile succeeded: its next failure starts the backoff from the beginning."""
+        with self._lock:
+            self._failures.pop(key, None)
+
+    def failures(self, key: K) -> int:
+        with self._lock:
+            return self._failures.get(key, 0)
+
+    def get(self, timeout: float | None = None) -> Item[K] | None:
+        """The next key, now held by the caller until `done`; None on timeout or shutdown."""
+        deadline = None if timeout is None else self._clock() + timeout
+        with self._lock:
+            while True:
+                self._release_due()
+                if self._order:
+                    key = self._order.popleft()
+                    full = self._waiting.pop(key)
+                    waited = self._clock() - self._since.pop(key)
+                    self._processing.add(key)
+                    return Item(key, full, waited)
+                if self._shut:
+                    return None
+                wait = None if deadline is None else deadline - self._clock()
+                if self._later:
+                    until_due = self._later[0][0] - self._clock()
+                    wait = until_due if wait is None else min(wait, until_due)
+                if wait is not None and wait <= 0:
+                    if deadline is not None and self._clock() >= deadline:
+                        return None
+                    continue
+                self._lock.wait(wait)
+
+    def done(self, key: K) -> None:
+        with self._lock:
+            self._processing.discard(key)
+            if key in self._dirty:
+                full = self._dirty.pop(key)
+                if not self._shut:  # while held, every add went to _dirty: the key is not waiting
+                    self._waiting[key] = full
+                    self._since[key] = self._clock()
+                    self._order.append(key)
+                    self._lock.notify()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._shut = True
+            self._lock.notify_all()
+
+    def __len__(self) -> int:
+        """Keys waiting now (not those held by workers, nor those due later)."""
+        with self._lock:
+            return len(self._order)
+
+    def _release_due(self) -> None:
+        now = self._clock()
+        while self._later and self._later[0][0] <= now:
+            when, _, key, full = heapq.heappop(self._later)
+            if self._due.get(key) == when:
+                del self._due[key]
+            elif not full:
+                continue  # a sooner entry of the key was released already
+            if key in self._processing:
+                self._dirty[key] = self._dirty.get(key, False) or full
+            elif key in self._waiting:
+                self._waiting[key] = self._waiting[key] or full
+            else:
+                self._waiting[key] = full
+                self._since[key] = now
+                self._order.append(key)

@@ -1,0 +1,173 @@
+"""The work queue's contract, rule by rule (runtime/workqueue.py): the rules controller-runtime's keep."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from kubetune.runtime.workqueue import WorkQueue
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def queue(clock: Clock) -> WorkQueue[str]:
+    return WorkQueue(base_delay=1.0, max_delay=8.0, clock=clock)
+
+
+def drain(queue: WorkQueue[str]) -> list[str]:
+    out = []
+    while (item := queue.get(timeout=0)) is not None:
+        out.append(item.key)
+        queue.done(item.key)
+    return out
+
+
+def test_a_key_added_many_times_while_it_waits_is_handed_out_once(queue: WorkQueue[str]) -> None:
+    for _ in range(100):
+        queue.add("a")
+    queue.add("b")
+    assert len(queue) == 2
+    assert drain(queue) == ["a", "b"]
+
+
+def test_keys_come_out_first_in_first_out(queue: WorkQueue[str]) -> None:
+    for key in ("c", "a", "b", "a", "c"):
+        queue.add(key)
+    assert drain(queue) == ["c", "a", "b"]
+
+
+def test_a_key_held_by_a_worker_is_not_handed_to_another(queue: WorkQueue[str]) -> None:
+    queue.add("a")
+    held = queue.get(timeout=0)
+    assert held is not None and held.key == "a"
+    queue.add("a")  # an event while it is reconciled
+    assert queue.get(timeout=0) is None, "the same key went to a second worker"
+    queue.done("a")
+    again = queue.get(timeout=0)
+    assert again is not None and again.key == "a", "the event during the reconcile was lost"
+
+
+def test_a_key_added_while_held_comes_back_once_however_many_events(queue: WorkQueue[str]) -> None:
+    queue.add("a")
+    queue.get(timeout=0)
+    for _ in range(10):
+        queue.add("a")
+    queue.done("a")
+    assert drain(queue) == ["a"]
+
+
+def test_full_is_kept_when_a_key_is_added_again(queue: WorkQueue[str]) -> None:
+    queue.add("a", full=True)
+    queue.add("a")
+    item = queue.get(timeout=0)
+    assert item is not None and item.full
+    queue.add("a")
+    queue.add("a", full=True)  # while held
+    queue.done("a")
+    item = queue.get(timeout=0)
+    assert item is not None and item.full
+
+
+def test_failures_back_off_exponentially_up_to_the_cap(queue: WorkQueue[str], clock: Clock) -> None:
+    delays = []
+    for _ in range(6):
+        queue.add("a")
+        item = queue.get(timeout=0)
+        assert item is not None
+        delays.append(queue.retry("a"))
+        queue.done("a")
+        assert queue.get(timeout=0) is None, "a failed key came back before its backoff"
+        clock.now += delays[-1]
+        assert drain(queue) == ["a"]
+    assert delays == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+
+
+def test_forget_starts_the_backoff_again(queue: WorkQueue[str]) -> None:
+    assert queue.retry("a") == 1.0
+    assert queue.retry("a") == 2.0
+    queue.forget("a")
+    assert queue.failures("a") == 0
+    assert queue.retry("a") == 1.0
+
+
+def test_add_after_waits_and_keeps_only_the_soonest(queue: WorkQueue[str], clock: Clock) -> None:
+    queue.add_after("a", 10)
+    queue.add_after("a", 5)
+    queue.add_after("a", 30)
+    assert queue.get(timeout=0) is None
+    clock.now = 5
+    assert drain(queue) == ["a"]
+    clock.now = 10
+    assert drain(queue) == [], "a spent, later entry of the key fired again"
+    clock.now = 31
+    assert drain(queue) == []
+
+
+def test_a_delayed_key_that_is_waiting_already_is_not_doubled(queue: WorkQueue[str], clock: Clock) -> None:
+    queue.add("a")
+    queue.add_after("a", 1)
+    clock.now = 2
+    assert drain(queue) == ["a"]
+
+
+def test_the_wait_is_reported(queue: WorkQueue[str], clock: Clock) -> None:
+    queue.add("a")
+    clock.now = 3
+    item = queue.get(timeout=0)
+    assert item is not None and item.waited == 3
+
+
+def test_shutdown_releases_waiting_workers() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    got: list[object] = []
+    worker = threading.Thread(target=lambda: got.append(queue.get()))
+    worker.start()
+    queue.shutdown()
+    worker.join(timeout=5)
+    assert got == [None]
+
+
+def test_many_workers_never_hold_one_key_at_once() -> None:
+    queue: WorkQueue[int] = WorkQueue()
+    holding: set[int] = set()
+    guard = threading.Lock()
+    clashes: list[int] = []
+    handled = [0]
+
+    def work() -> None:
+        while (item := queue.get(timeout=0.5)) is not None:
+            with guard:
+                if item.key in holding:
+                    clashes.append(item.key)
+                holding.add(item.key)
+                handled[0] += 1
+            with guard:
+                holding.discard(item.key)
+            queue.done(item.key)
+
+    workers = [threading.Thread(target=work) for _ in range(8)]
+    for w in workers:
+        w.start()
+    for round_ in range(200):
+        for key in range(20):
+            queue.add(key)
+        if round_ % 50 == 0:
+            threading.Event().wait(0.01)
+    for w in workers:
+        w.join(timeout=30)
+    assert not clashes
+    assert drain(queue) == []  # type: ignore[arg-type]
+    assert handled[0] >= 20
