@@ -97,10 +97,6 @@ def owner(target: FineTuneJobTarget) -> meta.Owner:
     return meta.Owner(ftj.KIND, target.name, target.namespace, target.uid)
 
 
-def owner_reference(target: FineTuneJobTarget) -> dict[str, Any]:
-    return meta.owner_reference(owner(target))
-
-
 def metadata(target: FineTuneJobTarget, name: str, **extra_labels: str) -> dict[str, Any]:
     return meta.metadata(owner(target), name, labels(target, **extra_labels))
 
