@@ -361,3 +361,14 @@ def test_conditions_keep_their_transition_time_until_their_status_flips(compute:
             assert after["lastTransitionTime"] == "2026-01-01T00:00:00Z", after["type"]
         else:
             assert after["lastTransitionTime"] == "2026-01-01T00:05:00Z", after["type"]
+
+
+@pytest.mark.parametrize("pod", STUCK_PODS, ids=["unschedulable", "image-pull", "crash-loop"])
+def test_a_stuck_pod_is_a_warning_event_in_both_kinds(pod: dict[str, Any]) -> None:
+    previous = {"phase": "Pending", "reason": "Starting", "message": "starting"}
+    ftj = _ftj_status([pod], previous, "2026-01-01T00:00:00Z")
+    ms = _ms_status([pod], previous, "2026-01-01T00:00:00Z")
+    [ftj_event] = ftj_status.transitions(previous, ftj)
+    [ms_event] = ms_status.transitions(previous, ms)
+    assert (ftj_event.type, ftj_event.reason, ftj_event.message) == ms_event
+    assert ms_event[0] == "Warning"

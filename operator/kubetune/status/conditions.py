@@ -7,6 +7,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+# Reasons that get a Warning Event when a resource of either kind enters them: a pod that cannot start
+# (status.pods.WAITING_PROBLEMS and Unschedulable), a child's name taken by someone else's object, pods
+# refused by admission.
+WARNING_REASONS = frozenset(
+    {"Unschedulable", "ImagePullError", "ContainerConfigError", "CrashLoopBackOff", "ChildConflict"}
+    | {"PodsRefused"}
+)
+
 # (status, reason, message) of one condition; status as a bool or as `True`/`False`/`Unknown`.
 Wanted = tuple[bool | str, str, str]
 

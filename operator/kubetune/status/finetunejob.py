@@ -505,15 +505,9 @@ def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[Event
     old_reason, new_reason = previous.get("reason"), current.get("reason")
     if (old_phase, old_reason) != (new_phase, new_reason):
         message = current.get("message", "")
-        failing = new_phase == Phase.FAILED or new_reason in {
-            "Unschedulable",
-            "ImagePullError",
-            "ContainerConfigError",
+        failing = new_phase == Phase.FAILED or new_reason in conditions.WARNING_REASONS | {
             "Restarting",
-            "ChildConflict",
-            "PodsRefused",
             "Disrupted",
-            "CrashLoopBackOff",
         }
         events.append(Event("Warning" if failing else "Normal", new_reason or str(new_phase), message))
     # A spec refused while an attempt runs changes no phase: its own Warning names the field.

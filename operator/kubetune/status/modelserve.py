@@ -242,11 +242,9 @@ def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[tuple
     """(type, reason, message) of the Events to record for a change of phase, reason or served adapters."""
     events = []
     if (previous.get("phase"), previous.get("reason")) != (current.get("phase"), current.get("reason")):
-        warning = current.get("phase") in (Phase.FAILED, Phase.DEGRADED) or current.get("reason") in (
-            "Unschedulable",
-            "ImagePullError",
-            "ChildConflict",
-            "PodsRefused",
+        warning = (
+            current.get("phase") in (Phase.FAILED, Phase.DEGRADED)
+            or current.get("reason") in conditions.WARNING_REASONS
         )
         events.append(
             ("Warning" if warning else "Normal", current.get("reason", ""), current.get("message", ""))

@@ -7,7 +7,8 @@ from typing import Any
 
 from kubetune.status import conditions
 
-# A container waiting for one of these will not get further by itself: the reason it is reported under.
+# A container waiting for one of these will not get further by itself: the reason it is reported under
+# (each gets a Warning Event: conditions.WARNING_REASONS).
 WAITING_PROBLEMS = {
     "ErrImagePull": "ImagePullError",
     "ImagePullBackOff": "ImagePullError",
