@@ -20,7 +20,7 @@ from kubernetes import client
 from tests.cluster import localcluster
 from tests.kube import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 class OperatorProcess:

@@ -83,15 +83,15 @@ def _finetunejob_problems(doc: dict[str, Any]) -> list[str]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from kubetune.api.validation import resource_problems
+
     failed = False
-    for doc in _load_documents(args.file):
+    for doc in _load_documents(args.file or args.filename):
         name = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
         if doc.get("kind") == "ConfigMap":  # kubetune convert puts a DeepSpeed JSON in one
             print(f"{name}: a ConfigMap, applied as it is")
             continue
-        problems = _finetunejob_problems(doc) if doc.get("kind") == "FineTuneJob" else []
-        if doc.get("kind") not in ("FineTuneJob",):
-            problems = [f"unsupported kind {doc.get('kind')!r}"]
+        problems = [f"{p.reason}: {p.message}" for p in resource_problems(doc)]
         for problem in problems:
             print(f"{name}: {problem}", file=sys.stderr)
         if problems:
@@ -278,8 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--trainer-image", help="the trainer image (default: the pinned one)")
     render.set_defaults(func=cmd_render)
 
-    validate = sub.add_parser("validate", help="check FineTuneJobs as the operator would, offline")
-    validate.add_argument("file", help="a YAML file, or - for stdin")
+    validate = sub.add_parser(
+        "validate",
+        help="check FineTuneJobs and ModelServes as the API server and the operator would, offline",
+    )
+    source = validate.add_mutually_exclusive_group(required=True)
+    source.add_argument("file", nargs="?", help="a YAML file, or - for stdin")
+    source.add_argument("-f", "--filename", help="the same, as `kubectl apply -f` takes it")
     validate.set_defaults(func=cmd_validate)
 
     crds = sub.add_parser("crds", help="generate the CustomResourceDefinitions from the models")

@@ -6,35 +6,24 @@ LLaMA-Factory config against the pinned release: condition Failed, reason Invali
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
-from typing import Any
 
 import pytest
 from kubernetes import client
 
 from tests.cluster import localcluster
 from tests.integration.finetunejobs import FineTuneJobs, finetunejob
-from tests.integration.test_modelserve import ModelServes, modelserve
+from tests.integration.test_modelserve import ModelServes
 from tests.kube import wait_until
+from tests.refusals import (
+    REFUSED_BY_THE_API_SERVER,
+    SERVE_REFUSED_BY_THE_API_SERVER,
+    edit,
+    serve_edit,
+)
 
 pytestmark = pytest.mark.usefixtures("operator")
-
-
-def edit(path: str, value: Any, **more: Any) -> dict[str, Any]:
-    """A FineTuneJob with spec fields set (None deletes one): `edit("resources.nodes", 0, deepspeed=None)`."""
-    body = finetunejob("bad")
-    for dotted, new in [(path, value), *more.items()]:
-        node = body["spec"]
-        *parents, last = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        if new is None:
-            node.pop(last, None)
-        else:
-            node[last] = copy.deepcopy(new)
-    return body
 
 
 def log_since(operator, offset: int) -> str:
@@ -51,116 +40,6 @@ def kubectl_apply(
         [cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "-n", namespace, "apply", "-f", "-"],
         input=json.dumps(body), capture_output=True, text=True,
     )  # fmt: skip
-
-
-# (case, body, words the API server's refusal must contain)
-REFUSED_BY_THE_API_SERVER = [
-    ("zero nodes", edit("resources.nodes", 0), ["spec.resources.nodes", "greater than or equal to 1"]),
-    ("negative GPUs", edit("resources.gpusPerNode", -1), ["spec.resources.gpusPerNode"]),
-    ("nodes not a number", edit("resources.nodes", "two"), ["spec.resources.nodes", "integer"]),
-    ("unknown model scheme", edit("model.source", "s3://bucket/qwen"), ["spec.model.source"]),
-    ("no model", edit("model", None), ["spec.model", "Required"]),
-    ("no datasets", edit("dataset.names", []), ["spec.dataset.names"]),
-    (
-        "dataset info and configMapRef",
-        edit("dataset.configMapRef", {"name": "info", "key": "dataset_info.json"}),
-        ["spec.dataset", "exactly one of dataset.info"],
-    ),
-    ("dataset without info", edit("dataset.info", None), ["spec.dataset", "exactly one of dataset.info"]),
-    (
-        "dataset name without an entry",
-        edit("dataset.names", ["alpaca_clue_train", "missing_set"]),
-        ["spec.dataset.names", "needs an entry in dataset.info"],
-    ),
-    ("unknown preset", edit("deepspeed.preset", "zero4"), ["spec.deepspeed.preset", "zero3-offload"]),
-    ("empty deepspeed", edit("deepspeed", {}), ["spec.deepspeed", "exactly one of deepspeed.preset"]),
-    (
-        "deepspeed without GPUs",
-        edit("resources", {"nodes": 1, "gpusPerNode": 0}),
-        ["spec.deepspeed", "deepspeed needs GPUs"],
-    ),
-    (
-        "multi-node without GPUs",
-        edit("resources", {"nodes": 2, "gpusPerNode": 0}, deepspeed=None),
-        ["spec.resources.nodes", "multi-node training needs GPUs"],
-    ),
-    (
-        "token for a pvc model",
-        edit("model.hubTokenSecret", {"name": "hf-token"}),
-        ["spec.model.hubTokenSecret", "only for hub sources"],
-    ),
-    ("no storage", edit("storage", None), ["spec.storage", "Required"]),
-    ("bad claim name", edit("storage.claim", "Shared_Claim"), ["spec.storage.claim"]),
-    ("absolute output path", edit("storage.path", "/data/out"), ["spec.storage.path"]),
-    ("absolute dataset dir", edit("dataset.dir", "/data/clue"), ["spec.dataset.dir"]),
-    ("negative restarts", edit("maxRestarts", -1), ["spec.maxRestarts"]),
-    ("zero deadline", edit("activeDeadlineSeconds", 0), ["spec.activeDeadlineSeconds"]),
-    ("bad pull policy", edit("imagePullPolicy", "Sometimes"), ["spec.imagePullPolicy", "IfNotPresent"]),
-    ("a field that does not exist", edit("gpus", 8), ['unknown field "spec.gpus"']),
-    ("config not a mapping", edit("config", ["stage", "sft"]), ["spec.config", "object"]),
-    # Values that reach a pod: refused in the shape Kubernetes itself needs (issue 10, point 13).
-    ("cpu in words", edit("resources.cpu", "32 cores"), ["spec.resources.cpu", "should match"]),
-    ("memory in words", edit("resources.memory", "lots"), ["spec.resources.memory"]),
-    ("shared memory with a space", edit("resources.sharedMemory", "1 GB"), ["spec.resources.sharedMemory"]),
-    ("queue name not a label value", edit("queueName", "team a/gpus"), ["spec.queueName"]),
-    ("queue name too long", edit("queueName", "q" * 64), ["spec.queueName", "63"]),
-    ("priority class not a name", edit("resources.priorityClassName", "High_Prio"), ["priorityClassName"]),
-    (
-        "GPU resource with a space",
-        edit("resources.gpuResource", "nvidia gpu"),
-        ["spec.resources.gpuResource"],
-    ),
-    ("too many nodes", edit("resources.nodes", 513), ["spec.resources.nodes", "less than or equal"]),
-    ("too many GPUs per node", edit("resources.gpusPerNode", 65), ["spec.resources.gpusPerNode"]),
-    ("negative TTL", edit("ttlSecondsAfterFinished", -1), ["spec.ttlSecondsAfterFinished"]),
-    ("claim name in capitals", edit("model.source", "pvc://Shared/models/x"), ["spec.model.source"]),
-    ("revision on a pvc model", edit("model.revision", "main"), ["spec.model", "revision is only for hub"]),
-    ("empty template", edit("model.template", ""), ["spec.model.template"]),
-    ("dataset names not a list", edit("dataset.names", "alpaca_clue_train"), ["spec.dataset.names"]),
-    ("absolute model cache", edit("storage.modelCache", "/cache"), ["spec.storage.modelCache"]),
-    (
-        "preset and configMapRef",
-        edit("deepspeed.configMapRef", {"name": "ds", "key": "ds.json"}),
-        ["spec.deepspeed", "exactly one of deepspeed.preset"],
-    ),
-    ("predict on nothing", edit("postTraining", {"predict": {"datasets": []}}), ["postTraining.predict"]),
-    ("merge on a GPU name", edit("postTraining", {"merge": {"exportDevice": "gpu"}}), ["exportDevice"]),
-    (
-        "root without consent",
-        edit("podSecurity", {"runAsUser": 0}),
-        ["spec.podSecurity", "runAsUser 0 is root"],
-    ),
-    (
-        "local seccomp",
-        edit("podSecurity", {"seccompProfile": "Localhost"}),
-        ["spec.podSecurity.seccompProfile"],
-    ),
-    ("capability in lowercase", edit("podSecurity", {"addCapabilities": ["sys_admin"]}), ["addCapabilities"]),
-    (
-        "privileged",
-        edit("podSecurity", {"privileged": True}),
-        ['unknown field "spec.podSecurity.privileged"'],
-    ),
-    ("negative uid", edit("podSecurity", {"runAsUser": -1}), ["spec.podSecurity.runAsUser"]),
-    (
-        "secret env name",
-        edit("secretEnv", [{"name": "1KEY", "secretKeyRef": {"name": "s"}}]),
-        ["spec.secretEnv[0].name"],
-    ),
-    (
-        "secret env without a Secret",
-        edit("secretEnv", [{"name": "WANDB_API_KEY"}]),
-        ["secretKeyRef", "Required"],
-    ),
-    (
-        "secret env twice",
-        edit(
-            "secretEnv",
-            [{"name": "K", "secretKeyRef": {"name": "a"}}, {"name": "K", "secretKeyRef": {"name": "b"}}],
-        ),
-        ["Duplicate value", "spec.secretEnv"],
-    ),
-]
 
 
 @pytest.mark.parametrize(
@@ -384,58 +263,6 @@ def test_missing_dataset_config_map_waits_and_says_which(
 
 
 # --- ModelServes ---------------------------------------------------------------------------------------
-
-
-def serve_edit(path: str, value: Any) -> dict[str, Any]:
-    """A ModelServe `bad` with one spec field set (None deletes it)."""
-    body = modelserve("bad")
-    node = body["spec"]
-    *parents, last = path.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    if value is None:
-        node.pop(last, None)
-    else:
-        node[last] = copy.deepcopy(value)
-    return body
-
-
-SERVE_REFUSED_BY_THE_API_SERVER = [
-    (
-        "served name that would change the KEDA query",
-        serve_edit("model.servedModelName", 'qwen"} or vector(1) or {a="'),
-        ["spec.model.servedModelName", "should match"],
-    ),
-    (
-        "served name with a space",
-        serve_edit("model.servedModelName", "qwen 7b"),
-        ["spec.model.servedModelName"],
-    ),
-    ("cpu in words", serve_edit("resources.cpu", "32 cores"), ["spec.resources.cpu"]),
-    ("negative replicas", serve_edit("replicas", -1), ["spec.replicas"]),
-    ("no tensor parallelism", serve_edit("engine.tensorParallelSize", 0), ["spec.engine.tensorParallelSize"]),
-    ("memory share above 1", serve_edit("engine.gpuMemoryUtilization", 1.5), ["gpuMemoryUtilization"]),
-    ("LoRA rank vLLM refuses", serve_edit("engine.maxLoraRank", 48), ["spec.engine.maxLoraRank"]),
-    (
-        "min above max",
-        serve_edit("autoscaling", {"minReplicas": 4, "maxReplicas": 2}),
-        ["minReplicas must not exceed"],
-    ),
-    (
-        "KEDA without Prometheus",
-        serve_edit("autoscaling", {"maxReplicas": 2, "provider": "keda"}),
-        ["prometheusAddress is needed"],
-    ),
-    ("root without consent", serve_edit("podSecurity", {"runAsUser": 0}), ["runAsUser 0 is root"]),
-    ("unknown model scheme", serve_edit("model.source", "s3://bucket/qwen"), ["spec.model.source"]),
-    ("token for a pvc model", serve_edit("model.hubTokenSecret", {"name": "hf"}), ["only for hub sources"]),
-    ("no storage", serve_edit("storage", None), ["spec.storage", "Required"]),
-    (
-        "adapter without a source",
-        serve_edit("adapters", [{"name": "a"}]),
-        ["exactly one of path and fineTuneJob"],
-    ),
-]
 
 
 @pytest.mark.parametrize(

@@ -244,7 +244,12 @@ def test_pods_refused_at_creation_are_reported(
     status = ftjs.wait_reason("refused", "PodsRefused", timeout=60)
     assert status["phase"] == "Pending"
     assert "exceeded quota" in status["message"] or "forbidden" in status["message"]
-    assert any(e.reason == "PodsRefused" for e in events_of(core, namespace, "refused"))
+    # The Event is recorded just after the status is written.
+    wait_until(
+        lambda: any(e.reason == "PodsRefused" for e in events_of(core, namespace, "refused")),
+        "the PodsRefused Event",
+        timeout=10,
+    )
 
 
 # --- 10. disruptions are not failures ---------------------------------------------------------------

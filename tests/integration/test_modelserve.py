@@ -143,8 +143,17 @@ def test_a_finetunejob_adapter_waits_then_is_served_with_its_rank(
         "the adapter in the adapters ConfigMap",
         timeout=60,
     )
-    status = serves.wait(
-        "qwen", lambda s: "clue-ner" in s.get("servedModels", []), "the adapter to be served", timeout=60
+    # The new adapters roll the pods out: each new pod's sidecar reports once it runs (played again until
+    # the rollout is over).
+    status = wait_until(
+        lambda: (
+            report_as_the_sidecars(cluster, api, namespace, "qwen", tmp_path)
+            and "clue-ner" in (serves.status("qwen") or {}).get("servedModels", [])
+            and serves.status("qwen")
+        ),
+        "the adapter to be served",
+        timeout=60,
+        interval=1,
     )
     assert serves.condition("qwen", "AdaptersReady")["status"] == "True"
     mapping = json.loads(core.read_namespaced_config_map("qwen-adapters", namespace).data["adapters.json"])

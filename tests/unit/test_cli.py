@@ -170,4 +170,95 @@ def test_validate_refuses_a_dataset_name_without_an_info_entry(
 ) -> None:
     spec = {**SPEC, "dataset": {**SPEC["dataset"], "names": ["train", "missing"]}}
     assert main(["validate", str(_write(tmp_path, spec))]) == 1
-    assert "missing" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "spec.dataset.names: every name" in err
+    assert "missing has none" in err
+
+
+# --- kubetune validate: ModelServes, and whole resources as the API server sees them --------------------
+
+SERVE: dict[str, Any] = {
+    "apiVersion": "kubetune.io/v1alpha1",
+    "kind": "ModelServe",
+    "metadata": {"name": "qwen"},
+    "spec": {
+        "model": {"source": "pvc://shared/models/Qwen2.5-7B-Instruct", "servedModelName": "qwen2.5-7b"},
+        "storage": {"claim": "shared"},
+        "adapters": [{"name": "ner", "fineTuneJob": "ner"}, {"name": "other", "path": "adapters/other"}],
+        "resources": {"gpus": 1},
+    },
+}
+
+
+def _write_docs(tmp_path: Path, *docs: dict[str, Any]) -> Path:
+    path = tmp_path / "resources.yaml"
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_validate_accepts_a_modelserve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "-f", str(_write_docs(tmp_path, SERVE))]) == 0
+    assert capsys.readouterr().out == "ModelServe/qwen: valid\n"
+
+
+def test_validate_names_each_problem_of_a_modelserve_with_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = {
+        **SERVE["spec"],
+        "adapters": [{"name": "ner"}],
+        "autoscaling": {"minReplicas": 3, "maxReplicas": 2},
+        "engine": {"maxLoraRank": 48},
+    }
+    assert main(["validate", "-f", str(_write_docs(tmp_path, {**SERVE, "spec": spec}))]) == 1
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.startswith("ModelServe/qwen: InvalidSpec: ")
+    for words in (
+        "spec.adapters[0]: each adapter needs exactly one of path and fineTuneJob",
+        "spec.autoscaling: autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        "spec.engine.maxLoraRank: Input should be 8, 16, 32, 64, 128, 256, 320 or 512",
+    ):
+        assert words in out.err, out.err
+
+
+def test_validate_takes_both_kinds_and_configmaps_in_one_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = yaml.safe_load(EXAMPLES[0].read_text(encoding="utf-8"))
+    bad_serve = {**SERVE, "metadata": {"name": "bad"}, "spec": {**SERVE["spec"], "replicas": -1}}
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ds"}, "data": {}}
+    path = _write_docs(tmp_path, config_map, job, SERVE, bad_serve)
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr()
+    assert out.out.splitlines() == [
+        "ConfigMap/ds: a ConfigMap, applied as it is",
+        f"FineTuneJob/{job['metadata']['name']}: valid",
+        "ModelServe/qwen: valid",
+    ]
+    assert out.err.splitlines() == [
+        "ModelServe/bad: InvalidSpec: spec.replicas: Input should be greater than or equal to 0"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"metadata": {"name": "Qwen_7B"}}, "metadata.name must be a DNS label"),
+        ({"metadata": {}}, "metadata.name: Required value"),
+        ({"apiVersion": "kubetune.io/v1"}, "apiVersion: 'kubetune.io/v1': set kubetune.io/v1alpha1"),
+        ({"spec": None}, "spec: Required value"),
+    ],
+    ids=["name not a DNS label", "no name", "old apiVersion", "no spec"],
+)
+def test_validate_checks_the_whole_resource(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict[str, Any], words: str
+) -> None:
+    assert main(["validate", "-f", str(_write_docs(tmp_path, {**SERVE, **change}))]) == 1
+    assert words in capsys.readouterr().err
+
+
+def test_validate_needs_a_file(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["validate"])
+    assert "file" in capsys.readouterr().err

@@ -4,10 +4,22 @@ the problem type both kinds report."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from functools import cache
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
+
+from kubetune.api.cel import CEL_ERROR, Rule, with_rules
 
 # Where the shared claim is mounted in every pod (trainer and server alike), so that a path written by
 # the trainer is the same path the server reads.
@@ -24,6 +36,13 @@ MODEL_SOURCE = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|hf://[^/\s]+/[^/\s]+|
 # those clients, in every pod of either kind that fetches a hub model.
 HUB_TOKEN_ENV = {"hf": "HF_TOKEN", "ms": "MODELSCOPE_API_TOKEN"}
 
+# Children and pod hostnames are named after the resource: a DNS label keeps every one of them valid (a rule
+# on the whole resource, in the CRD's root).
+NAME_RULE = Rule(
+    "self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+    "metadata.name must be a DNS label: at most 63 lowercase letters, digits and '-'",
+)
+
 
 class Model(BaseModel):
     """Base of every spec model: camelCase on the wire, snake_case in Python, unknown fields refused."""
@@ -32,12 +51,82 @@ class Model(BaseModel):
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, use_enum_values=True
     )
 
+    # The CEL rules of this object (`self` is the object), in the CRD and checked here (kubetune.api.cel).
+    cel_rules: ClassVar[tuple[Rule, ...]] = ()
+
     def wire(self) -> dict[str, Any]:
         """The model as it appears in a manifest: camelCase keys, unset fields left out."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        with_rules(handler.resolve_ref_schema(schema), cls.cel_rules)
+        return schema
+
+    @model_validator(mode="after")
+    def _cel_rules_hold(self) -> Model:
+        # What the API server checks, checked again with the same message: for `kubetune validate`, and
+        # for an object stored before a rule existed.
+        object_rules, field_rules = self.cel_rules, _field_rules(type(self))
+        if not object_rules and not field_rules:
+            return self
+        # As on the wire: camelCase, only what the manifest says (unset, defaulted, null fields absent).
+        read = _fields_read(type(self))
+        node = self.model_dump(
+            include=read, by_alias=True, exclude_unset=True, exclude_none=True, mode="json"
+        )
+        failed = [(rule, rule.field_path or "", node) for rule in object_rules if not rule.holds(node)]
+        for alias, rules in field_rules.items():
+            if alias in node:  # as in the API server, a field's rules apply when it is there
+                failed += [(rule, f".{alias}", node[alias]) for rule in rules if not rule.holds(node[alias])]
+        if failed:
+            # Reported where the API server points (the rule's fieldPath); describe() puts it in the path.
+            messages = "; ".join(rule.message_for(value) for rule, _, value in failed)
+            where = failed[0][1]
+            raise PydanticCustomError(CEL_ERROR, "{messages}", {"messages": messages, "field_path": where})
+        return self
+
+
+@cache
+def _fields_read(model: type[Model]) -> set[str] | None:
+    """The fields (Python names) that a model's rules read; None: all of them."""
+    aliases: set[str] = set(_field_rules(model))
+    for rule in model.cel_rules:
+        if rule.fields is None:
+            return None
+        aliases |= rule.fields
+    return {name for name, info in model.model_fields.items() if (info.alias or name) in aliases}
+
+
+@cache
+def _field_rules(model: type[Model]) -> dict[str, tuple[Rule, ...]]:
+    """The rules declared on a model's fields (`Annotated[..., Rule(...)]`), by the field's wire name."""
+    found = {}
+    for name, info in model.model_fields.items():
+        rules = tuple(m for m in info.metadata if isinstance(m, Rule))
+        if rules:
+            found[info.alias or name] = rules
+    return found
+
 
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+
+
+def keyed_by_name(field: str) -> AfterValidator:
+    """For a list keyed by `name` (`x-kubernetes-list-type: map`): the API server refuses a name twice, in
+    its words."""
+
+    def once(items: list[Any]) -> list[Any]:
+        names = [item.name for item in items]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"Duplicate value: {field} names must be unique: {', '.join(duplicates)}")
+        return items
+
+    return AfterValidator(once)
 
 
 class SecretKeyRef(Model):
@@ -45,6 +134,14 @@ class SecretKeyRef(Model):
 
     name: ObjectName = Field(description="Name of the Secret.")
     key: str = Field("token", min_length=1, description="Key in the Secret (default `token`).")
+
+
+# A hub token means nothing for a model on a claim (either kind's `model`).
+HUB_TOKEN_ONLY_FOR_HUB = Rule(
+    "!has(self.hubTokenSecret) || !self.source.startsWith('pvc://')",
+    "hubTokenSecret is only for hub sources (hf:// or ms://), not pvc://",
+    field_path=".hubTokenSecret",
+)
 
 
 class ConfigMapKeyRef(Model):

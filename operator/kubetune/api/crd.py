@@ -2,7 +2,8 @@
 
 pydantic gives a JSON Schema; Kubernetes wants a *structural* OpenAPI v3 schema: every node typed, no
 `$ref`, no `anyOf` with null, no `additionalProperties: false`, free-form parts marked with
-`x-kubernetes-preserve-unknown-fields`. Defaults stay out of the CRD (the operator applies them), so
+`x-kubernetes-preserve-unknown-fields`. The CEL rules come with the models (`kubetune.api.cel`: declared
+beside the fields they guard). Defaults stay out of the CRD (the operator applies them), so
 the API server never writes fields a GitOps tool did not put there.
 """
 
@@ -15,6 +16,8 @@ from pydantic import BaseModel
 from kubetune.api import GROUP, VERSION
 from kubetune.api import finetunejob as ftj
 from kubetune.api import modelserve as ms
+from kubetune.api.cel import VALIDATIONS
+from kubetune.api.common import NAME_RULE
 
 CATEGORIES = ["kubetune"]
 _DROPPED_KEYS = {"title", "default", "additionalProperties", "$defs", "discriminator"}
@@ -67,118 +70,20 @@ def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> di
         out["x-kubernetes-preserve-unknown-fields"] = True
     if "type" not in out:
         out["type"] = "object" if "properties" in out else "string"
-    return out
+    return _rules_last(out)
+
+
+def _rules_last(node: dict[str, Any]) -> dict[str, Any]:
+    """The CEL rules declared on the models (kubetune.api.cel) last in their node, each as Kubernetes
+    writes one (pydantic sorts the keys of what it generates)."""
+    if VALIDATIONS in node:
+        order = ("rule", "message", "messageExpression", "fieldPath")
+        node[VALIDATIONS] = [{k: r[k] for k in order if k in r} for r in node.pop(VALIDATIONS)]
+    return node
 
 
 def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     return structural(model.model_json_schema(by_alias=True, mode="validation"))
-
-
-# Children and pod hostnames are named after the resource: a DNS label keeps every one of them valid.
-NAME_RULE = {
-    "rule": "self.metadata.name.size() <= 63"
-    " && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
-    "message": "metadata.name must be a DNS label: at most 63 lowercase letters, digits and '-'",
-}
-
-# Cross-field rules the API server checks (CEL), so bad input is refused at `kubectl apply`.
-FINETUNEJOB_RULES: dict[str, list[dict[str, str]]] = {
-    "": [
-        {
-            "rule": "!has(self.deepspeed) || !has(self.resources) || !has(self.resources.gpusPerNode)"
-            " || self.resources.gpusPerNode >= 1",
-            "message": "deepspeed needs GPUs: set resources.gpusPerNode >= 1 or remove deepspeed",
-            "fieldPath": ".deepspeed",
-        },
-        {
-            "rule": "!has(self.resources) || !has(self.resources.nodes) || self.resources.nodes == 1"
-            " || !has(self.resources.gpusPerNode) || self.resources.gpusPerNode >= 1",
-            "message": "multi-node training needs GPUs: set resources.gpusPerNode >= 1 or resources.nodes: 1",
-            "fieldPath": ".resources.nodes",
-        },
-    ],
-    "model": [
-        {
-            "rule": "!has(self.hubTokenSecret) || !self.source.startsWith('pvc://')",
-            "message": "hubTokenSecret is only for hub sources (hf:// or ms://), not pvc://",
-            "fieldPath": ".hubTokenSecret",
-        },
-        {
-            "rule": "!has(self.revision) || !self.source.startsWith('pvc://')",
-            "message": "revision is only for hub sources (hf:// or ms://), not pvc://",
-            "fieldPath": ".revision",
-        },
-    ],
-    "dataset": [
-        {
-            "rule": "has(self.info) != has(self.configMapRef)",
-            "message": "set exactly one of dataset.info (dataset_info.json entries) and dataset.configMapRef",
-        },
-        {
-            "rule": "!has(self.info) || self.names.all(n, n in self.info)"
-            " && (!has(self.evalNames) || self.evalNames.all(n, n in self.info))",
-            "message": "every name in dataset.names and dataset.evalNames needs an entry in dataset.info",
-            "fieldPath": ".names",
-        },
-    ],
-    "deepspeed": [
-        {
-            "rule": "has(self.preset) != has(self.configMapRef)",
-            "message": "set exactly one of deepspeed.preset and deepspeed.configMapRef",
-        },
-    ],
-    "podSecurity": [
-        {
-            "rule": "!has(self.runAsUser) || self.runAsUser != 0"
-            " || (has(self.runAsNonRoot) && !self.runAsNonRoot)",
-            "message": "podSecurity.runAsUser 0 is root: set podSecurity.runAsNonRoot: false as well",
-            "fieldPath": ".runAsUser",
-        },
-    ],
-    "storage": [
-        {
-            "rule": "self.claim == oldSelf.claim && (has(self.path) == has(oldSelf.path))"
-            " && (!has(self.path) || self.path == oldSelf.path)",
-            "message": "storage.claim and storage.path are immutable: earlier attempts wrote there",
-        },
-    ],
-    "storage.path": [
-        {
-            "rule": "!self.matches('(^|/)[.][.](/|$)') && !self.matches('^[./]*$')",
-            "message": "storage.path must stay on the claim: no '..', and not the claim's root",
-        },
-    ],
-}
-
-
-MODELSERVE_RULES: dict[str, list[dict[str, str]]] = {
-    "model": FINETUNEJOB_RULES["model"][:1],
-    "podSecurity": FINETUNEJOB_RULES["podSecurity"],
-    "adapters": [
-        {
-            "rule": "self.all(a, has(a.path) != has(a.fineTuneJob))",
-            "message": "each adapter needs exactly one of path and fineTuneJob",
-        },
-    ],
-    "autoscaling": [
-        {
-            "rule": "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
-            "message": "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
-        },
-        {
-            "rule": "!has(self.provider) || self.provider != 'keda' || has(self.prometheusAddress)",
-            "message": "autoscaling.prometheusAddress is needed when provider is keda",
-        },
-    ],
-}
-
-
-def _add_rules(spec_schema: dict[str, Any], rules: dict[str, list[dict[str, str]]]) -> None:
-    for path, node_rules in rules.items():
-        node = spec_schema
-        for part in filter(None, path.split(".")):
-            node = node["properties"][part]
-        node["x-kubernetes-validations"] = node_rules
 
 
 def _status_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -192,7 +97,7 @@ def _status_schema(model: type[BaseModel]) -> dict[str, Any]:
 def finetunejob_crd() -> dict[str, Any]:
     spec = model_schema(ftj.FineTuneJobSpec)
     spec["description"] = "What to train, on what, and where to keep the results."
-    _add_rules(spec, FINETUNEJOB_RULES)
+    _rules_last(spec)
     return _crd(
         plural=ftj.PLURAL,
         singular=ftj.SINGULAR,
@@ -227,7 +132,7 @@ def finetunejob_crd() -> dict[str, Any]:
 def modelserve_crd() -> dict[str, Any]:
     spec = model_schema(ms.ModelServeSpec)
     spec["description"] = "The base model, the adapters and how vLLM serves them."
-    _add_rules(spec, MODELSERVE_RULES)
+    _rules_last(spec)
     return _crd(
         plural=ms.PLURAL,
         singular=ms.SINGULAR,
@@ -294,7 +199,7 @@ def _crd(
                         "openAPIV3Schema": {
                             "type": "object",
                             "description": description,
-                            "x-kubernetes-validations": [NAME_RULE],
+                            "x-kubernetes-validations": [NAME_RULE.schema()],
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},

@@ -10,9 +10,11 @@ import posixpath
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
+from kubetune.api.cel import Rule
 from kubetune.api.common import (
+    HUB_TOKEN_ONLY_FOR_HUB,
     MODEL_SOURCE,
     RELATIVE_PATH,
     Condition,
@@ -63,6 +65,15 @@ class DeepSpeedPreset(StrEnum):
 class ModelSpec(Model):
     """The base model and its chat template."""
 
+    cel_rules = (
+        HUB_TOKEN_ONLY_FOR_HUB,
+        Rule(
+            "!has(self.revision) || !self.source.startsWith('pvc://')",
+            "revision is only for hub sources (hf:// or ms://), not pvc://",
+            field_path=".revision",
+        ),
+    )
+
     source: str = Field(
         pattern=MODEL_SOURCE,
         description=(
@@ -83,16 +94,6 @@ class ModelSpec(Model):
     hub_token_secret: SecretKeyRef | None = Field(
         None, description="Secret holding the hub token, for gated or private hub models."
     )
-
-    @model_validator(mode="after")
-    def _hub_only_fields(self) -> ModelSpec:
-        # The same rules as the CRD's CEL, for `kubetune validate` and for clients that skip the API server.
-        if self.source.startswith("pvc://"):
-            if self.hub_token_secret is not None:
-                raise ValueError("hubTokenSecret is only for hub sources (hf:// or ms://), not pvc://")
-            if self.revision is not None:
-                raise ValueError("revision is only for hub sources (hf:// or ms://), not pvc://")
-        return self
 
     @property
     def scheme(self) -> str:
@@ -141,6 +142,23 @@ class PreprocessSpec(Model):
 class DatasetSpec(Model):
     """The datasets of the run and their `dataset_info.json` entries."""
 
+    cel_rules = (
+        Rule(
+            "has(self.info) != has(self.configMapRef)",
+            "set exactly one of dataset.info (dataset_info.json entries) and dataset.configMapRef",
+        ),
+        Rule(
+            "!has(self.info) || self.names.all(n, n in self.info)"
+            " && (!has(self.evalNames) || self.evalNames.all(n, n in self.info))",
+            "every name in dataset.names and dataset.evalNames needs an entry in dataset.info",
+            # The API server's message names the first name without an entry.
+            message_expression="'every name in dataset.names and dataset.evalNames needs an entry in "
+            "dataset.info: ' + (self.names + (has(self.evalNames) ? self.evalNames : []))"
+            ".filter(n, !(n in self.info))[0] + ' has none'",
+            field_path=".names",
+        ),
+    )
+
     # The bounds keep the CRD's CEL rules within the API server's cost budget.
     names: list[DatasetName] = Field(
         min_length=1,
@@ -172,21 +190,10 @@ class DatasetSpec(Model):
         return self.preprocess is not None and self.preprocess.enabled
 
     @model_validator(mode="after")
-    def _one_source_of_info(self) -> DatasetSpec:
-        if self.info is not None and self.config_map_ref is not None:
-            raise ValueError("set either dataset.info or dataset.configMapRef, not both")
-        if self.info is None and self.config_map_ref is None:
-            raise ValueError("set dataset.info (the dataset_info.json entries) or dataset.configMapRef")
-        if self.info is not None:
-            problems = dataset_info_problems(self.info, "dataset.info")
-            if problems:
-                raise ValueError("; ".join(problems))
-            missing = [n for n in [*self.names, *(self.eval_names or [])] if n not in self.info]
-            if missing:
-                raise ValueError(
-                    "every name in dataset.names and evalNames needs an entry in dataset.info: "
-                    + ", ".join(missing)
-                )
+    def _info_entries_have_their_shape(self) -> DatasetSpec:
+        problems = dataset_info_problems(self.info, "dataset.info") if self.info is not None else []
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -230,6 +237,13 @@ class ResourcesSpec(Model):
 class DeepSpeedSpec(Model):
     """DeepSpeed: a ZeRO preset, or a ConfigMap key holding a DeepSpeed JSON."""
 
+    cel_rules = (
+        Rule(
+            "has(self.preset) != has(self.configMapRef)",
+            "set exactly one of deepspeed.preset and deepspeed.configMapRef",
+        ),
+    )
+
     preset: DeepSpeedPreset | None = Field(
         None, description="ZeRO preset: `zero0`, `zero2`, `zero2-offload`, `zero3` or `zero3-offload`."
     )
@@ -237,18 +251,26 @@ class DeepSpeedSpec(Model):
         None, description="A ConfigMap key holding a DeepSpeed JSON."
     )
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> DeepSpeedSpec:
-        if (self.preset is None) == (self.config_map_ref is None):
-            raise ValueError("set exactly one of deepspeed.preset and deepspeed.configMapRef")
-        return self
-
 
 class StorageSpec(Model):
     """The shared PersistentVolumeClaim that holds datasets, the model cache and the outputs."""
 
+    cel_rules = (
+        Rule(
+            "self.claim == oldSelf.claim && (has(self.path) == has(oldSelf.path))"
+            " && (!has(self.path) || self.path == oldSelf.path)",
+            "storage.claim and storage.path are immutable: earlier attempts wrote there",
+        ),
+    )
+
     claim: ObjectName = Field(description="Name of the PersistentVolumeClaim (ReadWriteMany for many nodes).")
-    path: str | None = Field(
+    path: Annotated[
+        str | None,
+        Rule(
+            "!self.matches('(^|/)[.][.](/|$)') && !self.matches('^[./]*$')",
+            "storage.path must stay on the claim: no '..', and not the claim's root",
+        ),
+    ] = Field(
         None,
         pattern=RELATIVE_PATH,
         max_length=1024,
@@ -266,13 +288,6 @@ class StorageSpec(Model):
             "(default: the claim's root)."
         ),
     )
-
-    @field_validator("path")
-    @classmethod
-    def _path_stays_on_the_claim(cls, path: str | None) -> str | None:
-        if path is not None:
-            check_output_path(path)
-        return path
 
 
 def check_output_path(path: str) -> str:
@@ -339,6 +354,21 @@ class PostTrainingSpec(Model):
 
 
 class FineTuneJobSpec(Model):
+    cel_rules = (
+        Rule(
+            "!has(self.deepspeed) || !has(self.resources) || !has(self.resources.gpusPerNode)"
+            " || self.resources.gpusPerNode >= 1",
+            "deepspeed needs GPUs: set resources.gpusPerNode >= 1 or remove deepspeed",
+            field_path=".deepspeed",
+        ),
+        Rule(
+            "!has(self.resources) || !has(self.resources.nodes) || self.resources.nodes == 1"
+            " || !has(self.resources.gpusPerNode) || self.resources.gpusPerNode >= 1",
+            "multi-node training needs GPUs: set resources.gpusPerNode >= 1 or resources.nodes: 1",
+            field_path=".resources.nodes",
+        ),
+    )
+
     model: ModelSpec
     dataset: DatasetSpec
     config: dict[str, Any] = Field(
@@ -437,16 +467,6 @@ class FineTuneJobSpec(Model):
             raise ValueError(
                 "dataset.preprocess saves the tokenized dataset, which LLaMA-Factory cannot do for a "
                 "streamed one: remove `streaming` from config or set dataset.preprocess.enabled: false"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _gpus_where_needed(self) -> FineTuneJobSpec:
-        if self.deepspeed is not None and self.resources.gpus_per_node < 1:
-            raise ValueError("deepspeed needs GPUs: set resources.gpusPerNode >= 1 or remove deepspeed")
-        if self.resources.nodes > 1 and self.resources.gpus_per_node < 1:
-            raise ValueError(
-                "multi-node training needs GPUs: set resources.gpusPerNode >= 1 or resources.nodes: 1"
             )
         return self
 

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from kubetune.api.common import MODEL_SOURCE, RELATIVE_PATH, Condition, Model, ObjectName, SecretKeyRef
+from kubetune.api.cel import Rule
+from kubetune.api.common import (
+    HUB_TOKEN_ONLY_FOR_HUB,
+    MODEL_SOURCE,
+    RELATIVE_PATH,
+    Condition,
+    Model,
+    ObjectName,
+    SecretKeyRef,
+    keyed_by_name,
+)
 from kubetune.api.podspec import ENV_NAME, PodMetadata, PodSecurity, QualifiedName, Quantity, label_problems
 
 KIND = "ModelServe"
@@ -46,6 +56,8 @@ class Phase(StrEnum):
 class ServedModelSpec(Model):
     """The base model vLLM serves."""
 
+    cel_rules = (HUB_TOKEN_ONLY_FOR_HUB,)
+
     source: str = Field(
         pattern=MODEL_SOURCE,
         description="`pvc://<claim>/<path>`, `hf://<org>/<name>` or `ms://<org>/<name>` (the same forms as a "
@@ -65,6 +77,13 @@ class ServedModelSpec(Model):
 class AdapterSpec(Model):
     """A LoRA adapter, served under its own model name."""
 
+    cel_rules = (
+        Rule(
+            "has(self.path) != has(self.fineTuneJob)",
+            "each adapter needs exactly one of path and fineTuneJob",
+        ),
+    )
+
     name: str = Field(pattern=ADAPTER_NAME, description="The model name clients use for this adapter.")
     path: str | None = Field(
         None,
@@ -74,12 +93,6 @@ class AdapterSpec(Model):
     fine_tune_job: ObjectName | None = Field(
         None, description="A FineTuneJob in the same namespace: its adapter, once it has Succeeded."
     )
-
-    @model_validator(mode="after")
-    def _exactly_one_source(self) -> AdapterSpec:
-        if (self.path is None) == (self.fine_tune_job is None):
-            raise ValueError(f"adapter {self.name}: set exactly one of path and fineTuneJob")
-        return self
 
 
 class EngineSpec(Model):
@@ -169,6 +182,17 @@ class ServeResources(Model):
 class AutoscalingSpec(Model):
     """Scale on vLLM's own queue length: an HPA on the ModelServe's /scale, or a KEDA ScaledObject."""
 
+    cel_rules = (
+        Rule(
+            "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+            "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        ),
+        Rule(
+            "!has(self.provider) || self.provider != 'keda' || has(self.prometheusAddress)",
+            "autoscaling.prometheusAddress is needed when provider is keda",
+        ),
+    )
+
     min_replicas: int = Field(1, ge=1, description="Fewest replicas.")
     max_replicas: int = Field(ge=1, description="Most replicas.")
     target_waiting_requests: float = Field(
@@ -183,14 +207,6 @@ class AutoscalingSpec(Model):
     )
     prometheus_address: str | None = Field(None, description="Prometheus URL for KEDA's trigger (keda).")
 
-    @model_validator(mode="after")
-    def _bounds(self) -> AutoscalingSpec:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
-        if self.provider == "keda" and not self.prometheus_address:
-            raise ValueError("autoscaling.prometheusAddress is needed when provider is keda")
-        return self
-
 
 class ServeStorage(Model):
     claim: ObjectName = Field(description="The PersistentVolumeClaim with the model and the adapters.")
@@ -200,7 +216,7 @@ class ServeStorage(Model):
 class ModelServeSpec(Model):
     model: ServedModelSpec
     storage: ServeStorage
-    adapters: list[AdapterSpec] = Field(
+    adapters: Annotated[list[AdapterSpec], keyed_by_name("adapter")] = Field(
         default_factory=list,
         max_length=64,
         description="LoRA adapters, each served under its own name (unique).",
@@ -219,12 +235,10 @@ class ModelServeSpec(Model):
     )
 
     @model_validator(mode="after")
-    def _unique_names(self) -> ModelServeSpec:
-        names = [a.name for a in self.adapters]
+    def _adapters_not_named_as_the_model(self) -> ModelServeSpec:
         served = self.served_model_name_or(None)
-        duplicates = sorted({n for n in names if names.count(n) > 1} | ({served} & set(names)))
-        if duplicates:
-            raise ValueError(f"adapter names must be unique and differ from the served model: {duplicates}")
+        if served in {a.name for a in self.adapters}:
+            raise ValueError(f"adapter names must differ from the served model: {served}")
         return self
 
     def served_model_name_or(self, default: str | None) -> str | None:

@@ -12,7 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from kubetune.api.common import HUB_TOKEN_ENV, Model, SecretKeyRef
+from kubetune.api.cel import Rule
+from kubetune.api.common import HUB_TOKEN_ENV, Model, SecretKeyRef, keyed_by_name
 
 # A resource quantity as Kubernetes parses it: `32`, `500m`, `256Gi`, `1.5`, `2e3`.
 QUANTITY = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
@@ -54,6 +55,14 @@ class PodSecurity(Model):
     one of those for a cluster or an image that needs it; anything else about the pods stays the operator's.
     """
 
+    cel_rules = (
+        Rule(
+            "!has(self.runAsUser) || self.runAsUser != 0 || (has(self.runAsNonRoot) && !self.runAsNonRoot)",
+            "podSecurity.runAsUser 0 is root: set podSecurity.runAsNonRoot: false as well",
+            field_path=".runAsUser",
+        ),
+    )
+
     run_as_non_root: bool = Field(
         True, description="Refuse to start a container as root (default true; `restricted` needs it)."
     )
@@ -79,13 +88,6 @@ class PodSecurity(Model):
         description="Linux capabilities to add back after dropping all (`restricted` allows only "
         "NET_BIND_SERVICE).",
     )
-
-    @model_validator(mode="after")
-    def _root_needs_consent(self) -> PodSecurity:
-        # The same rule as the CRD's CEL (kubetune.api.crd).
-        if self.run_as_user == 0 and self.run_as_non_root:
-            raise ValueError("podSecurity.runAsUser 0 is root: set podSecurity.runAsNonRoot: false as well")
-        return self
 
 
 class SecretEnvVar(Model):
@@ -113,6 +115,7 @@ SecretEnv = Annotated[
         "take in `config` (`SWANLAB_API_KEY`, `WANDB_API_KEY`, ...): the value never leaves the Secret.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     ),
+    keyed_by_name("secretEnv"),
 ]
 
 

@@ -92,4 +92,6 @@ def _rules(node: dict[str, Any], path: str) -> list[tuple[str, dict[str, str]]]:
     found = [(path, rule) for rule in node.get("x-kubernetes-validations", [])]
     for name, child in (node.get("properties") or {}).items():
         found += _rules(child, f"{path}.{name}" if path else name)
+    if "items" in node:  # each item of a list: `adapters[]`
+        found += _rules(node["items"], f"{path}[]")
     return found

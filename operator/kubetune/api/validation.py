@@ -1,15 +1,22 @@
-"""The operator's own checks of a spec, beyond what the CRD schema and CEL rules already refuse."""
+"""A resource's spec checked offline and by the operator: the models (the CRD's schema and CEL rules, with
+the API server's messages), then the operator's own checks beyond them."""
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from kubetune.api import API_VERSION
 from kubetune.api import finetunejob as ftj
-from kubetune.api.common import Problem  # defined with the shared types; imported from here too
+from kubetune.api import modelserve as ms
+from kubetune.api.cel import CEL_ERROR
+from kubetune.api.common import NAME_RULE, Problem  # defined with the shared types; imported from here too
 from kubetune.api.llamafactory import ARGUMENTS, OWNED_KEYS, check_config, check_template
+
+SpecModel = TypeVar("SpecModel", ftj.FineTuneJobSpec, ms.ModelServeSpec)
 
 # LLaMA-Factory arguments that carry a credential (their names say so: `swanlab_api_key`,
 # `swanlab_lark_secret`, ...). In `spec.config` they would be stored in the resource and copied into the
@@ -21,17 +28,53 @@ SECRET_ENV = {"swanlab_api_key": "SWANLAB_API_KEY"}
 
 
 def describe(error: ValidationError, prefix: str = "spec") -> str:
+    """Each problem as `spec.field[index].field: what is wrong`, in the API server's words where it has
+    them (`Required value`, `unknown field`), at the field a CEL rule points to (its fieldPath)."""
     messages = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"])
-        messages.append(f"{prefix}.{where}: {item['msg']}" if where else f"{prefix}: {item['msg']}")
+        where = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"])
+        if item["type"] == CEL_ERROR:
+            where += (item.get("ctx") or {}).get("field_path", "")
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            message = "Required value"
+        elif item["type"] == "extra_forbidden":
+            message = f'unknown field "{where}": remove it (or check its spelling)'
+        elif item["type"] in _JSON_TYPES:
+            message = f"must be of type {_JSON_TYPES[item['type']]}: {message}"
+        messages.append(f"{where}: {message}")
     return "; ".join(messages)
 
 
-def finetunejob_spec(raw_spec: dict[str, Any]) -> tuple[ftj.FineTuneJobSpec | None, list[Problem]]:
-    """The spec against the models, then `config` against the pinned LLaMA-Factory release."""
+# pydantic's type errors, by the JSON type the API server names.
+_JSON_TYPES = {
+    "dict_type": "object",
+    "model_type": "object",
+    "list_type": "array",
+    "string_type": "string",
+    "int_type": "integer",
+    "int_parsing": "integer",
+    "int_from_float": "integer",
+    "float_type": "number",
+    "float_parsing": "number",
+    "bool_type": "boolean",
+    "bool_parsing": "boolean",
+}
+
+
+def _parse(model: type[SpecModel], raw_spec: dict[str, Any], strict: bool) -> SpecModel:
+    if strict:  # a manifest as written: JSON types as the API server checks them (no "2" for 2)
+        return model.model_validate_json(json.dumps(raw_spec or {}), strict=True)
+    return model.model_validate(raw_spec or {})
+
+
+def finetunejob_spec(
+    raw_spec: dict[str, Any], strict: bool = False
+) -> tuple[ftj.FineTuneJobSpec | None, list[Problem]]:
+    """The spec against the models, then `config` against the pinned LLaMA-Factory release. `strict`: a
+    manifest not yet through the API server, whose JSON types are still to be checked."""
     try:
-        spec = ftj.FineTuneJobSpec.model_validate(raw_spec or {})
+        spec = _parse(ftj.FineTuneJobSpec, raw_spec, strict)
     except ValidationError as error:
         return None, [Problem("InvalidSpec", describe(error), terminal=True)]
     template = None
@@ -41,6 +84,40 @@ def finetunejob_spec(raw_spec: dict[str, Any]) -> tuple[ftj.FineTuneJobSpec | No
     problems = [Problem("InvalidConfig", p.message, terminal=True) for p in found]
     problems += [Problem("InvalidConfig", m, terminal=True) for m in secret_problems(spec.config)]
     return spec, problems
+
+
+def modelserve_spec(
+    raw_spec: dict[str, Any], strict: bool = False
+) -> tuple[ms.ModelServeSpec | None, list[Problem]]:
+    """The spec against the models (their schema and CEL rules); `strict` as for finetunejob_spec."""
+    try:
+        return _parse(ms.ModelServeSpec, raw_spec, strict), []
+    except ValidationError as error:
+        return None, [Problem("InvalidSpec", describe(error), terminal=True)]
+
+
+SPEC_CHECKS = {ftj.KIND: finetunejob_spec, ms.KIND: modelserve_spec}
+
+
+def resource_problems(document: dict[str, Any]) -> list[Problem]:
+    """What the API server and then the operator would refuse in a whole kubetune resource, offline."""
+    kind = document.get("kind")
+    if kind not in SPEC_CHECKS:
+        return [Problem("UnsupportedKind", f"unsupported kind {kind!r}", terminal=True)]
+    problems = []
+    if document.get("apiVersion") != API_VERSION:
+        found = document.get("apiVersion")
+        problems.append(Problem("InvalidSpec", f"apiVersion: {found!r}: set {API_VERSION}", terminal=True))
+    metadata = document.get("metadata")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
+        problems.append(Problem("InvalidSpec", "metadata.name: Required value: name the resource", True))
+    elif not NAME_RULE.holds({"metadata": metadata}):
+        problems.append(Problem("InvalidSpec", NAME_RULE.message, terminal=True))
+    if not isinstance(document.get("spec"), dict):
+        problems.append(Problem("InvalidSpec", "spec: Required value: an object", terminal=True))
+        return problems
+    _, found = SPEC_CHECKS[kind](document["spec"], strict=True)
+    return problems + found
 
 
 def secret_problems(config: dict[str, Any]) -> list[str]:

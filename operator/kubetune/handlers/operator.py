@@ -115,8 +115,8 @@ class Controller:
                 return []
             return [Key(kind, namespace, meta["name"])]
         if kind == "PersistentVolumeClaim":
-            # A claim that appeared or went: the resources waiting for it (MissingClaim) look again.
-            if event_type not in ("ADDED", "DELETED"):
+            # A claim that appeared: the resources waiting for it (MissingClaim) look again.
+            if event_type != "ADDED":  # a claim in use cannot go (its protection finalizer waits)
                 return []
             return [
                 Key(k, namespace, o["metadata"]["name"])
@@ -210,6 +210,11 @@ class Controller:
         finally:
             RECONCILE_SECONDS.labels(key.kind).observe(time.perf_counter() - started)
         RECONCILES.labels(key.kind, "changed" if outcome.changed else "unchanged").inc()
+        log.debug(
+            "reconciled %s in %.3fs: %s%s", key, time.perf_counter() - started,
+            "status written" if outcome.changed else "no change",
+            f", again in {outcome.requeue_after:.1f}s" if outcome.requeue_after is not None else "",
+        )  # fmt: skip
         return outcome
 
     # --- the periodic resync: it queues, the workers reconcile --------------------------------------

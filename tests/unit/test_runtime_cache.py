@@ -1,0 +1,183 @@
+"""The watch caches and what an event queues (runtime/cache.py, handlers/operator.py's Controller)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kubetune.config import OperatorConfig
+from kubetune.handlers.operator import Controller
+from kubetune.handlers.outcome import Key
+from kubetune.runtime.cache import Cache
+
+
+def obj(
+    kind: str, name: str, namespace: str = "ns", rv: str = "1", uid: str | None = None, **extra: Any
+) -> dict:
+    meta = {"name": name, "namespace": namespace, "resourceVersion": rv, "uid": uid or f"uid-{name}"}
+    meta.update(extra.pop("metadata", {}))
+    return {"kind": kind, "metadata": meta, **extra}
+
+
+def pod(name: str, owner: str, phase: str = "Running", rv: str = "1", **labels: str) -> dict:
+    return obj(
+        "Pod", name, rv=rv,
+        metadata={
+            "labels": {"kubetune.io/finetunejob": owner, **labels},
+            "managedFields": [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}],
+        },
+        spec={"containers": [{"name": "trainer", "args": ["y" * 999]}], "nodeName": "n1"},
+        status={"phase": phase},
+    )  # fmt: skip
+
+
+def test_a_pod_is_kept_without_its_spec_and_field_managers() -> None:
+    cache = Cache()
+    cache.upsert("Pod", pod("p0", "a"))
+    kept = cache.get("Pod", "ns", "p0")
+    assert kept == {
+        "metadata": {
+            "name": "p0", "namespace": "ns", "resourceVersion": "1", "uid": "uid-p0",
+            "labels": {"kubetune.io/finetunejob": "a"},
+        },
+        "spec": {"nodeName": "n1"},
+        "status": {"phase": "Running"},
+    }  # fmt: skip
+
+
+def test_a_job_keeps_suspend_not_its_template() -> None:
+    cache = Cache()
+    job = obj(
+        "Job", "a-a1", spec={"suspend": True, "template": {"spec": {"containers": []}}}, status={"active": 1}
+    )
+    cache.upsert("Job", job)
+    assert cache.get("Job", "ns", "a-a1")["spec"] == {"suspend": True}
+
+
+def test_listing_by_owner_label_finds_only_that_owners_objects() -> None:
+    cache = Cache()
+    for index in range(3):
+        cache.upsert("Pod", pod(f"a-{index}", "a", **{"kubetune.io/attempt": str(index % 2 + 1)}))
+    cache.upsert("Pod", pod("b-0", "b"))
+    cache.upsert(
+        "Pod", {**pod("a-other-ns", "a"), "metadata": {**pod("x", "a")["metadata"], "namespace": "other"}}
+    )
+    names = [p["metadata"]["name"] for p in cache.list("Pod", "ns", {"kubetune.io/finetunejob": "a"})]
+    assert names == ["a-0", "a-1", "a-2"]
+    attempt = cache.list("Pod", "ns", {"kubetune.io/finetunejob": "a", "kubetune.io/attempt": "2"})
+    assert [p["metadata"]["name"] for p in attempt] == ["a-1"]
+    assert len(cache.list("Pod")) == 5
+
+
+def test_a_relabelled_object_leaves_its_old_owners_listing() -> None:
+    cache = Cache()
+    cache.upsert("Pod", pod("p", "a", rv="1"))
+    cache.upsert("Pod", pod("p", "b", rv="2"))
+    assert cache.list("Pod", "ns", {"kubetune.io/finetunejob": "a"}) == []
+    assert len(cache.list("Pod", "ns", {"kubetune.io/finetunejob": "b"})) == 1
+
+
+def test_an_older_version_never_replaces_a_newer_one() -> None:
+    cache = Cache()
+    cache.upsert("Pod", pod("p", "a", phase="Running", rv="20"))
+    assert not cache.upsert("Pod", pod("p", "a", phase="Pending", rv="9"))
+    assert cache.get("Pod", "ns", "p")["status"]["phase"] == "Running"
+
+
+def test_a_recreated_object_replaces_the_old_one_whatever_its_version() -> None:
+    cache = Cache()
+    cache.upsert("Job", obj("Job", "j", rv="50", uid="old"))
+    assert cache.upsert("Job", obj("Job", "j", rv="3", uid="new"))
+    assert cache.get("Job", "ns", "j")["metadata"]["uid"] == "new"
+
+
+def test_what_a_reader_changes_does_not_change_the_cache() -> None:
+    cache = Cache()
+    cache.upsert("Pod", pod("p", "a"))
+    cache.get("Pod", "ns", "p")["status"]["phase"] = "Failed"
+    cache.list("Pod", "ns")[0]["status"]["phase"] = "Failed"
+    assert cache.get("Pod", "ns", "p")["status"]["phase"] == "Running"
+
+
+@pytest.fixture
+def controller() -> Controller:
+    return Controller(kube=None, config=OperatorConfig())  # type: ignore[arg-type]
+
+
+def queued(controller: Controller) -> list[Key]:
+    out = []
+    while (item := controller.queue.get(timeout=0)) is not None:
+        out.append(item.key)
+        controller.queue.done(item.key)
+    return out
+
+
+def ftj(name: str, generation: int = 1, observed: int | None = None, claim: str = "shared") -> dict:
+    status = {"observedGeneration": observed} if observed is not None else {}
+    return obj(
+        "FineTuneJob",
+        name,
+        metadata={"generation": generation},
+        spec={"storage": {"claim": claim}},
+        status=status,
+    )
+
+
+def test_events_of_a_jobs_pods_queue_it_once(controller: Controller) -> None:
+    for index in range(64):
+        controller.observed("Pod", "MODIFIED", pod(f"wide-{index}", "wide"))
+    controller.observed(
+        "Job", "MODIFIED", obj("Job", "wide-a1", metadata={"labels": {"kubetune.io/finetunejob": "wide"}})
+    )
+    assert queued(controller) == [Key("FineTuneJob", "ns", "wide")]
+
+
+def test_the_operators_own_status_write_queues_nothing(controller: Controller) -> None:
+    controller.observed("FineTuneJob", "MODIFIED", ftj("a", generation=2, observed=2))
+    assert queued(controller) == []
+    controller.observed("FineTuneJob", "MODIFIED", ftj("a", generation=3, observed=2))  # a spec edit
+    controller.observed("FineTuneJob", None, ftj("b", generation=1, observed=1))  # listed at start
+    assert queued(controller) == [Key("FineTuneJob", "ns", "a"), Key("FineTuneJob", "ns", "b")]
+
+
+def test_a_deleted_object_leaves_the_cache_and_wakes_its_owner(controller: Controller) -> None:
+    controller.observed("Pod", "ADDED", pod("p", "a"))
+    queued(controller)
+    controller.observed("Pod", "DELETED", pod("p", "a"))
+    assert controller.cache.get("Pod", "ns", "p") is None
+    assert queued(controller) == [Key("FineTuneJob", "ns", "a")]
+
+
+def test_a_claim_created_wakes_what_waits_for_it(controller: Controller) -> None:
+    controller.observed("FineTuneJob", "ADDED", ftj("uses-it"))
+    controller.observed("FineTuneJob", "ADDED", ftj("another", claim="other"))
+    queued(controller)
+    controller.observed("PersistentVolumeClaim", "ADDED", obj("PersistentVolumeClaim", "shared"))
+    assert queued(controller) == [Key("FineTuneJob", "ns", "uses-it")]
+    controller.observed("PersistentVolumeClaim", "MODIFIED", obj("PersistentVolumeClaim", "shared", rv="2"))
+    assert queued(controller) == []
+
+
+def test_a_modelserves_pods_and_deployment_queue_the_modelserve(controller: Controller) -> None:
+    labels = {"metadata": {"labels": {"kubetune.io/modelserve": "qwen"}}}
+    controller.observed("Deployment", "MODIFIED", obj("Deployment", "qwen-vllm", **labels))
+    controller.observed("Pod", "MODIFIED", obj("Pod", "qwen-vllm-x", **labels))
+    assert queued(controller) == [Key("ModelServe", "ns", "qwen")]
+
+
+def test_the_resync_queues_what_can_still_change(controller: Controller) -> None:
+    done = ftj("done")
+    done["status"] = {"phase": "Succeeded"}
+    expiring = ftj("expiring")
+    expiring["status"] = {"phase": "Failed"}
+    expiring["spec"]["ttlSecondsAfterFinished"] = 60
+    for body in (ftj("running"), done, expiring):
+        controller.cache.upsert("FineTuneJob", body)
+    controller.cache.upsert("ModelServe", obj("ModelServe", "qwen"))
+    controller.resync()
+    items = []
+    while (item := controller.queue.get(timeout=0)) is not None:
+        items.append((item.key.name, item.full))
+        controller.queue.done(item.key)
+    assert sorted(items) == [("expiring", True), ("qwen", True), ("running", True)]
