@@ -189,7 +189,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.verbose:
         # kopf logs every handler run per object; the handlers only record and queue (the reconciles log).
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    kube = Kube.from_environment(args.kubeconfig)
+    # A connection for each worker and each of their parallel writes.
+    kube = Kube.from_environment(args.kubeconfig, pool_size=config.workers * 4)
     election = config.leader_election
     if election is not None:
         # Several replicas: only the one holding the Lease runs anything (handlers/leader.py says why).

@@ -29,7 +29,7 @@ class OperatorConfig:
     sidecar_image: str = OPERATOR_IMAGE  # the ModelServe pods' adapter-sync sidecar
     metrics_port: int = 8080
     resync_seconds: float = 60.0
-    workers: int = 8  # reconcile workers: each holds one resource at a time
+    workers: int = 16  # reconcile workers: each holds one resource at a time
     leader_election: LeaderElection | None = None
     peering: str | None = None  # kopf's peering (old installs; the chart uses the Lease)
     priority: int = 0
@@ -58,7 +58,7 @@ class OperatorConfig:
             sidecar_image=env.get("KUBETUNE_OPERATOR_IMAGE", OPERATOR_IMAGE),
             metrics_port=int(env.get("KUBETUNE_METRICS_PORT", "8080")),
             resync_seconds=float(env.get("KUBETUNE_RESYNC_SECONDS", "60")),
-            workers=int(env.get("KUBETUNE_WORKERS", "8")),
+            workers=int(env.get("KUBETUNE_WORKERS", "16")),
             leader_election=election,
             peering=env.get("KUBETUNE_PEERING") or None,
             priority=int(env.get("KUBETUNE_PRIORITY", "0")),

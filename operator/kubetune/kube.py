@@ -264,6 +264,10 @@ class Kube:
             if error.status not in (409, 422):  # changed meanwhile: the apply goes ahead as it is
                 raise
 
+    def ensure_all(self, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`ensure` for objects that do not depend on one another (here one after the other)."""
+        return [self.ensure(manifest) for manifest in manifests]
+
     def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         meta = manifest["metadata"]
         return self._call("POST", KINDS[manifest["kind"]].path(meta.get("namespace")), body=manifest)

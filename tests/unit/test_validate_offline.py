@@ -88,3 +88,12 @@ def test_every_rule_compiles_with_the_offline_interpreter() -> None:
     assert len(rules) >= 12
     for rule in rules:
         assert rule.program is not None
+
+
+def test_validate_refuses_a_modelserve_whose_model_is_on_another_claim(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The operator's own cross-field check (no CEL rule: the claim is named inside a URI).
+    code, out = validate(tmp_path, serve_edit("model.source", "pvc://other/models/qwen"), capsys)
+    assert code == 1, out
+    assert "spec.model.source is on claim other" in out

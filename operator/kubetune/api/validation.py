@@ -89,11 +89,25 @@ def finetunejob_spec(
 def modelserve_spec(
     raw_spec: dict[str, Any], strict: bool = False
 ) -> tuple[ms.ModelServeSpec | None, list[Problem]]:
-    """The spec against the models (their schema and CEL rules); `strict` as for finetunejob_spec."""
+    """The spec against the models (their schema and CEL rules), then what the operator checks across
+    fields; `strict` as for finetunejob_spec."""
     try:
-        return _parse(ms.ModelServeSpec, raw_spec, strict), []
+        spec = _parse(ms.ModelServeSpec, raw_spec, strict)
     except ValidationError as error:
         return None, [Problem("InvalidSpec", describe(error), terminal=True)]
+    problems = []
+    if spec.model.source.startswith("pvc://"):
+        model_claim = spec.model.source.removeprefix("pvc://").partition("/")[0]
+        if model_claim != spec.storage.claim:
+            problems.append(
+                Problem(
+                    "InvalidSpec",
+                    f"spec.model.source is on claim {model_claim}: serve from spec.storage.claim "
+                    f"({spec.storage.claim}), where the trainer wrote the adapters",
+                    terminal=True,
+                )
+            )
+    return spec, problems
 
 
 SPEC_CHECKS = {ftj.KIND: finetunejob_spec, ms.KIND: modelserve_spec}

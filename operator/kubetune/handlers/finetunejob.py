@@ -258,8 +258,7 @@ def reconcile(kube: Kube, body: dict[str, Any], settings: TrainerSettings) -> Ou
                 # An attempt takes what its children say when it starts: they are written then (a
                 # running attempt's pods have read them already), and a Job exists only after them.
                 if job is None:
-                    for child in render.children(target)[:-1]:
-                        kube.ensure(child)
+                    kube.ensure_all(render.children(target)[:-1])
                 if job is None and waiting_for_preprocess:
                     preprocess = _apply_preprocess(kube, target, preprocess)  # type: ignore[arg-type]
                 elif job is None:

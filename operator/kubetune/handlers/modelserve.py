@@ -13,11 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.rest import ApiException
-from pydantic import ValidationError
 
 from kubetune.api import modelserve as ms
 from kubetune.api.defaults import TrainerSettings
-from kubetune.api.validation import Problem, describe
+from kubetune.api.validation import Problem, modelserve_spec
 from kubetune.handlers import events
 from kubetune.handlers.outcome import Outcome
 from kubetune.kube import ChildRefused, Kube, NotOurs, child_problem
@@ -123,12 +122,7 @@ def reconcile(
     meta = body["metadata"]
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
     previous = body.get("status") or {}
-    problems: list[Problem] = []
-    try:
-        spec = ms.ModelServeSpec.model_validate(body.get("spec") or {})
-    except ValidationError as error:
-        spec = None
-        problems.append(Problem("InvalidSpec", describe(error), terminal=True))
+    spec, problems = modelserve_spec(body.get("spec") or {})
 
     adapter_states: list[status_of.AdapterState] = []
     resolved: list[render.ResolvedAdapter] = []
@@ -143,17 +137,6 @@ def reconcile(
             adapter_states.append(state)
             if ready is not None:
                 resolved.append(ready)
-        if spec.model.source.startswith("pvc://"):
-            model_claim = spec.model.source.removeprefix("pvc://").partition("/")[0]
-            if model_claim != spec.storage.claim:
-                problems.append(
-                    Problem(
-                        "InvalidSpec",
-                        f"spec.model.source is on claim {model_claim}: serve from spec.storage.claim "
-                        f"({spec.storage.claim}), where the trainer wrote the adapters",
-                        terminal=True,
-                    )
-                )
         if not problems and kube.get("PersistentVolumeClaim", namespace, spec.storage.claim) is None:
             problems.append(
                 Problem(

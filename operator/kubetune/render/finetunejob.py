@@ -35,6 +35,8 @@ from kubetune.render.placement import Placement, place, resource_requirements
 from kubetune.render.pods import SHM_VOLUME, secret_env, secure, shared_memory
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# libyaml's dumper writes the same text as PyYAML's own, ten times faster (a config per attempt).
+YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 FTJ_LABEL = f"{LABEL_PREFIX}/finetunejob"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 MODEL_READY_MARKER = ".kubetune-complete"
@@ -164,7 +166,7 @@ def deepspeed_config(target: FineTuneJobTarget) -> dict[str, Any] | None:
 
 def config_map(target: FineTuneJobTarget) -> dict[str, Any]:
     data = {
-        LLAMAFACTORY_CONFIG_FILE: yaml.safe_dump(llamafactory_config(target), sort_keys=False),
+        LLAMAFACTORY_CONFIG_FILE: yaml.dump(llamafactory_config(target), Dumper=YAML_DUMPER, sort_keys=False),
         DATASET_INFO_FILE: json.dumps(dataset_info(target), indent=2, sort_keys=True) + "\n",
     }
     deepspeed = deepspeed_config(target)

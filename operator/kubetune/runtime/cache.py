@@ -12,13 +12,17 @@ everything read, and status is compared with what was written last (`CachedKube`
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from kubetune.api.defaults import LABEL_PREFIX
 from kubetune.kube import Kube
+
+log = logging.getLogger("kubetune.events")
 
 # Labels that name an owner: the index the reconciles' label selectors go through.
 INDEXED_LABELS = (
@@ -179,8 +183,12 @@ class CachedKube:
     write goes to the API server; what a write returns is kept in the cache at once (the watch event that
     follows may take a while), so the next reconcile does not decide on what it has just changed."""
 
-    def __init__(self, kube: Kube, cache: Cache):
+    def __init__(self, kube: Kube, cache: Cache, writers: int = 32):
         self.kube, self.cache = kube, cache
+        # Independent creations go out together; Events are recorded in the background, as client-go's
+        # recorder does (a reconcile never waits for one, and never decides on one).
+        self._writers = ThreadPoolExecutor(writers, thread_name_prefix="writer")
+        self._events = ThreadPoolExecutor(2, thread_name_prefix="events")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.kube, name)
@@ -206,8 +214,28 @@ class CachedKube:
     def ensure(self, manifest: dict[str, Any]) -> dict[str, Any]:
         return self._kept(manifest["kind"], self.kube.ensure(manifest))
 
+    def ensure_all(self, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`ensure` for objects that do not depend on one another, all at once; the first error is raised
+        once every one was tried (the next reconcile tries again)."""
+        futures = [self._writers.submit(self.ensure, manifest) for manifest in manifests]
+        wait(futures)
+        return [future.result() for future in futures]
+
     def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        if manifest["kind"] == "Event":
+            self._events.submit(self._record, manifest)
+            return manifest
         return self._kept(manifest["kind"], self.kube.create(manifest))
+
+    def _record(self, event: dict[str, Any]) -> None:
+        involved = event.get("involvedObject") or {}
+        try:
+            self.kube.create(event)
+        except Exception as error:  # an Event that cannot be recorded is logged, never fatal
+            log.warning(
+                "could not record event %s on %s/%s: %s",
+                event.get("reason"), involved.get("namespace"), involved.get("name"), error,
+            )  # fmt: skip
 
     def patch_merge(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self._kept(kind, self.kube.patch_merge(kind, namespace, name, patch))
