@@ -13,7 +13,11 @@ from kubetune.api import API_VERSION
 from kubetune.api import finetunejob as ftj
 from kubetune.api import modelserve as ms
 from kubetune.api.cel import CEL_ERROR
-from kubetune.api.common import NAME_RULE, Problem  # defined with the shared types; imported from here too
+from kubetune.api.common import (  # Problem is defined with the shared types; imported from here too
+    NAME_RULE,
+    Problem,
+    source_claim_and_path,
+)
 from kubetune.api.llamafactory import ARGUMENTS, OWNED_KEYS, check_config, check_template
 
 SpecModel = TypeVar("SpecModel", ftj.FineTuneJobSpec, ms.ModelServeSpec)
@@ -96,8 +100,9 @@ def modelserve_spec(
     except ValidationError as error:
         return None, [Problem("InvalidSpec", describe(error), terminal=True)]
     problems = []
-    if spec.model.source.startswith("pvc://"):
-        model_claim = spec.model.source.removeprefix("pvc://").partition("/")[0]
+    on_claim = source_claim_and_path(spec.model.source)
+    if on_claim is not None:
+        model_claim = on_claim[0]
         if model_claim != spec.storage.claim:
             problems.append(
                 Problem(
