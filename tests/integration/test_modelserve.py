@@ -302,16 +302,29 @@ def test_bad_adapters_are_refused_by_the_api_server(
         assert word in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize(
+    ("source", "token_variable"),
+    [
+        ("hf://Qwen/Qwen2.5-0.5B-Instruct", "HF_TOKEN"),
+        ("ms://qwen/Qwen2.5-0.5B-Instruct", "MODELSCOPE_API_TOKEN"),
+    ],
+    ids=["hf", "ms"],
+)
 def test_a_hub_model_is_fetched_into_a_writable_claim_and_served_read_only(
-    namespace: str, claim: tuple[str, object], api: client.ApiClient
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, source: str, token_variable: str
 ) -> None:
     serves = ModelServes(api, namespace)
-    serves.create(modelserve("hub", model={"source": "hf://Qwen/Qwen2.5-0.5B-Instruct"}))
+    model = {"source": source, "hubTokenSecret": {"name": "hub-token", "key": "token"}}
+    serves.create(modelserve("hub", model=model))
     serves.wait("hub", lambda s: s.get("phase") == "Ready", "Ready")
     pod = client.AppsV1Api(api).read_namespaced_deployment("hub-vllm", namespace).spec.template.spec
     claim_volume = next(v for v in pod.volumes if v.name == "claim")
     assert not claim_volume.persistent_volume_claim.read_only, "fetch-model writes the model cache"
     fetch = next(c for c in pod.init_containers if c.name == "fetch-model")
     assert [(m.name, bool(m.read_only)) for m in fetch.volume_mounts] == [("claim", False)]
+    # The variable the hub's own client reads (ModelScope's never read HF_TOKEN); vLLM gets none.
+    tokens = [(e.name, e.value_from.secret_key_ref.name) for e in fetch.env or []]
+    assert tokens == [(token_variable, "hub-token")]
+    assert not {e.name for e in pod.containers[0].env or []} & {"HF_TOKEN", "MODELSCOPE_API_TOKEN"}
     for container in [pod.containers[0], next(c for c in pod.init_containers if c.name == "adapter-sync")]:
         assert next(m for m in container.volume_mounts if m.name == "claim").read_only is True

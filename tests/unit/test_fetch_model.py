@@ -61,6 +61,21 @@ def test_unmarked_files_at_the_destination_are_moved_aside_not_deleted(tmp_path:
     assert len(aside) == 1 and (aside[0] / "half.bin").read_text() == "someone's bytes"
 
 
+def test_a_download_finished_first_by_another_pod_is_kept(tmp_path: Path) -> None:
+    """Two ModelServe replicas (or two FineTuneJobs) of one hub model both download: the first complete copy
+    stays where it is (a vLLM may be loading it), the later one is dropped."""
+    dest = tmp_path / "cache/m"
+    first = FakeHub()
+
+    def other_pod_finishes_meanwhile(scheme: str, repo_id: str, revision: str | None, into: Path) -> None:
+        fetch("hf://org/m", dest, download=first)
+        FakeHub()(scheme, repo_id, revision, into)
+
+    assert fetch("hf://org/m", dest, download=other_pod_finishes_meanwhile) == "cached"
+    assert first.calls == 1 and (dest / MARKER).exists()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["m"], "no copy moved aside, no partial left"
+
+
 def test_other_ranks_wait_for_rank_zero(tmp_path: Path) -> None:
     dest = tmp_path / "cache/m"
     hub = FakeHub()

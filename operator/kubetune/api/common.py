@@ -1,7 +1,9 @@
-"""Pieces shared by the kubetune resources: the model base class and small reference types."""
+"""Pieces shared by the kubetune resources: the model base class, small reference types, model sources, and
+the problem type both kinds report."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any, ClassVar
 
@@ -25,6 +27,14 @@ CLAIM_MOUNT_PATH = "/mnt/claim"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+RELATIVE_PATH = r"^[^/].*$"
+
+# A base model, for a FineTuneJob and a ModelServe alike: a directory on a claim, or a hub id.
+MODEL_SOURCE = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|hf://[^/\s]+/[^/\s]+|ms://[^/\s]+/[^/\s]+)$"
+# The variable each hub's own client reads its token from: huggingface_hub reads HF_TOKEN, ModelScope's
+# client (modelscope_hub, under `modelscope`) MODELSCOPE_API_TOKEN. `kubetune fetch-model` downloads with
+# those clients, in every pod of either kind that fetches a hub model.
+HUB_TOKEN_ENV = {"hf": "HF_TOKEN", "ms": "MODELSCOPE_API_TOKEN"}
 
 # Children and pod hostnames are named after the resource: a DNS label keeps every one of them valid (a rule
 # on the whole resource, in the CRD's root).
@@ -152,3 +162,30 @@ class Condition(Model):
     message: str | None = Field(None, description="A human-readable explanation.")
     last_transition_time: str | None = Field(None, description="When the status last changed.")
     observed_generation: int | None = Field(None, description="The .metadata.generation it was set for.")
+
+
+def source_scheme(source: str) -> str:
+    """`pvc`, `hf` or `ms`: the part of a model source before `://`."""
+    return source.split("://", 1)[0]
+
+
+def source_hub_id(source: str) -> str | None:
+    """`org/name` of a hub source; None for `pvc://`."""
+    return None if source_scheme(source) == "pvc" else source.split("://", 1)[1]
+
+
+def source_claim_and_path(source: str) -> tuple[str, str] | None:
+    """(claim, path on it) of a `pvc://` source; None for a hub source."""
+    if source_scheme(source) != "pvc":
+        return None
+    claim, _, path = source.removeprefix("pvc://").partition("/")
+    return claim, path.strip("/")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong with a resource: its spec, its config, or what it refers to."""
+
+    reason: str  # InvalidSpec, InvalidConfig, MissingClaim, MissingSecret, MissingConfigMap, ...
+    message: str
+    terminal: bool  # True: the spec must change (Failed); False: waiting for something to appear (Pending)

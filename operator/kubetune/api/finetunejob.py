@@ -15,15 +15,21 @@ from pydantic import Field, model_validator
 from kubetune.api.cel import Rule
 from kubetune.api.common import (
     HUB_TOKEN_ONLY_FOR_HUB,
+    MODEL_SOURCE,
+    RELATIVE_PATH,
     Condition,
     ConfigMapKeyRef,
     Model,
     ObjectName,
     SecretKeyRef,
+    source_claim_and_path,
+    source_hub_id,
+    source_scheme,
 )
 from kubetune.api.datasetinfo import dataset_info_problems
 from kubetune.api.podspec import (
     LabelValue,
+    PodMetadata,
     PodSecurity,
     QualifiedName,
     Quantity,
@@ -35,9 +41,6 @@ KIND = "FineTuneJob"
 PLURAL = "finetunejobs"
 SINGULAR = "finetunejob"
 SHORT_NAMES = ["ftj"]
-
-MODEL_SOURCE = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|hf://[^/\s]+/[^/\s]+|ms://[^/\s]+/[^/\s]+)$"
-RELATIVE_PATH = r"^[^/].*$"
 
 DatasetName = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -94,18 +97,15 @@ class ModelSpec(Model):
 
     @property
     def scheme(self) -> str:
-        return self.source.split("://", 1)[0]
+        return source_scheme(self.source)
 
     @property
     def hub_id(self) -> str | None:
-        return None if self.scheme == "pvc" else self.source.split("://", 1)[1]
+        return source_hub_id(self.source)
 
     @property
     def claim_and_path(self) -> tuple[str, str] | None:
-        if self.scheme != "pvc":
-            return None
-        claim, _, path = self.source.removeprefix("pvc://").partition("/")
-        return claim, path.strip("/")
+        return source_claim_and_path(self.source)
 
 
 class PreprocessResources(Model):
@@ -351,20 +351,6 @@ class PostTrainingSpec(Model):
 
     merge: MergeSpec | None = Field(None, description="Merge the adapter into the base model (LoRA, OFT).")
     predict: PredictSpec | None = Field(None, description="Predict on datasets and report the metrics.")
-
-
-class PodMetadata(Model):
-    """Extra labels and annotations for the trainer pods (for sidecars, cost tracking, ...)."""
-
-    labels: dict[str, str] | None = Field(None, description="Labels added to the trainer pods.")
-    annotations: dict[str, str] | None = Field(None, description="Annotations added to the trainer pods.")
-
-    @model_validator(mode="after")
-    def _valid_labels(self) -> PodMetadata:
-        problems = label_problems(self.labels, "podMetadata.labels")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
 
 
 class FineTuneJobSpec(Model):

@@ -11,14 +11,15 @@ from pydantic import Field, model_validator
 from kubetune.api.cel import Rule
 from kubetune.api.common import (
     HUB_TOKEN_ONLY_FOR_HUB,
+    MODEL_SOURCE,
+    RELATIVE_PATH,
     Condition,
     Model,
     ObjectName,
     SecretKeyRef,
     keyed_by_name,
 )
-from kubetune.api.finetunejob import MODEL_SOURCE, RELATIVE_PATH, PodMetadata
-from kubetune.api.podspec import ENV_NAME, PodSecurity, QualifiedName, Quantity, label_problems
+from kubetune.api.podspec import ENV_NAME, PodMetadata, PodSecurity, QualifiedName, Quantity, label_problems
 
 KIND = "ModelServe"
 PLURAL = "modelserves"

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from kubetune.api.cel import Rule
-from kubetune.api.common import Model, SecretKeyRef, keyed_by_name
+from kubetune.api.common import HUB_TOKEN_ENV, Model, SecretKeyRef, keyed_by_name
 
 # A resource quantity as Kubernetes parses it: `32`, `500m`, `256Gi`, `1.5`, `2e3`.
 QUANTITY = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
@@ -41,7 +41,7 @@ Capability = Annotated[str, Field(pattern=r"^[A-Z][A-Z_]*$", max_length=64)]
 RESERVED_ENV_PREFIXES = ("KUBETUNE_", "VLLM_")
 RESERVED_ENV = frozenset(
     {"NNODES", "NODE_RANK", "NPROC_PER_NODE", "MASTER_ADDR", "MASTER_PORT", "FORCE_TORCHRUN", "HOME"}
-    | {"HF_TOKEN", "MODELSCOPE_API_TOKEN", "HF_HUB_OFFLINE"}
+    | {*HUB_TOKEN_ENV.values(), "HF_HUB_OFFLINE"}
 )
 
 # The uid the vLLM container runs as when the spec does not say: the upstream vLLM image has no non-root
@@ -130,8 +130,23 @@ def label_problems(labels: dict[str, str] | None, field: str) -> list[str]:
     return problems
 
 
+class PodMetadata(Model):
+    """Extra labels and annotations for the pods (for sidecars, cost tracking, ...)."""
+
+    labels: dict[str, str] | None = Field(None, description="Labels added to the pods.")
+    annotations: dict[str, str] | None = Field(None, description="Annotations added to the pods.")
+
+    @model_validator(mode="after")
+    def _valid_labels(self) -> PodMetadata:
+        problems = label_problems(self.labels, "podMetadata.labels")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 __all__ = [
     "LabelValue",
+    "PodMetadata",
     "PodSecurity",
     "QualifiedName",
     "Quantity",

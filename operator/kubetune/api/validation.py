@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -14,7 +13,11 @@ from kubetune.api import API_VERSION
 from kubetune.api import finetunejob as ftj
 from kubetune.api import modelserve as ms
 from kubetune.api.cel import CEL_ERROR
-from kubetune.api.common import NAME_RULE
+from kubetune.api.common import (  # Problem is defined with the shared types; imported from here too
+    NAME_RULE,
+    Problem,
+    source_claim_and_path,
+)
 from kubetune.api.llamafactory import ARGUMENTS, OWNED_KEYS, check_config, check_template
 
 SpecModel = TypeVar("SpecModel", ftj.FineTuneJobSpec, ms.ModelServeSpec)
@@ -26,15 +29,6 @@ _SECRET_NAME = re.compile(r"(^|_)(key|token|secret|password|passwd)$")
 SECRET_ARGUMENTS = frozenset(a for a in ARGUMENTS if _SECRET_NAME.search(a) and a not in OWNED_KEYS)
 # Where a tracker reads the same credential from the environment (then `spec.secretEnv` passes it).
 SECRET_ENV = {"swanlab_api_key": "SWANLAB_API_KEY"}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Something wrong with a resource: its spec, its config, or what it refers to."""
-
-    reason: str  # InvalidSpec, InvalidConfig, MissingClaim, MissingSecret, MissingConfigMap, ...
-    message: str
-    terminal: bool  # True: the spec must change (Failed); False: waiting for something to appear (Pending)
 
 
 def describe(error: ValidationError, prefix: str = "spec") -> str:
@@ -106,8 +100,9 @@ def modelserve_spec(
     except ValidationError as error:
         return None, [Problem("InvalidSpec", describe(error), terminal=True)]
     problems = []
-    if spec.model.source.startswith("pvc://"):
-        model_claim = spec.model.source.removeprefix("pvc://").partition("/")[0]
+    on_claim = source_claim_and_path(spec.model.source)
+    if on_claim is not None:
+        model_claim = on_claim[0]
         if model_claim != spec.storage.claim:
             problems.append(
                 Problem(

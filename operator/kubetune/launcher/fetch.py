@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+
+from kubetune.api.common import HUB_TOKEN_ENV
 
 log = logging.getLogger("kubetune.fetch")
 
@@ -25,19 +28,19 @@ Downloader = Callable[[str, str, str | None, Path], None]  # (scheme, repo id, r
 
 
 def hub_download(scheme: str, repo_id: str, revision: str | None, into: Path) -> None:
-    """The real download, with the hub's own client (the token comes from the environment)."""
+    """The real download, with the hub's own client. The token is in the variable the operator sets for
+    the source (HUB_TOKEN_ENV, the one that hub's client reads by itself too), passed on explicitly."""
+    if scheme not in HUB_TOKEN_ENV:
+        raise ValueError(f"not a hub source: {scheme}://{repo_id}")
+    token = os.environ.get(HUB_TOKEN_ENV[scheme]) or None
     if scheme == "hf":
         from huggingface_hub import snapshot_download
 
-        snapshot_download(
-            repo_id=repo_id, revision=revision, local_dir=str(into), token=os.environ.get("HF_TOKEN")
-        )
-    elif scheme == "ms":
+        snapshot_download(repo_id=repo_id, revision=revision, local_dir=str(into), token=token)
+    else:
         from modelscope import snapshot_download as ms_snapshot_download
 
-        ms_snapshot_download(model_id=repo_id, revision=revision, local_dir=str(into))
-    else:
-        raise ValueError(f"not a hub source: {scheme}://{repo_id}")
+        ms_snapshot_download(model_id=repo_id, revision=revision, local_dir=str(into), token=token)
 
 
 def is_complete(dest: Path) -> bool:
@@ -78,6 +81,12 @@ def fetch(
             {"source": source, "revision": revision, "completedAt": datetime.now(UTC).isoformat()}, indent=2
         )
     )
+    if is_complete(dest):
+        # Another pod finished the same download first (two ModelServe replicas, two FineTuneJobs of one
+        # model): keep its copy, which may already be in use, and drop this one.
+        log.info("%s was completed by another pod meanwhile; discarding this download", dest)
+        shutil.rmtree(partial, ignore_errors=True)
+        return "cached"
     if dest.exists():
         # Something is there without the marker: an interrupted copy by hand, or someone else's files.
         aside = dest.parent / f"{dest.name}.incomplete-{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}"

@@ -18,26 +18,26 @@ from kubetune.api import API_VERSION
 from kubetune.api import finetunejob as ftj
 from kubetune.api.common import CLAIM_MOUNT_PATH
 from kubetune.api.defaults import (
+    ATTEMPT_LABEL,
     CONFIG_MOUNT_PATH,
     DATASET_INFO_FILE,
     DEEPSPEED_CONFIG_FILE,
-    EXTRA_CLAIMS_MOUNT_PATH,
     LABEL_PREFIX,
     LAUNCHER_CONFIG_FILE,
     LLAMAFACTORY_CONFIG_FILE,
-    MANAGED_BY,
     TrainerSettings,
 )
-from kubetune.render import rbac
+from kubetune.render import meta, model_source, rbac
 from kubetune.render.deepspeed import preset_config
+from kubetune.render.model_source import claim_path
 from kubetune.render.names import FineTuneJobNames, label_value
-from kubetune.render.pods import place, resource_requirements, secret_env, secure
+from kubetune.render.placement import Placement, place, resource_requirements
+from kubetune.render.pods import SHM_VOLUME, secret_env, secure, shared_memory
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # libyaml's dumper writes the same text as PyYAML's own, ten times faster (a config per attempt).
 YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 FTJ_LABEL = f"{LABEL_PREFIX}/finetunejob"
-ATTEMPT_LABEL = f"{LABEL_PREFIX}/attempt"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 MODEL_READY_MARKER = ".kubetune-complete"
 # The preprocessing Job and its pod carry this label, not FTJ_LABEL: they are no attempt, and the
@@ -80,56 +80,27 @@ class FineTuneJobTarget:
 # --- paths inside the trainer pod ------------------------------------------------------------------
 
 
-def claim_path(path: str) -> str:
-    path = path.strip("/")
-    return posixpath.join(CLAIM_MOUNT_PATH, path) if path else CLAIM_MOUNT_PATH
-
-
 def working_dir(target: FineTuneJobTarget) -> str:
     """Where the trainer runs: relative paths in spec.config resolve on the claim, as they did by hand."""
     return claim_path(target.spec.storage.working_dir or "")
 
 
 def model_path(target: FineTuneJobTarget) -> str:
-    """Where the base model is inside the pod."""
-    model = target.spec.model
-    if model.hub_id is not None:
-        # Each revision has its own directory: two revisions must never share one download.
-        cached = model.hub_id + (f"@{model.revision}" if model.revision else "")
-        return claim_path(posixpath.join(target.spec.storage.model_cache, model.scheme, cached))
-    claim, path = model.claim_and_path  # type: ignore[misc]
-    if claim == target.spec.storage.claim:
-        return claim_path(path)
-    return posixpath.join(EXTRA_CLAIMS_MOUNT_PATH, claim, path)
+    """Where the base model is inside the pod (where a ModelServe of the same source finds it too)."""
+    storage = target.spec.storage
+    return model_source.model_path(target.spec.model, storage.claim, storage.model_cache)
 
 
 def labels(target: FineTuneJobTarget, **extra: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": "kubetune-trainer",
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        FTJ_LABEL: label_value(target.name),
-        **extra,
-    }
+    return meta.labels("kubetune-trainer", **{FTJ_LABEL: label_value(target.name)}, **extra)
 
 
-def owner_reference(target: FineTuneJobTarget) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": ftj.KIND,
-        "name": target.name,
-        "uid": target.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+def owner(target: FineTuneJobTarget) -> meta.Owner:
+    return meta.Owner(ftj.KIND, target.name, target.namespace, target.uid)
 
 
 def metadata(target: FineTuneJobTarget, name: str, **extra_labels: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "namespace": target.namespace,
-        "labels": labels(target, **extra_labels),
-        "ownerReferences": [owner_reference(target)],
-    }
+    return meta.metadata(owner(target), name, labels(target, **extra_labels))
 
 
 # --- the ConfigMap ---------------------------------------------------------------------------------
@@ -302,69 +273,44 @@ def _env(target: FineTuneJobTarget) -> list[dict[str, Any]]:
 
 
 def _hub_env(target: FineTuneJobTarget) -> list[dict[str, Any]]:
-    model = target.spec.model
-    if model.hub_token_secret is None:
-        return []
-    variable = "HF_TOKEN" if model.scheme == "hf" else "MODELSCOPE_API_TOKEN"
-    ref = model.hub_token_secret
-    return [{"name": variable, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+    return model_source.hub_token_env(target.spec.model)
 
 
 def _volumes(target: FineTuneJobTarget) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     spec = target.spec
-    shm: dict[str, Any] = {"medium": "Memory"}
-    if spec.resources.shared_memory:
-        shm["sizeLimit"] = spec.resources.shared_memory
+    shm_volume, shm_mount = shared_memory(spec.resources.shared_memory)
     volumes: list[dict[str, Any]] = [
-        {"name": "claim", "persistentVolumeClaim": {"claimName": spec.storage.claim}},
+        {"name": model_source.CLAIM_VOLUME, "persistentVolumeClaim": {"claimName": spec.storage.claim}},
         {"name": "config", "configMap": {"name": target.names.config_map}},
-        {"name": "dshm", "emptyDir": shm},
+        shm_volume,
     ]
     mounts: list[dict[str, Any]] = [
-        {"name": "claim", "mountPath": CLAIM_MOUNT_PATH},
+        {"name": model_source.CLAIM_VOLUME, "mountPath": CLAIM_MOUNT_PATH},
         {"name": "config", "mountPath": CONFIG_MOUNT_PATH, "readOnly": True},
-        {"name": "dshm", "mountPath": "/dev/shm"},
+        shm_mount,
     ]
-    source = spec.model.claim_and_path
-    if source is not None and source[0] != spec.storage.claim:
-        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": source[0], "readOnly": True}})
-        mounts.append(
-            {
-                "name": "model",
-                "mountPath": posixpath.join(EXTRA_CLAIMS_MOUNT_PATH, source[0]),
-                "readOnly": True,
-            }
-        )
+    model_claim = model_source.model_claim_volume(spec.model, spec.storage.claim)
+    if model_claim is not None:
+        volumes.append(model_claim[0])
+        mounts.append(model_claim[1])
     return volumes, mounts
 
 
-def _model_fetch_container(target: FineTuneJobTarget, image: str, mounts: list[dict[str, Any]]) -> dict:
-    """Downloads a hub model into the cache on the claim once; later jobs find it complete and skip."""
-    model = target.spec.model
-    args = ["fetch-model", "--source", model.source, "--dest", model_path(target)]
-    if model.revision:
-        args += ["--revision", model.revision]
-    return {
-        "name": "fetch-model",
-        "image": image,
-        "imagePullPolicy": target.spec.image_pull_policy or target.settings.image_pull_policy,
-        "command": ["kubetune"],
-        "args": args,
-        "env": [e for e in _env(target) if e["name"] in {"NODE_RANK", "KUBETUNE_FINETUNEJOB"}]
-        + _hub_env(target),
-        "volumeMounts": [m for m in mounts if m["name"] == "claim"],
-    }
+def _model_fetch_container(target: FineTuneJobTarget, image: str, *, rank: bool = True) -> dict[str, Any]:
+    """Downloads a hub model into the cache on the claim once; later jobs find it complete and skip.
+    Node rank 0 downloads, the other ranks wait for it (`rank`: the pod has a node rank)."""
+    wanted = {"KUBETUNE_FINETUNEJOB", "NODE_RANK"} if rank else {"KUBETUNE_FINETUNEJOB"}
+    return model_source.fetch_model_container(
+        target.spec.model,
+        model_path(target),
+        image,
+        image_pull_policy=target.spec.image_pull_policy or target.settings.image_pull_policy,
+        env=[e for e in _env(target) if e["name"] in wanted],
+    )
 
 
 def _pod_metadata(target: FineTuneJobTarget, attempt_labels: dict[str, str]) -> dict[str, Any]:
-    extra = target.spec.pod_metadata
-    # The operator's own labels win: the Service and the status depend on them.
-    meta: dict[str, Any] = {
-        "labels": {**((extra and extra.labels) or {}), **labels(target, **attempt_labels)}
-    }
-    if extra and extra.annotations:
-        meta["annotations"] = dict(extra.annotations)
-    return meta
+    return meta.pod_metadata(target.spec.pod_metadata, labels(target, **attempt_labels))
 
 
 def job(target: FineTuneJobTarget) -> dict[str, Any]:
@@ -391,7 +337,10 @@ def job(target: FineTuneJobTarget) -> dict[str, Any]:
         "workingDir": working_dir(target),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    resources = resource_requirements(spec.resources, spec.resources.gpus_per_node)
+    res = spec.resources
+    resources = resource_requirements(
+        cpu=res.cpu, memory=res.memory, gpus=res.gpus_per_node, gpu_resource=res.gpu_resource
+    )
     if resources:
         container["resources"] = resources
 
@@ -404,8 +353,7 @@ def job(target: FineTuneJobTarget) -> dict[str, Any]:
         "volumes": volumes,
     }
     if spec.model.hub_id is not None:
-        pod_spec["initContainers"] = [_model_fetch_container(target, image, mounts)]
-    res = spec.resources
+        pod_spec["initContainers"] = [_model_fetch_container(target, image)]
     place(pod_spec, res)
     secure(pod_spec, spec.pod_security)
 
@@ -450,8 +398,8 @@ def preprocess_job(target: FineTuneJobTarget) -> dict[str, Any]:
     image = spec.image or settings.image
     volumes, mounts = _volumes(target)
     # No /dev/shm: no NCCL, no dataloader workers.
-    volumes = [v for v in volumes if v["name"] != "dshm"]
-    mounts = [m for m in mounts if m["name"] != "dshm"]
+    volumes = [v for v in volumes if v["name"] != SHM_VOLUME]
+    mounts = [m for m in mounts if m["name"] != SHM_VOLUME]
     wanted = {"KUBETUNE_FINETUNEJOB", "KUBETUNE_NAMESPACE", "KUBETUNE_CONFIG_DIR", "KUBETUNE_OUTPUT_DIR"}
     env = [e for e in _env(target) if e["name"] in wanted] + [
         {"name": "KUBETUNE_TOKENIZED_CACHE", "value": claim_path(TOKENIZED_CACHE)},
@@ -470,9 +418,7 @@ def preprocess_job(target: FineTuneJobTarget) -> dict[str, Any]:
         "workingDir": working_dir(target),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    resources = resource_requirements(
-        ftj.ResourcesSpec(cpu=preprocess.resources.cpu, memory=preprocess.resources.memory), 0
-    )
+    resources = resource_requirements(cpu=preprocess.resources.cpu, memory=preprocess.resources.memory)
     if resources:
         container["resources"] = resources
     pod_spec: dict[str, Any] = {
@@ -484,42 +430,27 @@ def preprocess_job(target: FineTuneJobTarget) -> dict[str, Any]:
     }
     if spec.model.hub_id is not None:
         # The tokenizer comes with the model: the same download into the cache the training uses.
-        fetch = _model_fetch_container(target, image, mounts)
-        fetch["env"] = [e for e in fetch["env"] if e["name"] != "NODE_RANK"]
-        pod_spec["initContainers"] = [fetch]
-    if preprocess.node_selector:
-        pod_spec["nodeSelector"] = dict(preprocess.node_selector)
-    if preprocess.tolerations:
-        pod_spec["tolerations"] = list(preprocess.tolerations)
-    if spec.resources.priority_class_name:
-        pod_spec["priorityClassName"] = spec.resources.priority_class_name
+        pod_spec["initContainers"] = [_model_fetch_container(target, image, rank=False)]
+    # Its own nodes (CPU ones), at the job's priority.
+    where = Placement(
+        node_selector=preprocess.node_selector,
+        tolerations=preprocess.tolerations,
+        priority_class_name=spec.resources.priority_class_name,
+    )
+    place(pod_spec, where)
     secure(pod_spec, spec.pod_security)
-    own = {PREPROCESS_LABEL: label_value(target.name)}
-    pod_labels = {
-        "app.kubernetes.io/name": "kubetune-preprocess",
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        **own,
-    }
-    extra = spec.pod_metadata
-    pod_metadata: dict[str, Any] = {"labels": {**((extra and extra.labels) or {}), **pod_labels}}
-    if extra and extra.annotations:
-        pod_metadata["annotations"] = dict(extra.annotations)
+    pod_labels = meta.labels("kubetune-preprocess", **{PREPROCESS_LABEL: label_value(target.name)})
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": names.preprocess_job,
-            "namespace": target.namespace,
-            "labels": pod_labels,
-            "ownerReferences": [owner_reference(target)],
-        },
+        "metadata": meta.metadata(owner(target), names.preprocess_job, pod_labels),
         "spec": {
             "completions": 1,
             "parallelism": 1,
             # A failure is the data's or the config's: the operator reports it, nothing retries it.
             "backoffLimit": 0,
             "suspend": target.spec.suspend,
-            "template": {"metadata": pod_metadata, "spec": pod_spec},
+            "template": {"metadata": meta.pod_metadata(spec.pod_metadata, pod_labels), "spec": pod_spec},
         },
     }
 

@@ -24,12 +24,13 @@ from typing import Any
 from kubetune.api import API_VERSION
 from kubetune.api import modelserve as ms
 from kubetune.api.common import CLAIM_MOUNT_PATH
-from kubetune.api.defaults import CONFIG_MOUNT_PATH, LABEL_PREFIX, MANAGED_BY, OPERATOR_IMAGE, TRAINER_IMAGE
+from kubetune.api.defaults import CONFIG_MOUNT_PATH, LABEL_PREFIX, OPERATOR_IMAGE, TRAINER_IMAGE
 from kubetune.api.podspec import VLLM_DEFAULT_UID
-from kubetune.render import rbac
-from kubetune.render.finetunejob import claim_path
+from kubetune.render import meta, model_source, rbac
+from kubetune.render.model_source import claim_path as claim_path  # the handler's, for adapter paths
 from kubetune.render.names import ModelServeNames, label_value
-from kubetune.render.pods import place, resource_requirements, secure
+from kubetune.render.placement import place, resource_requirements
+from kubetune.render.pods import secure, shared_memory
 
 MSERVE_LABEL = f"{LABEL_PREFIX}/modelserve"
 VLLM_PORT = 8000
@@ -93,44 +94,25 @@ class ModelServeTarget:
 
 
 def labels(target: ModelServeTarget) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": "kubetune-vllm",
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        MSERVE_LABEL: label_value(target.name),
-    }
+    return meta.labels("kubetune-vllm", **selector(target))
 
 
 def selector(target: ModelServeTarget) -> dict[str, str]:
     return {MSERVE_LABEL: label_value(target.name)}
 
 
+def owner(target: ModelServeTarget) -> meta.Owner:
+    return meta.Owner(ms.KIND, target.name, target.namespace, target.uid)
+
+
 def metadata(target: ModelServeTarget, name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "namespace": target.namespace,
-        "labels": labels(target),
-        "ownerReferences": [
-            {
-                "apiVersion": API_VERSION,
-                "kind": ms.KIND,
-                "name": target.name,
-                "uid": target.uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ],
-    }
+    return meta.metadata(owner(target), name, labels(target))
 
 
 def model_path(target: ModelServeTarget) -> str:
     """The base model's path in the pod: the same string the trainer used, so adapters match it."""
-    model = target.spec.model
-    scheme, _, rest = model.source.partition("://")
-    if scheme != "pvc":
-        cached = rest + (f"@{model.revision}" if model.revision else "")
-        return claim_path(posixpath.join(target.spec.storage.model_cache, scheme, cached))
-    _, _, path = rest.partition("/")
-    return claim_path(path)
+    storage = target.spec.storage
+    return model_source.model_path(target.spec.model, storage.claim, storage.model_cache)
 
 
 def adapter_rank_needed(target: ModelServeTarget) -> int:
@@ -175,15 +157,6 @@ def adapters_config_map(target: ModelServeTarget) -> dict[str, Any]:
     }
 
 
-def _hub_token_env(target: ModelServeTarget) -> list[dict[str, Any]]:
-    """The hub token, for fetch-model only: vLLM itself runs offline from the claim."""
-    token = target.spec.model.hub_token_secret
-    if token is None:
-        return []
-    name = "MODELSCOPE_API_TOKEN" if target.spec.model.source.startswith("ms://") else "HF_TOKEN"
-    return [{"name": name, "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}}]
-
-
 def _env(target: ModelServeTarget) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         # The adapter-sync sidecar loads and unloads adapters through vLLM's API.
@@ -196,13 +169,6 @@ def _env(target: ModelServeTarget) -> list[dict[str, Any]]:
         env.append({"name": "VLLM_CPU_KVCACHE_SPACE", "value": str(space)})
     # No hub token: vLLM runs offline (the model is on the claim); only fetch-model downloads.
     return env + list(target.spec.engine.env or [])
-
-
-def _hub_token_env(target: ModelServeTarget) -> list[dict[str, Any]]:
-    token = target.spec.model.hub_token_secret
-    if token is None:
-        return []
-    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}}]
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -273,13 +239,11 @@ def _token_volume() -> dict[str, Any]:
 
 def deployment(target: ModelServeTarget) -> dict[str, Any]:
     spec = target.spec
-    shm: dict[str, Any] = {"medium": "Memory"}
-    if spec.resources.shared_memory:
-        shm["sizeLimit"] = spec.resources.shared_memory
+    shm_volume, shm_mount = shared_memory(spec.resources.shared_memory)
     # vLLM only reads the claim; fetch-model writes a hub model's cache into it, so then the volume is
     # writable and each mount says read-only on its own.
-    fetches = not spec.model.source.startswith("pvc://")
-    claim_mount = {"name": "claim", "mountPath": CLAIM_MOUNT_PATH, "readOnly": True}
+    fetches = model_source.is_hub(spec.model)
+    claim_mount = {"name": model_source.CLAIM_VOLUME, "mountPath": CLAIM_MOUNT_PATH, "readOnly": True}
     readiness = _probe("/ready", 5, 3)
     readiness["httpGet"]["port"] = SYNC_PORT  # vLLM healthy and its adapters loaded (the sidecar says)
     vllm: dict[str, Any] = {
@@ -289,7 +253,7 @@ def deployment(target: ModelServeTarget) -> dict[str, Any]:
         "args": vllm_args(target),
         "env": _env(target),
         "ports": [{"name": "http", "containerPort": VLLM_PORT}],
-        "volumeMounts": [claim_mount, {"name": "dshm", "mountPath": "/dev/shm"}],
+        "volumeMounts": [claim_mount, shm_mount],
         # Loading a large model takes minutes: up to an hour before liveness starts counting.
         "startupProbe": _probe("/health", 10, 360),
         "readinessProbe": readiness,
@@ -297,31 +261,21 @@ def deployment(target: ModelServeTarget) -> dict[str, Any]:
     }
     if spec.engine.image_pull_policy:
         vllm["imagePullPolicy"] = spec.engine.image_pull_policy
-    resources = resource_requirements(spec.resources, spec.gpus)
+    res = spec.resources
+    resources = resource_requirements(
+        cpu=res.cpu, memory=res.memory, gpus=spec.gpus, gpu_resource=res.gpu_resource
+    )
     if resources:
         vllm["resources"] = resources
 
     init_containers: list[dict[str, Any]] = []
     if fetches:
-        fetch_args = ["fetch-model", "--source", spec.model.source, "--dest", model_path(target)]
-        if spec.model.revision:
-            fetch_args += ["--revision", spec.model.revision]
-        fetch: dict[str, Any] = {
-            "name": "fetch-model",
-            "image": target.trainer_image,
-            "command": ["kubetune"],
-            "args": fetch_args,
-            "volumeMounts": [{**claim_mount, "readOnly": False}],
-        }
-        if spec.model.hub_token_secret is not None:
-            fetch["env"] = _hub_token_env(target)
-        init_containers.append(fetch)
+        init_containers.append(
+            model_source.fetch_model_container(spec.model, model_path(target), target.trainer_image)
+        )
     init_containers.append(_sidecar(target, claim_mount))
 
-    pod_labels = {**((spec.pod_metadata and spec.pod_metadata.labels) or {}), **labels(target)}
-    pod_meta: dict[str, Any] = {"labels": pod_labels}
-    if spec.pod_metadata and spec.pod_metadata.annotations:
-        pod_meta["annotations"] = dict(spec.pod_metadata.annotations)
+    pod_meta = meta.pod_metadata(spec.pod_metadata, labels(target))
     pod_spec: dict[str, Any] = {
         "serviceAccountName": target.sidecar_account_name,
         "automountServiceAccountToken": False,
@@ -329,12 +283,12 @@ def deployment(target: ModelServeTarget) -> dict[str, Any]:
         "containers": [vllm],
         "volumes": [
             {
-                "name": "claim",
+                "name": model_source.CLAIM_VOLUME,
                 "persistentVolumeClaim": {"claimName": spec.storage.claim, "readOnly": not fetches},
             },
             {"name": "adapters-config", "configMap": {"name": target.config_map_name}},
             _token_volume(),
-            {"name": "dshm", "emptyDir": shm},
+            shm_volume,
         ],
         "terminationGracePeriodSeconds": 60,
     }

@@ -1,53 +1,12 @@
-"""Pod-level pieces both kinds render the same way: resource requirements, where pods may run, and the
-security context (Pod Security "restricted" unless the spec's `podSecurity` relaxes it)."""
+"""Pod-level pieces both kinds render the same way: the security context (Pod Security "restricted" unless
+the spec's `podSecurity` relaxes it), environment variables from Secrets, and the memory-backed /dev/shm.
+Requests and placement are in render/placement.py."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from kubetune.api.podspec import PodSecurity, SecretEnvVar
-
-
-class Placement(Protocol):
-    """What a spec's `resources` say about the pods, for FineTuneJob and ModelServe alike."""
-
-    gpu_resource: str
-    cpu: str | None
-    memory: str | None
-    node_selector: dict[str, str] | None
-    tolerations: list[dict[str, Any]] | None
-    affinity: dict[str, Any] | None
-    priority_class_name: str | None
-
-
-def resource_requirements(res: Placement, gpus: int) -> dict[str, Any]:
-    """GPU limits; CPU and memory with requests equal to limits (Guaranteed QoS when both are set)."""
-    limits: dict[str, str] = {}
-    requests: dict[str, str] = {}
-    if gpus > 0:
-        limits[res.gpu_resource] = str(gpus)
-    for key, value in (("cpu", res.cpu), ("memory", res.memory)):
-        if value is not None:
-            limits[key] = requests[key] = value
-    out: dict[str, Any] = {}
-    if limits:
-        out["limits"] = limits
-    if requests:
-        out["requests"] = requests
-    return out
-
-
-def place(pod_spec: dict[str, Any], res: Placement) -> dict[str, Any]:
-    """Adds node selector, tolerations, affinity and priority class to a pod spec, when set."""
-    if res.node_selector:
-        pod_spec["nodeSelector"] = dict(res.node_selector)
-    if res.tolerations:
-        pod_spec["tolerations"] = list(res.tolerations)
-    if res.affinity:
-        pod_spec["affinity"] = dict(res.affinity)
-    if res.priority_class_name:
-        pod_spec["priorityClassName"] = res.priority_class_name
-    return pod_spec
 
 
 def pod_security_context(security: PodSecurity | None) -> dict[str, Any]:
@@ -96,3 +55,16 @@ def secret_env(variables: list[SecretEnvVar] | None) -> list[dict[str, Any]]:
         }
         for v in variables or []
     ]
+
+
+SHM_VOLUME = "dshm"
+
+
+def shared_memory(size_limit: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(volume, mount) of /dev/shm as a memory-backed emptyDir: the runtime's default 64 MiB is too small for
+    NCCL and PyTorch's dataloader workers (training) and for vLLM's tensor-parallel workers (serving). Its
+    pages count against the container's memory limit; `resources.sharedMemory` caps it."""
+    empty_dir: dict[str, Any] = {"medium": "Memory"}
+    if size_limit:
+        empty_dir["sizeLimit"] = size_limit
+    return {"name": SHM_VOLUME, "emptyDir": empty_dir}, {"name": SHM_VOLUME, "mountPath": "/dev/shm"}

@@ -15,6 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kubetune.status.conditions import condition as make_condition
+from kubetune.status.conditions import find as find_condition
+
 HISTORY_LIMIT = 200
 # At most this many of the points are evaluations, so that the training curve always keeps some points.
 EVALUATION_LIMIT = 150
@@ -234,27 +237,14 @@ def condition(
         message += f"; best checkpoint: {where}"
     elif output_path:
         message += "; no checkpoint was saved at an evaluated step (make save_steps a multiple of eval_steps)"
-    previous = previous or {}
-    since = previous.get("lastTransitionTime") if previous.get("status") == status else None
-    return {
-        "type": CONDITION,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": since or now,
-        "observedGeneration": generation,
-    }
+    return make_condition(CONDITION, (status, reason, message), previous, now, generation)
 
 
 def became_overfitted(
     previous_conditions: list[dict[str, Any]], conditions: list[dict[str, Any]]
 ) -> str | None:
     """The message for a Warning Event when `Overfitting` turned True; None otherwise."""
-
-    def state(items: list[dict[str, Any]]) -> dict[str, Any]:
-        return next((c for c in items if c.get("type") == CONDITION), {})
-
-    now = state(conditions)
-    if now.get("status") == "True" and state(previous_conditions).get("status") != "True":
+    now = find_condition(conditions, CONDITION)
+    if now.get("status") == "True" and find_condition(previous_conditions, CONDITION).get("status") != "True":
         return now.get("message", "")
     return None

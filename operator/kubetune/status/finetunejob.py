@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from kubetune.api.defaults import LABEL_PREFIX
+from kubetune.api.common import Problem
+from kubetune.api.defaults import ATTEMPT_LABEL
 from kubetune.api.finetunejob import Phase
-from kubetune.api.validation import Problem
-from kubetune.status import curves
+from kubetune.status import conditions, curves
+from kubetune.status.pods import failed_container, pod_pending_reason, terminating
 
 CONDITION_TYPES = ("Created", "Running", "Succeeded", "Failed", "Suspended")
 # Only when spec.dataset.preprocess is enabled: whether the tokenized dataset is ready.
@@ -31,7 +32,6 @@ CHECK_TYPES = ("SpecValid",)
 # Stalled is True.
 KSTATUS_TYPES = ("Ready", "Reconciling", "Stalled")
 
-ATTEMPT_LABEL = f"{LABEL_PREFIX}/attempt"  # the same as render's: the Job of attempt n carries n
 # The Job's podFailurePolicy fails the attempt on this pod condition (eviction, preemption, a lost node);
 # the Job controller names it in the message of its FailureTarget and Failed conditions.
 DISRUPTION_CONDITION = "DisruptionTarget"
@@ -80,13 +80,6 @@ class Event:
 # --- reading Kubernetes objects --------------------------------------------------------------------
 
 
-def _condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if condition.get("type") == type_ and condition.get("status") == "True":
-            return condition
-    return None
-
-
 class AttemptEnd(StrEnum):
     """How an attempt (one Job) ended."""
 
@@ -114,9 +107,9 @@ def attempt_end(job: dict[str, Any] | None) -> AttemptEnd | None:
     The Job controller sets `FailureTarget` (or `SuccessCriteriaMet`) the moment it decides, and `Failed`
     (`Complete`) only once every pod has stopped, which can take the pods' whole termination grace period.
     """
-    if _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet"):
+    if conditions.true_of(job, "Complete") or conditions.true_of(job, "SuccessCriteriaMet"):
         return AttemptEnd.SUCCEEDED
-    failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
+    failed = conditions.true_of(job, "Failed") or conditions.true_of(job, "FailureTarget")
     if failed is None:
         return None
     if failed.get("reason") == "DeadlineExceeded":
@@ -128,7 +121,7 @@ def attempt_end(job: dict[str, Any] | None) -> AttemptEnd | None:
 
 def job_stopped(job: dict[str, Any] | None) -> bool:
     """Whether the Job is finished and none of its pods runs any more (its `Complete` or `Failed`)."""
-    return bool(_condition(job, "Complete") or _condition(job, "Failed"))
+    return bool(conditions.true_of(job, "Complete") or conditions.true_of(job, "Failed"))
 
 
 @dataclass(frozen=True)
@@ -180,20 +173,6 @@ def _pod_rank(pod: dict[str, Any]) -> str:
     return annotations.get("batch.kubernetes.io/job-completion-index", "?")
 
 
-def _containers(status: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(`init container x` or `container x`, its status), init containers first: they run first."""
-    return [(f"init container {c.get('name')}", c) for c in status.get("initContainerStatuses") or []] + [
-        (f"container {c.get('name')}", c) for c in status.get("containerStatuses") or []
-    ]
-
-
-def _exit(terminated: dict[str, Any]) -> str:
-    """`code 137 (OOMKilled): <last line of the termination message>`."""
-    message = (terminated.get("message") or "").strip().splitlines()
-    detail = f": {message[-1]}" if message else ""
-    return f"code {terminated.get('exitCode')} ({terminated.get('reason') or 'Error'}){detail}"
-
-
 def pod_failure(pod: dict[str, Any]) -> str | None:
     """`pod x (node rank 0) exited with code 137 (OOMKilled): <termination message>` for a failed pod."""
     status = pod.get("status") or {}
@@ -201,60 +180,15 @@ def pod_failure(pod: dict[str, Any]) -> str | None:
         return None
     name = pod.get("metadata", {}).get("name", "?")
     where = f"pod {name} (node rank {_pod_rank(pod)})"
-    for label, container in _containers(status):
-        terminated = (container.get("state") or {}).get("terminated")
-        if terminated and terminated.get("exitCode", 0) != 0:
-            who = "" if label == "container trainer" else f" {label}"
-            return f"{where}{who} exited with {_exit(terminated)}"
-    disruption = next(
-        (
-            c
-            for c in status.get("conditions") or []
-            if c.get("type") == DISRUPTION_CONDITION and c.get("status") == "True"
-        ),
-        None,
-    )
+    failed = failed_container(status, "trainer")
+    if failed is not None:
+        return f"{where}{failed}"
+    disruption = conditions.true_of(pod, DISRUPTION_CONDITION)
     if disruption is not None:
         why = f"{disruption.get('reason')}): {disruption.get('message', '')}".rstrip(": ")
         return f"{where} was stopped ({why}"
     reason = status.get("reason") or "Failed"
     return f"{where} failed ({reason}): {status.get('message', '')}".rstrip(": ")
-
-
-_WAITING_PROBLEMS = {
-    "ErrImagePull": "ImagePullError",
-    "ImagePullBackOff": "ImagePullError",
-    "InvalidImageName": "ImagePullError",
-    "ErrImageNeverPull": "ImagePullError",
-    "CreateContainerConfigError": "ContainerConfigError",
-    "CreateContainerError": "ContainerConfigError",
-    "CrashLoopBackOff": "CrashLoopBackOff",
-    "RunContainerError": "CrashLoopBackOff",
-}
-
-
-def pod_pending_reason(pod: dict[str, Any]) -> tuple[str, str] | None:
-    """Why a pod is not running yet, in words a person can act on; None when nothing is wrong yet."""
-    status = pod.get("status") or {}
-    name = pod.get("metadata", {}).get("name", "?")
-    for condition in status.get("conditions") or []:
-        unscheduled = condition.get("type") == "PodScheduled" and condition.get("status") == "False"
-        if unscheduled and condition.get("reason") == "Unschedulable":
-            return "Unschedulable", f"pod {name} cannot be scheduled: {condition.get('message', '')}"
-    for label, container in _containers(status):
-        waiting = (container.get("state") or {}).get("waiting") or {}
-        reason = waiting.get("reason")
-        if reason not in _WAITING_PROBLEMS:
-            continue
-        message = f"pod {name}: {label}: {reason}"
-        if waiting.get("message"):
-            message += f": {waiting['message']}"
-        last = (container.get("lastState") or {}).get("terminated")
-        if last:
-            restarts = container.get("restartCount", 0)
-            message += f" (last exited with {_exit(last)}; restarted {restarts} times)"
-        return _WAITING_PROBLEMS[reason], message
-    return None
 
 
 def failed_create_message(event_message: str) -> tuple[str, str]:
@@ -323,7 +257,7 @@ def _verdict(obs: Observation) -> _Verdict:
             )
         return _Verdict(Phase.PENDING, "Resuming", "resuming the training Job", created=True)
 
-    live = [p for p in obs.pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    live = [p for p in obs.pods if not terminating(p)]
     # A pod that already finished still counts: the Job is about to complete.
     running = [p for p in live if (p.get("status") or {}).get("phase") in ("Running", "Succeeded")]
     if len(running) >= obs.nodes:
@@ -363,13 +297,9 @@ def preprocessing_failure(pre: PreprocessObservation) -> str | None:
         if (pod.get("status") or {}).get("phase") != "Failed":
             continue
         name = pod.get("metadata", {}).get("name", "?")
-        for label, container in _containers(pod.get("status") or {}):
-            terminated = (container.get("state") or {}).get("terminated")
-            if terminated and terminated.get("exitCode", 0) != 0:
-                who = "" if label == "container preprocess" else f" {label}"
-                return f"pod {name}{who} exited with {_exit(terminated)}"
-        return pod_failure(pod)
-    condition = _condition(pre.job, "Failed") or _condition(pre.job, "FailureTarget") or {}
+        failed = failed_container(pod.get("status") or {}, "preprocess")
+        return f"pod {name}{failed}" if failed is not None else pod_failure(pod)
+    condition = conditions.true_of(pre.job, "Failed") or conditions.true_of(pre.job, "FailureTarget") or {}
     return condition.get("message") or condition.get("reason") or "the preprocessing Job failed"
 
 
@@ -412,7 +342,7 @@ def _preprocessed_condition(pre: PreprocessObservation, verdict: _Verdict) -> tu
 
 def _ended(obs: Observation, end: AttemptEnd) -> _Verdict:
     """The current attempt failed, was disrupted or ran out of time (seen at the Job's FailureTarget)."""
-    condition = _condition(obs.job, "Failed") or _condition(obs.job, "FailureTarget") or {}
+    condition = conditions.true_of(obs.job, "Failed") or conditions.true_of(obs.job, "FailureTarget") or {}
     failures = [f for f in (pod_failure(p) for p in obs.pods) if f]
     detail = "; ".join(failures) or condition.get("message") or "the training Job failed"
     attempt = obs.attempt
@@ -482,7 +412,7 @@ def _conditions(obs: Observation, verdict: _Verdict) -> list[dict[str, Any]]:
     stalled = _stalled(obs, verdict)
     finished = verdict.phase in (Phase.SUCCEEDED, Phase.FAILED)
     stalled_reason = verdict.reason if verdict.phase == Phase.FAILED else spec_reason
-    wanted: dict[str, tuple[bool, str, str]] = {
+    wanted: dict[str, conditions.Wanted] = {
         "Created": (
             verdict.created,
             "ChildrenCreated" if verdict.created else verdict.reason,
@@ -507,24 +437,9 @@ def _conditions(obs: Observation, verdict: _Verdict) -> list[dict[str, Any]]:
     if obs.preprocess is not None:
         wanted["Preprocessed"] = _preprocessed_condition(obs.preprocess, verdict)
         types += PREPROCESS_TYPES
-    conditions = []
-    for type_ in types + CHECK_TYPES + KSTATUS_TYPES:
-        is_true, reason, message = wanted[type_]
-        status = "True" if is_true else "False"
-        previous = _previous_condition(obs, type_)
-        # lastTransitionTime moves only when the status flips.
-        since = previous.get("lastTransitionTime") if previous.get("status") == status else None
-        conditions.append(
-            {
-                "type": type_,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": since or obs.now,
-                "observedGeneration": obs.generation,
-            }
-        )
-    return conditions
+    return conditions.build(
+        wanted, types + CHECK_TYPES + KSTATUS_TYPES, obs.previous.get("conditions"), obs.now, obs.generation
+    )
 
 
 def compute(obs: Observation) -> dict[str, Any]:
@@ -590,15 +505,9 @@ def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[Event
     old_reason, new_reason = previous.get("reason"), current.get("reason")
     if (old_phase, old_reason) != (new_phase, new_reason):
         message = current.get("message", "")
-        failing = new_phase == Phase.FAILED or new_reason in {
-            "Unschedulable",
-            "ImagePullError",
-            "ContainerConfigError",
+        failing = new_phase == Phase.FAILED or new_reason in conditions.WARNING_REASONS | {
             "Restarting",
-            "ChildConflict",
-            "PodsRefused",
             "Disrupted",
-            "CrashLoopBackOff",
         }
         events.append(Event("Warning" if failing else "Normal", new_reason or str(new_phase), message))
     # A spec refused while an attempt runs changes no phase: its own Warning names the field.
@@ -615,7 +524,4 @@ def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[Event
 
 
 def _status_condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == type_:
-            return condition
-    return {}
+    return conditions.find(status.get("conditions"), type_)

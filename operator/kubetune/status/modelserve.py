@@ -11,9 +11,10 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from kubetune.api.common import Problem
 from kubetune.api.modelserve import Phase
-from kubetune.api.validation import Problem
-from kubetune.status.finetunejob import pod_pending_reason
+from kubetune.status import conditions
+from kubetune.status.pods import pod_pending_reason, pod_ready
 
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "AdaptersReady", "Reconciling", "Stalled")
 
@@ -36,13 +37,6 @@ class AdapterState:
     def broken(self) -> bool:
         """Will not become ready by waiting: someone has to act."""
         return self.reason in ("FineTuneJobFailed", "InvalidAdapter", "AdapterLoadFailed")
-
-
-def pod_ready(pod: dict[str, Any]) -> bool:
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        return False
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def parse_reports(data: dict[str, str] | None) -> dict[str, Any]:
@@ -114,7 +108,7 @@ class Observation:
     reports: dict[str, Any] = field(default_factory=dict)  # {pod name: its sidecar's report}
 
 
-def _condition(status: str, reason: str, message: str) -> tuple[str, str, str]:
+def _condition(status: str, reason: str, message: str) -> conditions.Wanted:
     return status, reason, message
 
 
@@ -123,7 +117,7 @@ def _rollout(deployment: dict[str, Any], desired: int) -> tuple[int, bool, bool]
     status = deployment.get("status") or {}
     meta = deployment.get("metadata") or {}
     ready = int(status.get("readyReplicas") or 0)
-    progressing = next((c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {})
+    progressing = conditions.of(deployment, "Progressing")
     stuck = progressing.get("reason") == "ProgressDeadlineExceeded"
     current = (status.get("observedGeneration") or 0) >= (meta.get("generation") or 0)
     all_new = (
@@ -206,21 +200,7 @@ def compute(obs: Observation) -> dict[str, Any]:
         "Reconciling": reconciling,
         "Stalled": stalled,
     }
-    conditions = []
-    for type_ in CONDITION_TYPES:
-        status, cond_reason, cond_message = wanted[type_]
-        previous = next((c for c in obs.previous.get("conditions") or [] if c.get("type") == type_), {})
-        since = previous.get("lastTransitionTime") if previous.get("status") == status else None
-        conditions.append(
-            {
-                "type": type_,
-                "status": status,
-                "reason": cond_reason,
-                "message": cond_message,
-                "lastTransitionTime": since or obs.now,
-                "observedGeneration": obs.generation,
-            }
-        )
+    built = conditions.build(wanted, CONDITION_TYPES, obs.previous.get("conditions"), obs.now, obs.generation)
 
     # What a request would find: the base once a replica is ready, and the adapters every ready one loaded.
     served = ([obs.served_model_name] if ready_replicas > 0 else []) + [
@@ -231,7 +211,7 @@ def compute(obs: Observation) -> dict[str, Any]:
         "phase": phase.value,
         "reason": reason,
         "message": message,
-        "conditions": conditions,
+        "conditions": built,
         "observedGeneration": obs.generation,
         "replicas": int(deployment_status.get("replicas") or 0),
         "readyReplicas": ready_replicas,
@@ -262,11 +242,9 @@ def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[tuple
     """(type, reason, message) of the Events to record for a change of phase, reason or served adapters."""
     events = []
     if (previous.get("phase"), previous.get("reason")) != (current.get("phase"), current.get("reason")):
-        warning = current.get("phase") in (Phase.FAILED, Phase.DEGRADED) or current.get("reason") in (
-            "Unschedulable",
-            "ImagePullError",
-            "ChildConflict",
-            "PodsRefused",
+        warning = (
+            current.get("phase") in (Phase.FAILED, Phase.DEGRADED)
+            or current.get("reason") in conditions.WARNING_REASONS
         )
         events.append(
             ("Warning" if warning else "Normal", current.get("reason", ""), current.get("message", ""))
