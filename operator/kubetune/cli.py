@@ -186,6 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s"
     )
+    _few_malloc_arenas()
     if not args.verbose:
         # kopf logs every handler run per object; the handlers only record and queue (the reconciles log).
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
@@ -210,6 +211,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         priority=config.priority,
     )
     return 0
+
+
+def _few_malloc_arenas() -> None:
+    """glibc gives each thread a malloc arena of its own (up to 8 per core), and the operator's threads
+    mostly wait on the network: two arenas keep its memory from fragmenting across them (about a third
+    less RSS at 1000 FineTuneJobs). Before any thread starts; a no-op off glibc."""
+    import ctypes
+
+    m_arena_max = -8  # glibc's M_ARENA_MAX
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(m_arena_max, 2)
 
 
 @contextlib.contextmanager

@@ -262,8 +262,7 @@ ROWS = [
         "Pending",
         "Starting",
         [*STATIC_CHILDREN, ("ensure", "Job", "ner-a2"), STATUS],
-        # The Restarting Warning is wrong here (see test_a_leftover_job_is_no_restart).
-        [("Warning", "Restarting"), ("Normal", "Starting")],
+        [("Normal", "Starting")],
         status={"attempt": 2, "restarts": 0},
         requeue_after=5,
     ),
@@ -273,7 +272,7 @@ ROWS = [
         "Pending",
         "LeftoverJob",
         [STATUS],
-        [("Warning", "Restarting"), ("Normal", "LeftoverJob")],
+        [("Normal", "LeftoverJob")],
     ),
     Row(
         "the API server refuses the Job: failed, naming its words",
@@ -535,12 +534,6 @@ def test_a_conflict_leaves_the_other_object_as_it_was() -> None:
     assert "helm" in outcome.status["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a new FineTuneJob whose attempt-1 name is held by an earlier one's Job starts at attempt 2, and "
-    "status.transitions reads the higher attempt as a restart: a Warning 'Restarting ... from the newest "
-    "checkpoint' for a job that never ran (handlers/finetunejob.py, status/finetunejob.transitions)",
-)
 def test_a_leftover_job_is_no_restart() -> None:
     fake = FakeKube()
     leftover_job(still_running=False)(fake)

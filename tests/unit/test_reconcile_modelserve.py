@@ -195,7 +195,7 @@ ROWS = [
         someone_elses_service,
         "Pending",
         "ChildConflict",
-        [*CHILDREN[:6], *PRUNED_AUTOSCALERS, STATUS],
+        [*CHILDREN[:6], STATUS],  # nothing pruned either while a child is someone else's
         [("Warning", "ChildConflict")],
         exists={("Deployment", "qwen-vllm"): False},
     ),
@@ -204,7 +204,7 @@ ROWS = [
         served(),
         "Ready",
         "Serving",
-        CHILDREN,  # re-applied on every pass: see test_a_settled_modelserve_writes_nothing
+        [],  # rendered as last applied: nothing to write
         [],
         {"Ready": "True", "AdaptersReady": "True"},
     ),
@@ -213,7 +213,7 @@ ROWS = [
         then(finetunejob("Running"), served(ADAPTER)),
         "Ready",
         "Serving",
-        CHILDREN,
+        [],
         [],
         {"Ready": "True", "AdaptersReady": "False"},
         adapters={},
@@ -234,7 +234,7 @@ ROWS = [
         then(finetunejob("Succeeded", **TRAINED), served(ADAPTER), sidecars_loaded),
         "Ready",
         "Serving",
-        [*CHILDREN, STATUS],
+        [STATUS],  # the report is read, the children are as applied
         [("Normal", "AdapterAdded")],
         {"AdaptersReady": "True"},
         adapters={"ner": f"/mnt/claim/{ADAPTER_PATH}"},
@@ -244,7 +244,7 @@ ROWS = [
         then(served(ADAPTER), finetunejob("Failed", message="attempt 1 failed")),
         "Degraded",
         "FineTuneJobFailed",
-        [*CHILDREN, STATUS],
+        [STATUS],
         [("Warning", "FineTuneJobFailed")],
         {"Ready": "True", "Degraded": "True", "AdaptersReady": "False"},
         adapters={},
@@ -254,7 +254,7 @@ ROWS = [
         served(ADAPTER),
         "Ready",
         "Serving",
-        CHILDREN,
+        [],
         [],
         {"AdaptersReady": "False"},
         adapters={},
@@ -307,7 +307,7 @@ ROWS = [
         replicas_refused,
         "Pending",
         "PodsRefused",
-        [*CHILDREN, STATUS],
+        [STATUS],
         [("Warning", "PodsRefused")],
     ),
 ]
@@ -356,12 +356,6 @@ def test_a_second_pass_changes_nothing(row: Row) -> None:
     assert not second.changed and second.status == first.status
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the ModelServe reconcile applies every child on every pass, changed or not (7-8 requests a pass, "
-    "each a no-op on the API server); issue 12 asks that applies be skipped when the desired child equals "
-    "the cached one, as the FineTuneJob reconcile does for a running attempt",
-)
 def test_a_settled_modelserve_writes_nothing() -> None:
     fake = FakeKube()
     served()(fake)

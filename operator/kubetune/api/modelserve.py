@@ -289,3 +289,8 @@ class ModelServeStatus(Model):
     adapters: list[AdapterStatus] = Field(default_factory=list)
     adapters_display: str | None = Field(None, description="`2/3` adapters ready, for `kubectl get`.")
     replicas_display: str | None = Field(None, description="`1/2` replicas ready, for `kubectl get`.")
+    applied_children: str | None = Field(
+        None,
+        description="A hash of the children as the operator last applied them all: a reconcile that "
+        "renders the same children writes none (the periodic resync applies them anyway).",
+    )

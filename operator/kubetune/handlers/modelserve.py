@@ -130,6 +130,9 @@ def reconcile(
     deployment = None
     pods: list[dict[str, Any]] = []
     reports: dict[str, Any] = {}
+    wanted: list[dict[str, Any]] | None = None  # the children, once the spec allows any
+    applied_children: str | None = None  # their hash, once every one of them is applied
+    settled = conflict = False
     if spec is not None:
         before = {a.get("name"): a for a in previous.get("adapters") or [] if isinstance(a, dict)}
         for adapter in spec.adapters:
@@ -159,15 +162,32 @@ def reconcile(
         )
         if not problems:
             wanted = render.children(target)
+            rendered = render.children_hash(wanted)
+            # Nothing to write when the children are rendered as they were last applied, every one of them
+            # (the Deployment is in the cache: not deleted since). The periodic resync (`full`) applies
+            # them all anyway, which repairs a child changed or deleted by hand.
+            settled = (
+                not full
+                and deployment is not None
+                and previous.get("appliedChildren") == rendered
+                and previous.get("observedGeneration") == meta.get("generation", 1)
+            )
+            applied_children = rendered
+        if not problems and settled:
+            report = kube.get("ConfigMap", namespace, target.report_config_map_name)
+            reports = status_of.parse_reports((report or {}).get("data"))
+        elif not problems:
             for child in wanted:
                 try:
                     applied = kube.apply(child)
                 except (NotOurs, ChildRefused) as error:
                     # Nothing further is written beside someone else's object (the Deployment would mount it).
                     problems.append(child_problem(error))
+                    applied_children, conflict = None, True
                     break
                 except ApiException as error:
                     if child["kind"] == "ScaledObject" and error.status == 404:
+                        applied_children = None
                         problems.append(
                             Problem(
                                 "KedaNotInstalled",
@@ -181,13 +201,15 @@ def reconcile(
                     deployment = applied
                 if child["metadata"]["name"] == target.report_config_map_name:
                     reports = status_of.parse_reports(applied.get("data"))
-            # The children are a set: any this ModelServe may have that the spec no longer asks for goes,
-            # if it is this one's (switching autoscaler provider, autoscaling removed, an earlier release's
-            # name). Only the spec changes that set, so it is checked then, and on the periodic resync.
-            if full or previous.get("observedGeneration") != meta.get("generation", 1):
-                kept = {(c["kind"], c["metadata"]["name"]) for c in wanted}
-                for kind, old_name in sorted(render.possible_children(target) - kept):
-                    kube.delete_owned(kind, namespace, old_name, uid)
+        # The children are a set: any this ModelServe may have that the spec no longer asks for goes, if
+        # it is this one's (switching autoscaler provider, autoscaling removed, an earlier release's name).
+        # Only the spec changes that set, so it is checked then, and on the periodic resync.
+        spec_changed = previous.get("observedGeneration") != meta.get("generation", 1)
+        if target is not None and wanted is not None and not conflict and (full or spec_changed):
+            kept = {(c["kind"], c["metadata"]["name"]) for c in wanted}
+            for kind, old_name in sorted(render.possible_children(target) - kept):
+                kube.delete_owned(kind, namespace, old_name, uid)
+        if target is not None and wanted is not None:
             pods = kube.list("Pod", namespace, render.selector(target))
             refused = _replica_failure(deployment)
             if refused and not (deployment or {}).get("status", {}).get("readyReplicas"):
@@ -207,6 +229,7 @@ def reconcile(
         pods=pods,
         adapters=adapter_states,
         reports=reports,
+        applied_children=applied_children,
     )
     status = status_of.compute(observation)
     changed = any(previous.get(k) != v for k, v in status.items())

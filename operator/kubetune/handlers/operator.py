@@ -275,6 +275,8 @@ def register(controller_factory: Any, config: OperatorConfig) -> None:
             settings.watching.label_selectors[resource] = managed
         # The handlers below only record and queue: they are async, and run in kopf's own loop.
         settings.execution.max_workers = 2
+        # kopf keeps a task per object while its events come; a second of quiet ends it (memory).
+        settings.batching.idle_timeout = 1.0
         # The resources are known up front: no watching of CRDs and namespaces (nor the RBAC for it).
         settings.scanning.disabled = True
         settings.peering.priority = config.priority

@@ -16,6 +16,7 @@ KV cache, and no GPU flags; a GPU replica's pod is the same as ever.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 from dataclasses import dataclass, field
@@ -423,6 +424,13 @@ def autoscaler(target: ModelServeTarget) -> dict[str, Any] | None:
 
 
 AUTOSCALER_KINDS = ("HorizontalPodAutoscaler", "ScaledObject")
+
+
+def children_hash(children: list[dict[str, Any]]) -> str:
+    """A short hash of the rendered children: equal hashes, equal manifests (the status keeps the last
+    applied one, so that a pass that would apply the same children again applies none)."""
+    text = json.dumps(children, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def possible_children(target: ModelServeTarget) -> set[tuple[str, str]]:

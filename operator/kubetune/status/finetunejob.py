@@ -495,7 +495,9 @@ def _add_curves(obs: Observation, status: dict[str, Any]) -> None:
 def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[Event]:
     """The Events to record for a change of phase, reason or attempt, or a newly refused spec."""
     events: list[Event] = []
-    if current.get("attempt", 1) > (previous.get("attempt") or 1):
+    # A new attempt after an earlier one (a first status may start above 1: an earlier FineTuneJob's Job
+    # held the first names, and nothing restarts).
+    if previous.get("attempt") and current.get("attempt", 1) > previous["attempt"]:
         events.append(
             Event(
                 "Warning", "Restarting", f"starting attempt {current['attempt']} from the newest checkpoint"

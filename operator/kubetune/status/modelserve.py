@@ -106,6 +106,7 @@ class Observation:
     pods: list[dict[str, Any]] = field(default_factory=list)
     adapters: list[AdapterState] = field(default_factory=list)  # as resolved from the spec
     reports: dict[str, Any] = field(default_factory=dict)  # {pod name: its sidecar's report}
+    applied_children: str | None = None  # the hash of the children, when this pass saw all of them applied
 
 
 def _condition(status: str, reason: str, message: str) -> conditions.Wanted:
@@ -221,6 +222,7 @@ def compute(obs: Observation) -> dict[str, Any]:
         "servedModels": served,
         "adapters": [_adapter_status(a) for a in adapter_states],
         "adaptersDisplay": f"{sum(a.ready for a in adapter_states)}/{len(adapter_states)}",
+        "appliedChildren": obs.applied_children,
     }
 
 
