@@ -167,12 +167,15 @@ def test_a_modelserves_pods_and_deployment_queue_the_modelserve(controller: Cont
 
 
 def test_the_resync_queues_what_can_still_change(controller: Controller) -> None:
+    ran = [{"type": "Created", "status": "True"}]
     done = ftj("done")
-    done["status"] = {"phase": "Succeeded"}
+    done["status"] = {"phase": "Succeeded", "conditions": ran}
     expiring = ftj("expiring")
-    expiring["status"] = {"phase": "Failed"}
+    expiring["status"] = {"phase": "Failed", "conditions": ran}
     expiring["spec"]["ttlSecondsAfterFinished"] = 60
-    for body in (ftj("running"), done, expiring):
+    refused = ftj("refused")  # Failed for its spec before it ran: a fixed spec proceeds
+    refused["status"] = {"phase": "Failed"}
+    for body in (ftj("running"), done, expiring, refused):
         controller.cache.upsert("FineTuneJob", body)
     controller.cache.upsert("ModelServe", obj("ModelServe", "qwen"))
     controller.resync()
@@ -180,4 +183,4 @@ def test_the_resync_queues_what_can_still_change(controller: Controller) -> None
     while (item := controller.queue.get(timeout=0)) is not None:
         items.append((item.key.name, item.full))
         controller.queue.done(item.key)
-    assert sorted(items) == [("expiring", True), ("qwen", True), ("running", True)]
+    assert sorted(items) == [("expiring", True), ("qwen", True), ("refused", True), ("running", True)]

@@ -171,3 +171,21 @@ def test_many_workers_never_hold_one_key_at_once() -> None:
     assert not clashes
     assert drain(queue) == []  # type: ignore[arg-type]
     assert handled[0] >= 20
+
+
+def test_keys_added_soon_go_before_the_others_once_each(queue: WorkQueue[str]) -> None:
+    for key in ("new-1", "new-2", "new-3"):
+        queue.add(key)
+    queue.add("running", soon=True)
+    queue.add("new-2", soon=True)  # waiting already: moves ahead, still once
+    assert drain(queue) == ["running", "new-2", "new-1", "new-3"]
+
+
+def test_a_key_added_soon_while_held_comes_back_ahead(queue: WorkQueue[str]) -> None:
+    queue.add("a")
+    queue.add("b")
+    held = queue.get(timeout=0)
+    assert held is not None and held.key == "a"
+    queue.add("a", soon=True)
+    queue.done("a")
+    assert drain(queue) == ["a", "b"]

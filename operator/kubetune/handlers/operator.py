@@ -45,9 +45,10 @@ from kubetune.render.finetunejob import FTJ_LABEL, PREPROCESS_LABEL
 from kubetune.render.modelserve import MSERVE_LABEL
 from kubetune.runtime.cache import Cache, CachedKube
 from kubetune.runtime.workqueue import WorkQueue
+from kubetune.status import finetunejob as finetunejob_status
 
 log = logging.getLogger("kubetune.operator")
-TERMINAL = (ftj.Phase.SUCCEEDED.value, ftj.Phase.FAILED.value)
+CHILD_KINDS = frozenset({"Job", "Pod", "Deployment"})
 FTJ, MS = ftj.KIND, ms.KIND
 
 # (kind in the cache, group, version, plural): everything the operator watches.
@@ -101,8 +102,10 @@ class Controller:
         if event_type == "DELETED":
             meta = body.get("metadata") or {}
             self.cache.remove(kind, meta.get("namespace"), meta["name"])
+        # A child's change goes before new resources: the status follows the pods (workqueue.py).
+        soon = kind in CHILD_KINDS
         for key in self.keys_for(kind, event_type, body):
-            self.queue.add(key)
+            self.queue.add(key, soon=soon)
         QUEUE_DEPTH.set(len(self.queue))
 
     def keys_for(self, kind: str, event_type: str | None, body: dict[str, Any]) -> list[Key]:
@@ -235,7 +238,8 @@ class Controller:
         for body in self.cache.list(FTJ):
             meta, status = body["metadata"], body.get("status") or {}
             phases[status.get("phase") or ftj.Phase.PENDING.value] += 1
-            finished = status.get("phase") in TERMINAL
+            # Finished for good (a spec refused before it ran is not: fixed, it proceeds).
+            finished = finetunejob_status.has_finished(status)
             if not finished or (body.get("spec") or {}).get("ttlSecondsAfterFinished") is not None:
                 self.queue.add(Key(FTJ, meta["namespace"], meta["name"]), full=True)
         for namespace, name in self.cache.keys(MS):

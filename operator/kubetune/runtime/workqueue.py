@@ -5,7 +5,9 @@
 - A key whose reconcile failed comes back after an exponential backoff, capped (`retry`); `forget` resets it.
 - `add_after` brings a key back later (a reconcile that asks to look again, a periodic resync).
 - Keys are served first in, first out: a burst of events for one resource is one entry, and cannot starve
-  the others.
+  the others. A key added `soon` (its resource's children changed: a pod started, a Job ended) goes before
+  those that are not (a new resource, a resync): what users watch follows their pods at once, while a
+  burst of new resources waits a moment longer.
 
 A key may carry `full`: the next reconcile of it should also re-check what it normally takes from caches
 (a periodic resync asks for that). The flag of a key added twice is the OR of both.
@@ -40,7 +42,10 @@ class WorkQueue(Generic[K]):
         self.base_delay, self.max_delay = base_delay, max_delay
         self._clock = clock
         self._lock = threading.Condition()
-        self._order: deque[K] = deque()  # keys waiting, in order
+        self._order: deque[K] = deque()  # keys waiting, in order (entries of keys served since: skipped)
+        self._soon: deque[K] = deque()  # keys added `soon`, served before _order
+        self._in_soon: set[K] = set()
+        self._dirty_soon: set[K] = set()
         self._waiting: dict[K, bool] = {}  # key -> full, for every key in _order
         self._since: dict[K, float] = {}  # key -> when it was queued
         self._processing: set[K] = set()
@@ -51,19 +56,30 @@ class WorkQueue(Generic[K]):
         self._ticket = itertools.count()
         self._shut = False
 
-    def add(self, key: K, full: bool = False) -> None:
+    def add(self, key: K, full: bool = False, soon: bool = False) -> None:
         with self._lock:
             if self._shut:
                 return
             if key in self._processing:
                 self._dirty[key] = self._dirty.get(key, False) or full
+                if soon:
+                    self._dirty_soon.add(key)
             elif key in self._waiting:
                 self._waiting[key] = self._waiting[key] or full
+                if soon:
+                    self._enqueue(key, soon=True)
             else:
                 self._waiting[key] = full
                 self._since[key] = self._clock()
-                self._order.append(key)
+                self._enqueue(key, soon)
                 self._lock.notify()
+
+    def _enqueue(self, key: K, soon: bool) -> None:
+        if not soon:
+            self._order.append(key)
+        elif key not in self._in_soon:
+            self._soon.append(key)
+            self._in_soon.add(key)
 
     def add_after(self, key: K, delay: float, full: bool = False) -> None:
         if delay <= 0:
@@ -103,8 +119,8 @@ class WorkQueue(Generic[K]):
         with self._lock:
             while True:
                 self._release_due()
-                if self._order:
-                    key = self._order.popleft()
+                key = self._next()
+                if key is not None:
                     full = self._waiting.pop(key)
                     waited = self._clock() - self._since.pop(key)
                     self._processing.add(key)
@@ -121,15 +137,29 @@ class WorkQueue(Generic[K]):
                     continue
                 self._lock.wait(wait)
 
+    def _next(self) -> K | None:
+        while self._soon:
+            key = self._soon.popleft()
+            self._in_soon.discard(key)
+            if key in self._waiting:
+                return key
+        while self._order:
+            key = self._order.popleft()
+            if key in self._waiting:  # else: served from the soon lane already
+                return key
+        return None
+
     def done(self, key: K) -> None:
         with self._lock:
             self._processing.discard(key)
             if key in self._dirty:
                 full = self._dirty.pop(key)
+                soon = key in self._dirty_soon
+                self._dirty_soon.discard(key)
                 if not self._shut:  # while held, every add went to _dirty: the key is not waiting
                     self._waiting[key] = full
                     self._since[key] = self._clock()
-                    self._order.append(key)
+                    self._enqueue(key, soon)
                     self._lock.notify()
 
     def shutdown(self) -> None:
@@ -140,7 +170,7 @@ class WorkQueue(Generic[K]):
     def __len__(self) -> int:
         """Keys waiting now (not those held by workers, nor those due later)."""
         with self._lock:
-            return len(self._order)
+            return len(self._waiting)
 
     def _release_due(self) -> None:
         now = self._clock()
