@@ -215,8 +215,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _few_malloc_arenas() -> None:
     """glibc gives each thread a malloc arena of its own (up to 8 per core), and the operator's threads
-    mostly wait on the network: two arenas keep its memory from fragmenting across them (about a third
-    less RSS at 1000 FineTuneJobs). Before any thread starts; a no-op off glibc."""
+    mostly wait on the network: two arenas keep its memory from fragmenting across them. Before any
+    thread starts; a no-op off glibc."""
     import ctypes
 
     m_arena_max = -8  # glibc's M_ARENA_MAX
