@@ -16,7 +16,8 @@ RESTARTS = Counter("kubetune_finetunejob_restarts_total", "New attempts started 
 QUEUE_DEPTH = Gauge("kubetune_workqueue_depth", "Resources waiting for a reconcile worker.")
 QUEUE_WAIT_SECONDS = Histogram(
     "kubetune_workqueue_wait_seconds",
-    "Time from a resource's first event to the start of its reconcile.",
+    "Time from a resource's first event to the start of its reconcile, by kind.",
+    ["kind"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 RETRIES = Counter(

@@ -159,7 +159,7 @@ class Controller:
             if item is None:
                 return
             QUEUE_DEPTH.set(len(self.queue))
-            QUEUE_WAIT_SECONDS.observe(item.waited)
+            QUEUE_WAIT_SECONDS.labels(item.key.kind).observe(item.waited)
             try:
                 outcome = self.reconcile(item.key, full=item.full)
             except Exception as error:
