@@ -84,12 +84,14 @@ test-chart-rbac: cluster-build
 	KUBETUNE_OPERATOR_AS=chart $(PYTEST) tests/integration/test_finetunejob.py tests/integration/test_modelserve.py \
 		tests/integration/test_leader_election.py
 
-# A benchmark, not a test: N FineTuneJobs through the operator against a floor without it (tests/bench).
-# Its own cluster (KUBETUNE_CLUSTER_DIR, default ~/.cache/kubetune/bench-cluster); ~9 minutes on 2 cores.
+# A benchmark, not a test: N FineTuneJobs through the operator against a floor without it, then a
+# ModelServe edited while a 64-node FineTuneJob starts (tests/bench). Its own cluster (KUBETUNE_CLUSTER_DIR,
+# default ~/.cache/kubetune/bench-cluster); about 10 minutes on 2 cores (BENCH_COUNTS=5000: 25 more).
 BENCH_COUNTS ?= 200 1000
 BENCH_JSON ?= bench.json
 bench: cluster-build
 	$(PY) -m tests.bench.bench_finetunejobs $(foreach n,$(BENCH_COUNTS),--count $(n)) --json $(BENCH_JSON)
+	$(PY) -m tests.bench.bench_latency --nodes 64 --json $(basename $(BENCH_JSON))-latency.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
