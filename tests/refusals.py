@@ -10,7 +10,25 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from kubetune.api.cel import Rule
+from kubetune.api.common import Model
 from tests.specs import finetunejob, modelserve
+
+
+def declared_rules() -> list[Rule]:
+    """Every CEL rule on every model (on the class, or on a field), once."""
+    found: list[Rule] = []
+    pending, seen = list(Model.__subclasses__()), set()
+    while pending:
+        model = pending.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        pending += model.__subclasses__()
+        found += model.cel_rules
+        for info in model.model_fields.values():
+            found += [m for m in info.metadata if isinstance(m, Rule)]
+    return list(dict.fromkeys(found))
 
 
 def edit(path: str, value: Any, **more: Any) -> dict[str, Any]:

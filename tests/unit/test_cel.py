@@ -16,6 +16,7 @@ from kubetune.api.crd import all_crds
 from kubetune.api.podspec import PodSecurity
 from kubetune.api.validation import describe
 from tests import specs
+from tests.refusals import declared_rules
 
 # What both the API server (cel-go with the Kubernetes libraries) and the offline interpreter (cel-rust)
 # know: the standard macros, functions and operators. A rule that needs more (a Kubernetes extension such as
@@ -24,22 +25,6 @@ PORTABLE = {
     "has", "all", "exists", "filter", "size", "matches", "startsWith", "@in", "@not_strictly_false",
     "!_", "_&&_", "_||_", "_==_", "_!=_", "_<_", "_<=_", "_>_", "_>=_", "_+_", "_?_:_", "_[_]",
 }  # fmt: skip
-
-
-def declared_rules() -> list[Rule]:
-    """Every rule on every model (on the class, or on a field), once."""
-    found: list[Rule] = []
-    pending, seen = list(Model.__subclasses__()), set()
-    while pending:
-        model = pending.pop()
-        if model in seen:
-            continue
-        seen.add(model)
-        pending += model.__subclasses__()
-        found += model.cel_rules
-        for info in model.model_fields.values():
-            found += [m for m in info.metadata if isinstance(m, Rule)]
-    return list(dict.fromkeys(found))
 
 
 def crd_rules(node: Any) -> list[dict[str, str]]:

@@ -9,34 +9,17 @@ from typing import Any
 import pytest
 import yaml
 
-from kubetune.api.cel import Rule
-from kubetune.api.common import Model
 from kubetune.cli import main
 from tests.refusals import (
     NEEDS_THE_CLUSTER,
     REFUSED_BY_THE_API_SERVER,
     SERVE_REFUSED_BY_THE_API_SERVER,
+    declared_rules,
     edit,
     serve_edit,
 )
 
 CASES = [*REFUSED_BY_THE_API_SERVER, *SERVE_REFUSED_BY_THE_API_SERVER]
-
-
-def _all_rules() -> list[Rule]:
-    found: list[Rule] = []
-    seen: set[type] = set()
-    pending: list[type] = list(Model.__subclasses__())
-    while pending:
-        model = pending.pop()
-        if model in seen:
-            continue
-        seen.add(model)
-        pending += model.__subclasses__()
-        found += model.cel_rules
-        for info in model.model_fields.values():
-            found += [m for m in info.metadata if isinstance(m, Rule)]
-    return list(dict.fromkeys(found))
 
 
 def validate(tmp_path: Path, body: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -84,7 +67,7 @@ def test_validate_accepts_the_tables_valid_resources(
 
 
 def test_every_rule_compiles_with_the_offline_interpreter() -> None:
-    rules = _all_rules()
+    rules = declared_rules()
     assert len(rules) >= 12
     for rule in rules:
         assert rule.program is not None
