@@ -234,20 +234,14 @@ class Kube:
         fields are handed to the apply, so that one the rendering drops later is removed, not left behind
         (what kubectl does when it moves an object to server-side apply)."""
         managers = (existing.get("metadata") or {}).get("managedFields") or []
-        ours = [
-            m.get("operation")
-            for m in managers
+        ours = {
+            m.get("operation"): i
+            for i, m in enumerate(managers)
             if m.get("manager") == FIELD_MANAGER and not m.get("subresource")
-        ]
+        }
         if "Apply" in ours or "Update" not in ours:
             return
-        index = next(
-            i
-            for i, m in enumerate(managers)
-            if m.get("manager") == FIELD_MANAGER
-            and not m.get("subresource")
-            and m.get("operation") == "Update"
-        )
+        index = ours["Update"]
         meta = existing["metadata"]
         patch = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
@@ -265,8 +259,18 @@ class Kube:
                 raise
 
     def ensure_all(self, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """`ensure` for objects that do not depend on one another (here one after the other)."""
-        return [self.ensure(manifest) for manifest in manifests]
+        """`ensure` for objects that do not depend on one another (here one after the other): every one is
+        tried, and the first error is raised after the last (as `CachedKube.ensure_all`, which writes them
+        at once)."""
+        out, first_error = [], None
+        for manifest in manifests:
+            try:
+                out.append(self.ensure(manifest))
+            except Exception as error:
+                first_error = first_error or error
+        if first_error is not None:
+            raise first_error
+        return out
 
     def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         meta = manifest["metadata"]

@@ -128,19 +128,18 @@ def test_a_finetunejob_adapter_waits_then_is_served_with_its_rank(
         "the adapter in the adapters ConfigMap",
         timeout=60,
     )
+
     # The new adapters roll the pods out: each new pod's sidecar reports once it runs (played again until
-    # the rollout is over).
-    status = wait_until(
-        lambda: (
-            report_as_the_sidecars(cluster, api, namespace, "qwen", tmp_path)
-            and "clue-ner" in (serves.status("qwen") or {}).get("servedModels", [])
-            and serves.status("qwen")
-        ),
-        "the adapter to be served",
-        timeout=60,
-        interval=1,
-    )
-    assert serves.condition("qwen", "AdaptersReady")["status"] == "True"
+    # the rollout is over: the old pod may say it serves the adapter while the new one starts).
+    def served_after_the_rollout() -> dict[str, Any] | None:
+        report_as_the_sidecars(cluster, api, namespace, "qwen", tmp_path)
+        status = serves.status("qwen") or {}
+        rolled_out = status.get("reason") == "Serving"
+        return status if rolled_out and "clue-ner" in status.get("servedModels", []) else None
+
+    status = wait_until(served_after_the_rollout, "the adapter to be served", timeout=60, interval=1)
+    ready = next(c for c in status["conditions"] if c["type"] == "AdaptersReady")
+    assert ready["status"] == "True"
     mapping = json.loads(core.read_namespaced_config_map("qwen-adapters", namespace).data["adapters.json"])
     assert mapping == {"clue-ner": f"/mnt/claim/runs/{namespace}/ner-r64"}
     apps = client.AppsV1Api(api)

@@ -43,6 +43,7 @@ from kubetune.handlers.outcome import Key, Outcome
 from kubetune.kube import Kube
 from kubetune.render.finetunejob import FTJ_LABEL, PREPROCESS_LABEL
 from kubetune.render.modelserve import MSERVE_LABEL
+from kubetune.render.names import label_value
 from kubetune.runtime.cache import Cache, CachedKube
 from kubetune.runtime.workqueue import WorkQueue
 from kubetune.status import finetunejob as finetunejob_status
@@ -140,8 +141,6 @@ class Controller:
     def _owner_name(self, kind: str, namespace: str, label: str) -> str:
         if len(label) < 63:
             return label
-        from kubetune.render.names import label_value
-
         names = [n for ns, n in self.cache.keys(kind) if ns == namespace and label_value(n) == label]
         return names[0] if names else label
 

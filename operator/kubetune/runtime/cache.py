@@ -19,17 +19,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
-from kubetune.api.defaults import LABEL_PREFIX
-from kubetune.kube import Kube
+from kubetune.kube import OWNER_LABELS, Kube
+from kubetune.render.finetunejob import PREPROCESS_LABEL
 
 log = logging.getLogger("kubetune.events")
 
 # Labels that name an owner: the index the reconciles' label selectors go through.
-INDEXED_LABELS = (
-    f"{LABEL_PREFIX}/finetunejob",
-    f"{LABEL_PREFIX}/modelserve",
-    f"{LABEL_PREFIX}/preprocess-of",
-)
+INDEXED_LABELS = (*OWNER_LABELS, PREPROCESS_LABEL)
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 

@@ -58,21 +58,23 @@ class WorkQueue(Generic[K]):
 
     def add(self, key: K, full: bool = False, soon: bool = False) -> None:
         with self._lock:
-            if self._shut:
-                return
-            if key in self._processing:
-                self._dirty[key] = self._dirty.get(key, False) or full
-                if soon:
-                    self._dirty_soon.add(key)
-            elif key in self._waiting:
-                self._waiting[key] = self._waiting[key] or full
-                if soon:
-                    self._enqueue(key, soon=True)
-            else:
-                self._waiting[key] = full
-                self._since[key] = self._clock()
-                self._enqueue(key, soon)
-                self._lock.notify()
+            if not self._shut:
+                self._add_locked(key, full, soon)
+
+    def _add_locked(self, key: K, full: bool, soon: bool) -> None:
+        if key in self._processing:
+            self._dirty[key] = self._dirty.get(key, False) or full
+            if soon:
+                self._dirty_soon.add(key)
+        elif key in self._waiting:
+            self._waiting[key] = self._waiting[key] or full
+            if soon:
+                self._enqueue(key, soon=True)
+        else:
+            self._waiting[key] = full
+            self._since[key] = self._clock()
+            self._enqueue(key, soon)
+            self._lock.notify()
 
     def _enqueue(self, key: K, soon: bool) -> None:
         if not soon:
@@ -157,10 +159,7 @@ class WorkQueue(Generic[K]):
                 soon = key in self._dirty_soon
                 self._dirty_soon.discard(key)
                 if not self._shut:  # while held, every add went to _dirty: the key is not waiting
-                    self._waiting[key] = full
-                    self._since[key] = self._clock()
-                    self._enqueue(key, soon)
-                    self._lock.notify()
+                    self._add_locked(key, full, soon)
 
     def shutdown(self) -> None:
         with self._lock:
@@ -180,11 +179,4 @@ class WorkQueue(Generic[K]):
                 del self._due[key]
             elif not full:
                 continue  # a sooner entry of the key was released already
-            if key in self._processing:
-                self._dirty[key] = self._dirty.get(key, False) or full
-            elif key in self._waiting:
-                self._waiting[key] = self._waiting[key] or full
-            else:
-                self._waiting[key] = full
-                self._since[key] = now
-                self._order.append(key)
+            self._add_locked(key, full, soon=False)
