@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
 .PHONY: help venv lint cluster cluster-build cluster-down cluster-status demo demo-down \
-        test test-unit test-integration test-worker test-serve test-chart test-chart-rbac crds bench clean
+        test test-unit test-integration test-worker test-serve test-chart test-chart-rbac crds bench clean \
+        images image-tools
 
 include mk/trainer.mk
 include mk/vllm.mk
@@ -16,6 +17,7 @@ help:
 	@echo "make test          lint, then every test tier (unit, integration, serve, chart, worker)"
 	@echo "make cluster       build (first time) and start the local control plane; prints KUBECONFIG"
 	@echo "make cluster-down  stop it and remove its state"
+	@echo "make images        the operator and trainer images (buildah, no Docker engine) as OCI archives in build/images"
 	@echo "make bench         FineTuneJobs through the operator vs. the same children created directly"
 
 # The virtual environment, from the pins in pyproject.toml; rebuilt when they change.
@@ -29,6 +31,16 @@ lint: venv
 	$(VENV)/bin/ruff check operator tests scripts
 	$(VENV)/bin/ruff format --check operator tests scripts
 	$(VENV)/bin/lint-imports
+
+# The images, from images/*/Dockerfile, daemonless (buildah; the tools from Debian's packages): OCI archives
+# in build/images, also kept in the local containers storage. Rebuilt only when their inputs change
+# (images/build.sh); `make images IMAGES=operator` builds one.
+IMAGES ?= operator trainer
+image-tools:
+	@images/install-tools.sh
+
+images: image-tools
+	images/build.sh $(IMAGES)
 
 # Builds the control plane's binaries once (minutes, cold), outside any test's timeout.
 # The CRDs, generated from the typed models into crds/ and the Helm chart.
