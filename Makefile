@@ -7,7 +7,7 @@ PYTEST := $(PY) -m pytest
 
 .PHONY: help venv lint cluster cluster-build cluster-down cluster-status demo demo-down \
         test test-unit test-integration test-worker test-serve test-chart test-chart-rbac crds bench clean \
-        images image-tools
+        images image-tools test-images
 
 include mk/trainer.mk
 include mk/vllm.mk
@@ -31,6 +31,7 @@ lint: venv
 	$(VENV)/bin/ruff check operator tests scripts
 	$(VENV)/bin/ruff format --check operator tests scripts
 	$(VENV)/bin/lint-imports
+	scripts/actionlint.sh
 
 # The images, from images/*/Dockerfile, daemonless (buildah; the tools from Debian's packages): OCI archives
 # in build/images, also kept in the local containers storage. Rebuilt only when their inputs change
@@ -66,10 +67,12 @@ demo: venv trainer-venv vllm-venv
 demo-down: cluster-down
 
 # Unit, integration, serve and chart tiers in one pytest session (the local control plane and the operator
-# start once); then the worker tier under the trainer environment (LLaMA-Factory, PyTorch).
-test: lint cluster-build trainer-venv vllm-venv
-	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PYTEST) tests
+# start once); the image tier in a session of its own (its operator is the container); then the worker tier
+# under the trainer environment (LLaMA-Factory, PyTorch).
+test: lint cluster-build trainer-venv vllm-venv images
+	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PYTEST) tests --ignore=tests/images
 	$(MAKE) --no-print-directory test-chart-rbac
+	KUBETUNE_IMAGES=1 $(PYTEST) tests/images
 	$(TRAINER_PY) -m pytest tests/worker -p no:cacheprovider
 
 test-unit: venv vllm-venv
@@ -80,6 +83,11 @@ test-integration: cluster-build
 
 test-worker: cluster-build trainer-venv
 	$(TRAINER_PY) -m pytest tests/worker -p no:cacheprovider
+
+# The built images run as containers (podman, runc), as a kubelet would run them: the operator image as the
+# chart's Deployment against the local control plane, the trainer image training the tiny model on the CPU.
+test-images: cluster-build images
+	KUBETUNE_IMAGES=1 $(PYTEST) tests/images
 
 # The real vLLM engine (its CPU build) and the adapter-sync sidecar as a ModelServe's pod runs them, serving
 # the tiny model and adapters the real LLaMA-Factory trained (the trainer environment trains them).
