@@ -6,6 +6,7 @@ from the pod), volumes and the ServiceAccount token where the kubelet projects i
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -17,6 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CONTAINERS_CONF = REPO / "images" / "podman" / "containers.conf"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 
 
 def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -66,6 +68,10 @@ class PodContainer:
     name: str = field(default_factory=lambda: f"kubetune-test-{uuid.uuid4().hex[:8]}")
 
     @property
+    def termination_log(self) -> Path:
+        return self.workdir / "termination-log"
+
+    @property
     def container(self) -> dict[str, Any]:
         return self.pod["spec"]["containers"][0]
 
@@ -81,10 +87,14 @@ class PodContainer:
         for variable in self.container.get("env") or []:
             if "value" in variable:
                 values[variable["name"]] = variable["value"]
-            else:
-                path = variable["valueFrom"]["fieldRef"]["fieldPath"]  # metadata.name, metadata.namespace
-                section, key = path.split(".", 1)
-                values[variable["name"]] = self.pod[section][key]
+            else:  # the downward API: metadata.name, metadata.namespace, metadata.annotations['...']
+                path = variable["valueFrom"]["fieldRef"]["fieldPath"]
+                if match := re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path):
+                    value = (self.pod["metadata"].get(match[1]) or {}).get(match[2], "")
+                else:
+                    section, key = path.split(".", 1)
+                    value = self.pod[section][key]
+                values[variable["name"]] = value
         return {**values, **self.extra_env}
 
     def run_args(self) -> list[str]:
@@ -94,6 +104,11 @@ class PodContainer:
         user = security.get("runAsUser", pod_security.get("runAsUser"))
         group = security.get("runAsGroup", pod_security.get("runAsGroup", user))
         args = ["--name", self.name, "--network", "host", "--pull", "never"]
+        args += ["--hostname", spec.get("hostname") or self.pod["metadata"]["name"]]
+        # The file the kubelet mounts for the container's termination message.
+        self.termination_log.touch(mode=0o666)
+        self.termination_log.chmod(0o666)
+        args += ["--volume", f"{self.termination_log}:{TERMINATION_MESSAGE_PATH}:rw"]
         if user is not None:
             args += ["--user", f"{user}:{group}"]
         if security.get("readOnlyRootFilesystem"):

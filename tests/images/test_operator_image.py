@@ -8,18 +8,14 @@ FineTuneJob and a ModelServe (KWOK's fake GPU nodes move their pods).
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse
 
-import pytest
-import yaml
 from kubernetes import client
 
-from tests.chart.install import CHART, NAMESPACE, RELEASE, helm, install_chart
+from tests.chart.install import NAMESPACE, RELEASE
 from tests.cluster import localcluster
-from tests.images.podman import PodContainer, require_image
+from tests.images.kubelet import http_status
+from tests.images.podman import PodContainer
 from tests.integration.finetunejobs import FineTuneJobs, KubetuneResources
 from tests.kube import wait_until
 from tests.specs import finetunejob, modelserve
@@ -27,74 +23,6 @@ from tests.specs import finetunejob, modelserve
 
 class ModelServes(KubetuneResources):
     plural = "modelserves"
-
-
-def chart_image() -> str:
-    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    return f"{values['image']['repository']}:{values['image']['tag'] or chart['appVersion']}"
-
-
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status
-    except OSError:
-        return 0
-
-
-def projected_service_account(
-    cluster: localcluster.ClusterInfo, pod: dict[str, Any], directory: Path
-) -> Path:
-    """What the kubelet projects at /var/run/secrets/kubernetes.io/serviceaccount: a token bound to the pod,
-    the cluster's CA and the namespace."""
-    directory.mkdir(parents=True)
-    token = localcluster.kubectl(
-        cluster, "create", "token", pod["spec"]["serviceAccountName"], "-n", pod["metadata"]["namespace"],
-        "--bound-object-kind=Pod", f"--bound-object-name={pod['metadata']['name']}", "--duration=1h",
-    ).strip()  # fmt: skip
-    (directory / "token").write_text(token)
-    (directory / "ca.crt").write_bytes((Path(cluster.state_dir) / "pki" / "ca.crt").read_bytes())
-    (directory / "namespace").write_text(pod["metadata"]["namespace"])
-    for path in (directory, *directory.iterdir()):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def operator_container(
-    cluster: localcluster.ClusterInfo,
-    crds: None,
-    api: client.ApiClient,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[PodContainer]:
-    require_image(chart_image())
-    workdir = tmp_path_factory.mktemp("operator-image")
-    liveness_port, metrics_port = localcluster.free_port(), localcluster.free_port()
-    install_chart(cluster, "--set", f"livenessPort={liveness_port}", "--set", f"metrics.port={metrics_port}")
-    core = client.CoreV1Api(api)
-    selector = f"app.kubernetes.io/instance={RELEASE}"
-    # The chart's pod as the API server has it (on a fake node: nothing runs it but this test).
-    pods = wait_until(
-        lambda: core.list_namespaced_pod(NAMESPACE, label_selector=selector).items,
-        "the chart's pod",
-        timeout=60,
-    )
-    pod = api.sanitize_for_serialization(pods[0])
-    server = urlparse(cluster.server)
-    container = PodContainer(
-        pod,
-        workdir,
-        extra_env={
-            "KUBERNETES_SERVICE_HOST": server.hostname or "",
-            "KUBERNETES_SERVICE_PORT": str(server.port),
-        },
-    )
-    container.mounts[container.token_volume()] = projected_service_account(cluster, pod, workdir / "token")
-    container.start()
-    yield container
-    container.remove()
-    helm(cluster, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait")
 
 
 def answers(container: PodContainer, url: str) -> bool:
