@@ -69,7 +69,8 @@ demo-down: cluster-down
 # Unit, integration, serve and chart tiers in one pytest session (the local control plane and the operator
 # start once); the image tier in a session of its own (its operator is the container); then the worker tier
 # under the trainer environment (LLaMA-Factory, PyTorch).
-test: lint cluster-build trainer-venv vllm-venv images
+test: lint cluster-build trainer-venv vllm-venv image-tools
+	KUBETUNE_IMAGES_ARCHIVE=no images/build.sh $(IMAGES)
 	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PYTEST) tests --ignore=tests/images
 	$(MAKE) --no-print-directory test-chart-rbac
 	KUBETUNE_IMAGES=1 $(PYTEST) tests/images
@@ -86,7 +87,8 @@ test-worker: cluster-build trainer-venv
 
 # The built images run as containers (podman, runc), as a kubelet would run them: the operator image as the
 # chart's Deployment against the local control plane, the trainer image training the tiny model on the CPU.
-test-images: cluster-build images
+test-images: cluster-build image-tools
+	KUBETUNE_IMAGES_ARCHIVE=no images/build.sh $(IMAGES)
 	KUBETUNE_IMAGES=1 $(PYTEST) tests/images
 
 # The real vLLM engine (its CPU build) and the adapter-sync sidecar as a ModelServe's pod runs them, serving

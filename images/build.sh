@@ -5,6 +5,9 @@
 # storage (podman runs it from there). The base is python:3.11-slim-bookworm where it can be pulled, else a
 # stand-in built here (images/base/build.sh); KUBETUNE_BASE_IMAGE names another.
 #
+# KUBETUNE_IMAGES_ARCHIVE=no leaves the archives out (make test runs the images from the containers storage;
+# writing the trainer's 3.4 GB archive takes minutes).
+#
 # Cached by a digest of the inputs: the Dockerfile's folder, pyproject.toml, README.md, operator/, the base.
 # An image whose digest is unchanged and whose archive exists is not built again. build/images/<name>.env
 # records what was built: its tag, the digest of its inputs, its size and how long the build took.
@@ -12,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=${KUBETUNE_IMAGES_DIR:-build/images}
+write_archive=${KUBETUNE_IMAGES_ARCHIVE:-yes}
 ca_bundle=${KUBETUNE_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 public_base=docker.io/library/python:3.11-slim-bookworm
 version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
@@ -61,8 +65,10 @@ for name in "$@"; do
     key=$(inputs_digest "$base_id $version" "images/$name" pyproject.toml README.md operator .dockerignore)
     archive=$out/$name.oci.tar
     record=$out/$name.env
-    if have_image "localhost/kubetune/$name:$key" && [ -f "$archive" ] && grep -qx "KEY=$key" "$record" 2>/dev/null; then
-        echo "$tag: up to date (inputs $key, $archive)"
+    if have_image "localhost/kubetune/$name:$key" && grep -qx "KEY=$key" "$record" 2>/dev/null \
+        && { [ "$write_archive" = no ] || [ -f "$archive" ]; }; then
+        buildah tag "localhost/kubetune/$name:$key" "$tag"
+        echo "$tag: up to date (inputs $key)"
         continue
     fi
     echo "$tag: building from $dockerfile on $base (inputs $key)"
@@ -77,7 +83,7 @@ for name in "$@"; do
     build_seconds=$((SECONDS - start))
     buildah tag "localhost/kubetune/$name:$key" "$tag"
     rm -f "$archive"
-    buildah push --quiet "$tag" "oci-archive:$archive:$tag"
+    if [ "$write_archive" != no ]; then buildah push --quiet "$tag" "oci-archive:$archive:$tag"; fi
     # Earlier builds' tags go; `buildah rmi --prune` frees their layers.
     for old in $(buildah images --format '{{.Name}}:{{.Tag}}' | grep "^localhost/kubetune/$name:" | grep -v ":$key\$"); do
         buildah rmi "$old" >/dev/null || true
@@ -90,7 +96,7 @@ BASE=$base
 BUILD_SECONDS=$build_seconds
 TOTAL_SECONDS=$((SECONDS - start))
 IMAGE_BYTES=$size
-ARCHIVE_BYTES=$(stat -c %s "$archive")
+ARCHIVE_BYTES=$(stat -c %s "$archive" 2>/dev/null || echo 0)
 RECORD
-    echo "$tag: built in ${build_seconds}s, archive written in $((SECONDS - start - build_seconds))s: $archive ($(du -h "$archive" | cut -f1))"
+    echo "$tag: built in ${build_seconds}s$([ -f "$archive" ] && echo ", archive written in $((SECONDS - start - build_seconds))s: $archive ($(du -h "$archive" | cut -f1))")"
 done
