@@ -73,7 +73,7 @@ test: lint cluster-build trainer-venv vllm-venv image-tools
 	KUBETUNE_IMAGES_ARCHIVE=no images/build.sh $(IMAGES)
 	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PYTEST) tests --ignore=tests/images
 	$(MAKE) --no-print-directory test-chart-rbac
-	KUBETUNE_IMAGES=1 $(PYTEST) tests/images
+	KUBETUNE_IMAGES="$(IMAGES)" $(PYTEST) tests/images
 	$(TRAINER_PY) -m pytest tests/worker -p no:cacheprovider
 
 test-unit: venv vllm-venv
@@ -89,7 +89,7 @@ test-worker: cluster-build trainer-venv
 # chart's Deployment against the local control plane, the trainer image training the tiny model on the CPU.
 test-images: cluster-build image-tools
 	KUBETUNE_IMAGES_ARCHIVE=no images/build.sh $(IMAGES)
-	KUBETUNE_IMAGES=1 $(PYTEST) tests/images
+	KUBETUNE_IMAGES="$(IMAGES)" $(PYTEST) tests/images
 
 # The real vLLM engine (its CPU build) and the adapter-sync sidecar as a ModelServe's pod runs them, serving
 # the tiny model and adapters the real LLaMA-Factory trained (the trainer environment trains them).

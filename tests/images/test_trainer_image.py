@@ -95,3 +95,28 @@ def test_trains_the_tiny_model_to_an_adapter(
 
 
 pytestmark = pytest.mark.timeout(1200)
+
+
+# A CUDA kernel and a host function that launches it, built and linked as DeepSpeed's ops build (nvcc for the
+# .cu, the C++ compiler links the shared object with -lcudart): no GPU is needed to build one.
+KERNEL = """
+__global__ void scale(float *x, float a) { x[threadIdx.x] *= a; }
+extern "C" int launch(float *x) { scale<<<1, 32>>>(x, 2.0f); return (int)cudaGetLastError(); }
+"""
+
+
+def test_deepspeeds_ops_can_build_with_the_images_cuda_toolkit(tmp_path: Path) -> None:
+    require_image(TRAINER_IMAGE)
+    (tmp_path / "kernel.cu").write_text(KERNEL)
+    tmp_path.chmod(0o777)
+    build = (
+        'cd /work && "$CUDA_HOME/bin/nvcc" -arch=sm_90 -Xcompiler -fPIC -c kernel.cu -o kernel.o'
+        ' && c++ -shared kernel.o -o kernel.so -L"$CUDA_HOME/lib" -lcudart'
+    )
+    result = podman(
+        "run", "--rm", "--network", "none", "--read-only", "--volume", f"{tmp_path}:/work:rw",
+        "--entrypoint", "sh", TRAINER_IMAGE, "-c", build,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "kernel.so").is_file()
