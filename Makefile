@@ -18,6 +18,7 @@ help:
 	@echo "make cluster       build (first time) and start the local control plane; prints KUBECONFIG"
 	@echo "make cluster-down  stop it and remove its state"
 	@echo "make images        the operator and trainer images (buildah, no Docker engine) as OCI archives in build/images"
+	@echo "make test-images   those images run as containers (podman): the chart's operator, a trainer pod training"
 	@echo "make bench         FineTuneJobs through the operator vs. the same children created directly"
 
 # The virtual environment, from the pins in pyproject.toml; rebuilt when they change.
