@@ -8,8 +8,8 @@
 # KUBETUNE_IMAGES_ARCHIVE=no leaves the archives out (make test runs the images from the containers storage;
 # writing the trainer's 3.4 GB archive takes minutes).
 #
-# Cached by a digest of the inputs: the Dockerfile's folder, pyproject.toml, README.md, operator/, the base.
-# An image whose digest is unchanged and whose archive exists is not built again. build/images/<name>.env
+# Cached by a digest of the inputs: the Dockerfile's folder, this script, pyproject.toml, README.md,
+# operator/, the base. An image whose digest is unchanged and whose archive exists is not built again. build/images/<name>.env
 # records what was built: its tag, the digest of its inputs, its size and how long the build took.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,7 +62,7 @@ for name in "$@"; do
     dockerfile=images/$name/Dockerfile
     [ -f "$dockerfile" ] || { echo "no $dockerfile" >&2; exit 2; }
     tag=ghcr.io/kubetune/$name:$version
-    key=$(inputs_digest "$base_id $version" "images/$name" pyproject.toml README.md operator .dockerignore)
+    key=$(inputs_digest "$base_id $version" "images/$name" images/build.sh pyproject.toml README.md operator .dockerignore)
     archive=$out/$name.oci.tar
     record=$out/$name.env
     if have_image "localhost/kubetune/$name:$key" && grep -qx "KEY=$key" "$record" 2>/dev/null \
