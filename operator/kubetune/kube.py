@@ -13,8 +13,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from kubernetes.utils.keepalive import tcp_keepalive_socket_options
 
 from kubetune.api import GROUP, VERSION
 from kubetune.api.defaults import FIELD_MANAGER, LABEL_PREFIX
@@ -113,19 +115,33 @@ KINDS = {
     "Deployment": Kind("apps/v1", "deployments"),
     "HorizontalPodAutoscaler": Kind("autoscaling/v2", "horizontalpodautoscalers"),
     "ScaledObject": Kind("keda.sh/v1alpha1", "scaledobjects"),
+    "Lease": Kind("coordination.k8s.io/v1", "leases"),
     "FineTuneJob": Kind(f"{GROUP}/{VERSION}", "finetunejobs"),
     "ModelServe": Kind(f"{GROUP}/{VERSION}", "modelserves"),
 }
 
 
-class Kube:
-    """A thin, synchronous wrapper: JSON in, JSON out, no client models."""
+# (connect, read) seconds: no call waits longer on a connection that answers nothing (a lost node or load
+# balancer leaves one open and silent). A busy API server answers well within the read timeout.
+DEFAULT_TIMEOUT = (5.0, 30.0)
 
-    def __init__(self, api_client: client.ApiClient | None = None):
+
+class Kube:
+    """A thin, synchronous wrapper: JSON in, JSON out, no client models. Every call has a timeout."""
+
+    def __init__(
+        self, api_client: client.ApiClient | None = None, timeout: tuple[float, float] = DEFAULT_TIMEOUT
+    ):
         self.api = api_client or client.ApiClient()
+        self.timeout = timeout
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None, pool_size: int = 32) -> Kube:
+    def from_environment(
+        cls,
+        kubeconfig: str | None = None,
+        pool_size: int = 32,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    ) -> Kube:
         configuration = client.Configuration()
         try:
             config.load_incluster_config(client_configuration=configuration)
@@ -133,7 +149,12 @@ class Kube:
             config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
         # One connection per worker thread: a smaller pool makes threads re-handshake TLS under load.
         configuration.connection_pool_maxsize = pool_size
-        return cls(client.ApiClient(configuration))
+        # An idle pooled connection whose peer vanished is found by keepalive probes, not by the next call.
+        configuration.socket_options = tcp_keepalive_socket_options(idle=15, interval=5, count=3)
+        # A stale pooled connection is dialled again, but a call that timed out is not sent twice: the
+        # caller (the work queue's backoff, the Lease's deadline) decides what happens next.
+        configuration.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0)
+        return cls(client.ApiClient(configuration), timeout)
 
     def _call(
         self,
@@ -143,6 +164,7 @@ class Kube:
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
+        timeout: tuple[float, float] | None = None,
     ) -> dict[str, Any]:
         method_, url, headers, body_, post = self.api.param_serialize(
             method=method,
@@ -152,16 +174,25 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(method_, url, header_params=headers, body=body_, post_params=post)
+        response = self.api.call_api(
+            method_,
+            url,
+            header_params=headers,
+            body=body_,
+            post_params=post,
+            _request_timeout=timeout or self.timeout,
+        )
         data = response.read()
         if not 200 <= response.status < 300:
             text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
             raise ApiException.from_response(http_resp=response, body=text, data=None)
         return json.loads(data) if data else {}
 
-    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+    def get(
+        self, kind: str, namespace: str | None, name: str, timeout: tuple[float, float] | None = None
+    ) -> dict[str, Any] | None:
         try:
-            return self._call("GET", KINDS[kind].path(namespace, name))
+            return self._call("GET", KINDS[kind].path(namespace, name), timeout=timeout)
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -272,9 +303,16 @@ class Kube:
             raise first_error
         return out
 
-    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    def create(self, manifest: dict[str, Any], timeout: tuple[float, float] | None = None) -> dict[str, Any]:
         meta = manifest["metadata"]
-        return self._call("POST", KINDS[manifest["kind"]].path(meta.get("namespace")), body=manifest)
+        path = KINDS[manifest["kind"]].path(meta.get("namespace"))
+        return self._call("POST", path, body=manifest, timeout=timeout)
+
+    def replace(self, manifest: dict[str, Any], timeout: tuple[float, float] | None = None) -> dict[str, Any]:
+        """A PUT of the whole object: with its resourceVersion, refused (409) if it changed meanwhile."""
+        meta = manifest["metadata"]
+        path = KINDS[manifest["kind"]].path(meta.get("namespace"), meta["name"])
+        return self._call("PUT", path, body=manifest, timeout=timeout)
 
     def patch_merge(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """A merge patch (an update under the same field manager), for fields another actor may own too."""

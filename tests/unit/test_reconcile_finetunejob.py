@@ -19,7 +19,7 @@ import pytest
 
 from kubetune.api.defaults import TrainerSettings
 from kubetune.handlers import finetunejob
-from kubetune.handlers.outcome import Key, Outcome
+from kubetune.runtime.outcome import Key, Outcome
 from tests import specs
 from tests.fakekube import Call, FakeKube, timestamp
 

@@ -17,7 +17,7 @@ import pytest
 
 from kubetune.api.defaults import TrainerSettings
 from kubetune.handlers import modelserve
-from kubetune.handlers.outcome import Outcome
+from kubetune.runtime.outcome import Outcome
 from tests import specs
 from tests.fakekube import Call, FakeKube
 

@@ -1,4 +1,4 @@
-"""The watch caches and what an event queues (runtime/cache.py, handlers/operator.py's Controller)."""
+"""The watch caches and what an event queues (runtime/cache.py, runtime/controller.py's Controller)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from kubetune.config import OperatorConfig
-from kubetune.handlers.operator import Controller
-from kubetune.handlers.outcome import Key
+from kubetune.handlers.watches import RECONCILERS
 from kubetune.runtime.cache import Cache
+from kubetune.runtime.controller import Controller
+from kubetune.runtime.outcome import Key
 
 
 def obj(
@@ -102,7 +103,7 @@ def test_what_a_reader_changes_does_not_change_the_cache() -> None:
 
 @pytest.fixture
 def controller() -> Controller:
-    return Controller(kube=None, config=OperatorConfig())  # type: ignore[arg-type]
+    return Controller(kube=None, config=OperatorConfig(), reconcilers=RECONCILERS)  # type: ignore[arg-type]
 
 
 def queued(controller: Controller) -> list[Key]:

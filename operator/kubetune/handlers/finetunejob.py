@@ -23,11 +23,11 @@ from kubetune.api.datasetinfo import dataset_info_problems
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, finetunejob_spec
 from kubetune.handlers import events
-from kubetune.handlers.metrics import RESTARTS
-from kubetune.handlers.outcome import Key, Outcome
 from kubetune.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.render import finetunejob as render
 from kubetune.render.names import label_value
+from kubetune.runtime.metrics import RESTARTS
+from kubetune.runtime.outcome import Key, Outcome
 from kubetune.status import finetunejob as status_of
 
 log = logging.getLogger("kubetune.finetunejob")

@@ -18,9 +18,9 @@ from kubetune.api import modelserve as ms
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, modelserve_spec
 from kubetune.handlers import events
-from kubetune.handlers.outcome import Outcome
 from kubetune.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.render import modelserve as render
+from kubetune.runtime.outcome import Outcome
 from kubetune.status import modelserve as status_of
 
 log = logging.getLogger("kubetune.modelserve")
