@@ -124,6 +124,8 @@ KINDS = {
 # (connect, read) seconds: no call waits longer on a connection that answers nothing (a lost node or load
 # balancer leaves one open and silent). A busy API server answers well within the read timeout.
 DEFAULT_TIMEOUT = (5.0, 30.0)
+# (connect, read) seconds, or one number for the whole call, connecting included.
+Timeout = tuple[float, float] | float
 
 
 class Kube:
@@ -164,7 +166,7 @@ class Kube:
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
-        timeout: tuple[float, float] | None = None,
+        timeout: Timeout | None = None,
     ) -> dict[str, Any]:
         method_, url, headers, body_, post = self.api.param_serialize(
             method=method,
@@ -189,7 +191,7 @@ class Kube:
         return json.loads(data) if data else {}
 
     def get(
-        self, kind: str, namespace: str | None, name: str, timeout: tuple[float, float] | None = None
+        self, kind: str, namespace: str | None, name: str, timeout: Timeout | None = None
     ) -> dict[str, Any] | None:
         try:
             return self._call("GET", KINDS[kind].path(namespace, name), timeout=timeout)
@@ -303,12 +305,12 @@ class Kube:
             raise first_error
         return out
 
-    def create(self, manifest: dict[str, Any], timeout: tuple[float, float] | None = None) -> dict[str, Any]:
+    def create(self, manifest: dict[str, Any], timeout: Timeout | None = None) -> dict[str, Any]:
         meta = manifest["metadata"]
         path = KINDS[manifest["kind"]].path(meta.get("namespace"))
         return self._call("POST", path, body=manifest, timeout=timeout)
 
-    def replace(self, manifest: dict[str, Any], timeout: tuple[float, float] | None = None) -> dict[str, Any]:
+    def replace(self, manifest: dict[str, Any], timeout: Timeout | None = None) -> dict[str, Any]:
         """A PUT of the whole object: with its resourceVersion, refused (409) if it changed meanwhile."""
         meta = manifest["metadata"]
         path = KINDS[manifest["kind"]].path(meta.get("namespace"), meta["name"])

@@ -68,9 +68,9 @@ class LeaderElector:
         self.clock, self.sleep = clock, sleep
         self.observed: Observed | None = None
 
-    def _timeout(self, budget: float) -> tuple[float, float]:
-        seconds = max(MIN_CALL_SECONDS, budget)
-        return (seconds, seconds)
+    def _timeout(self, budget: float) -> float:
+        """A call's whole time, connecting included (urllib3's total), at most what is left of `budget`."""
+        return max(MIN_CALL_SECONDS, budget)
 
     def _spec(self, acquired: str | None, transitions: int) -> dict[str, Any]:
         now = _stamp()
@@ -95,7 +95,7 @@ class LeaderElector:
         """One attempt within `budget` seconds in all; True when this process holds the Lease afterwards."""
         started = self.clock()
 
-        def timeout() -> tuple[float, float]:
+        def timeout() -> float:
             left = (budget if budget is not None else self.renew_deadline_seconds) - (self.clock() - started)
             return self._timeout(left)
 
