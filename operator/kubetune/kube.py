@@ -326,12 +326,21 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
-    def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        """A merge patch of .status: only the fields given change; the launcher's fields are kept."""
+    def patch_status(
+        self, kind: str, namespace: str, name: str, status: dict[str, Any], uid: str | None = None
+    ) -> dict[str, Any]:
+        """A merge patch of .status: only the fields given change; the launcher's fields are kept.
+
+        With `uid`, the API server refuses (409) to write onto another object of the same name: a stale
+        copy of a deleted resource never writes its status onto its successor.
+        """
+        body: dict[str, Any] = {"status": status}
+        if uid is not None:
+            body["metadata"] = {"uid": uid}  # a uid in a patch is a precondition, not a change
         return self._call(
             "PATCH",
             KINDS[kind].path(namespace, name, "status"),
-            body={"status": status},
+            body=body,
             query=[("fieldManager", FIELD_MANAGER)],
             content_type="application/merge-patch+json",
         )
@@ -377,16 +386,26 @@ class Kube:
             raise
         return True
 
-    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> None:
+    def delete(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        propagation: str = "Background",
+        uid: str | None = None,
+    ) -> bool:
+        """Deletes the object; with `uid`, only that very object (another of the same name is left alone).
+        Returns whether it was deleted."""
+        body: dict[str, Any] = {"propagationPolicy": propagation}
+        if uid is not None:
+            body["preconditions"] = {"uid": uid}
         try:
-            self._call(
-                "DELETE",
-                KINDS[kind].path(namespace, name),
-                body={"propagationPolicy": propagation},
-            )
+            self._call("DELETE", KINDS[kind].path(namespace, name), body=body)
         except ApiException as error:
-            if error.status != 404:
-                raise
+            if error.status == 404 or (error.status == 409 and uid is not None):
+                return False
+            raise
+        return True
 
 
 def _api_message(error: ApiException) -> str:

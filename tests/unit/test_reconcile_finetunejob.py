@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from kubernetes.client.rest import ApiException
 
 from kubetune.api.defaults import TrainerSettings
 from kubetune.handlers import finetunejob
@@ -539,3 +540,33 @@ def test_a_leftover_job_is_no_restart() -> None:
     leftover_job(still_running=False)(fake)
     reconcile(fake)
     assert ("Warning", "Restarting") not in fake.events()
+
+
+def test_a_stale_copy_of_an_expired_job_neither_deletes_nor_writes_onto_its_successor() -> None:
+    """The cache still holds the old `ner` (finished, TTL expired) while a new `ner` exists: every write
+    the old copy leads to carries its uid, and the API server refuses it for the new object."""
+    fake = FakeKube()
+    succeeded(ttl=60, finished_ago=600)(fake)
+    stale = ftj(fake)
+    stale["status"] = {**stale.get("status", {}), "phase": "Succeeded", "observedGeneration": 99}
+    fake.delete("FineTuneJob", NS, "ner")
+    successor = fake.add(specs.finetunejob("ner"))
+    assert successor["metadata"]["uid"] != stale["metadata"]["uid"]
+    with pytest.raises(ApiException) as refused:
+        finetunejob.reconcile(fake, stale, SETTINGS)
+    assert refused.value.status == 409
+    assert ftj(fake)["metadata"]["uid"] == successor["metadata"]["uid"]
+    assert not (ftj(fake).get("status") or {}), "the old job's status was written onto the new one"
+
+
+def test_the_ttl_delete_names_the_uid() -> None:
+    fake = FakeKube()
+    succeeded(ttl=60, finished_ago=600)(fake)
+    uid = ftj(fake)["metadata"]["uid"]
+    fake.forget_calls()
+    reconcile(fake)
+    assert fake.get_quietly("FineTuneJob", NS, "ner") is None
+    fake.add(specs.finetunejob("ner"))
+    # Deleting by name with the old uid leaves the new one alone.
+    assert fake.delete("FineTuneJob", NS, "ner", uid=uid) is False
+    assert fake.get_quietly("FineTuneJob", NS, "ner") is not None

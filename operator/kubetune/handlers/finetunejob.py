@@ -306,14 +306,14 @@ def reconcile(kube: Kube, body: dict[str, Any], settings: TrainerSettings) -> Ou
     status = status_of.compute(observation)
     changed = _differs(previous, status)
     if changed:
-        kube.patch_status("FineTuneJob", namespace, name, status)
+        kube.patch_status("FineTuneJob", namespace, name, status, uid)
         for event in status_of.transitions(previous, status):
             events.post(kube, body, event.type, event.reason, event.message)
     requeue_after = None
     if spec is not None and status_of.ttl_expired(status, spec.ttl_seconds_after_finished, observation.now):
         # ttlSecondsAfterFinished: the children go with it; the claim and its outputs stay.
         log.info("deleting %s/%s: finished at %s", namespace, name, status.get("completionTime"))
-        kube.delete("FineTuneJob", namespace, name)
+        kube.delete("FineTuneJob", namespace, name, uid=uid)
     elif spec is not None:
         requeue_after = status_of.ttl_remaining(status, spec.ttl_seconds_after_finished, observation.now)
     if failed_create is None and job is not None and end is None and len(live) < nodes:

@@ -234,7 +234,7 @@ def reconcile(
     status = status_of.compute(observation)
     changed = any(previous.get(k) != v for k, v in status.items())
     if changed:
-        kube.patch_status("ModelServe", namespace, name, status)
+        kube.patch_status("ModelServe", namespace, name, status, uid)
         for type_, reason, message in status_of.transitions(previous, status):
             events.post(kube, body, type_, reason, message)
     # The sidecars report what vLLM loaded into a ConfigMap the operator does not watch (that would need

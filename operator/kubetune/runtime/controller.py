@@ -110,7 +110,7 @@ class Controller:
         """The second half of `observed`, for an event whose object the cache holds already."""
         if event_type == "DELETED":
             meta = body.get("metadata") or {}
-            self.cache.remove(kind, meta.get("namespace"), meta["name"])
+            self.cache.remove(kind, meta.get("namespace"), meta["name"], meta.get("uid"))
         # A child's change goes before new resources: the status follows the pods (workqueue.py).
         soon = kind in CHILD_KINDS
         for key in self.keys_for(kind, event_type, body):
