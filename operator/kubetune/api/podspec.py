@@ -133,6 +133,17 @@ def label_problems(labels: dict[str, str] | None, field: str) -> list[str]:
 class PodMetadata(Model):
     """Extra labels and annotations for the pods (for sidecars, cost tracking, ...)."""
 
+    # The operator's own labels say which resource a pod belongs to (a ModelServe's Service selects its
+    # pods by them): a pod of one resource must never pass for another's.
+    cel_rules = (
+        Rule(
+            "!has(self.labels) || self.labels.all(k, !k.startsWith('kubetune.io/'))",
+            "podMetadata.labels: labels under kubetune.io/ are the operator's own (they say which resource "
+            "a pod belongs to): remove them",
+            field_path=".labels",
+        ),
+    )
+
     labels: dict[str, str] | None = Field(None, description="Labels added to the pods.")
     annotations: dict[str, str] | None = Field(None, description="Annotations added to the pods.")
 
