@@ -570,3 +570,25 @@ def test_the_ttl_delete_names_the_uid() -> None:
     # Deleting by name with the old uid leaves the new one alone.
     assert fake.delete("FineTuneJob", NS, "ner", uid=uid) is False
     assert fake.get_quietly("FineTuneJob", NS, "ner") is not None
+
+
+def test_a_running_attempts_job_deleted_by_hand_waits_for_its_pods_then_takes_the_next_name() -> None:
+    """Its pods may still write checkpoints into the output path: no Job under the same name (same pod
+    hostnames) while they run; once they stopped, the next attempt, counted as a disruption."""
+    fake = FakeKube()
+    job = running(fake)
+    pods = fake.pods_of(job)
+    fake.delete("Job", NS, "ner-a1", propagation="Orphan")  # the pods outlive it for a while
+    fake.forget_calls()
+
+    outcome = reconcile(fake)
+    assert [c for c in fake.writes() if c.verb == "ensure"] == []
+    assert "was deleted while 1 of its pods still run" in outcome.status["message"]
+
+    for pod in pods:
+        fake.delete("Pod", NS, pod["metadata"]["name"])
+    outcome = reconcile(fake)
+    assert fake.get_quietly("Job", NS, "ner-a2") is not None
+    assert fake.get_quietly("Job", NS, "ner-a1") is None
+    assert outcome.status["attempt"] == 2 and outcome.status["disruptions"] == 1
+    assert ("Warning", "AttemptDisrupted") in fake.events()

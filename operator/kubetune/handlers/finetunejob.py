@@ -205,6 +205,18 @@ def reconcile(kube: Kube, body: dict[str, Any], settings: TrainerSettings) -> Ou
         job, end = None, None
         RESTARTS.inc()
         used = status_of.history(jobs, attempt, previous)
+    if job is None and not finished_before and spec is not None:
+        # The attempt's Job deleted by hand while it ran: its pods may still write checkpoints into the
+        # output path. The next attempt waits for them, and takes the next name (new pods, new hostnames).
+        orphans = _pods_without_job(kube, namespace, name, attempt, jobs)
+        if orphans:
+            problems = [*problems, status_of.job_deleted_problem(attempt, len(orphans))]
+        elif status_of.job_deleted_while_running(previous, attempt):
+            events.post(
+                kube, body, "Warning", "AttemptDisrupted", f"attempt {attempt}'s Job was deleted while it ran"
+            )
+            attempt += 1
+            used = status_of.History(used.restarts, used.disruptions + 1)
     if job is None and not finished_before:
         if spec is not None and not problems:
             # Checked when an attempt is about to start: that is when the path gets written.
@@ -375,6 +387,20 @@ def _pods_of(
     labels = {render.FTJ_LABEL: label_value(name), render.ATTEMPT_LABEL: str(attempt)}
     job_uid = job["metadata"].get("uid", "")
     return [p for p in kube.list("Pod", namespace, labels) if status_of.owned_by(p, job_uid)]
+
+
+def _pods_without_job(
+    kube: Kube, namespace: str, name: str, attempt: int, jobs: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Pods of this attempt that still run though no Job of this FineTuneJob owns them (theirs is gone)."""
+    labels = {render.FTJ_LABEL: label_value(name), render.ATTEMPT_LABEL: str(attempt)}
+    job_uids = {j["metadata"].get("uid") for j in jobs}
+    return [
+        p
+        for p in kube.list("Pod", namespace, labels)
+        if not any(status_of.owned_by(p, uid) for uid in job_uids)
+        and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    ]
 
 
 def _differs(previous: dict[str, Any], status: dict[str, Any]) -> bool:

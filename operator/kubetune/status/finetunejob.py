@@ -142,6 +142,25 @@ def history(jobs: list[dict[str, Any]], attempt: int, previous: dict[str, Any]) 
     )
 
 
+JOB_DELETED = "JobDeleted"
+
+
+def job_deleted_while_running(previous: dict[str, Any], attempt: int) -> bool:
+    """The status said this attempt ran, and its Job is gone: deleted by hand (a finished attempt's Job
+    may go, a running one's may not come back under the same name)."""
+    ran = previous.get("phase") == Phase.RUNNING.value or previous.get("reason") == JOB_DELETED
+    return previous.get("attempt") == attempt and ran
+
+
+def job_deleted_problem(attempt: int, pods: int) -> Problem:
+    return Problem(
+        JOB_DELETED,
+        f"the Job of attempt {attempt} was deleted while {pods} of its pods still run: the next attempt "
+        f"starts once they have stopped (they may still write checkpoints into the output path)",
+        terminal=False,
+    )
+
+
 def next_attempt_allowed(end: AttemptEnd | None, used: History, max_restarts: int) -> bool:
     """Whether an attempt that ended this way is followed by another (from the newest checkpoint)."""
     if end == AttemptEnd.DISRUPTED:
