@@ -380,3 +380,19 @@ def test_the_sidecars_reports_survive_the_operators_apply() -> None:
     reconcile(fake)
     reconcile(fake, full=True)
     assert (fake.get_quietly("ConfigMap", NS, "qwen-adapter-report") or {}).get("data")
+
+
+def test_a_finetunejob_created_again_under_the_same_name_keeps_its_adapter_served() -> None:
+    """As a deleted one's does: the adapter it trained stays on the claim and in vLLM until the new one
+    succeeds (it unserved the adapter from every replica for good)."""
+    fake = FakeKube()
+    then(finetunejob("Succeeded", **TRAINED), served(ADAPTER), sidecars_loaded)(fake)
+    reconcile(fake)
+    fake.delete("FineTuneJob", NS, "ner")
+    finetunejob("Running")(fake)
+    outcome = reconcile(fake)
+    adapters = fake.get_quietly("ConfigMap", NS, "qwen-adapters") or {}
+    assert "ner" in json.dumps(adapters.get("data") or {})
+    entry = next(a for a in outcome.status["adapters"] if a["name"] == "ner")
+    assert entry["path"] == ADAPTER_PATH
+    assert "Running again" in json.dumps(outcome.status)

@@ -56,21 +56,28 @@ def resolve_adapter(
 
     job_name = adapter.fine_tune_job or ""
     job = kube.get("FineTuneJob", namespace, job_name)
-    if job is None:
-        kept = (previous or {}).get("path")
-        if kept and (previous or {}).get("fineTuneJob") == job_name:
-            # Deleted after it succeeded (by hand, or its own TTL): its adapter outlives it on the claim,
-            # and goes on being served from there; the status says so.
+    phase = ((job or {}).get("status") or {}).get("phase")
+    kept = (previous or {}).get("path") if (previous or {}).get("fineTuneJob") == job_name else None
+    if kept and phase != "Succeeded":
+        # Deleted after it succeeded (by hand, or its own TTL), or created again under the same name and
+        # not (yet) successful: the adapter it trained outlives it on the claim, and goes on being served
+        # from there until a new one is ready; the status says so.
+        if job is None:
             note = f"FineTuneJob {job_name} was deleted; serving its adapter from the claim ({kept})"
-            state = status_of.AdapterState(adapter.name, True, kept, note=note, fine_tune_job=job_name)
-            rank = (previous or {}).get("rank")
-            return state, render.ResolvedAdapter(
-                adapter.name, render.claim_path(kept), rank if isinstance(rank, int) else None
+        else:
+            note = (
+                f"FineTuneJob {job_name} is {phase or 'Pending'} again; serving the adapter it trained "
+                f"before from the claim ({kept}) until it succeeds"
             )
+        state = status_of.AdapterState(adapter.name, True, kept, note=note, fine_tune_job=job_name)
+        rank = (previous or {}).get("rank")
+        return state, render.ResolvedAdapter(
+            adapter.name, render.claim_path(kept), rank if isinstance(rank, int) else None
+        )
+    if job is None:
         message = f"FineTuneJob {job_name} not found in namespace {namespace}"
         return status_of.AdapterState(adapter.name, False, None, "FineTuneJobNotFound", message), None
     status = job.get("status") or {}
-    phase = status.get("phase")
     if phase == "Failed":
         message = f"FineTuneJob {job_name} failed: {status.get('message', '')}".rstrip(": ")
         return status_of.AdapterState(adapter.name, False, None, "FineTuneJobFailed", message), None
