@@ -211,28 +211,34 @@ class Kube:
 
         A manifest with a controller ownerReference is applied only when the object does not exist or is
         controlled by that same uid (or is this operator's own orphan, see `_our_orphan`); otherwise
-        `NotOurs` is raised and nothing is written. `existing` saves the read when the caller has it.
+        `NotOurs` is raised and nothing is written. `existing` saves the read when the caller has it; when
+        this call reads it, a missing object is created instead (refused if someone made it meanwhile), and
+        the apply carries the resourceVersion it checked (refused if it changed hands meanwhile).
         A child the API server refuses as invalid raises `ChildRefused`.
         """
         meta = manifest["metadata"]
         kind = KINDS[manifest["kind"]]
         owner = controller_uid(manifest)
+        body = manifest
         if owner is not None:
+            read_here = existing is None
             if existing is None:
                 existing = self.get(manifest["kind"], meta.get("namespace"), meta["name"])
-            if (
-                existing is not None
-                and controller_uid(existing) != owner
-                and not _our_orphan(existing, manifest)
-            ):
+                if existing is None:
+                    # Created, not applied: an object someone makes meanwhile refuses the create (409),
+                    # where a forced apply would take it over; `ensure` then checks it as here.
+                    return self.ensure(manifest)
+            if controller_uid(existing) != owner and not _our_orphan(existing, manifest):
                 raise NotOurs(manifest["kind"], meta["name"], holder(existing))
-            if existing is not None:
-                self._adopt_created_fields(manifest["kind"], existing)
+            version = self._adopt_created_fields(manifest["kind"], existing)
+            if read_here:
+                # The object as checked, or a conflict (409): it changed hands between the read and now.
+                body = {**manifest, "metadata": {**meta, "resourceVersion": version}}
         try:
             return self._call(
                 "PATCH",
                 kind.path(meta.get("namespace"), meta["name"]),
-                body=manifest,
+                body=body,
                 query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
                 content_type="application/apply-patch+yaml",
             )
@@ -262,26 +268,27 @@ class Kube:
                 raise ChildRefused(manifest["kind"], meta["name"], _api_message(error)) from error
             raise
 
-    def _adopt_created_fields(self, kind: str, existing: dict[str, Any]) -> None:
+    def _adopt_created_fields(self, kind: str, existing: dict[str, Any]) -> str:
         """An object `ensure` created is owned by the operator's create (an Update), not by its apply: the
         fields are handed to the apply, so that one the rendering drops later is removed, not left behind
-        (what kubectl does when it moves an object to server-side apply)."""
-        managers = (existing.get("metadata") or {}).get("managedFields") or []
+        (what kubectl does when it moves an object to server-side apply). Returns the object's
+        resourceVersion after it."""
+        meta = existing["metadata"]
+        managers = meta.get("managedFields") or []
         ours = {
             m.get("operation"): i
             for i, m in enumerate(managers)
             if m.get("manager") == FIELD_MANAGER and not m.get("subresource")
         }
         if "Apply" in ours or "Update" not in ours:
-            return
+            return meta.get("resourceVersion", "")
         index = ours["Update"]
-        meta = existing["metadata"]
         patch = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
             {"op": "replace", "path": f"/metadata/managedFields/{index}/operation", "value": "Apply"},
         ]
         try:
-            self._call(
+            patched = self._call(
                 "PATCH",
                 KINDS[kind].path(meta.get("namespace"), meta["name"]),
                 body=patch,
@@ -290,6 +297,8 @@ class Kube:
         except ApiException as error:
             if error.status not in (409, 422):  # changed meanwhile: the apply goes ahead as it is
                 raise
+            return meta.get("resourceVersion", "")
+        return (patched.get("metadata") or {}).get("resourceVersion", "")
 
     def ensure_all(self, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """`ensure` for objects that do not depend on one another (here one after the other): every one is

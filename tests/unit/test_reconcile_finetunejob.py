@@ -592,3 +592,39 @@ def test_a_running_attempts_job_deleted_by_hand_waits_for_its_pods_then_takes_th
     assert fake.get_quietly("Job", NS, "ner-a1") is None
     assert outcome.status["attempt"] == 2 and outcome.status["disruptions"] == 1
     assert ("Warning", "AttemptDisrupted") in fake.events()
+
+
+def test_pods_of_another_job_with_the_same_labels_are_not_this_attempts() -> None:
+    """Pods are the attempt's by their owner (the Job's uid), not by their labels: a leftover pod of an
+    earlier `ner`'s Job, labelled the same and still running, does not make this attempt run."""
+    fake = FakeKube()
+    fake.job_pods(started(fake), "Pending")
+    labels = {"kubetune.io/finetunejob": "ner", "kubetune.io/attempt": "1"}
+    fake.add(
+        {"apiVersion": "v1", "kind": "Pod",
+         "metadata": {"name": "ner-a1-0-old", "labels": labels, "ownerReferences": [
+             {"apiVersion": "batch/v1", "kind": "Job", "name": "ner-a1", "uid": "uid-old-job",
+              "controller": True}]}},
+        manager="kube-controller-manager", phase="Running", startTime=timestamp(),
+    )  # fmt: skip
+    outcome = reconcile(fake)
+    assert outcome.status["phase"] == "Pending"
+
+
+def test_a_preprocessing_job_of_another_finetunejob_is_not_this_ones() -> None:
+    fake = FakeKube()
+    new(dataset={**specs.FINETUNEJOB_SPEC["dataset"], "preprocess": {"enabled": True}})(fake)
+    labels = {"kubetune.io/preprocess-of": "ner"}
+    old = fake.add(
+        {"apiVersion": "batch/v1", "kind": "Job",
+         "metadata": {"name": "ner-preprocess-old", "labels": labels, "ownerReferences": [
+             {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "name": "ner", "uid": "uid-old",
+              "controller": True}]},
+         "spec": {"template": {"metadata": {"labels": labels}}}},
+        manager="kubetune",
+    )  # fmt: skip
+    fake.job_succeeded(old)
+    outcome = reconcile(fake)
+    assert fake.get_quietly("Job", NS, "ner-a1") is None, "trained on another job's preprocessing"
+    assert outcome.status["phase"] == "Preprocessing"
+    assert fake.get_quietly("Job", NS, "ner-preprocess") is not None, "its own preprocessing, created"
