@@ -11,6 +11,7 @@ What the API server, the Job controller and the kubelet really do is tested in t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -628,3 +629,24 @@ def test_a_preprocessing_job_of_another_finetunejob_is_not_this_ones() -> None:
     assert fake.get_quietly("Job", NS, "ner-a1") is None, "trained on another job's preprocessing"
     assert outcome.status["phase"] == "Preprocessing"
     assert fake.get_quietly("Job", NS, "ner-preprocess") is not None, "its own preprocessing, created"
+
+
+def test_a_wide_attempt_failing_on_every_pod_keeps_its_status_small() -> None:
+    """512 pods, each with a 4 KiB termination message: a line per pod made a status over etcd's limit, so
+    the job was never marked Failed. Rank 0 first, then how many more."""
+    fake = FakeKube()
+    job = running(fake, resources={"nodes": 512, "gpusPerNode": 8})
+    for index, pod in enumerate(fake.pods_of(job)):
+        stored = fake.objects[("Pod", NS, pod["metadata"]["name"])]
+        stored["metadata"]["annotations"] = {"batch.kubernetes.io/job-completion-index": str(index)}
+        terminated = {"exitCode": 1, "reason": "Error", "message": f"[rank{index * 8}]: " + "x" * 4000}
+        fake.pod_phase(
+            pod, "Failed", containerStatuses=[{"name": "trainer", "state": {"terminated": terminated}}]
+        )
+    fake.job_failed(job)
+    outcome = reconcile(fake)
+    assert outcome.status["phase"] == "Failed"
+    assert len(json.dumps(outcome.status)) < 64 * 1024
+    message = outcome.status["message"]
+    assert "(node rank 0)" in message and "[rank0]" in message
+    assert "and 509 more pod(s) failed" in message

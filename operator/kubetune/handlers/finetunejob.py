@@ -197,7 +197,7 @@ def reconcile(kube: Kube, body: dict[str, Any], settings: TrainerSettings) -> Ou
         and status_of.job_stopped(job)
     ):
         failed_pods = _pods_of(kube, namespace, name, attempt, job)
-        failure = "; ".join(f for f in (status_of.pod_failure(p) for p in failed_pods) if f)
+        failure = status_of.pod_failures(failed_pods)
         disrupted = end == status_of.AttemptEnd.DISRUPTED
         reason, what = ("AttemptDisrupted", "was disrupted") if disrupted else ("AttemptFailed", "failed")
         events.post(kube, body, "Warning", reason, f"attempt {attempt} {what}: {failure or 'the Job failed'}")
