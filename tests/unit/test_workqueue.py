@@ -196,3 +196,23 @@ def test_a_key_added_soon_while_held_comes_back_ahead(queue: WorkQueue[str]) -> 
     queue.add("a", soon=True)
     queue.done("a")
     assert drain(queue) == ["a", "b"]
+
+
+def test_a_stream_of_soon_keys_cannot_starve_the_others(queue: WorkQueue[str]) -> None:
+    """Pods of running jobs change all the time: a new resource (or a resync, an expired TTL) still gets
+    its turn after at most SOON_RUN of them."""
+    from kubetune.runtime.workqueue import SOON_RUN
+
+    queue.add("new-resource")
+    served = []
+    for index in range(5 * SOON_RUN):
+        queue.add(f"pods-changed-{index}", soon=True)
+        queue.add(f"pods-changed-{index}-b", soon=True)
+        item = queue.get(timeout=0)
+        assert item is not None
+        served.append(item.key)
+        queue.done(item.key)
+        if item.key == "new-resource":
+            break
+    assert "new-resource" in served
+    assert served.index("new-resource") == SOON_RUN
