@@ -243,8 +243,9 @@ ROWS = [
         someone_elses_service,
         "Pending",
         "ChildConflict",
-        # The children that do not depend on one another are all tried (CachedKube.ensure_all).
-        [*STATIC_CHILDREN, STATUS],
+        # The children that do not depend on one another are all tried (CachedKube.ensure_all); the
+        # RoleBinding only after them (it binds the ServiceAccount), and the Job last.
+        [*STATIC_CHILDREN[:-1], STATUS],
         [("Warning", "ChildConflict")],
         {"Created": "False"},
         settled=False,
@@ -650,3 +651,15 @@ def test_a_wide_attempt_failing_on_every_pod_keeps_its_status_small() -> None:
     message = outcome.status["message"]
     assert "(node rank 0)" in message and "[rank0]" in message
     assert "and 509 more pod(s) failed" in message
+
+
+def test_someone_elses_service_account_of_the_launchers_name_is_never_bound_to_its_role() -> None:
+    fake = FakeKube()
+    new()(fake)
+    fake.add(
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "ner-launcher"}}, manager="helm"
+    )
+    outcome = reconcile(fake)
+    assert fake.get_quietly("RoleBinding", NS, "ner-launcher") is None
+    assert fake.get_quietly("Job", NS, "ner-a1") is None
+    assert "ServiceAccount ner-launcher already exists" in outcome.status["message"]

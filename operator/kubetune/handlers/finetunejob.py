@@ -270,7 +270,11 @@ def reconcile(kube: Kube, body: dict[str, Any], settings: TrainerSettings) -> Ou
                 # An attempt takes what its children say when it starts: they are written then (a
                 # running attempt's pods have read them already), and a Job exists only after them.
                 if job is None:
-                    kube.ensure_all(render.children(target)[:-1])
+                    *independent, binding, _ = render.children(target)
+                    kube.ensure_all(independent)
+                    # Only once the launcher's ServiceAccount is known to be this job's: a same-named one
+                    # of someone else's would be handed the launcher's Role.
+                    kube.ensure(binding)
                 if job is None and waiting_for_preprocess:
                     preprocess = _apply_preprocess(kube, target, preprocess)  # type: ignore[arg-type]
                 elif job is None:
