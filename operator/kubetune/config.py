@@ -34,7 +34,7 @@ class OperatorConfig:
     # Every call to the API server ends within these (a dead connection answers nothing and never closes).
     api_connect_seconds: float = 5.0
     api_timeout_seconds: float = 30.0
-    watch_seconds: float = 30.0  # the API server ends each watch after this; kopf resumes it
+    watch_seconds: int = 30  # the API server ends each watch after this (whole seconds); kopf resumes it
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> OperatorConfig:
@@ -64,6 +64,6 @@ class OperatorConfig:
             leader_election=election,
             api_connect_seconds=float(env.get("KUBETUNE_API_CONNECT_SECONDS", "5")),
             api_timeout_seconds=float(env.get("KUBETUNE_API_TIMEOUT_SECONDS", "30")),
-            watch_seconds=float(env.get("KUBETUNE_WATCH_SECONDS", "30")),
+            watch_seconds=int(env.get("KUBETUNE_WATCH_SECONDS", "30")),
         )
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})

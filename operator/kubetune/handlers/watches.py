@@ -47,7 +47,7 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     # The API server ends each watch after `server_timeout` and kopf resumes it from its resourceVersion;
     # a stream silent for longer than that (bookmarks included) is a dead connection, dropped and dialled
     # again. `client_timeout` bounds a stream's whole life in any case.
-    settings.watching.server_timeout = config.watch_seconds
+    settings.watching.server_timeout = int(config.watch_seconds)  # the API server takes whole seconds
     settings.watching.inactivity_timeout = config.watch_seconds + 10
     settings.watching.client_timeout = config.watch_seconds + 20
     settings.watching.connect_timeout = config.api_connect_seconds
