@@ -12,10 +12,14 @@ The operator dials the proxy (its kubeconfig names it); TLS passes through untou
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import struct
 import threading
 import time
+from pathlib import Path
+
+import yaml
 
 
 class FaultProxy:
@@ -139,3 +143,18 @@ class _Connection:
                 # SO_LINGER with a zero timeout: close() sends a RST instead of a FIN.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 sock.close()
+
+
+def proxied_kubeconfig(kubeconfig: str, proxy: FaultProxy, path: Path) -> str:
+    """The same credentials, with the server replaced by the proxy (TLS passes through it untouched)."""
+    config = yaml.safe_load(Path(kubeconfig).read_text())
+    for entry in config["clusters"]:
+        entry["cluster"]["server"] = proxy.url
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def upstream(kubeconfig: str) -> tuple[str, int]:
+    server = yaml.safe_load(Path(kubeconfig).read_text())["clusters"][0]["cluster"]["server"]
+    host, port = re.match(r"https://([^:/]+):(\d+)", server).groups()  # type: ignore[union-attr]
+    return host, int(port)

@@ -10,18 +10,16 @@ that the scenarios are quick; the waits below are bounds for conditions, several
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client
 
 from tests.cluster import localcluster
-from tests.faultproxy import FaultProxy
+from tests.faultproxy import FaultProxy, proxied_kubeconfig, upstream
 from tests.integration.finetunejobs import FineTuneJobs
 from tests.integration.test_leader_election import Replica, as_chart, lease_name
 from tests.integration.test_modelserve import ModelServes
@@ -34,21 +32,6 @@ FAST = {
     "KUBETUNE_API_CONNECT_SECONDS": "2",
     "KUBETUNE_API_TIMEOUT_SECONDS": "5",
 }
-
-
-def proxied_kubeconfig(kubeconfig: str, proxy: FaultProxy, path: Path) -> str:
-    """The same credentials, with the server replaced by the proxy (TLS passes through it untouched)."""
-    config = yaml.safe_load(Path(kubeconfig).read_text())
-    for entry in config["clusters"]:
-        entry["cluster"]["server"] = proxy.url
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
-
-
-def upstream(kubeconfig: str) -> tuple[str, int]:
-    server = yaml.safe_load(Path(kubeconfig).read_text())["clusters"][0]["cluster"]["server"]
-    host, port = re.match(r"https://([^:/]+):(\d+)", server).groups()  # type: ignore[union-attr]
-    return host, int(port)
 
 
 @pytest.fixture
