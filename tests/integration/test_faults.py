@@ -123,9 +123,10 @@ def test_one_replica_goes_on_through_resets_and_a_slow_connection(
             proxy.slow(0.3)
             ftjs.create(finetunejob("after-0"))
         names = ["after-0", "after-1", "after-2"] if fault == "reset" else ["after-0"]
-        for name in names:
+        for name in ["before", *names]:
+            # Its Job, then the status that follows the Job's pods to the end (KWOK runs them 2 s).
             wait_until(lambda n=name: jobs_of(batch, namespace, n), f"the Job of {name}", timeout=90)
-        ftjs.wait_phase("before", "Running", timeout=90)
+            ftjs.wait_phase(name, "Succeeded", timeout=90)
         assert replica.alive()
     finally:
         replica.stop()

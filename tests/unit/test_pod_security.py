@@ -158,7 +158,7 @@ def test_offline_vllm_gets_no_hub_token_only_fetch_model_does() -> None:
 
 
 def test_secret_arguments_are_the_credentials_not_the_tokenizer_options() -> None:
-    assert {"swanlab_api_key", "swanlab_lark_secret"} <= SECRET_ARGUMENTS
+    assert {"swanlab_api_key", "swanlab_lark_secret", "swanlab_lark_webhook_url"} <= SECRET_ARGUMENTS
     assert not SECRET_ARGUMENTS & {
         "add_special_tokens",
         "max_new_tokens",
@@ -167,7 +167,7 @@ def test_secret_arguments_are_the_credentials_not_the_tokenizer_options() -> Non
     }
 
 
-@pytest.mark.parametrize("key", ["swanlab_api_key", "swanlab_lark_secret"])
+@pytest.mark.parametrize("key", ["swanlab_api_key", "swanlab_lark_secret", "swanlab_lark_webhook_url"])
 def test_tracker_credentials_in_config_are_refused_with_the_way_to_pass_them(key: str) -> None:
     spec, problems = finetunejob_spec({**FTJ, "config": {**FTJ["config"], key: "sk-123"}})
     assert spec is not None and problems

@@ -23,9 +23,10 @@ from kubetune.api.llamafactory import ARGUMENTS, OWNED_KEYS, check_config, check
 SpecModel = TypeVar("SpecModel", ftj.FineTuneJobSpec, ms.ModelServeSpec)
 
 # LLaMA-Factory arguments that carry a credential (their names say so: `swanlab_api_key`,
-# `swanlab_lark_secret`, ...). In `spec.config` they would be stored in the resource and copied into the
-# run's ConfigMap, readable by anyone who can read ConfigMaps; the hub tokens are owned keys already.
-_SECRET_NAME = re.compile(r"(^|_)(key|token|secret|password|passwd)$")
+# `swanlab_lark_secret`, a webhook URL that carries its own token, ...). In `spec.config` they would be
+# stored in the resource and copied into the run's ConfigMap, readable by anyone who can read ConfigMaps;
+# the hub tokens are owned keys already.
+_SECRET_NAME = re.compile(r"(^|_)(key|token|secret|password|passwd|webhook_url)$")
 SECRET_ARGUMENTS = frozenset(a for a in ARGUMENTS if _SECRET_NAME.search(a) and a not in OWNED_KEYS)
 # Where a tracker reads the same credential from the environment (then `spec.secretEnv` passes it).
 SECRET_ENV = {"swanlab_api_key": "SWANLAB_API_KEY"}
