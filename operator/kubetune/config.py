@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from kubetune.api.defaults import OPERATOR_IMAGE, TrainerSettings
+from kubetune.api.podspec import POD_SECURITY_LEVELS
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,15 @@ class OperatorConfig:
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> OperatorConfig:
         """The settings in `env`; `overrides` (the command line's flags, when given) take precedence."""
         namespaces = tuple(n.strip() for n in env.get("KUBETUNE_NAMESPACES", "").split(",") if n.strip())
+        limit = env.get("KUBETUNE_POD_SECURITY_LIMIT", TrainerSettings.pod_security_limit)
+        if limit not in POD_SECURITY_LEVELS:
+            raise ValueError(
+                f"KUBETUNE_POD_SECURITY_LIMIT={limit!r}: one of {', '.join(POD_SECURITY_LEVELS)}"
+            )
         trainer = TrainerSettings(
             image=env.get("KUBETUNE_TRAINER_IMAGE", TrainerSettings.image),
             image_pull_policy=env.get("KUBETUNE_IMAGE_PULL_POLICY", TrainerSettings.image_pull_policy),
+            pod_security_limit=limit,
         )
         election = None
         if env.get("KUBETUNE_LEADER_ELECTION"):

@@ -200,3 +200,39 @@ def test_secret_env_cannot_replace_the_operators_variables(name: str) -> None:
     with pytest.raises(ValidationError) as error:
         FineTuneJobSpec.model_validate({**FTJ, "secretEnv": [{"name": name, "secretKeyRef": {"name": "s"}}]})
     assert "secretEnv" in str(error.value)
+
+
+# --- the installation's limit on spec.podSecurity --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("security", "needs"),
+    [
+        ({}, "restricted"),
+        ({"addCapabilities": ["NET_BIND_SERVICE"]}, "restricted"),
+        ({"runAsNonRoot": False, "runAsUser": 0}, "baseline"),
+        ({"allowPrivilegeEscalation": True}, "baseline"),
+        ({"addCapabilities": ["CHOWN"]}, "baseline"),
+        ({"addCapabilities": ["SYS_ADMIN"]}, "privileged"),
+        ({"addCapabilities": ["IPC_LOCK"]}, "privileged"),
+        ({"seccompProfile": "Unconfined"}, "privileged"),
+    ],
+)
+def test_each_relaxation_needs_its_pod_security_level(security: dict, needs: str) -> None:
+    from kubetune.api.podspec import POD_SECURITY_LEVELS, PodSecurity, pod_security_needs, pod_security_over
+
+    parsed = PodSecurity.model_validate(security)
+    levels = [level for level, _ in pod_security_needs(parsed)] or ["restricted"]
+    assert max(levels, key=POD_SECURITY_LEVELS.index) == needs
+    for limit in POD_SECURITY_LEVELS:
+        refused = bool(pod_security_over(parsed, limit))
+        assert refused == (POD_SECURITY_LEVELS.index(needs) > POD_SECURITY_LEVELS.index(limit))
+
+
+def test_the_limit_comes_from_the_installation_and_a_wrong_one_stops_the_operator() -> None:
+    from kubetune.config import OperatorConfig
+
+    assert OperatorConfig.from_env({}).trainer.pod_security_limit == "baseline"
+    assert OperatorConfig.from_env({"KUBETUNE_POD_SECURITY_LIMIT": "privileged"}).trainer.pod_security_limit
+    with pytest.raises(ValueError, match="restricted, baseline, privileged"):
+        OperatorConfig.from_env({"KUBETUNE_POD_SECURITY_LIMIT": "anything"})

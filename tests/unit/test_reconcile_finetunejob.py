@@ -663,3 +663,29 @@ def test_someone_elses_service_account_of_the_launchers_name_is_never_bound_to_i
     assert fake.get_quietly("RoleBinding", NS, "ner-launcher") is None
     assert fake.get_quietly("Job", NS, "ner-a1") is None
     assert "ServiceAccount ner-launcher already exists" in outcome.status["message"]
+
+
+def test_a_relaxation_above_the_installations_pod_security_limit_is_refused_before_anything_is_created() -> (
+    None
+):
+    """The operator creates the pods for whoever may create a FineTuneJob, perhaps in a namespace where no
+    admission enforces a level: SYS_ADMIN or an unconfined seccomp profile only where an administrator
+    raised the limit."""
+    from dataclasses import replace
+
+    fake = FakeKube()
+    new(podSecurity={"addCapabilities": ["SYS_ADMIN"], "seccompProfile": "Unconfined"})(fake)
+    outcome = reconcile(fake)
+    assert outcome.status["phase"] == "Failed" and outcome.status["reason"] == "PodSecurityLimit"
+    assert (
+        "podSecurity.addCapabilities: SYS_ADMIN needs Pod Security level privileged"
+        in outcome.status["message"]
+    )
+    assert "KUBETUNE_POD_SECURITY_LIMIT" in outcome.status["message"]
+    assert fake.list_quietly("Job", NS) == []
+
+    allowed = FakeKube()
+    new(podSecurity={"addCapabilities": ["SYS_ADMIN"]})(allowed)
+    body = allowed.get_quietly("FineTuneJob", NS, "ner")
+    finetunejob.reconcile(allowed, body, replace(SETTINGS, pod_security_limit="privileged"))
+    assert allowed.get_quietly("Job", NS, "ner-a1") is not None

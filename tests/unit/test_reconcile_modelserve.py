@@ -396,3 +396,12 @@ def test_a_finetunejob_created_again_under_the_same_name_keeps_its_adapter_serve
     entry = next(a for a in outcome.status["adapters"] if a["name"] == "ner")
     assert entry["path"] == ADAPTER_PATH
     assert "Running again" in json.dumps(outcome.status)
+
+
+def test_a_modelserve_above_the_pod_security_limit_creates_nothing() -> None:
+    fake = FakeKube()
+    new(podSecurity={"seccompProfile": "Unconfined"})(fake)
+    outcome = reconcile(fake)
+    assert outcome.status["reason"] == "PodSecurityLimit"
+    assert "seccompProfile: Unconfined needs Pod Security level privileged" in outcome.status["message"]
+    assert fake.get_quietly("Deployment", NS, "qwen-vllm") is None

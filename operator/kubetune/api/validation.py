@@ -19,6 +19,7 @@ from kubetune.api.common import (  # Problem is defined with the shared types; i
     source_claim_and_path,
 )
 from kubetune.api.llamafactory import ARGUMENTS, OWNED_KEYS, check_config, check_template
+from kubetune.api.podspec import PodSecurity, pod_security_over
 
 SpecModel = TypeVar("SpecModel", ftj.FineTuneJobSpec, ms.ModelServeSpec)
 
@@ -157,3 +158,9 @@ def secret_problems(config: dict[str, Any]) -> list[str]:
             message += " (LLaMA-Factory reads it only from its config: this tracker option is not supported)"
         messages.append(message)
     return messages
+
+
+def pod_security_problems(security: PodSecurity | None, limit: str) -> list[Problem]:
+    """spec.podSecurity's relaxations beyond the installation's Pod Security limit, as problems."""
+    over = pod_security_over(security, limit)
+    return [Problem("PodSecurityLimit", message, terminal=True) for message in over]

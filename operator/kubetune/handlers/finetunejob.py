@@ -21,7 +21,7 @@ from typing import Any
 from kubetune.api import finetunejob as ftj
 from kubetune.api.datasetinfo import dataset_info_problems
 from kubetune.api.defaults import TrainerSettings
-from kubetune.api.validation import Problem, finetunejob_spec
+from kubetune.api.validation import Problem, finetunejob_spec, pod_security_problems
 from kubetune.handlers import events
 from kubetune.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.render import finetunejob as render
@@ -174,6 +174,8 @@ def reconcile(kube: Kube, body: dict[str, Any], settings: TrainerSettings) -> Ou
     previous = body.get("status") or {}
 
     spec, problems = finetunejob_spec(body.get("spec") or {})
+    if spec is not None:
+        problems += pod_security_problems(spec.pod_security, settings.pod_security_limit)
     dataset_info: dict[str, Any] = {}
     deepspeed_config = None
     if spec is not None and not problems:

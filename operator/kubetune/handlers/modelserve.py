@@ -16,7 +16,7 @@ from kubernetes.client.rest import ApiException
 
 from kubetune.api import modelserve as ms
 from kubetune.api.defaults import TrainerSettings
-from kubetune.api.validation import Problem, modelserve_spec
+from kubetune.api.validation import Problem, modelserve_spec, pod_security_problems
 from kubetune.handlers import events
 from kubetune.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.render import modelserve as render
@@ -130,6 +130,8 @@ def reconcile(
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
     previous = body.get("status") or {}
     spec, problems = modelserve_spec(body.get("spec") or {})
+    if spec is not None:
+        problems += pod_security_problems(spec.pod_security, settings.pod_security_limit)
 
     adapter_states: list[status_of.AdapterState] = []
     resolved: list[render.ResolvedAdapter] = []
