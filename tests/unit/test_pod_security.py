@@ -145,7 +145,21 @@ def test_vllm_gets_no_service_account_token_the_trainer_does() -> None:
     # The launcher reports progress into the FineTuneJob's status with its own ServiceAccount.
     trainer = ftj_pod()
     assert trainer["serviceAccountName"] == "ner-launcher"
-    assert trainer.get("automountServiceAccountToken", True) is True
+
+
+def test_only_the_trainer_container_holds_the_launchers_token_not_the_model_fetch() -> None:
+    """fetch-model runs the hub's client on a download from the internet: it needs no API token."""
+    pod = ftj_pod(model={"source": "hf://Qwen/Qwen2.5-0.5B", "template": "qwen"})
+    assert pod["automountServiceAccountToken"] is False
+    token_volumes = {v["name"] for v in pod["volumes"] if "projected" in v}
+    assert token_volumes
+    every = {**containers(pod), **{c["name"]: c for c in pod.get("initContainers", [])}}
+    assert "fetch-model" in every
+    for name, container in every.items():
+        mounted = [m for m in container.get("volumeMounts", []) if m["name"] in token_volumes]
+        assert bool(mounted) == (name == "trainer"), name
+        if mounted:
+            assert mounted[0]["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def test_offline_vllm_gets_no_hub_token_only_fetch_model_does() -> None:
