@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kubetune import lora_guard
 from kubetune.api.modelserve import ModelServeSpec
@@ -185,3 +187,31 @@ def test_the_token_is_in_memory_and_shared_by_vllm_and_the_sidecar_alone() -> No
     assert sidecar["args"][sidecar["args"].index("--token-file") + 1] == render.ADAPTER_TOKEN_FILE
     # The sidecar is a native sidecar: up before vLLM, so its token is written before vLLM takes requests.
     assert sidecar["restartPolicy"] == "Always"
+
+
+# --- the NetworkPolicy example of docs/modelserve.md ------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "modelserve.md"
+
+
+def network_policies() -> list[dict[str, Any]]:
+    blocks = re.findall(r"```yaml\n(.*?)```", DOCS.read_text(), flags=re.S)
+    return [doc for doc in map(yaml.safe_load, blocks) if doc.get("kind") == "NetworkPolicy"]
+
+
+def test_the_documented_network_policy_selects_the_pods_and_opens_only_their_serving_port() -> None:
+    [policy] = network_policies()
+    assert policy["apiVersion"] == "networking.k8s.io/v1"
+    t = target()
+    assert policy["metadata"]["namespace"] == t.namespace
+    deployment = render.deployment(t)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= labels.items(), "it selects the ModelServe's pods"
+    assert selector.items() <= render.service(t)["spec"]["selector"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    ports = [p for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+    assert ports and {(p["port"], p["protocol"]) for p in ports} == {(render.VLLM_PORT, "TCP")}
+    vllm = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "http", "containerPort": render.VLLM_PORT} in vllm["ports"]
+    assert all(rule["from"] for rule in policy["spec"]["ingress"]), "no rule open to every source"
