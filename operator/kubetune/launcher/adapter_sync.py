@@ -6,9 +6,15 @@ mounted here; the kubelet refreshes the mounted file when the ConfigMap changes,
 few seconds this sidecar compares that file with what vLLM has (`GET /v1/models`) and:
 
 - loads an adapter that vLLM does not have through `POST /v1/load_lora_adapter` (a restarted vLLM has none);
-- reloads one whose path or files changed (unload, then load under a new id: vLLM keeps the old weights
-  under a reused name otherwise, its issue #54839);
+- reloads one whose path or files changed, or that vLLM serves from another path than the desired one
+  (unload, then load under a new id: vLLM keeps the old weights under a reused name otherwise, its issue
+  #54839);
 - unloads one that was removed.
+
+Only this sidecar may load and unload: it writes the pod's adapter token at start (`--token-file`, a
+memory-backed emptyDir shared with vLLM) and sends it with each call; vLLM's middleware
+(kubetune/lora_guard.py) refuses the calls without it. Every call to vLLM and to the API server has a
+deadline; one adapter that the checks cannot even read is refused alone.
 
 Why the load endpoint and not vLLM's `lora_filesystem_resolver`: the resolver serves an adapter only when
 its `adapter_config.json` names, character for character, the `--model` argument vLLM was started with;
@@ -20,9 +26,11 @@ names the problem.
 
 What vLLM serves is reported per pod into the ModelServe's report ConfigMap (key: the pod's name), with
 the pod's own token, whose Role allows `get` and `patch` on that one ConfigMap; the operator turns the
-reports into `status.adapters`. `GET /ready` on `--listen` answers 200 once vLLM is healthy and every
-adapter was tried once: the vLLM container's readiness probe, so a new pod takes no traffic for an adapter
-it has not loaded yet.
+reports into `status.adapters`. Each pod writes its report again every few minutes, and removes the
+entries of other pods that it has seen unchanged for much longer (pods killed without SIGTERM).
+
+`GET /ready` on `--listen` answers 200 once vLLM is healthy and every adapter was tried once: the vLLM
+container's readiness probe, so a new pod takes no traffic for an adapter it has not loaded yet.
 """
 
 from __future__ import annotations
