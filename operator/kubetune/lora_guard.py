@@ -1,14 +1,15 @@
 """vLLM's adapter management endpoints, for the pod's adapter-sync sidecar alone.
 
-`VLLM_ALLOW_RUNTIME_LORA_UPDATING` opens `/v1/load_lora_adapter` and `/v1/unload_lora_adapter` on the port
-every client uses: anyone who reaches the Service could unload a production adapter, or load other weights
-under its name. vLLM has no option that guards those two paths alone (`--api-key` guards all of /v1, so
-every client would need the key), but it takes ASGI middleware (`vllm serve --middleware module.Class`).
-This is that middleware: a request to either path is refused (403) unless it carries the pod's adapter token
-in TOKEN_HEADER. The sidecar writes the token at start into a memory-backed emptyDir that only it and the
-vLLM container mount; this reads it from there (TOKEN_FILE_ENV names the file) on each such request, so a
-restarted sidecar's token is taken at once. No token file, no loads: it fails closed. Any other request
-passes through untouched, after one string comparison.
+`VLLM_ALLOW_RUNTIME_LORA_UPDATING` opens `/v1/load_lora_adapter` and `/v1/unload_lora_adapter` (and the
+same handlers at `/adapters`, the SageMaker standard's paths) on the port every client uses: anyone who
+reaches the Service could unload a production adapter, or load other weights under its name. vLLM has no
+option that guards those paths alone (`--api-key` guards all of /v1, so every client would need the key),
+but it takes ASGI middleware (`vllm serve --middleware module.Class`). This is that middleware: a request
+to any of those paths is refused (403) unless it carries the pod's adapter token in TOKEN_HEADER. The
+sidecar writes the token at start into a memory-backed emptyDir that only it and the vLLM container
+mount; this reads it from there (TOKEN_FILE_ENV names the file) on each such request, so a restarted
+sidecar's token is taken at once. No token file, no loads: it fails closed. Any other request passes
+through untouched, after one string comparison.
 
 Standard library only, and no import of kubetune: vLLM runs in its own image, where this file is mounted
 from a ConfigMap (render/modelserve.py) as the module `kubetune_lora_guard` on PYTHONPATH.
@@ -23,7 +24,9 @@ from typing import Any
 
 TOKEN_HEADER = "X-Kubetune-Adapter-Token"
 TOKEN_FILE_ENV = "KUBETUNE_ADAPTER_TOKEN_FILE"
-GUARDED = frozenset({"load_lora_adapter", "unload_lora_adapter"})
+# vLLM's two endpoints, and the same handlers as the SageMaker standard mounts them (vLLM registers its
+# load and unload with `model_hosting_container_standards`: `POST /adapters`, `DELETE /adapters/{name}`).
+GUARDED = frozenset({"load_lora_adapter", "unload_lora_adapter", "adapters"})
 
 _HEADER = TOKEN_HEADER.lower().encode()  # ASGI gives header names in lower case
 _REFUSAL = json.dumps(
@@ -40,9 +43,9 @@ _REFUSAL = json.dumps(
 
 
 def guarded(path: str) -> bool:
-    """Whether a request path reaches a management endpoint, whatever prefix (--root-path) or trailing
-    slash it has."""
-    return path.rstrip("/").rpartition("/")[2].lower() in GUARDED
+    """Whether a request path may reach a management endpoint, whatever prefix (--root-path), trailing
+    slash or letter case it has: any path with one of those names as a segment (no client's path has)."""
+    return not GUARDED.isdisjoint(path.lower().split("/"))
 
 
 class LoraGuard:

@@ -61,10 +61,18 @@ def token_file(tmp_path: Path) -> Path:
     return path
 
 
-MANAGEMENT = ["/v1/load_lora_adapter", "/v1/unload_lora_adapter"]
+# vLLM's own paths, and the SageMaker standard's for the same handlers (POST /adapters, DELETE
+# /adapters/{name}).
+MANAGEMENT = ["/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/adapters", "/adapters/ner"]
 # What a client might try to reach the same routes by: a trailing slash (redirected to the route), vLLM's
 # --root-path, another case.
-VARIANTS = ["/v1/load_lora_adapter/", "/prefix/v1/unload_lora_adapter", "/v1/LOAD_lora_adapter"]
+VARIANTS = [
+    "/v1/load_lora_adapter/",
+    "/prefix/v1/unload_lora_adapter",
+    "/v1/LOAD_lora_adapter",
+    "/prefix/adapters/ner/",
+    "//adapters",
+]
 
 
 @pytest.mark.parametrize("path", MANAGEMENT + VARIANTS)
