@@ -239,14 +239,17 @@ def test_a_client_cannot_load_or_unload_adapters(stack: Stack) -> None:
     before = stack.logprobs("ner")
     other = str(stack.claim / "adapters" / "v2")
     for headers in ({}, {lora_guard.TOKEN_HEADER: "guessed"}, {"Authorization": "Bearer anything"}):
-        for path, body in (
-            ("/v1/unload_lora_adapter", {"lora_name": "ner"}),
-            ("/v1/unload_lora_adapter/", {"lora_name": "ner"}),
-            ("/v1/load_lora_adapter", {"lora_name": "ner", "lora_path": other}),
-            ("/v1/load_lora_adapter", {"lora_name": "intruder", "lora_path": other}),
+        for method, path, body in (
+            ("POST", "/v1/unload_lora_adapter", {"lora_name": "ner"}),
+            ("POST", "/v1/unload_lora_adapter/", {"lora_name": "ner"}),
+            ("POST", "/v1/load_lora_adapter", {"lora_name": "ner", "lora_path": other}),
+            ("POST", "/v1/load_lora_adapter", {"lora_name": "intruder", "lora_path": other}),
+            # The same handlers where vLLM mounts them for the SageMaker standard.
+            ("POST", "/adapters", {"name": "intruder", "src": other}),
+            ("DELETE", "/adapters/ner", None),
         ):
-            code, answer = stack.pod.request("POST", path, body, headers)
-            assert code == 403, (path, headers, code, answer)
+            code, answer = stack.pod.request(method, path, body, headers)
+            assert code == 403, (method, path, headers, code, answer)
             assert "adapter-sync sidecar only" in answer["error"]["message"]
     assert "intruder" not in stack.pod.models()
     assert stack.logprobs("ner") == before, "ner still serves its own weights"
@@ -256,7 +259,8 @@ def test_a_client_cannot_load_or_unload_adapters(stack: Stack) -> None:
 def test_a_path_swapped_behind_the_sidecars_back_is_noticed_and_loaded_again(stack: Stack) -> None:
     """Other weights loaded under a production name (by anyone holding the token): the sidecar compares the
     path vLLM serves it from with the one it should, and loads the right one again."""
-    desired = stack.kubelet_sync()["ner"]
+    stack.kubelet_sync()
+    desired = json.loads((stack.pod.config_dir / render.ADAPTERS_FILE).read_text())["ner"]  # as mounted
     reference = stack.logprobs("ner")
     other = str(stack.claim / "adapters" / "v2")
 
