@@ -133,6 +133,10 @@ class ServePod:
         (self.workdir / "home").mkdir(parents=True, exist_ok=True)
         self.token_dir.mkdir(parents=True, exist_ok=True)  # the kubelet's empty emptyDir
         assert vllm["command"] == ["vllm", "serve"], vllm["command"]
+        module = self.lora_guard_dir / f"{render.LORA_GUARD_MODULE}.py"
+        assert render.LORA_GUARD_MIDDLEWARE not in vllm["args"] or module.exists(), (
+            "vLLM imports the lora guard at start: mount its ConfigMap first (mount_lora_guard)"
+        )
         self.processes["vllm"] = self._spawn(
             "vllm", [str(vllm_bin() / "vllm"), "serve", *self._args(vllm["args"])], self._env(vllm)
         )
