@@ -27,6 +27,7 @@ SIDECAR_IMAGE = "ghcr.io/kubetune/trainer:test"
 
 CHILDREN = [
     ("apply", "ConfigMap", "qwen-adapters"),
+    ("apply", "ConfigMap", "qwen-lora-guard"),
     ("apply", "ConfigMap", "qwen-adapter-report"),
     ("apply", "ServiceAccount", "qwen-adapter-sync"),
     ("apply", "Role", "qwen-adapter-sync"),
@@ -195,7 +196,7 @@ ROWS = [
         someone_elses_service,
         "Pending",
         "ChildConflict",
-        [*CHILDREN[:6], STATUS],  # nothing pruned either while a child is someone else's
+        [*CHILDREN[:7], STATUS],  # nothing pruned either while a child is someone else's
         [("Warning", "ChildConflict")],
         exists={("Deployment", "qwen-vllm"): False},
     ),
