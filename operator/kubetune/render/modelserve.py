@@ -34,13 +34,13 @@ from kubetune.render import meta, model_source, rbac
 from kubetune.render.model_source import claim_path as claim_path  # the handler's, for adapter paths
 from kubetune.render.names import ModelServeNames, label_value
 from kubetune.render.placement import place, resource_requirements
-from kubetune.render.pods import secure, shared_memory
+from kubetune.render.pods import api_token_mount, api_token_volume, secure, shared_memory
 
 MSERVE_LABEL = f"{LABEL_PREFIX}/modelserve"
 VLLM_PORT = 8000
 SYNC_PORT = 8001  # the sidecar's /ready (the vLLM container's readiness probe) and /adapters
 ADAPTERS_FILE = "adapters.json"
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+SIDECAR_TOKEN_VOLUME = "adapter-sync-token"
 # vLLM's adapter management endpoints answer the sidecar alone (kubetune/lora_guard.py): the middleware's
 # module, mounted from a ConfigMap into the vLLM container, and the pod's token, which the sidecar writes
 # into a memory-backed emptyDir that only these two containers mount.
@@ -253,7 +253,7 @@ def _sidecar(target: ModelServeTarget, claim_mount: dict[str, Any]) -> dict[str,
             {"name": "adapters-config", "mountPath": CONFIG_MOUNT_PATH, "readOnly": True},
             {**claim_mount, "readOnly": True},
             # The pod's only API token, in this container alone: it may patch the report ConfigMap.
-            {"name": "adapter-sync-token", "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": True},
+            api_token_mount(SIDECAR_TOKEN_VOLUME),
             # The pod's adapter token: written here, read by vLLM's middleware.
             {"name": ADAPTER_TOKEN_VOLUME, "mountPath": ADAPTER_TOKEN_DIR},
         ],
@@ -271,24 +271,6 @@ def _lora_guard_volumes(target: ModelServeTarget) -> list[dict[str, Any]]:
         # In memory, never on the node's disk; a few bytes.
         {"name": ADAPTER_TOKEN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
     ]
-
-
-def _token_volume() -> dict[str, Any]:
-    """What automounting would give, as a volume that only the sidecar mounts."""
-    return {
-        "name": "adapter-sync-token",
-        "projected": {
-            "sources": [
-                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
-                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-                {
-                    "downwardAPI": {
-                        "items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]
-                    }
-                },
-            ]
-        },
-    }
 
 
 def deployment(target: ModelServeTarget) -> dict[str, Any]:
@@ -346,7 +328,7 @@ def deployment(target: ModelServeTarget) -> dict[str, Any]:
                 "persistentVolumeClaim": {"claimName": spec.storage.claim, "readOnly": not fetches},
             },
             {"name": "adapters-config", "configMap": {"name": target.config_map_name}},
-            _token_volume(),
+            api_token_volume(SIDECAR_TOKEN_VOLUME),
             shm_volume,
             *_lora_guard_volumes(target),
         ],
