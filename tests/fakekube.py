@@ -221,12 +221,16 @@ class FakeKube:
                 raise _api_error(404, "NotFound")
             return self._replace(key, _merge_patch(self.objects[key], patch))
 
-    def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    def patch_status(
+        self, kind: str, namespace: str, name: str, status: dict[str, Any], uid: str | None = None
+    ) -> dict[str, Any]:
         with self._recorded("patch_status", kind, name):
             self._check_kind(kind)
             key = (kind, namespace, name)
             if key not in self.objects:
                 raise _api_error(404, "NotFound")
+            if uid is not None and self.objects[key]["metadata"].get("uid") != uid:
+                raise _api_error(409, "Conflict")  # the uid in the patch is a precondition
             # The status subresource: only .status changes.
             updated = copy.deepcopy(self.objects[key])
             updated["status"] = _merge_patch(updated.get("status") or {}, status)
@@ -253,11 +257,21 @@ class FakeKube:
             self._delete((kind, namespace, name), "Background")
             return True
 
-    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> None:
+    def delete(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        propagation: str = "Background",
+        uid: str | None = None,
+    ) -> bool:
         with self._recorded("delete", kind, name):
             _known(kind)  # a 404 is nothing to delete
-            if (kind, namespace, name) in self.objects:
-                self._delete((kind, namespace, name), propagation)
+            existing = self.objects.get((kind, namespace, name))
+            if existing is None or (uid is not None and existing["metadata"].get("uid") != uid):
+                return False  # gone, or another object of that name: the precondition refuses it
+            self._delete((kind, namespace, name), propagation)
+            return True
 
     def _apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         kind, meta = manifest["kind"], manifest["metadata"]

@@ -26,16 +26,23 @@ REPO = Path(__file__).resolve().parents[1]
 class OperatorProcess:
     """`kubetune run` in a subprocess, so a test can kill it and start it again like a crashed pod."""
 
-    def __init__(self, cluster: localcluster.ClusterInfo, log_path: Path, kubeconfig: str | None = None):
+    def __init__(
+        self,
+        cluster: localcluster.ClusterInfo,
+        log_path: Path,
+        kubeconfig: str | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.cluster = cluster
         self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.log_path = log_path
+        self.env = env or {}
         self.process: subprocess.Popen | None = None
         self.liveness_port = localcluster.free_port()
         self.metrics_port = localcluster.free_port()
 
     def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "KUBETUNE_RESYNC_SECONDS": "5"}
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "KUBETUNE_RESYNC_SECONDS": "5", **self.env}
         log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it until it exits
         self.process = subprocess.Popen(
             [

@@ -53,6 +53,11 @@ def named(name: str, body: dict[str, Any]) -> dict[str, Any]:
 
 # (case, body, words the API server's refusal must contain)
 REFUSED_BY_THE_API_SERVER = [
+    (
+        "a pod label that would make the pods pass for a ModelServe's",
+        edit("podMetadata", {"labels": {"kubetune.io/modelserve": "qwen"}}),
+        ["spec.podMetadata.labels", "kubetune.io/ are the operator's own"],
+    ),
     ("zero nodes", edit("resources.nodes", 0), ["spec.resources.nodes", "greater than or equal to 1"]),
     ("negative GPUs", edit("resources.gpusPerNode", -1), ["spec.resources.gpusPerNode"]),
     ("nodes not a number", edit("resources.nodes", "two"), ["spec.resources.nodes", "integer"]),
@@ -179,6 +184,11 @@ def serve_edit(path: str, value: Any) -> dict[str, Any]:
 
 
 SERVE_REFUSED_BY_THE_API_SERVER = [
+    (
+        "a pod label of the operator's",
+        serve_edit("podMetadata", {"labels": {"kubetune.io/finetunejob": "ner"}}),
+        ["spec.podMetadata.labels", "kubetune.io/ are the operator's own"],
+    ),
     (
         "served name that would change the KEDA query",
         serve_edit("model.servedModelName", 'qwen"} or vector(1) or {a="'),

@@ -27,7 +27,9 @@ class OutsideRepositoryRead(AssertionError):
     """A test read a path outside the repository."""
 
 
-def _allowed_prefixes() -> tuple[str, ...]:
+def _allowed_prefixes(parent: str = _PARENT) -> tuple[str, ...]:
+    """The places a test may read from. One that holds the checkout's parent (a clone under /tmp, or in
+    ~/.cache) is left out: it would allow everything beside the checkout."""
     places = [
         tempfile.gettempdir(),
         sys.prefix,
@@ -44,7 +46,9 @@ def _allowed_prefixes() -> tuple[str, ...]:
     prefixes = set()
     for place in filter(None, places):
         for form in (os.path.abspath(place), os.path.realpath(place)):
-            prefixes.add(form.rstrip(os.sep) + os.sep)
+            prefix = form.rstrip(os.sep) + os.sep
+            if not parent.startswith(prefix):
+                prefixes.add(prefix)
     return tuple(sorted(prefixes))
 
 

@@ -173,8 +173,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
     from kubetune.config import OperatorConfig
-    from kubetune.handlers.operator import Controller, register
+    from kubetune.handlers.watches import RECONCILERS, register
     from kubetune.kube import Kube
+    from kubetune.runtime.controller import Controller
 
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
@@ -191,24 +192,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         # kopf logs every handler run per object; the handlers only record and queue (the reconciles log).
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     # A connection for each worker and each of their parallel writes.
-    kube = Kube.from_environment(args.kubeconfig, pool_size=config.workers * 4)
+    kube = Kube.from_environment(
+        args.kubeconfig,
+        pool_size=config.workers * 4,
+        timeout=(config.api_connect_seconds, config.api_timeout_seconds),
+    )
     election = config.leader_election
     if election is not None:
-        # Several replicas: only the one holding the Lease runs anything (handlers/leader.py says why).
-        from kubetune.handlers.leader import LeaderElector
+        # Several replicas: only the one holding the Lease runs anything (runtime/leader.py says why).
+        from kubetune.runtime.leader import LeaderElector
 
-        elector = LeaderElector(kube.api, election)
+        elector = LeaderElector(kube, election)
         with _alive_while_waiting(args.liveness):
             elector.wait_until_leader()
         elector.keep_renewing()
-    register(lambda: Controller(kube, config), config)
+    register(lambda: Controller(kube, config, RECONCILERS), config)
     kopf.run(
         clusterwide=not config.namespaces,
         namespaces=list(config.namespaces),
         liveness_endpoint=args.liveness,
-        standalone=election is not None or config.peering is None,
-        peering_name=None if election else config.peering,
-        priority=config.priority,
+        standalone=True,
     )
     return 0
 

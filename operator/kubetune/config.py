@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from kubetune.api.defaults import OPERATOR_IMAGE, TrainerSettings
+from kubetune.api.podspec import POD_SECURITY_LEVELS
 
 
 @dataclass(frozen=True)
 class LeaderElection:
-    """A Lease that one replica holds at a time (handlers/leader.py); None in OperatorConfig: no election."""
+    """A Lease that one replica holds at a time (runtime/leader.py); None in OperatorConfig: no election."""
 
     lease: str
     namespace: str
@@ -31,16 +32,24 @@ class OperatorConfig:
     resync_seconds: float = 60.0
     workers: int = 16  # reconcile workers: each holds one resource at a time
     leader_election: LeaderElection | None = None
-    peering: str | None = None  # kopf's peering (old installs; the chart uses the Lease)
-    priority: int = 0
+    # Every call to the API server ends within these (a dead connection answers nothing and never closes).
+    api_connect_seconds: float = 5.0
+    api_timeout_seconds: float = 30.0
+    watch_seconds: int = 30  # the API server ends each watch after this (whole seconds); kopf resumes it
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> OperatorConfig:
         """The settings in `env`; `overrides` (the command line's flags, when given) take precedence."""
         namespaces = tuple(n.strip() for n in env.get("KUBETUNE_NAMESPACES", "").split(",") if n.strip())
+        limit = env.get("KUBETUNE_POD_SECURITY_LIMIT", TrainerSettings.pod_security_limit)
+        if limit not in POD_SECURITY_LEVELS:
+            raise ValueError(
+                f"KUBETUNE_POD_SECURITY_LIMIT={limit!r}: one of {', '.join(POD_SECURITY_LEVELS)}"
+            )
         trainer = TrainerSettings(
             image=env.get("KUBETUNE_TRAINER_IMAGE", TrainerSettings.image),
             image_pull_policy=env.get("KUBETUNE_IMAGE_PULL_POLICY", TrainerSettings.image_pull_policy),
+            pod_security_limit=limit,
         )
         election = None
         if env.get("KUBETUNE_LEADER_ELECTION"):
@@ -60,7 +69,8 @@ class OperatorConfig:
             resync_seconds=float(env.get("KUBETUNE_RESYNC_SECONDS", "60")),
             workers=int(env.get("KUBETUNE_WORKERS", "16")),
             leader_election=election,
-            peering=env.get("KUBETUNE_PEERING") or None,
-            priority=int(env.get("KUBETUNE_PRIORITY", "0")),
+            api_connect_seconds=float(env.get("KUBETUNE_API_CONNECT_SECONDS", "5")),
+            api_timeout_seconds=float(env.get("KUBETUNE_API_TIMEOUT_SECONDS", "30")),
+            watch_seconds=int(env.get("KUBETUNE_WATCH_SECONDS", "30")),
         )
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})

@@ -13,8 +13,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from kubernetes.utils.keepalive import tcp_keepalive_socket_options
 
 from kubetune.api import GROUP, VERSION
 from kubetune.api.defaults import FIELD_MANAGER, LABEL_PREFIX
@@ -113,19 +115,35 @@ KINDS = {
     "Deployment": Kind("apps/v1", "deployments"),
     "HorizontalPodAutoscaler": Kind("autoscaling/v2", "horizontalpodautoscalers"),
     "ScaledObject": Kind("keda.sh/v1alpha1", "scaledobjects"),
+    "Lease": Kind("coordination.k8s.io/v1", "leases"),
     "FineTuneJob": Kind(f"{GROUP}/{VERSION}", "finetunejobs"),
     "ModelServe": Kind(f"{GROUP}/{VERSION}", "modelserves"),
 }
 
 
-class Kube:
-    """A thin, synchronous wrapper: JSON in, JSON out, no client models."""
+# (connect, read) seconds: no call waits longer on a connection that answers nothing (a lost node or load
+# balancer leaves one open and silent). A busy API server answers well within the read timeout.
+DEFAULT_TIMEOUT = (5.0, 30.0)
+# (connect, read) seconds, or one number for the whole call, connecting included.
+Timeout = tuple[float, float] | float
 
-    def __init__(self, api_client: client.ApiClient | None = None):
+
+class Kube:
+    """A thin, synchronous wrapper: JSON in, JSON out, no client models. Every call has a timeout."""
+
+    def __init__(
+        self, api_client: client.ApiClient | None = None, timeout: tuple[float, float] = DEFAULT_TIMEOUT
+    ):
         self.api = api_client or client.ApiClient()
+        self.timeout = timeout
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None, pool_size: int = 32) -> Kube:
+    def from_environment(
+        cls,
+        kubeconfig: str | None = None,
+        pool_size: int = 32,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    ) -> Kube:
         configuration = client.Configuration()
         try:
             config.load_incluster_config(client_configuration=configuration)
@@ -133,7 +151,12 @@ class Kube:
             config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
         # One connection per worker thread: a smaller pool makes threads re-handshake TLS under load.
         configuration.connection_pool_maxsize = pool_size
-        return cls(client.ApiClient(configuration))
+        # An idle pooled connection whose peer vanished is found by keepalive probes, not by the next call.
+        configuration.socket_options = tcp_keepalive_socket_options(idle=15, interval=5, count=3)
+        # A stale pooled connection is dialled again, but a call that timed out is not sent twice: the
+        # caller (the work queue's backoff, the Lease's deadline) decides what happens next.
+        configuration.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0)
+        return cls(client.ApiClient(configuration), timeout)
 
     def _call(
         self,
@@ -143,6 +166,7 @@ class Kube:
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
+        timeout: Timeout | None = None,
     ) -> dict[str, Any]:
         method_, url, headers, body_, post = self.api.param_serialize(
             method=method,
@@ -152,16 +176,25 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(method_, url, header_params=headers, body=body_, post_params=post)
+        response = self.api.call_api(
+            method_,
+            url,
+            header_params=headers,
+            body=body_,
+            post_params=post,
+            _request_timeout=timeout or self.timeout,
+        )
         data = response.read()
         if not 200 <= response.status < 300:
             text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
             raise ApiException.from_response(http_resp=response, body=text, data=None)
         return json.loads(data) if data else {}
 
-    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+    def get(
+        self, kind: str, namespace: str | None, name: str, timeout: Timeout | None = None
+    ) -> dict[str, Any] | None:
         try:
-            return self._call("GET", KINDS[kind].path(namespace, name))
+            return self._call("GET", KINDS[kind].path(namespace, name), timeout=timeout)
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -178,28 +211,34 @@ class Kube:
 
         A manifest with a controller ownerReference is applied only when the object does not exist or is
         controlled by that same uid (or is this operator's own orphan, see `_our_orphan`); otherwise
-        `NotOurs` is raised and nothing is written. `existing` saves the read when the caller has it.
+        `NotOurs` is raised and nothing is written. `existing` saves the read when the caller has it; when
+        this call reads it, a missing object is created instead (refused if someone made it meanwhile), and
+        the apply carries the resourceVersion it checked (refused if it changed hands meanwhile).
         A child the API server refuses as invalid raises `ChildRefused`.
         """
         meta = manifest["metadata"]
         kind = KINDS[manifest["kind"]]
         owner = controller_uid(manifest)
+        body = manifest
         if owner is not None:
+            read_here = existing is None
             if existing is None:
                 existing = self.get(manifest["kind"], meta.get("namespace"), meta["name"])
-            if (
-                existing is not None
-                and controller_uid(existing) != owner
-                and not _our_orphan(existing, manifest)
-            ):
+                if existing is None:
+                    # Created, not applied: an object someone makes meanwhile refuses the create (409),
+                    # where a forced apply would take it over; `ensure` then checks it as here.
+                    return self.ensure(manifest)
+            if controller_uid(existing) != owner and not _our_orphan(existing, manifest):
                 raise NotOurs(manifest["kind"], meta["name"], holder(existing))
-            if existing is not None:
-                self._adopt_created_fields(manifest["kind"], existing)
+            version = self._adopt_created_fields(manifest["kind"], existing)
+            if read_here:
+                # The object as checked, or a conflict (409): it changed hands between the read and now.
+                body = {**manifest, "metadata": {**meta, "resourceVersion": version}}
         try:
             return self._call(
                 "PATCH",
                 kind.path(meta.get("namespace"), meta["name"]),
-                body=manifest,
+                body=body,
                 query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
                 content_type="application/apply-patch+yaml",
             )
@@ -229,26 +268,27 @@ class Kube:
                 raise ChildRefused(manifest["kind"], meta["name"], _api_message(error)) from error
             raise
 
-    def _adopt_created_fields(self, kind: str, existing: dict[str, Any]) -> None:
+    def _adopt_created_fields(self, kind: str, existing: dict[str, Any]) -> str:
         """An object `ensure` created is owned by the operator's create (an Update), not by its apply: the
         fields are handed to the apply, so that one the rendering drops later is removed, not left behind
-        (what kubectl does when it moves an object to server-side apply)."""
-        managers = (existing.get("metadata") or {}).get("managedFields") or []
+        (what kubectl does when it moves an object to server-side apply). Returns the object's
+        resourceVersion after it."""
+        meta = existing["metadata"]
+        managers = meta.get("managedFields") or []
         ours = {
             m.get("operation"): i
             for i, m in enumerate(managers)
             if m.get("manager") == FIELD_MANAGER and not m.get("subresource")
         }
         if "Apply" in ours or "Update" not in ours:
-            return
+            return meta.get("resourceVersion", "")
         index = ours["Update"]
-        meta = existing["metadata"]
         patch = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
             {"op": "replace", "path": f"/metadata/managedFields/{index}/operation", "value": "Apply"},
         ]
         try:
-            self._call(
+            patched = self._call(
                 "PATCH",
                 KINDS[kind].path(meta.get("namespace"), meta["name"]),
                 body=patch,
@@ -257,6 +297,8 @@ class Kube:
         except ApiException as error:
             if error.status not in (409, 422):  # changed meanwhile: the apply goes ahead as it is
                 raise
+            return meta.get("resourceVersion", "")
+        return (patched.get("metadata") or {}).get("resourceVersion", "")
 
     def ensure_all(self, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """`ensure` for objects that do not depend on one another (here one after the other): every one is
@@ -272,9 +314,16 @@ class Kube:
             raise first_error
         return out
 
-    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    def create(self, manifest: dict[str, Any], timeout: Timeout | None = None) -> dict[str, Any]:
         meta = manifest["metadata"]
-        return self._call("POST", KINDS[manifest["kind"]].path(meta.get("namespace")), body=manifest)
+        path = KINDS[manifest["kind"]].path(meta.get("namespace"))
+        return self._call("POST", path, body=manifest, timeout=timeout)
+
+    def replace(self, manifest: dict[str, Any], timeout: Timeout | None = None) -> dict[str, Any]:
+        """A PUT of the whole object: with its resourceVersion, refused (409) if it changed meanwhile."""
+        meta = manifest["metadata"]
+        path = KINDS[manifest["kind"]].path(meta.get("namespace"), meta["name"])
+        return self._call("PUT", path, body=manifest, timeout=timeout)
 
     def patch_merge(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """A merge patch (an update under the same field manager), for fields another actor may own too."""
@@ -286,12 +335,21 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
-    def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        """A merge patch of .status: only the fields given change; the launcher's fields are kept."""
+    def patch_status(
+        self, kind: str, namespace: str, name: str, status: dict[str, Any], uid: str | None = None
+    ) -> dict[str, Any]:
+        """A merge patch of .status: only the fields given change; the launcher's fields are kept.
+
+        With `uid`, the API server refuses (409) to write onto another object of the same name: a stale
+        copy of a deleted resource never writes its status onto its successor.
+        """
+        body: dict[str, Any] = {"status": status}
+        if uid is not None:
+            body["metadata"] = {"uid": uid}  # a uid in a patch is a precondition, not a change
         return self._call(
             "PATCH",
             KINDS[kind].path(namespace, name, "status"),
-            body={"status": status},
+            body=body,
             query=[("fieldManager", FIELD_MANAGER)],
             content_type="application/merge-patch+json",
         )
@@ -337,16 +395,26 @@ class Kube:
             raise
         return True
 
-    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> None:
+    def delete(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        propagation: str = "Background",
+        uid: str | None = None,
+    ) -> bool:
+        """Deletes the object; with `uid`, only that very object (another of the same name is left alone).
+        Returns whether it was deleted."""
+        body: dict[str, Any] = {"propagationPolicy": propagation}
+        if uid is not None:
+            body["preconditions"] = {"uid": uid}
         try:
-            self._call(
-                "DELETE",
-                KINDS[kind].path(namespace, name),
-                body={"propagationPolicy": propagation},
-            )
+            self._call("DELETE", KINDS[kind].path(namespace, name), body=body)
         except ApiException as error:
-            if error.status != 404:
-                raise
+            if error.status == 404 or (error.status == 409 and uid is not None):
+                return False
+            raise
+        return True
 
 
 def _api_message(error: ApiException) -> str:

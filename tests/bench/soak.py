@@ -10,9 +10,11 @@ On its own local control plane (KUBETUNE_CLUSTER_DIR, by default ~/.cache/kubetu
   asked for than the fake nodes have, so some wait for others to finish.
 - ModelServes on CPU whose adapters are changed every couple of seconds by another thread.
 - The operator (`kubetune run`) is SIGKILLed at random moments and started again, `--kills` times; half way
-  through, kube-apiserver is stopped and started again. (While it is down, KWOK's node leases lapse and the
-  node controller marks every pod NotReady; KWOK, unlike a kubelet, never marks them Ready again, so the
-  soak replaces the ModelServe pods left so.)
+  through, kube-apiserver is stopped and started again. Its API connection goes through a proxy the soak
+  breaks between kills (`--faults`, tests/faultproxy.py): dead for a few seconds (connections open and
+  silent, as when a node or load balancer is lost), reset, or slow. (While kube-apiserver is down, KWOK's
+  node leases lapse and the node controller marks every pod NotReady; KWOK, unlike a kubelet, never marks
+  them Ready again, so the soak replaces the ModelServe pods left so.)
 
 After the last kill it waits for everything to settle and reports:
 
@@ -47,10 +49,17 @@ from rich.console import Console
 from rich.table import Table
 
 from tests.cluster import localcluster
+from tests.faultproxy import FaultProxy, proxied_kubeconfig, upstream
 from tests.operator_fixtures import OperatorProcess
 from tests.specs import finetunejob, modelserve, with_pod_annotations
 
 REPO = Path(__file__).resolve().parents[2]
+# Short timeouts, as in the fault tests: a dead connection is noticed within seconds.
+FAST = {
+    "KUBETUNE_WATCH_SECONDS": "5",
+    "KUBETUNE_API_CONNECT_SECONDS": "2",
+    "KUBETUNE_API_TIMEOUT_SECONDS": "5",
+}
 GROUP, VERSION = "kubetune.io", "v1alpha1"
 MANAGED = "app.kubernetes.io/managed-by=kubetune"
 
@@ -231,8 +240,11 @@ class Soak:
     # --- the soak ------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        operator = OperatorProcess(self.info, self.workdir / "operator.log")
+        proxy = FaultProxy(*upstream(self.info.kubeconfig))
+        kubeconfig = proxied_kubeconfig(self.info.kubeconfig, proxy, self.workdir / "proxied.kubeconfig")
+        operator = OperatorProcess(self.info, self.workdir / "operator.log", kubeconfig, env=FAST)
         operator.start()
+        faults: dict[str, int] = {"dead": 0, "reset": 0, "slow": 0}
         self.create()
         changer = threading.Thread(target=self.change_adapters, name="adapters", daemon=True)
         changer.start()
@@ -241,6 +253,16 @@ class Soak:
         started = time.monotonic()
         for kill in range(1, self.args.kills + 1):
             time.sleep(rng.uniform(0.2, 3.0))
+            if self.args.faults:
+                fault = rng.choice(sorted(faults))
+                faults[fault] += 1
+                if fault == "reset":
+                    proxy.reset()
+                else:
+                    proxy.dead() if fault == "dead" else proxy.slow(0.2)
+                    time.sleep(rng.uniform(1.0, 15.0 if fault == "dead" else 5.0))
+                    proxy.restore()
+                time.sleep(rng.uniform(0.2, 3.0))
             operator.kill()
             if kill == self.args.kills // 2:
                 apiserver_seconds = restart_apiserver(self.info)
@@ -262,12 +284,14 @@ class Soak:
                 break
             time.sleep(2)
         operator.stop()
+        proxy.close()
         return {
             "jobs": self.args.jobs,
             "serves": self.args.serves,
             "kills": self.args.kills,
             "kill_phase_seconds": round(last_kill - started, 1),
             "apiserver_restart_seconds": round(apiserver_seconds or 0, 1),
+            "connection_faults": faults,
             "converge_seconds_after_last_kill": None if converged is None else round(converged, 1),
             "duplicates": len(verdict.get("duplicates", [])),
             "orphans": len(verdict.get("orphans", [])),
@@ -283,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serves", type=int, default=5)
     parser.add_argument("--kills", type=int, default=50)
     parser.add_argument("--settle-timeout", type=float, default=600)
+    parser.add_argument(
+        "--faults", action=argparse.BooleanOptionalAction, default=True, help="break the API connection too"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep-cluster", action="store_true")
     args = parser.parse_args(argv)

@@ -112,7 +112,6 @@ def test_values_schema_refuses_bad_values(
 def test_the_rendered_chart_is_valid_for_the_api_server(
     cluster: localcluster.ClusterInfo, crds: None
 ) -> None:
-    localcluster.kubectl(cluster, "apply", "--server-side", "-f", str(CHART / "crds" / "kopf-peering.yaml"))
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
     localcluster.kubectl(cluster, "apply", "-f", "-", input=yaml.safe_dump(namespace))
     for values in ([], ["--set", "replicas=2", "--set", "watchNamespaces={default}"]):

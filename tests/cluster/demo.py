@@ -269,6 +269,9 @@ def serve(console: Console, info: localcluster.ClusterInfo, kubectl, claim: Path
                                               "-o", "json"))["data"])  # fmt: skip
 
     kubelet_sync()
+    pod.mount_lora_guard(  # the middleware that keeps adapter loading to the sidecar
+        json.loads(kubectl("get", "configmap", "tiny-lora-guard", "-n", NAMESPACE, "-o", "json"))["data"]
+    )
     pod.start()
     with console.status("vLLM (its CPU build) loads the tiny model and the adapter"):
         seconds = pod.wait_ready()

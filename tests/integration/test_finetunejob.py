@@ -119,8 +119,13 @@ def test_failed_pod_restarts_then_fails_with_the_exit_code(
         if env.name == "KUBETUNE_OUTPUT_DIR"
     }
     assert len(set(configs.values())) == 1
-    reasons = [e.reason for e in events_of(core, namespace, "oom")]
-    assert "AttemptFailed" in reasons and "Restarting" in reasons and "RestartLimitExceeded" in reasons
+    # Events are recorded in the background, after the status they go with: waited for, not read at once.
+    wanted = {"AttemptFailed", "Restarting", "RestartLimitExceeded"}
+    wait_until(
+        lambda: wanted <= {e.reason for e in events_of(core, namespace, "oom")},
+        "the attempts' Events",
+        timeout=30,
+    )
 
 
 def test_suspend_removes_pods_and_resume_brings_them_back(

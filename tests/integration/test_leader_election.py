@@ -30,29 +30,30 @@ class Replica(OperatorProcess):
     """`kubetune run` as one replica of the chart's Deployment (its pod name, the Lease's namespace)."""
 
     def __init__(
-        self, cluster: localcluster.ClusterInfo, log_path: Path, pod: str, namespace: str, kubeconfig: str
+        self,
+        cluster: localcluster.ClusterInfo,
+        log_path: Path,
+        pod: str,
+        namespace: str,
+        kubeconfig: str,
+        env: dict[str, str] | None = None,
     ):
-        super().__init__(cluster, log_path, kubeconfig)
-        self.pod = pod
-        self.namespace = namespace
-
-    def start(self) -> None:
-        saved = dict(os.environ)
-        os.environ.update(
-            {
+        super().__init__(
+            cluster,
+            log_path,
+            kubeconfig,
+            env={
                 "KUBETUNE_LEADER_ELECTION": lease_name(),
-                "POD_NAME": self.pod,
-                "POD_NAMESPACE": self.namespace,
+                "POD_NAME": pod,
+                "POD_NAMESPACE": namespace,
                 "KUBETUNE_LEASE_SECONDS": "6",
                 "KUBETUNE_RENEW_DEADLINE_SECONDS": "4",
                 "KUBETUNE_LEASE_RETRY_SECONDS": "1",
-            }
+                **(env or {}),
+            },
         )
-        try:
-            super().start()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        self.pod = pod
+        self.namespace = namespace
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

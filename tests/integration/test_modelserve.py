@@ -249,6 +249,39 @@ def test_the_sidecar_token_may_write_its_report_and_nothing_else(
     assert pod.items[0].spec.automount_service_account_token is False
 
 
+def test_the_sidecar_token_may_remove_the_report_of_a_pod_gone(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, cluster: localcluster.ClusterInfo,
+    tmp_path: Any,
+) -> None:  # fmt: skip
+    """A pod killed without SIGTERM leaves its report; the live sidecars remove it (the rule itself:
+    tests/unit/test_adapter_sync.py). Their narrow token is enough: get, then a patch on that version."""
+    serves = ModelServes(api, namespace)
+    serves.create(modelserve("qwen"))
+    serves.wait("qwen", lambda s: s.get("phase") == "Ready", "Ready")
+    report_as_the_sidecars(cluster, api, namespace, "qwen", tmp_path)
+    core = client.CoreV1Api(api)
+    gone = json.dumps({"adapters": {}, "updated": "2026-01-01T00:00:00Z"})
+    core.patch_namespaced_config_map("qwen-adapter-report", namespace, {"data": {"qwen-vllm-gone": gone}})
+    live = set(core.read_namespaced_config_map("qwen-adapter-report", namespace).data) - {"qwen-vllm-gone"}
+    assert live, "a running pod reported"
+
+    kubeconfig = token_kubeconfig(cluster, namespace, "qwen-adapter-sync", tmp_path / "sa.kubeconfig")
+    reporter = Reporter("qwen-adapter-report", namespace, "probe", str(kubeconfig), stale_after=60)
+    reporter.seen = {"qwen-vllm-gone": (gone, -3600.0)}  # seen unchanged for an hour
+    assert reporter.sweep(0.0) == ["qwen-vllm-gone"]
+    assert set(core.read_namespaced_config_map("qwen-adapter-report", namespace).data) == live
+
+
+def test_the_documented_network_policy_is_accepted_by_the_api_server(
+    namespace: str, api: client.ApiClient
+) -> None:
+    from tests.unit.test_lora_guard import network_policies
+
+    [policy] = network_policies()
+    policy["metadata"]["namespace"] = namespace
+    client.NetworkingV1Api(api).create_namespaced_network_policy(namespace, policy, dry_run="All")
+
+
 def test_scale_subresource_and_the_autoscaler(
     namespace: str, claim: tuple[str, object], api: client.ApiClient, cluster: localcluster.ClusterInfo
 ) -> None:

@@ -2,9 +2,10 @@
 
 The operator renders the Deployment on the local control plane and KWOK runs its pod there as a stand-in;
 this module plays the kubelet for that pod: it starts the two containers' exact commands, arguments and
-environment, with the mount points mapped onto directories of the test (the claim, the adapters ConfigMap)
-and the ports onto free ones of 127.0.0.1, and refreshes the mounted adapters file when the ConfigMap
-changes, as the kubelet does. The sidecar's token is its ServiceAccount's, as the projected volume gives it.
+environment, with the mount points mapped onto directories of the test (the claim, the adapters and
+lora-guard ConfigMaps, the adapter token's emptyDir) and the ports onto free ones of 127.0.0.1, and
+refreshes the mounted adapters file when the ConfigMap changes, as the kubelet does. The sidecar's API
+token is its ServiceAccount's, as the projected volume gives it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.cluster.localcluster import token_kubeconfig
 
 __all__ = ["ServePod", "token_kubeconfig", "vllm_bin"]
 
+from kubetune import lora_guard
 from kubetune.api.common import CLAIM_MOUNT_PATH
 from kubetune.api.defaults import CONFIG_MOUNT_PATH
 from kubetune.render import modelserve as render
@@ -57,6 +59,15 @@ class ServePod:
         return self.workdir / "adapters-config"
 
     @property
+    def lora_guard_dir(self) -> Path:
+        return self.workdir / "lora-guard"
+
+    @property
+    def token_dir(self) -> Path:
+        """The memory-backed emptyDir that the sidecar and vLLM share (the adapter token)."""
+        return self.workdir / "adapter-token"
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.vllm_port}"
 
@@ -64,6 +75,8 @@ class ServePod:
         return (
             text.replace(CLAIM_MOUNT_PATH, str(self.claim))
             .replace(CONFIG_MOUNT_PATH, str(self.config_dir))
+            .replace(render.LORA_GUARD_DIR, str(self.lora_guard_dir))
+            .replace(render.ADAPTER_TOKEN_DIR, str(self.token_dir))
             .replace(f"0.0.0.0:{render.SYNC_PORT}", f"127.0.0.1:{self.sync_port}")
             .replace(f"127.0.0.1:{render.VLLM_PORT}", f"127.0.0.1:{self.vllm_port}")
         )
@@ -97,19 +110,39 @@ class ServePod:
 
     def write_adapters(self, config_map_data: dict[str, str]) -> None:
         """What the kubelet does when the adapters ConfigMap changes: the mounted file is replaced whole."""
-        self.config_dir.mkdir(parents=True, exist_ok=True)
-        for name, content in config_map_data.items():
-            temporary = self.config_dir / f".{name}.tmp"
-            temporary.write_text(self._map(content))
-            temporary.replace(self.config_dir / name)
+        self._mount(self.config_dir, {k: self._map(v) for k, v in config_map_data.items()})
+
+    def mount_lora_guard(self, config_map_data: dict[str, str]) -> None:
+        """The lora-guard ConfigMap's files where the vLLM container mounts them (vLLM imports the module)."""
+        self._mount(self.lora_guard_dir, config_map_data)
+
+    @staticmethod
+    def _mount(directory: Path, files: dict[str, str]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            temporary = directory / f".{name}.tmp"
+            temporary.write_text(content)
+            temporary.replace(directory / name)
 
     def start(self) -> None:
-        vllm, sidecar = self.containers()
+        self.start_vllm()
+        self.start_sidecar()
+
+    def start_vllm(self) -> None:
+        vllm, _ = self.containers()
         (self.workdir / "home").mkdir(parents=True, exist_ok=True)
+        self.token_dir.mkdir(parents=True, exist_ok=True)  # the kubelet's empty emptyDir
         assert vllm["command"] == ["vllm", "serve"], vllm["command"]
+        module = self.lora_guard_dir / f"{render.LORA_GUARD_MODULE}.py"
+        assert render.LORA_GUARD_MIDDLEWARE not in vllm["args"] or module.exists(), (
+            "vLLM imports the lora guard at start: mount its ConfigMap first (mount_lora_guard)"
+        )
         self.processes["vllm"] = self._spawn(
             "vllm", [str(vllm_bin() / "vllm"), "serve", *self._args(vllm["args"])], self._env(vllm)
         )
+
+    def start_sidecar(self) -> None:
+        _, sidecar = self.containers()
         assert sidecar["command"] == ["kubetune"], sidecar["command"]
         env = self._env(sidecar)
         if self.sidecar_kubeconfig is not None:  # the projected token, as a kubeconfig
@@ -162,10 +195,15 @@ class ServePod:
 
     # --- the OpenAI API, as a client in the cluster would call it ---------------------------------------
 
-    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict[str, Any]]:
+    def request(
+        self, method: str, path: str, body: dict | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", **(headers or {})},
         )
         try:
             with urllib.request.urlopen(request, timeout=120) as response:
@@ -179,6 +217,20 @@ class ServePod:
                 return error.code, json.loads(raw)
             except ValueError:
                 return error.code, {"text": raw.decode(errors="replace")}
+
+    def token(self) -> str:
+        """The pod's adapter token, as the sidecar wrote it (what only the sidecar and vLLM can read)."""
+        return (self.token_dir / "token").read_text().strip()
+
+    def manage(self, path: str, body: dict, token: str | None = None) -> tuple[int, dict[str, Any]]:
+        """A management call as the sidecar makes it: with the pod's token (or the one given)."""
+        return self.request("POST", path, body, {lora_guard.TOKEN_HEADER: token or self.token()})
+
+    def served_paths(self) -> dict[str, str]:
+        """{adapter: the path vLLM loaded it from} (its model list's `root`)."""
+        code, body = self.request("GET", "/v1/models")
+        assert code == 200, body
+        return {m["id"]: m["root"] for m in body["data"] if m.get("parent")}
 
     def models(self) -> list[str]:
         code, body = self.request("GET", "/v1/models")

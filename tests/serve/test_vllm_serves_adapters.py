@@ -23,6 +23,7 @@ from tests.serve.conftest import run_trainer_python, train_adapter
 from tests.serve.pod import ServePod, token_kubeconfig
 from tests.specs import modelserve
 
+from kubetune import lora_guard
 from kubetune.render import modelserve as render
 
 # The first test also waits for the module's setup: a LoRA trained on the CPU and the engine started (a
@@ -195,6 +196,7 @@ def stack(
     )
     stack = Stack(serve_namespace, serve_claim, api, pod, figures)
     stack.kubelet_sync()
+    pod.mount_lora_guard(core.read_namespaced_config_map(f"{NAME}-lora-guard", serve_namespace).data)
     pod.start()
     try:
         figures["ready_seconds"] = pod.wait_ready()
@@ -229,6 +231,53 @@ def test_the_status_says_what_vllm_loaded(stack: Stack) -> None:
     report = stack.core.read_namespaced_config_map(f"{NAME}-adapter-report", stack.namespace).data
     ner = json.loads(report[stack.pod.pod_name])["adapters"]["ner"]
     assert (ner["state"], ner["claimPath"]) == ("Loaded", f"runs/{stack.namespace}/ner")
+
+
+def test_a_client_cannot_load_or_unload_adapters(stack: Stack) -> None:
+    """The management API is the sidecar's: a client of the Service (no token, a wrong one) is refused, and
+    the production adapter goes on serving."""
+    before = stack.logprobs("ner")
+    other = str(stack.claim / "adapters" / "v2")
+    for headers in ({}, {lora_guard.TOKEN_HEADER: "guessed"}, {"Authorization": "Bearer anything"}):
+        for method, path, body in (
+            ("POST", "/v1/unload_lora_adapter", {"lora_name": "ner"}),
+            ("POST", "/v1/unload_lora_adapter/", {"lora_name": "ner"}),
+            ("POST", "/v1/load_lora_adapter", {"lora_name": "ner", "lora_path": other}),
+            ("POST", "/v1/load_lora_adapter", {"lora_name": "intruder", "lora_path": other}),
+            # The same handlers where vLLM mounts them for the SageMaker standard.
+            ("POST", "/adapters", {"name": "intruder", "src": other}),
+            ("DELETE", "/adapters/ner", None),
+        ):
+            code, answer = stack.pod.request(method, path, body, headers)
+            assert code == 403, (method, path, headers, code, answer)
+            assert "adapter-sync sidecar only" in answer["error"]["message"]
+    assert "intruder" not in stack.pod.models()
+    assert stack.logprobs("ner") == before, "ner still serves its own weights"
+    assert stack.adapter_status("ner").get("ready"), stack.status()
+
+
+def test_a_path_swapped_behind_the_sidecars_back_is_noticed_and_loaded_again(stack: Stack) -> None:
+    """Other weights loaded under a production name (by anyone holding the token): the sidecar compares the
+    path vLLM serves it from with the one it should, and loads the right one again."""
+    stack.kubelet_sync()
+    desired = json.loads((stack.pod.config_dir / render.ADAPTERS_FILE).read_text())["ner"]  # as mounted
+    reference = stack.logprobs("ner")
+    other = str(stack.claim / "adapters" / "v2")
+
+    def swapped() -> bool:  # the sidecar may load ner back between the two calls: then again
+        stack.pod.manage("/v1/unload_lora_adapter", {"lora_name": "ner"})
+        return stack.pod.manage("/v1/load_lora_adapter", {"lora_name": "ner", "lora_path": other})[0] == 200
+
+    wait_until(swapped, "ner loaded from another path", timeout=60, interval=0.1)
+    wait_until(
+        lambda: stack.pod.served_paths().get("ner") == desired,
+        "the sidecar to load ner from its own path again",
+        timeout=60,
+        interval=1,
+    )
+    wait_until(lambda: stack.logprobs("ner") == reference, "ner to serve its own weights", timeout=60)
+    assert "was served from" in stack.pod.log_tail("adapter-sync", 200)
+    assert stack.adapter_status("ner").get("ready") and stack.status()["phase"] == "Ready"
 
 
 def test_an_adapter_added_is_served_by_the_same_process(stack: Stack) -> None:
@@ -322,15 +371,14 @@ def test_vllm_itself_refuses_what_the_sidecar_refuses_and_stays_up(stack: Stack)
     """Why the sidecar checks first: vLLM's own answer to the same adapters, asked directly."""
     answers = {}
     for name in ("rank32", "modules-to-save", "other-base"):
-        code, body = stack.pod.request(
-            "POST",
+        code, body = stack.pod.manage(  # as the sidecar asks: with the pod's token
             "/v1/load_lora_adapter",
             {"lora_name": f"direct-{name}", "lora_path": str(stack.claim / "adapters" / name)},
         )
         answers[name] = (code, json.dumps(body)[:300])
         assert stack.pod.request("GET", "/health")[0] == 200, f"vLLM went down after {name}: {answers}"
         if code == 200:
-            stack.pod.request("POST", "/v1/unload_lora_adapter", {"lora_name": f"direct-{name}"})
+            stack.pod.manage("/v1/unload_lora_adapter", {"lora_name": f"direct-{name}"})
     print("\nvLLM's own answers:", json.dumps(answers, indent=1))
     assert answers["rank32"][0] != 200
     assert stack.pod.complete("tiny-base", tokens=1)[0] == 200

@@ -5,19 +5,28 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import struct
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from kubetune.launcher.adapter_sync import (
     FAILED,
     LOADED,
+    Reporter,
     Syncer,
     check_adapter,
     fingerprint,
     report_document,
     safetensors_shapes,
+    stale_reports,
 )
 
 # The tiny Qwen2 of the worker tier: hidden 64, 2 heads of 32, 1 KV head, MLP 128, 2 layers.
@@ -180,3 +189,264 @@ def test_a_refused_adapter_is_reported_and_tried_again_only_when_it_changes(
         "claimPath": "bad",  # what the operator knows it by, whatever the mount point
         "message": "vLLM refused to load it (500): something vLLM says",
     }
+
+
+# --- one malformed adapter is refused alone -------------------------------------------------------------
+
+
+def write_header(path: Path, header: object, length: int | None = None) -> None:
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw) if length is None else length) + raw)
+
+
+MALFORMED = {
+    "config-null": lambda p: (p / "adapter_config.json").write_text("null"),
+    "config-list": lambda p: (p / "adapter_config.json").write_text("[1, 2]"),
+    "config-string": lambda p: (p / "adapter_config.json").write_text('"LORA"'),
+    "no-shape": lambda p: write_header(
+        p / "adapter_model.safetensors", {"x.lora_A.weight": {"dtype": "F32"}}
+    ),
+    "shape-not-a-list": lambda p: write_header(
+        p / "adapter_model.safetensors", {"x.lora_A.weight": {"shape": "8x64"}}
+    ),
+    "header-a-list": lambda p: write_header(p / "adapter_model.safetensors", [1]),
+    "header-too-long": lambda p: write_header(p / "adapter_model.safetensors", {}, length=2**62),
+    "header-truncated": lambda p: (p / "adapter_model.safetensors").write_bytes(b"\x10\x00"),
+    "modules-to-save-numbers": lambda p: (p / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 8, "modules_to_save": [1, 2]})
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(MALFORMED))
+def test_a_malformed_adapter_is_refused_and_the_others_load(
+    tmp_path: Path, base: Path, breakage: str
+) -> None:
+    vllm = FakeVLLM()
+    syncer = Syncer(vllm, base_model=str(base), max_lora_rank=16)  # type: ignore[arg-type]
+    good, bad = make_adapter(tmp_path / "good"), make_adapter(tmp_path / "bad")
+    MALFORMED[breakage](bad)
+
+    reports = syncer.sync({"a-bad": str(bad), "good": str(good)})
+
+    assert reports["good"].state == LOADED and vllm.table == {"good": str(good)}
+    assert reports["a-bad"].state == FAILED and reports["a-bad"].message, reports["a-bad"]
+    assert syncer.synced_once, "/ready answers 200: the pod serves the rest"
+    assert report_document(reports)["adapters"]["a-bad"]["state"] == "Failed"
+
+
+def test_an_adapter_no_check_foresaw_is_refused_alone(tmp_path: Path, base: Path, monkeypatch) -> None:
+    import kubetune.launcher.adapter_sync as sync
+
+    real = sync.check_adapter
+
+    def choking(path: str, *args: object) -> str | None:
+        if path.endswith("odd"):
+            raise RecursionError("deeply nested JSON")
+        return real(path, *args)
+
+    monkeypatch.setattr(sync, "check_adapter", choking)
+    vllm = FakeVLLM()
+    syncer = Syncer(vllm, base_model=str(base), max_lora_rank=16)  # type: ignore[arg-type]
+    good, odd = make_adapter(tmp_path / "good"), make_adapter(tmp_path / "odd")
+    reports = syncer.sync({"good": str(good), "odd": str(odd)})
+    assert (reports["good"].state, reports["odd"].state) == (LOADED, FAILED)
+    assert "could not be checked: RecursionError" in (reports["odd"].message or "")
+
+
+# --- what vLLM serves is what the status says ----------------------------------------------------------
+
+
+def test_a_path_swapped_behind_the_sidecars_back_is_loaded_again(tmp_path: Path, base: Path) -> None:
+    vllm = FakeVLLM()
+    syncer = Syncer(vllm, base_model=str(base), max_lora_rank=16)  # type: ignore[arg-type]
+    prod, other = make_adapter(tmp_path / "prod"), make_adapter(tmp_path / "other")
+    syncer.sync({"ner": str(prod)})
+    vllm.table["ner"] = str(other)  # someone loaded other weights under the production name
+
+    reports = syncer.sync({"ner": str(prod)})
+
+    assert vllm.table == {"ner": str(prod)} and vllm.loads == ["ner", "ner"]
+    assert reports["ner"].state == LOADED
+    syncer.sync({"ner": str(prod)})
+    assert vllm.loads == ["ner", "ner"], "the same path (however spelt): nothing loaded again"
+    vllm.table["ner"] = str(prod) + "/"
+    syncer.sync({"ner": str(prod)})
+    assert vllm.loads == ["ner", "ner"]
+
+
+def test_a_refused_adapter_loaded_behind_the_sidecars_back_is_unloaded(tmp_path: Path, base: Path) -> None:
+    vllm = FakeVLLM()
+    syncer = Syncer(vllm, base_model=str(base), max_lora_rank=16)  # type: ignore[arg-type]
+    big = make_adapter(tmp_path / "big", rank=64)
+    assert syncer.sync({"big": str(big)})["big"].state == FAILED
+    vllm.table["big"] = str(big)
+    assert syncer.sync({"big": str(big)})["big"].state == FAILED
+    assert vllm.table == {}, "the status says Failed: vLLM must not serve it"
+
+
+# --- every call has a deadline ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hung_server() -> Iterator[str]:
+    """A server that accepts connections and never answers: a lost node, a wedged process."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    listener.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_hung_vllm_never_holds_the_sidecar(hung_server: str, monkeypatch) -> None:
+    import kubetune.launcher.adapter_sync as sync
+
+    for name in ("PROBE_TIMEOUT", "LIST_TIMEOUT", "LOAD_TIMEOUT"):
+        monkeypatch.setattr(sync, name, 0.2)
+    vllm = sync.VLLM(f"http://{hung_server}", timeout=sync.LOAD_TIMEOUT)
+    assert vllm.healthy() is False
+    with pytest.raises(OSError):
+        vllm.adapters()
+    with pytest.raises(OSError):
+        vllm.load("ner", "/x")
+    with pytest.raises(OSError):
+        vllm.unload("ner")
+
+
+@pytest.mark.timeout(60)
+def test_a_hung_api_server_never_holds_the_sidecar(hung_server: str, tmp_path: Path, monkeypatch) -> None:
+    """Before: the report's PATCH waited for good, and the adapters' loading with it."""
+    import kubetune.launcher.adapter_sync as sync
+
+    monkeypatch.setattr(sync, "REPORT_TIMEOUT", 0.5)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": f"http://{hung_server}"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    reporter = sync.Reporter("r", "ns", "pod-a", kubeconfig=str(kubeconfig))
+    with pytest.raises(Exception, match=r"(?i)timed? ?out"):
+        reporter.send({"adapters": {}, "updated": "2026-12-01T00:00:00Z"})
+    with pytest.raises(Exception, match=r"(?i)timed? ?out"):
+        reporter.sweep(0.0)
+    with pytest.raises(Exception, match=r"(?i)timed? ?out"):
+        reporter.withdraw()
+
+
+def test_the_vllm_management_calls_carry_the_pods_token(tmp_path: Path) -> None:
+    from kubetune.launcher.adapter_sync import VLLM, ensure_token
+    from kubetune.lora_guard import TOKEN_HEADER
+
+    token = ensure_token(tmp_path / "run" / "token")
+    assert len(token) >= 32 and ensure_token(tmp_path / "run" / "token") == token, "kept over a restart"
+    seen: list[tuple[str, str | None]] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append((self.path, self.headers.get(TOKEN_HEADER)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        vllm = VLLM(f"http://127.0.0.1:{server.server_address[1]}", token=token)
+        assert vllm.load("ner", "/x") is None
+        vllm.unload("ner")
+    finally:
+        server.shutdown()
+    assert seen == [("/v1/load_lora_adapter", token), ("/v1/unload_lora_adapter", token)]
+
+
+# --- the reports of pods gone ----------------------------------------------------------------------------
+
+
+def test_a_report_unchanged_for_long_is_stale_by_this_pods_clock() -> None:
+    seen: dict = {}
+    data = {"me": "mine", "alive": "v1", "gone": "old"}
+    seen, stale = stale_reports(data, seen, "me", now=0, stale_after=100)
+    assert stale == [] and set(seen) == {"alive", "gone"}
+    seen, stale = stale_reports({**data, "alive": "v2"}, seen, "me", now=90, stale_after=100)
+    assert stale == []
+    seen, stale = stale_reports({**data, "alive": "v2"}, seen, "me", now=101, stale_after=100)
+    assert stale == ["gone"], "the writer's own timestamps are never read: clocks of two nodes differ"
+    seen, stale = stale_reports({"me": "mine"}, seen, "me", now=500, stale_after=100)
+    assert (seen, stale) == ({}, [])
+
+
+class FakeConfigMaps:
+    """The report ConfigMap on an API server: merge patches, with resourceVersion as a precondition."""
+
+    def __init__(self, data: dict[str, str]) -> None:
+        self.data, self.version, self.calls = dict(data), 1, []
+        self.before_patch: Any = None
+
+    def read_namespaced_config_map(self, name: str, namespace: str, **kwargs: Any) -> Any:
+        self.calls.append(("get", kwargs.get("_request_timeout")))
+        metadata = SimpleNamespace(resource_version=str(self.version))
+        return SimpleNamespace(data=dict(self.data), metadata=metadata)
+
+    def patch_namespaced_config_map(self, name: str, namespace: str, body: dict, **kwargs: Any) -> None:
+        self.calls.append(("patch", kwargs.get("_request_timeout")))
+        if self.before_patch is not None:
+            self.before_patch()
+        expected = (body.get("metadata") or {}).get("resourceVersion")
+        if expected is not None and expected != str(self.version):
+            raise ApiException(status=409, reason="Conflict")
+        for key, value in body["data"].items():
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+        self.version += 1
+
+
+def test_the_reports_of_pods_gone_are_removed_and_the_live_ones_kept() -> None:
+    api = FakeConfigMaps({"gone": json.dumps({"adapters": {}, "updated": "2026-11-01T00:00:00Z"})})
+    clock = [0.0]
+    alive = Reporter("r", "ns", "alive", api=api, clock=lambda: clock[0], heartbeat=10, stale_after=35)
+    me = Reporter("r", "ns", "me", api=api, clock=lambda: clock[0], heartbeat=10, stale_after=35)
+    document = {"adapters": {"ner": {"state": "Loaded"}}}
+    for second in range(0, 60, 3):  # rounds of 3 s; `alive` keeps up its heartbeat with nothing new to say
+        clock[0] = float(second)
+        alive.send({**document, "updated": f"t{second}"})
+        me.send({**document, "updated": f"t{second}"})
+    assert set(api.data) == {"alive", "me"}
+    assert all(timeout is not None for _, timeout in api.calls), "every call has a deadline"
+
+
+def test_a_report_written_while_pruning_is_never_removed() -> None:
+    api = FakeConfigMaps({"old": "x"})
+    me = Reporter("r", "ns", "me", api=api, clock=lambda: 0.0, stale_after=10)
+    me.sweep(0.0)
+    api.before_patch = lambda: (api.data.update(old="y"), setattr(api, "version", api.version + 1))
+    assert me.sweep(100.0) == [] and api.data["old"] == "y", "409: nothing removed, looked at again later"

@@ -219,6 +219,9 @@ def test_the_specs_the_edits_start_from_are_valid() -> None:
         ([{"value": "x"}], "engine.env[0].name"),
         ([{"name": "A B", "value": "x"}], "engine.env[0].name"),
         ([{"name": "HF_HUB_OFFLINE", "value": "0"}], "set by the operator"),
+        # The adapter management guard's module path and token file: not the user's to move.
+        ([{"name": "PYTHONPATH", "value": "/x"}], "PYTHONPATH is set by the operator"),
+        ([{"name": "KUBETUNE_ADAPTER_TOKEN_FILE", "value": "/x"}], "set by the operator"),
         ([{"name": "A", "value": "1"}, {"name": "A", "value": "2"}], "unique"),
     ],
 )

@@ -87,7 +87,7 @@ def launcher_scrape() -> str:
 def operator_exposition() -> str:
     from prometheus_client import REGISTRY, generate_latest
 
-    import kubetune.handlers.metrics  # noqa: F401 - registers the operator's metrics
+    import kubetune.runtime.metrics  # noqa: F401 - registers the operator's metrics
 
     return generate_latest(REGISTRY).decode()
 

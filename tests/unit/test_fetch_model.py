@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -76,18 +74,21 @@ def test_a_download_finished_first_by_another_pod_is_kept(tmp_path: Path) -> Non
     assert sorted(p.name for p in dest.parent.iterdir()) == ["m"], "no copy moved aside, no partial left"
 
 
-def test_other_ranks_wait_for_rank_zero(tmp_path: Path) -> None:
+def test_other_ranks_wait_for_rank_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubetune.launcher import fetch as fetch_module
+
     dest = tmp_path / "cache/m"
     hub = FakeHub()
+    waits: list[float] = []
 
-    def rank_zero_later() -> None:
-        time.sleep(0.3)
-        fetch("hf://org/m", dest, rank=0, download=hub)
+    def rank_zero_downloads_while_rank_one_waits(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 1:  # rank 1 is waiting: now rank 0 comes, whatever the machine's speed
+            fetch("hf://org/m", dest, rank=0, download=hub)
 
-    thread = threading.Thread(target=rank_zero_later)
-    thread.start()
+    monkeypatch.setattr(fetch_module.time, "sleep", rank_zero_downloads_while_rank_one_waits)
     assert fetch("hf://org/m", dest, rank=1, download=hub, poll=0.05, wait_timeout=10) == "waited"
-    thread.join()
+    assert waits == [0.05]
     assert hub.calls == 1, "only rank 0 downloads"
 
 

@@ -165,6 +165,16 @@ def test_predict_generates_with_the_trained_model(finetuning_type: str, model: s
     assert config["cutoff_len"] == 1024 and config["bf16"] is True
 
 
+def test_merge_and_predict_without_a_template_use_what_training_used() -> None:
+    """No `spec.model.template`: training ran on LLaMA-Factory's default, and so do the passes after it
+    (they raised KeyError after a successful training, and the job ended Failed)."""
+    train = {k: v for k, v in TRAIN.items() if k != "template"}
+    merged = plan.export_config(train, Path("/out"), {})
+    predicted = plan.predict_config(train, Path("/out"), {"datasets": ["a"]})
+    assert "template" not in merged and "template" not in predicted
+    assert plan.predict_config(TRAIN, Path("/out"), {"datasets": ["a"]})["template"] == "qwen"
+
+
 # --- progress --------------------------------------------------------------------------------------
 
 

@@ -145,7 +145,21 @@ def test_vllm_gets_no_service_account_token_the_trainer_does() -> None:
     # The launcher reports progress into the FineTuneJob's status with its own ServiceAccount.
     trainer = ftj_pod()
     assert trainer["serviceAccountName"] == "ner-launcher"
-    assert trainer.get("automountServiceAccountToken", True) is True
+
+
+def test_only_the_trainer_container_holds_the_launchers_token_not_the_model_fetch() -> None:
+    """fetch-model runs the hub's client on a download from the internet: it needs no API token."""
+    pod = ftj_pod(model={"source": "hf://Qwen/Qwen2.5-0.5B", "template": "qwen"})
+    assert pod["automountServiceAccountToken"] is False
+    token_volumes = {v["name"] for v in pod["volumes"] if "projected" in v}
+    assert token_volumes
+    every = {**containers(pod), **{c["name"]: c for c in pod.get("initContainers", [])}}
+    assert "fetch-model" in every
+    for name, container in every.items():
+        mounted = [m for m in container.get("volumeMounts", []) if m["name"] in token_volumes]
+        assert bool(mounted) == (name == "trainer"), name
+        if mounted:
+            assert mounted[0]["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def test_offline_vllm_gets_no_hub_token_only_fetch_model_does() -> None:
@@ -158,7 +172,7 @@ def test_offline_vllm_gets_no_hub_token_only_fetch_model_does() -> None:
 
 
 def test_secret_arguments_are_the_credentials_not_the_tokenizer_options() -> None:
-    assert {"swanlab_api_key", "swanlab_lark_secret"} <= SECRET_ARGUMENTS
+    assert {"swanlab_api_key", "swanlab_lark_secret", "swanlab_lark_webhook_url"} <= SECRET_ARGUMENTS
     assert not SECRET_ARGUMENTS & {
         "add_special_tokens",
         "max_new_tokens",
@@ -167,7 +181,7 @@ def test_secret_arguments_are_the_credentials_not_the_tokenizer_options() -> Non
     }
 
 
-@pytest.mark.parametrize("key", ["swanlab_api_key", "swanlab_lark_secret"])
+@pytest.mark.parametrize("key", ["swanlab_api_key", "swanlab_lark_secret", "swanlab_lark_webhook_url"])
 def test_tracker_credentials_in_config_are_refused_with_the_way_to_pass_them(key: str) -> None:
     spec, problems = finetunejob_spec({**FTJ, "config": {**FTJ["config"], key: "sk-123"}})
     assert spec is not None and problems
@@ -200,3 +214,39 @@ def test_secret_env_cannot_replace_the_operators_variables(name: str) -> None:
     with pytest.raises(ValidationError) as error:
         FineTuneJobSpec.model_validate({**FTJ, "secretEnv": [{"name": name, "secretKeyRef": {"name": "s"}}]})
     assert "secretEnv" in str(error.value)
+
+
+# --- the installation's limit on spec.podSecurity --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("security", "needs"),
+    [
+        ({}, "restricted"),
+        ({"addCapabilities": ["NET_BIND_SERVICE"]}, "restricted"),
+        ({"runAsNonRoot": False, "runAsUser": 0}, "baseline"),
+        ({"allowPrivilegeEscalation": True}, "baseline"),
+        ({"addCapabilities": ["CHOWN"]}, "baseline"),
+        ({"addCapabilities": ["SYS_ADMIN"]}, "privileged"),
+        ({"addCapabilities": ["IPC_LOCK"]}, "privileged"),
+        ({"seccompProfile": "Unconfined"}, "privileged"),
+    ],
+)
+def test_each_relaxation_needs_its_pod_security_level(security: dict, needs: str) -> None:
+    from kubetune.api.podspec import POD_SECURITY_LEVELS, PodSecurity, pod_security_needs, pod_security_over
+
+    parsed = PodSecurity.model_validate(security)
+    levels = [level for level, _ in pod_security_needs(parsed)] or ["restricted"]
+    assert max(levels, key=POD_SECURITY_LEVELS.index) == needs
+    for limit in POD_SECURITY_LEVELS:
+        refused = bool(pod_security_over(parsed, limit))
+        assert refused == (POD_SECURITY_LEVELS.index(needs) > POD_SECURITY_LEVELS.index(limit))
+
+
+def test_the_limit_comes_from_the_installation_and_a_wrong_one_stops_the_operator() -> None:
+    from kubetune.config import OperatorConfig
+
+    assert OperatorConfig.from_env({}).trainer.pod_security_limit == "baseline"
+    assert OperatorConfig.from_env({"KUBETUNE_POD_SECURITY_LIMIT": "privileged"}).trainer.pod_security_limit
+    with pytest.raises(ValueError, match="restricted, baseline, privileged"):
+        OperatorConfig.from_env({"KUBETUNE_POD_SECURITY_LIMIT": "anything"})

@@ -11,15 +11,17 @@ What the API server, the Job controller and the kubelet really do is tested in t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from kubernetes.client.rest import ApiException
 
 from kubetune.api.defaults import TrainerSettings
 from kubetune.handlers import finetunejob
-from kubetune.handlers.outcome import Key, Outcome
+from kubetune.runtime.outcome import Key, Outcome
 from tests import specs
 from tests.fakekube import Call, FakeKube, timestamp
 
@@ -241,8 +243,9 @@ ROWS = [
         someone_elses_service,
         "Pending",
         "ChildConflict",
-        # The children that do not depend on one another are all tried (CachedKube.ensure_all).
-        [*STATIC_CHILDREN, STATUS],
+        # The children that do not depend on one another are all tried (CachedKube.ensure_all); the
+        # RoleBinding only after them (it binds the ServiceAccount), and the Job last.
+        [*STATIC_CHILDREN[:-1], STATUS],
         [("Warning", "ChildConflict")],
         {"Created": "False"},
         settled=False,
@@ -539,3 +542,150 @@ def test_a_leftover_job_is_no_restart() -> None:
     leftover_job(still_running=False)(fake)
     reconcile(fake)
     assert ("Warning", "Restarting") not in fake.events()
+
+
+def test_a_stale_copy_of_an_expired_job_neither_deletes_nor_writes_onto_its_successor() -> None:
+    """The cache still holds the old `ner` (finished, TTL expired) while a new `ner` exists: every write
+    the old copy leads to carries its uid, and the API server refuses it for the new object."""
+    fake = FakeKube()
+    succeeded(ttl=60, finished_ago=600)(fake)
+    stale = ftj(fake)
+    stale["status"] = {**stale.get("status", {}), "phase": "Succeeded", "observedGeneration": 99}
+    fake.delete("FineTuneJob", NS, "ner")
+    successor = fake.add(specs.finetunejob("ner"))
+    assert successor["metadata"]["uid"] != stale["metadata"]["uid"]
+    with pytest.raises(ApiException) as refused:
+        finetunejob.reconcile(fake, stale, SETTINGS)
+    assert refused.value.status == 409
+    assert ftj(fake)["metadata"]["uid"] == successor["metadata"]["uid"]
+    assert not (ftj(fake).get("status") or {}), "the old job's status was written onto the new one"
+
+
+def test_the_ttl_delete_names_the_uid() -> None:
+    fake = FakeKube()
+    succeeded(ttl=60, finished_ago=600)(fake)
+    uid = ftj(fake)["metadata"]["uid"]
+    fake.forget_calls()
+    reconcile(fake)
+    assert fake.get_quietly("FineTuneJob", NS, "ner") is None
+    fake.add(specs.finetunejob("ner"))
+    # Deleting by name with the old uid leaves the new one alone.
+    assert fake.delete("FineTuneJob", NS, "ner", uid=uid) is False
+    assert fake.get_quietly("FineTuneJob", NS, "ner") is not None
+
+
+def test_a_running_attempts_job_deleted_by_hand_waits_for_its_pods_then_takes_the_next_name() -> None:
+    """Its pods may still write checkpoints into the output path: no Job under the same name (same pod
+    hostnames) while they run; once they stopped, the next attempt, counted as a disruption."""
+    fake = FakeKube()
+    job = running(fake)
+    pods = fake.pods_of(job)
+    fake.delete("Job", NS, "ner-a1", propagation="Orphan")  # the pods outlive it for a while
+    fake.forget_calls()
+
+    outcome = reconcile(fake)
+    assert [c for c in fake.writes() if c.verb == "ensure"] == []
+    assert "was deleted while 1 of its pods still run" in outcome.status["message"]
+
+    for pod in pods:
+        fake.delete("Pod", NS, pod["metadata"]["name"])
+    outcome = reconcile(fake)
+    assert fake.get_quietly("Job", NS, "ner-a2") is not None
+    assert fake.get_quietly("Job", NS, "ner-a1") is None
+    assert outcome.status["attempt"] == 2 and outcome.status["disruptions"] == 1
+    assert ("Warning", "AttemptDisrupted") in fake.events()
+
+
+def test_pods_of_another_job_with_the_same_labels_are_not_this_attempts() -> None:
+    """Pods are the attempt's by their owner (the Job's uid), not by their labels: a leftover pod of an
+    earlier `ner`'s Job, labelled the same and still running, does not make this attempt run."""
+    fake = FakeKube()
+    fake.job_pods(started(fake), "Pending")
+    labels = {"kubetune.io/finetunejob": "ner", "kubetune.io/attempt": "1"}
+    fake.add(
+        {"apiVersion": "v1", "kind": "Pod",
+         "metadata": {"name": "ner-a1-0-old", "labels": labels, "ownerReferences": [
+             {"apiVersion": "batch/v1", "kind": "Job", "name": "ner-a1", "uid": "uid-old-job",
+              "controller": True}]}},
+        manager="kube-controller-manager", phase="Running", startTime=timestamp(),
+    )  # fmt: skip
+    outcome = reconcile(fake)
+    assert outcome.status["phase"] == "Pending"
+
+
+def test_a_preprocessing_job_of_another_finetunejob_is_not_this_ones() -> None:
+    fake = FakeKube()
+    new(dataset={**specs.FINETUNEJOB_SPEC["dataset"], "preprocess": {"enabled": True}})(fake)
+    labels = {"kubetune.io/preprocess-of": "ner"}
+    old = fake.add(
+        {"apiVersion": "batch/v1", "kind": "Job",
+         "metadata": {"name": "ner-preprocess-old", "labels": labels, "ownerReferences": [
+             {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "name": "ner", "uid": "uid-old",
+              "controller": True}]},
+         "spec": {"template": {"metadata": {"labels": labels}}}},
+        manager="kubetune",
+    )  # fmt: skip
+    fake.job_succeeded(old)
+    outcome = reconcile(fake)
+    assert fake.get_quietly("Job", NS, "ner-a1") is None, "trained on another job's preprocessing"
+    assert outcome.status["phase"] == "Preprocessing"
+    assert fake.get_quietly("Job", NS, "ner-preprocess") is not None, "its own preprocessing, created"
+
+
+def test_a_wide_attempt_failing_on_every_pod_keeps_its_status_small() -> None:
+    """512 pods, each with a 4 KiB termination message: a line per pod made a status over etcd's limit, so
+    the job was never marked Failed. Rank 0 first, then how many more."""
+    fake = FakeKube()
+    job = running(fake, resources={"nodes": 512, "gpusPerNode": 8})
+    for index, pod in enumerate(fake.pods_of(job)):
+        stored = fake.objects[("Pod", NS, pod["metadata"]["name"])]
+        stored["metadata"]["annotations"] = {"batch.kubernetes.io/job-completion-index": str(index)}
+        terminated = {"exitCode": 1, "reason": "Error", "message": f"[rank{index * 8}]: " + "x" * 4000}
+        fake.pod_phase(
+            pod, "Failed", containerStatuses=[{"name": "trainer", "state": {"terminated": terminated}}]
+        )
+    fake.job_failed(job)
+    outcome = reconcile(fake)
+    assert outcome.status["phase"] == "Failed"
+    assert len(json.dumps(outcome.status)) < 64 * 1024
+    message = outcome.status["message"]
+    assert "(node rank 0)" in message and "[rank0]" in message
+    assert "and 509 more pod(s) failed" in message
+
+
+def test_someone_elses_service_account_of_the_launchers_name_is_never_bound_to_its_role() -> None:
+    fake = FakeKube()
+    new()(fake)
+    fake.add(
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "ner-launcher"}}, manager="helm"
+    )
+    outcome = reconcile(fake)
+    assert fake.get_quietly("RoleBinding", NS, "ner-launcher") is None
+    assert fake.get_quietly("Job", NS, "ner-a1") is None
+    assert "ServiceAccount ner-launcher already exists" in outcome.status["message"]
+
+
+def test_a_relaxation_above_the_installations_pod_security_limit_is_refused_before_anything_is_created() -> (
+    None
+):
+    """The operator creates the pods for whoever may create a FineTuneJob, perhaps in a namespace where no
+    admission enforces a level: SYS_ADMIN or an unconfined seccomp profile only where an administrator
+    raised the limit."""
+    from dataclasses import replace
+
+    fake = FakeKube()
+    new(podSecurity={"addCapabilities": ["SYS_ADMIN"], "seccompProfile": "Unconfined"})(fake)
+    outcome = reconcile(fake)
+    assert outcome.status["phase"] == "Failed" and outcome.status["reason"] == "PodSecurityLimit"
+    assert (
+        "podSecurity.addCapabilities: SYS_ADMIN needs Pod Security level privileged"
+        in outcome.status["message"]
+    )
+    assert "KUBETUNE_POD_SECURITY_LIMIT" in outcome.status["message"]
+    assert fake.list_quietly("Job", NS) == []
+
+    allowed = FakeKube()
+    new(podSecurity={"addCapabilities": ["SYS_ADMIN"]})(allowed)
+    body = allowed.get_quietly("FineTuneJob", NS, "ner")
+    finetunejob.reconcile(allowed, body, replace(SETTINGS, pod_security_limit="privileged"))
+    assert allowed.get_quietly("Job", NS, "ner-a1") is not None

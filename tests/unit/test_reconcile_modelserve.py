@@ -17,7 +17,7 @@ import pytest
 
 from kubetune.api.defaults import TrainerSettings
 from kubetune.handlers import modelserve
-from kubetune.handlers.outcome import Outcome
+from kubetune.runtime.outcome import Outcome
 from tests import specs
 from tests.fakekube import Call, FakeKube
 
@@ -27,6 +27,7 @@ SIDECAR_IMAGE = "ghcr.io/kubetune/trainer:test"
 
 CHILDREN = [
     ("apply", "ConfigMap", "qwen-adapters"),
+    ("apply", "ConfigMap", "qwen-lora-guard"),
     ("apply", "ConfigMap", "qwen-adapter-report"),
     ("apply", "ServiceAccount", "qwen-adapter-sync"),
     ("apply", "Role", "qwen-adapter-sync"),
@@ -195,7 +196,7 @@ ROWS = [
         someone_elses_service,
         "Pending",
         "ChildConflict",
-        [*CHILDREN[:6], STATUS],  # nothing pruned either while a child is someone else's
+        [*CHILDREN[:7], STATUS],  # nothing pruned either while a child is someone else's
         [("Warning", "ChildConflict")],
         exists={("Deployment", "qwen-vllm"): False},
     ),
@@ -380,3 +381,28 @@ def test_the_sidecars_reports_survive_the_operators_apply() -> None:
     reconcile(fake)
     reconcile(fake, full=True)
     assert (fake.get_quietly("ConfigMap", NS, "qwen-adapter-report") or {}).get("data")
+
+
+def test_a_finetunejob_created_again_under_the_same_name_keeps_its_adapter_served() -> None:
+    """As a deleted one's does: the adapter it trained stays on the claim and in vLLM until the new one
+    succeeds (it unserved the adapter from every replica for good)."""
+    fake = FakeKube()
+    then(finetunejob("Succeeded", **TRAINED), served(ADAPTER), sidecars_loaded)(fake)
+    reconcile(fake)
+    fake.delete("FineTuneJob", NS, "ner")
+    finetunejob("Running")(fake)
+    outcome = reconcile(fake)
+    adapters = fake.get_quietly("ConfigMap", NS, "qwen-adapters") or {}
+    assert "ner" in json.dumps(adapters.get("data") or {})
+    entry = next(a for a in outcome.status["adapters"] if a["name"] == "ner")
+    assert entry["path"] == ADAPTER_PATH
+    assert "Running again" in json.dumps(outcome.status)
+
+
+def test_a_modelserve_above_the_pod_security_limit_creates_nothing() -> None:
+    fake = FakeKube()
+    new(podSecurity={"seccompProfile": "Unconfined"})(fake)
+    outcome = reconcile(fake)
+    assert outcome.status["reason"] == "PodSecurityLimit"
+    assert "seccompProfile: Unconfined needs Pod Security level privileged" in outcome.status["message"]
+    assert fake.get_quietly("Deployment", NS, "qwen-vllm") is None

@@ -37,3 +37,16 @@ def test_the_repository_the_system_and_the_caches_are_allowed(path: str) -> None
 def test_tmp_path_is_allowed(tmp_path) -> None:
     (tmp_path / "x").write_text("x")
     assert (tmp_path / "x").read_text() == "x"
+
+
+def test_a_clone_under_the_temporary_directory_still_refuses_what_is_beside_it(monkeypatch) -> None:
+    """A user may clone anywhere: under /tmp the temporary directory holds the checkout's parent, and
+    allowing it would allow everything beside the checkout."""
+    import tempfile
+
+    parent = tempfile.gettempdir().rstrip("/") + "/someone/"
+    monkeypatch.setattr(repo_only, "_PARENT", parent)
+    monkeypatch.setattr(repo_only, "_REPO", parent + "kubetune")
+    monkeypatch.setattr(repo_only, "_ALLOWED", repo_only._allowed_prefixes(parent))
+    assert repo_only.is_outside(parent + "shared/reference/x.json")
+    assert not repo_only.is_outside(parent + "kubetune/pyproject.toml")

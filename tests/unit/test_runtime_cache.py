@@ -1,4 +1,4 @@
-"""The watch caches and what an event queues (runtime/cache.py, handlers/operator.py's Controller)."""
+"""The watch caches and what an event queues (runtime/cache.py, runtime/controller.py's Controller)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from kubetune.config import OperatorConfig
-from kubetune.handlers.operator import Controller
-from kubetune.handlers.outcome import Key
+from kubetune.handlers.watches import RECONCILERS
 from kubetune.runtime.cache import Cache
+from kubetune.runtime.controller import Controller
+from kubetune.runtime.outcome import Key
 
 
 def obj(
@@ -100,9 +101,58 @@ def test_what_a_reader_changes_does_not_change_the_cache() -> None:
     assert cache.get("Pod", "ns", "p")["status"]["phase"] == "Running"
 
 
+def test_a_writes_reply_after_the_deletion_does_not_bring_the_object_back() -> None:
+    """The reply of a write (kept at once) can come after the watch's DELETED event: it is refused, or a
+    ghost would be reconciled every resync and its children created again for a dead owner."""
+    controller = Controller(kube=None, config=OperatorConfig(), reconcilers=RECONCILERS)  # type: ignore[arg-type]
+    deployment = obj("Deployment", "qwen-vllm", rv="5", uid="uid-old")
+    controller.observed("Deployment", "ADDED", deployment)
+    controller.observed("Deployment", "DELETED", deployment)
+    late_reply = obj("Deployment", "qwen-vllm", rv="6", uid="uid-old")
+    assert controller.cache.upsert("Deployment", late_reply) is False
+    assert controller.cache.get("Deployment", "ns", "qwen-vllm") is None
+    successor = obj("Deployment", "qwen-vllm", rv="9", uid="uid-new")
+    assert controller.cache.upsert("Deployment", successor) is True
+
+
+def test_removing_a_copy_by_uid_keeps_a_successor_of_the_same_name() -> None:
+    cache = Cache()
+    cache.upsert("FineTuneJob", obj("FineTuneJob", "ner", rv="9", uid="uid-new"))
+    cache.remove("FineTuneJob", "ns", "ner", uid="uid-old")
+    assert cache.get("FineTuneJob", "ns", "ner")["metadata"]["uid"] == "uid-new"
+    assert cache.upsert("FineTuneJob", obj("FineTuneJob", "ner", rv="3", uid="uid-old")) is False
+
+
+def test_the_tombstones_are_bounded() -> None:
+    cache = Cache(tombstones=3)
+    for index in range(10):
+        cache.upsert("Pod", obj("Pod", f"p{index}", uid=f"u{index}"))
+        cache.remove("Pod", "ns", f"p{index}")
+    assert len(cache._deleted) == 3
+    assert cache.upsert("Pod", obj("Pod", "p0", uid="u0")) is True  # forgotten: the oldest go first
+    assert cache.upsert("Pod", obj("Pod", "p9", uid="u9")) is False
+
+
+def test_a_status_write_refused_for_a_gone_resource_drops_the_ghost() -> None:
+    from kubernetes.client.rest import ApiException
+
+    from kubetune.runtime.cache import CachedKube
+
+    class Gone:
+        def patch_status(self, *args: Any) -> dict:
+            raise ApiException(status=404, reason="NotFound")
+
+    cache = Cache()
+    cache.upsert("ModelServe", obj("ModelServe", "qwen", uid="uid-ghost"))
+    client = CachedKube(Gone(), cache)  # type: ignore[arg-type]
+    with pytest.raises(ApiException):
+        client.patch_status("ModelServe", "ns", "qwen", {"phase": "Ready"}, "uid-ghost")
+    assert cache.get("ModelServe", "ns", "qwen") is None
+
+
 @pytest.fixture
 def controller() -> Controller:
-    return Controller(kube=None, config=OperatorConfig())  # type: ignore[arg-type]
+    return Controller(kube=None, config=OperatorConfig(), reconcilers=RECONCILERS)  # type: ignore[arg-type]
 
 
 def queued(controller: Controller) -> list[Key]:

@@ -36,3 +36,7 @@ class TrainerSettings:
     metrics_port: int = METRICS_PORT
     # Time between SIGTERM and SIGKILL: enough for the trainer to write a checkpoint.
     termination_grace_seconds: int = 300
+    # The most a resource's spec.podSecurity may relax its pods, as a Pod Security Standards level
+    # (api/podspec.py): root, yes; SYS_ADMIN or an unconfined seccomp profile, not unless an administrator
+    # says so. The operator creates the pods, perhaps where no admission enforces a level.
+    pod_security_limit: str = "baseline"

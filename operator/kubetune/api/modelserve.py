@@ -41,6 +41,8 @@ ADAPTER_PATH = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|[^/].*)$"
 VLLM_ENV = frozenset(
     {"VLLM_PLUGINS", "VLLM_LORA_RESOLVER_CACHE_DIR", "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "HF_HUB_OFFLINE"}
     | {"VLLM_CPU_KVCACHE_SPACE"}
+    # The adapter management guard: its module on the path, the token's file (render/modelserve.py).
+    | {"PYTHONPATH", "KUBETUNE_ADAPTER_TOKEN_FILE"}
 )
 SERVED_MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"
 

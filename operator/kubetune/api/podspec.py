@@ -90,6 +90,52 @@ class PodSecurity(Model):
     )
 
 
+# The Pod Security Standards' levels, least to most allowed. A relaxation in `spec.podSecurity` needs the
+# level it reaches; the operator's installation caps it (`pod_security_problems`), since the operator
+# creates the pods for whoever may create the resource, in namespaces where no admission may be enforcing.
+POD_SECURITY_LEVELS = ("restricted", "baseline", "privileged")
+# baseline: the capabilities a container may add (the container runtimes' default set).
+BASELINE_CAPABILITIES = frozenset(
+    {
+        "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+        "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+    }
+)  # fmt: skip
+
+
+def pod_security_needs(security: PodSecurity | None) -> list[tuple[str, str]]:
+    """Each relaxation with the Pod Security level it needs: (level, what), in the spec's words."""
+    if security is None:
+        return []
+    needs = []
+    if not security.run_as_non_root:
+        needs.append(("baseline", "podSecurity.runAsNonRoot: false"))
+    if security.run_as_user == 0:
+        needs.append(("baseline", "podSecurity.runAsUser: 0 (root)"))
+    if security.allow_privilege_escalation:
+        needs.append(("baseline", "podSecurity.allowPrivilegeEscalation: true"))
+    if security.seccomp_profile == "Unconfined":
+        needs.append(("privileged", "podSecurity.seccompProfile: Unconfined"))
+    for capability in security.add_capabilities or []:
+        if capability in BASELINE_CAPABILITIES - {"NET_BIND_SERVICE"}:
+            needs.append(("baseline", f"podSecurity.addCapabilities: {capability}"))
+        elif capability != "NET_BIND_SERVICE":
+            needs.append(("privileged", f"podSecurity.addCapabilities: {capability}"))
+    return needs
+
+
+def pod_security_over(security: PodSecurity | None, limit: str) -> list[str]:
+    """The relaxations above `limit` (one of POD_SECURITY_LEVELS), each with the level it needs."""
+    allowed = POD_SECURITY_LEVELS.index(limit)
+    return [
+        f"{what} needs Pod Security level {level}, above this installation's limit {limit} "
+        f"(the operator's KUBETUNE_POD_SECURITY_LIMIT; the Helm chart's podSecurityLimit): remove it, or ask "
+        f"the cluster's administrator to raise the limit"
+        for level, what in pod_security_needs(security)
+        if POD_SECURITY_LEVELS.index(level) > allowed
+    ]
+
+
 class SecretEnvVar(Model):
     """An environment variable of the training container, read from a Secret (never copied anywhere)."""
 
@@ -133,6 +179,17 @@ def label_problems(labels: dict[str, str] | None, field: str) -> list[str]:
 class PodMetadata(Model):
     """Extra labels and annotations for the pods (for sidecars, cost tracking, ...)."""
 
+    # The operator's own labels say which resource a pod belongs to (a ModelServe's Service selects its
+    # pods by them): a pod of one resource must never pass for another's.
+    cel_rules = (
+        Rule(
+            "!has(self.labels) || self.labels.all(k, !k.startsWith('kubetune.io/'))",
+            "podMetadata.labels: labels under kubetune.io/ are the operator's own (they say which resource "
+            "a pod belongs to): remove them",
+            field_path=".labels",
+        ),
+    )
+
     labels: dict[str, str] | None = Field(None, description="Labels added to the pods.")
     annotations: dict[str, str] | None = Field(None, description="Annotations added to the pods.")
 
@@ -145,6 +202,8 @@ class PodMetadata(Model):
 
 
 __all__ = [
+    "BASELINE_CAPABILITIES",
+    "POD_SECURITY_LEVELS",
     "LabelValue",
     "PodMetadata",
     "PodSecurity",
@@ -153,4 +212,6 @@ __all__ = [
     "SecretEnv",
     "SecretEnvVar",
     "label_problems",
+    "pod_security_needs",
+    "pod_security_over",
 ]

@@ -19,13 +19,15 @@ from kubetune.api.common import (  # Problem is defined with the shared types; i
     source_claim_and_path,
 )
 from kubetune.api.llamafactory import ARGUMENTS, OWNED_KEYS, check_config, check_template
+from kubetune.api.podspec import PodSecurity, pod_security_over
 
 SpecModel = TypeVar("SpecModel", ftj.FineTuneJobSpec, ms.ModelServeSpec)
 
 # LLaMA-Factory arguments that carry a credential (their names say so: `swanlab_api_key`,
-# `swanlab_lark_secret`, ...). In `spec.config` they would be stored in the resource and copied into the
-# run's ConfigMap, readable by anyone who can read ConfigMaps; the hub tokens are owned keys already.
-_SECRET_NAME = re.compile(r"(^|_)(key|token|secret|password|passwd)$")
+# `swanlab_lark_secret`, a webhook URL that carries its own token, ...). In `spec.config` they would be
+# stored in the resource and copied into the run's ConfigMap, readable by anyone who can read ConfigMaps;
+# the hub tokens are owned keys already.
+_SECRET_NAME = re.compile(r"(^|_)(key|token|secret|password|passwd|webhook_url)$")
 SECRET_ARGUMENTS = frozenset(a for a in ARGUMENTS if _SECRET_NAME.search(a) and a not in OWNED_KEYS)
 # Where a tracker reads the same credential from the environment (then `spec.secretEnv` passes it).
 SECRET_ENV = {"swanlab_api_key": "SWANLAB_API_KEY"}
@@ -156,3 +158,9 @@ def secret_problems(config: dict[str, Any]) -> list[str]:
             message += " (LLaMA-Factory reads it only from its config: this tracker option is not supported)"
         messages.append(message)
     return messages
+
+
+def pod_security_problems(security: PodSecurity | None, limit: str) -> list[Problem]:
+    """spec.podSecurity's relaxations beyond the installation's Pod Security limit, as problems."""
+    over = pod_security_over(security, limit)
+    return [Problem("PodSecurityLimit", message, terminal=True) for message in over]

@@ -1,33 +1,36 @@
 """The FineTuneJob reconcile: one level-based pass, the same whatever woke it up.
 
-Steps, in order (each reads the cluster, none remembers anything between passes):
-1. check the spec and its LLaMA-Factory config (nothing is created for a bad one);
-2. look up what it refers to (the claim, ConfigMaps, the hub token Secret);
-3. find the current attempt from the Jobs this FineTuneJob owns (by uid); once a failed or disrupted
-   attempt's pods have stopped, start the next one (`status.finetunejob` decides whether one follows);
-4. render the children and apply them (the Job's template is fixed when its attempt starts: only
-   `suspend` changes on a running Job, so spec changes, valid or not, take effect at the next attempt);
-5. compute the status from what was observed, patch it when it changed, record an Event per transition,
-   and delete the FineTuneJob when its ttlSecondsAfterFinished has expired.
+`STEPS`, in order, each a function that reads the cluster (through the caches) and adds what it found or
+decided to the pass (`Pass`); none remembers anything between passes:
+`check_spec` (the spec, its LLaMA-Factory config, what it refers to: nothing is created for a bad one),
+`find_attempt` (from the Jobs this FineTuneJob owns, by uid), `follow_a_failed_attempt` and
+`follow_a_deleted_job` (when the next attempt starts), `check_before_starting` (the output path, a
+leftover Job of the same name), `find_preprocessing`, `render_target`, `ensure_children` (the Job's template
+is fixed when its attempt starts: only `suspend` follows the spec on a running Job), `find_pods`. Then the
+status is computed once from what was observed (`observe`, status/finetunejob.py's pure `compute`), and
+`write_status` patches it when it changed, records an Event per transition and applies
+ttlSecondsAfterFinished.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from kubetune.api import finetunejob as ftj
 from kubetune.api.datasetinfo import dataset_info_problems
 from kubetune.api.defaults import TrainerSettings
-from kubetune.api.validation import Problem, finetunejob_spec
+from kubetune.api.validation import Problem, finetunejob_spec, pod_security_problems
 from kubetune.handlers import events
-from kubetune.handlers.metrics import RESTARTS
-from kubetune.handlers.outcome import Key, Outcome
 from kubetune.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.render import finetunejob as render
 from kubetune.render.names import label_value
+from kubetune.runtime.metrics import RESTARTS
+from kubetune.runtime.outcome import Key, Outcome
 from kubetune.status import finetunejob as status_of
 
 log = logging.getLogger("kubetune.finetunejob")
@@ -167,123 +170,249 @@ def _age_seconds(obj: dict[str, Any]) -> float:
     return (datetime.now(UTC) - then).total_seconds()
 
 
+@dataclass
+class Pass:
+    """What one reconcile of a FineTuneJob has found and decided so far; each step adds to it."""
+
+    body: dict[str, Any]
+    settings: TrainerSettings
+    spec: ftj.FineTuneJobSpec | None = None
+    problems: list[Problem] = field(default_factory=list)
+    dataset_info: dict[str, Any] = field(default_factory=dict)
+    deepspeed_config: Any = None
+    jobs: list[dict[str, Any]] = field(default_factory=list)  # this FineTuneJob's own Jobs (attempts)
+    leftovers: list[dict[str, Any]] = field(default_factory=list)  # same labels, an earlier one's
+    attempt: int = 1
+    job: dict[str, Any] | None = None  # the current attempt's Job
+    end: status_of.AttemptEnd | None = None
+    used: status_of.History = field(default_factory=status_of.History)
+    preprocess: status_of.PreprocessObservation | None = None
+    preprocessed: bool = False
+    target: render.FineTuneJobTarget | None = None
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    failed_create: str | None = None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.body["metadata"]
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def namespace(self) -> str:
+        return self.meta["namespace"]
+
+    @property
+    def uid(self) -> str:
+        return self.meta["uid"]
+
+    @property
+    def previous(self) -> dict[str, Any]:
+        return self.body.get("status") or {}
+
+    @property
+    def finished_before(self) -> bool:
+        return status_of.has_finished(self.previous)
+
+    @property
+    def may_start(self) -> bool:
+        """No Job for the current attempt yet, and the training is not over."""
+        return self.job is None and not self.finished_before
+
+
 def reconcile(kube: Kube, body: dict[str, Any], settings: TrainerSettings) -> Outcome:
-    meta = body["metadata"]
-    name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
-    generation = meta.get("generation", 1)
-    previous = body.get("status") or {}
+    """One level-based pass: the same steps in the same order, whatever woke it up."""
+    state = Pass(body, settings)
+    for step in STEPS:
+        step(kube, state)
+    observation = observe(state)
+    status = status_of.compute(observation)
+    return write_status(kube, state, observation, status)
 
-    spec, problems = finetunejob_spec(body.get("spec") or {})
-    dataset_info: dict[str, Any] = {}
-    deepspeed_config = None
-    if spec is not None and not problems:
-        dataset_info, deepspeed_config, problems = resolve_references(kube, namespace, spec)
 
-    # Step 3: the current attempt is the newest of this FineTuneJob's own Jobs (by owner uid: a Job left
-    # by an earlier FineTuneJob of the same name is not ours); a failed one is followed by the next.
-    labelled = kube.list("Job", namespace, {render.FTJ_LABEL: label_value(name)})
-    jobs = [j for j in labelled if status_of.owned_by(j, uid)]
-    leftovers = [j for j in labelled if not status_of.owned_by(j, uid)]
-    attempt = max([status_of.attempt_of(j) for j in jobs] + [previous.get("attempt") or 1, 1])
-    job = next((j for j in jobs if status_of.attempt_of(j) == attempt), None)
-    finished_before = status_of.has_finished(previous)
-    end = status_of.attempt_end(job)
-    used = status_of.history(jobs, attempt, previous)
-    if (
-        spec is not None
-        and not finished_before
-        and status_of.next_attempt_allowed(end, used, spec.max_restarts)
-        # Its pods have stopped: two attempts never write the same output directory at once.
-        and status_of.job_stopped(job)
-    ):
-        failed_pods = _pods_of(kube, namespace, name, attempt, job)
-        failure = "; ".join(f for f in (status_of.pod_failure(p) for p in failed_pods) if f)
-        disrupted = end == status_of.AttemptEnd.DISRUPTED
-        reason, what = ("AttemptDisrupted", "was disrupted") if disrupted else ("AttemptFailed", "failed")
-        events.post(kube, body, "Warning", reason, f"attempt {attempt} {what}: {failure or 'the Job failed'}")
-        attempt += 1
-        job, end = None, None
-        RESTARTS.inc()
-        used = status_of.history(jobs, attempt, previous)
-    if job is None and not finished_before:
-        if spec is not None and not problems:
-            # Checked when an attempt is about to start: that is when the path gets written.
-            problems = _output_path_conflicts(kube, body, spec)
-        # A Job left by an earlier FineTuneJob of the same name keeps its name: the next attempt takes the
-        # next free one. One still running would write the same output path: wait for it to go.
-        names = render.FineTuneJobNames(name)
-        taken = {j["metadata"]["name"] for j in leftovers}
-        while names.job(attempt) in taken:
-            attempt += 1
-        running = sorted(j["metadata"]["name"] for j in leftovers if not status_of.job_stopped(j))
-        if running:
-            problems = [
-                *problems,
-                Problem(
-                    "LeftoverJob",
-                    f"Job {', '.join(running)} (left by an earlier FineTuneJob {name}, not owned by this "
-                    f"one) still runs on the same output path: delete it or wait for it to finish",
-                    terminal=False,
-                ),
-            ]
-
-    # Preprocessing (spec.dataset.preprocess): a CPU-only Job before the first attempt; the training Job
-    # is created only once it succeeded. Once an attempt exists, every later one trains on what it left.
-    preprocess = None
-    if spec is not None and spec.dataset.preprocessing:
-        preprocess = _preprocess_of(kube, namespace, name, uid)
-    # The training config names the tokenized dataset only when this job's preprocessing made it (enabled
-    # by an edit after an attempt started, or deleted by hand: later attempts tokenize for themselves).
-    preprocessed = preprocess is not None and status_of.preprocessed(preprocess.job)
-    waiting_for_preprocess = preprocess is not None and not preprocessed and not jobs
-
-    # Step 4: apply. Nothing is created for a bad spec, and nothing more once the job has finished.
-    target = None
-    if spec is not None:
-        target = render.FineTuneJobTarget(
-            name=name,
-            namespace=namespace,
-            uid=uid,
-            spec=spec,
-            attempt=attempt,
-            dataset_info=dataset_info,
-            deepspeed_config=deepspeed_config,
-            observed_job_suspend=None if job is None else bool((job.get("spec") or {}).get("suspend")),
-            preprocessed=preprocessed,
-            settings=settings,
+def check_spec(kube: Kube, state: Pass) -> None:
+    """The spec, its LLaMA-Factory config and what it refers to (the claim, ConfigMaps, the hub token)."""
+    state.spec, state.problems = finetunejob_spec(state.body.get("spec") or {})
+    if state.spec is None:
+        return
+    state.problems += pod_security_problems(state.spec.pod_security, state.settings.pod_security_limit)
+    if not state.problems:
+        state.dataset_info, state.deepspeed_config, state.problems = resolve_references(
+            kube, state.namespace, state.spec
         )
-    if target is not None and not finished_before and end is None:
-        if not problems:
-            try:
-                # An attempt takes what its children say when it starts: they are written then (a
-                # running attempt's pods have read them already), and a Job exists only after them.
-                if job is None:
-                    kube.ensure_all(render.children(target)[:-1])
-                if job is None and waiting_for_preprocess:
-                    preprocess = _apply_preprocess(kube, target, preprocess)  # type: ignore[arg-type]
-                elif job is None:
-                    job = kube.ensure(render.job(target))
-            except (NotOurs, ChildRefused) as error:
-                # Someone else's object under a child's name, or a value the API server refuses: in status.
-                problems.append(child_problem(error))
-        # `suspend` is the one field of a running attempt's Job that follows the spec, valid or not: a
-        # job whose edited spec was refused can still be paused.
-        if job is not None and bool(job["spec"].get("suspend")) != render.job_suspended(target):
-            suspend = {"spec": {"suspend": render.job_suspended(target)}}
-            job = kube.patch_merge("Job", namespace, job["metadata"]["name"], suspend)
 
-    pods = _pods_of(kube, namespace, name, attempt, job) if job is not None else []
-    failed_create = None
-    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+
+def find_attempt(kube: Kube, state: Pass) -> None:
+    """The current attempt is the newest of this FineTuneJob's own Jobs (by owner uid: a Job left by an
+    earlier FineTuneJob of the same name is not ours)."""
+    labelled = kube.list("Job", state.namespace, {render.FTJ_LABEL: label_value(state.name)})
+    state.jobs = [j for j in labelled if status_of.owned_by(j, state.uid)]
+    state.leftovers = [j for j in labelled if not status_of.owned_by(j, state.uid)]
+    state.attempt = max(
+        [status_of.attempt_of(j) for j in state.jobs] + [state.previous.get("attempt") or 1, 1]
+    )
+    state.job = next((j for j in state.jobs if status_of.attempt_of(j) == state.attempt), None)
+    state.end = status_of.attempt_end(state.job)
+    state.used = status_of.history(state.jobs, state.attempt, state.previous)
+
+
+def follow_a_failed_attempt(kube: Kube, state: Pass) -> None:
+    """A failed or disrupted attempt whose pods have stopped is followed by the next one, if allowed (two
+    attempts never write the same output directory at once)."""
+    spec = state.spec
+    if (
+        spec is None
+        or state.finished_before
+        or not status_of.next_attempt_allowed(state.end, state.used, spec.max_restarts)
+        or not status_of.job_stopped(state.job)
+    ):
+        return
+    failed_pods = _pods_of(kube, state.namespace, state.name, state.attempt, state.job)
+    failure = status_of.pod_failures(failed_pods)
+    disrupted = state.end == status_of.AttemptEnd.DISRUPTED
+    reason, what = ("AttemptDisrupted", "was disrupted") if disrupted else ("AttemptFailed", "failed")
+    events.post(
+        kube, state.body, "Warning", reason, f"attempt {state.attempt} {what}: {failure or 'the Job failed'}"
+    )
+    state.attempt += 1
+    state.job, state.end = None, None
+    RESTARTS.inc()
+    state.used = status_of.history(state.jobs, state.attempt, state.previous)
+
+
+def follow_a_deleted_job(kube: Kube, state: Pass) -> None:
+    """The attempt's Job deleted by hand while it ran: its pods may still write checkpoints into the output
+    path. The next attempt waits for them, and takes the next name (new pods, new hostnames)."""
+    if not state.may_start or state.spec is None:
+        return
+    orphans = _pods_without_job(kube, state.namespace, state.name, state.attempt, state.jobs)
+    if orphans:
+        state.problems = [*state.problems, status_of.job_deleted_problem(state.attempt, len(orphans))]
+    elif status_of.job_deleted_while_running(state.previous, state.attempt):
+        message = f"attempt {state.attempt}'s Job was deleted while it ran"
+        events.post(kube, state.body, "Warning", "AttemptDisrupted", message)
+        state.attempt += 1
+        state.used = status_of.History(state.used.restarts, state.used.disruptions + 1)
+
+
+def check_before_starting(kube: Kube, state: Pass) -> None:
+    """What only matters when an attempt is about to start: the output path (that is when it gets
+    written), and a Job of an earlier FineTuneJob of the same name, which keeps its name: the attempt
+    takes the next free one, and waits while that Job still runs on the same output path."""
+    if not state.may_start:
+        return
+    if state.spec is not None and not state.problems:
+        state.problems = _output_path_conflicts(kube, state.body, state.spec)
+    names = render.FineTuneJobNames(state.name)
+    taken = {j["metadata"]["name"] for j in state.leftovers}
+    while names.job(state.attempt) in taken:
+        state.attempt += 1
+    running = sorted(j["metadata"]["name"] for j in state.leftovers if not status_of.job_stopped(j))
+    if running:
+        state.problems = [
+            *state.problems,
+            Problem(
+                "LeftoverJob",
+                f"Job {', '.join(running)} (left by an earlier FineTuneJob {state.name}, not owned by this "
+                f"one) still runs on the same output path: delete it or wait for it to finish",
+                terminal=False,
+            ),
+        ]
+
+
+def find_preprocessing(kube: Kube, state: Pass) -> None:
+    """spec.dataset.preprocess: a CPU-only Job before the first attempt. The training config names the
+    tokenized dataset only when this job's preprocessing made it (enabled by an edit after an attempt
+    started, or deleted by hand: later attempts tokenize for themselves)."""
+    if state.spec is not None and state.spec.dataset.preprocessing:
+        state.preprocess = _preprocess_of(kube, state.namespace, state.name, state.uid)
+    state.preprocessed = state.preprocess is not None and status_of.preprocessed(state.preprocess.job)
+
+
+def render_target(kube: Kube, state: Pass) -> None:
+    if state.spec is None:
+        return
+    job = state.job
+    state.target = render.FineTuneJobTarget(
+        name=state.name,
+        namespace=state.namespace,
+        uid=state.uid,
+        spec=state.spec,
+        attempt=state.attempt,
+        dataset_info=state.dataset_info,
+        deepspeed_config=state.deepspeed_config,
+        observed_job_suspend=None if job is None else bool((job.get("spec") or {}).get("suspend")),
+        preprocessed=state.preprocessed,
+        settings=state.settings,
+    )
+
+
+def ensure_children(kube: Kube, state: Pass) -> None:
+    """Nothing is created for a bad spec, and nothing more once the job has finished. An attempt takes
+    what its children say when it starts: they are written then (a running attempt's pods have read them
+    already), and its Job exists only after them (and after the preprocessing, when there is one)."""
+    target = state.target
+    if target is None or state.finished_before or state.end is not None:
+        return
+    if not state.problems and state.job is None:
+        waiting_for_preprocess = state.preprocess is not None and not state.preprocessed and not state.jobs
+        try:
+            *independent, binding, _ = render.children(target)
+            kube.ensure_all(independent)
+            # Only once the launcher's ServiceAccount is known to be this job's: a same-named one of
+            # someone else's would be handed the launcher's Role.
+            kube.ensure(binding)
+            if waiting_for_preprocess:
+                state.preprocess = _apply_preprocess(kube, target, state.preprocess)  # type: ignore[arg-type]
+            else:
+                state.job = kube.ensure(render.job(target))
+        except (NotOurs, ChildRefused) as error:
+            # Someone else's object under a child's name, or a value the API server refuses: in status.
+            state.problems.append(child_problem(error))
+    # `suspend` is the one field of a running attempt's Job that follows the spec, valid or not: a job
+    # whose edited spec was refused can still be paused.
+    job = state.job
+    if job is not None and bool(job["spec"].get("suspend")) != render.job_suspended(target):
+        suspend = {"spec": {"suspend": render.job_suspended(target)}}
+        state.job = kube.patch_merge("Job", state.namespace, job["metadata"]["name"], suspend)
+
+
+def find_pods(kube: Kube, state: Pass) -> None:
+    """The attempt's pods; for a Job that still misses some after a while, why (its FailedCreate Event)."""
+    job = state.job
+    if job is None:
+        return
+    state.pods = _pods_of(kube, state.namespace, state.name, state.attempt, job)
+    nodes, _ = _shape(state.spec, state.previous)
+    missing = state.end is None and not job["spec"].get("suspend") and len(_live(state.pods)) < nodes
+    # Pods normally appear within seconds; only a Job that still misses some is worth the lookup.
+    if missing and _age_seconds(job) >= FAILED_CREATE_AFTER_SECONDS:
+        state.failed_create = kube.pods_refused(job)
+
+
+STEPS: tuple[Callable[[Kube, Pass], None], ...] = (
+    check_spec,
+    find_attempt,
+    follow_a_failed_attempt,
+    follow_a_deleted_job,
+    check_before_starting,
+    find_preprocessing,
+    render_target,
+    ensure_children,
+    find_pods,
+)
+
+
+def observe(state: Pass) -> status_of.Observation:
+    """Everything the status is computed from (status/finetunejob.py decides, purely)."""
+    spec, previous = state.spec, state.previous
     # A spec refused by the models has no shape: the running attempt keeps the one it started with.
     nodes, gpus_per_node = _shape(spec, previous)
-    if job is not None and end is None and not job["spec"].get("suspend") and len(live) < nodes:
-        # Pods normally appear within seconds; only a Job that still misses some is worth the lookup.
-        failed_create = kube.pods_refused(job) if _age_seconds(job) >= FAILED_CREATE_AFTER_SECONDS else None
-
-    # Step 5: status.
-    observation = status_of.Observation(
-        generation=generation,
+    preprocess = state.preprocess
+    return status_of.Observation(
+        generation=state.meta.get("generation", 1),
         now=now(),
         previous=previous,
         nodes=nodes,
@@ -292,42 +421,60 @@ def reconcile(kube: Kube, body: dict[str, Any], settings: TrainerSettings) -> Ou
         overfitting_patience=spec.overfitting_patience if spec else status_of.curves.DEFAULT_PATIENCE,
         suspend=spec.suspend if spec else False,
         queue_name=spec.queue_name if spec else None,
-        attempt=attempt,
-        restarts=used.restarts,
-        disruptions=used.disruptions,
-        problems=problems,
-        job=job,
-        pods=pods,
-        failed_create=failed_create,
-        output=render.output(target) if target is not None else None,
+        attempt=state.attempt,
+        restarts=state.used.restarts,
+        disruptions=state.used.disruptions,
+        problems=state.problems,
+        job=state.job,
+        pods=state.pods,
+        failed_create=state.failed_create,
+        output=render.output(state.target) if state.target is not None else None,
         # After the first attempt started, a preprocessing Job deleted by hand changes nothing.
-        preprocess=preprocess if preprocess is not None and (preprocess.job or not jobs) else None,
+        preprocess=preprocess if preprocess is not None and (preprocess.job or not state.jobs) else None,
     )
-    status = status_of.compute(observation)
+
+
+def write_status(
+    kube: Kube, state: Pass, observation: status_of.Observation, status: dict[str, Any]
+) -> Outcome:
+    """The status when it changed (an Event per transition), the TTL's delete, and when to look again."""
+    previous, spec = state.previous, state.spec
     changed = _differs(previous, status)
     if changed:
-        kube.patch_status("FineTuneJob", namespace, name, status)
+        kube.patch_status("FineTuneJob", state.namespace, state.name, status, state.uid)
         for event in status_of.transitions(previous, status):
-            events.post(kube, body, event.type, event.reason, event.message)
+            events.post(kube, state.body, event.type, event.reason, event.message)
     requeue_after = None
     if spec is not None and status_of.ttl_expired(status, spec.ttl_seconds_after_finished, observation.now):
         # ttlSecondsAfterFinished: the children go with it; the claim and its outputs stay.
-        log.info("deleting %s/%s: finished at %s", namespace, name, status.get("completionTime"))
-        kube.delete("FineTuneJob", namespace, name)
+        log.info("deleting %s/%s: finished at %s", state.namespace, state.name, status.get("completionTime"))
+        kube.delete("FineTuneJob", state.namespace, state.name, uid=state.uid)
     elif spec is not None:
         requeue_after = status_of.ttl_remaining(status, spec.ttl_seconds_after_finished, observation.now)
-    if failed_create is None and job is not None and end is None and len(live) < nodes:
+    running = state.job is not None and state.end is None
+    if running and state.failed_create is None and len(_live(state.pods)) < observation.nodes:
         # Pods that do not appear are reported by no watch: look again for a FailedCreate Event.
         requeue_after = min(requeue_after or FAILED_CREATE_AFTER_SECONDS, FAILED_CREATE_AFTER_SECONDS)
     wake: tuple[Key, ...] = ()
     if changed and status.get("phase") in (ftj.Phase.SUCCEEDED.value, ftj.Phase.FAILED.value):
         # Its adapter is ready, or never will be: the ModelServes serving it decide again.
         wake = tuple(
-            Key("ModelServe", namespace, other["metadata"]["name"])
-            for other in kube.list("ModelServe", namespace)
-            if any(a.get("fineTuneJob") == name for a in (other.get("spec") or {}).get("adapters") or [])
+            Key("ModelServe", state.namespace, other["metadata"]["name"])
+            for other in kube.list("ModelServe", state.namespace)
+            if any(
+                a.get("fineTuneJob") == state.name for a in (other.get("spec") or {}).get("adapters") or []
+            )
         )
     return Outcome(status=status, changed=changed, requeue_after=requeue_after, wake=wake)
+
+
+def _serves_adapter_of(modelserve: dict[str, Any], name: str) -> bool:
+    adapters = (modelserve.get("spec") or {}).get("adapters") or []
+    return any(isinstance(a, dict) and a.get("fineTuneJob") == name for a in adapters)
+
+
+def _live(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
 
 
 def _preprocess_of(kube: Kube, namespace: str, name: str, uid: str) -> status_of.PreprocessObservation:
@@ -375,6 +522,20 @@ def _pods_of(
     labels = {render.FTJ_LABEL: label_value(name), render.ATTEMPT_LABEL: str(attempt)}
     job_uid = job["metadata"].get("uid", "")
     return [p for p in kube.list("Pod", namespace, labels) if status_of.owned_by(p, job_uid)]
+
+
+def _pods_without_job(
+    kube: Kube, namespace: str, name: str, attempt: int, jobs: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Pods of this attempt that still run though no Job of this FineTuneJob owns them (theirs is gone)."""
+    labels = {render.FTJ_LABEL: label_value(name), render.ATTEMPT_LABEL: str(attempt)}
+    job_uids = {j["metadata"].get("uid") for j in jobs}
+    return [
+        p
+        for p in kube.list("Pod", namespace, labels)
+        if not any(status_of.owned_by(p, uid) for uid in job_uids)
+        and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    ]
 
 
 def _differs(previous: dict[str, Any], status: dict[str, Any]) -> bool:

@@ -1,14 +1,19 @@
 """The ModelServe reconcile: one level-based pass, the same whatever woke it up.
 
-1. check the spec; 2. resolve the adapters (a FineTuneJob reference waits, as a condition, until that job
-has Succeeded); 3. check the claim; 4. render and apply the children (only the ready adapters go into
-the adapters ConfigMap); 5. compute the status, patch it when it changed, record an Event per transition.
+`STEPS`, in order, each adding what it found or decided to the pass (`Pass`): `check_spec`;
+`resolve_adapters` (a FineTuneJob reference waits, as a condition, until that job has Succeeded);
+`check_claim`; `render_children` (only the ready adapters go into the adapters ConfigMap);
+`apply_children`; `prune_children`; `find_pods`. Then the status is computed once (`observe`,
+status/modelserve.py's pure `compute`), and `write_status` patches it when it changed and records an Event
+per transition.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,11 +21,11 @@ from kubernetes.client.rest import ApiException
 
 from kubetune.api import modelserve as ms
 from kubetune.api.defaults import TrainerSettings
-from kubetune.api.validation import Problem, modelserve_spec
+from kubetune.api.validation import Problem, modelserve_spec, pod_security_problems
 from kubetune.handlers import events
-from kubetune.handlers.outcome import Outcome
 from kubetune.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.render import modelserve as render
+from kubetune.runtime.outcome import Outcome
 from kubetune.status import modelserve as status_of
 
 log = logging.getLogger("kubetune.modelserve")
@@ -56,21 +61,28 @@ def resolve_adapter(
 
     job_name = adapter.fine_tune_job or ""
     job = kube.get("FineTuneJob", namespace, job_name)
-    if job is None:
-        kept = (previous or {}).get("path")
-        if kept and (previous or {}).get("fineTuneJob") == job_name:
-            # Deleted after it succeeded (by hand, or its own TTL): its adapter outlives it on the claim,
-            # and goes on being served from there; the status says so.
+    phase = ((job or {}).get("status") or {}).get("phase")
+    kept = (previous or {}).get("path") if (previous or {}).get("fineTuneJob") == job_name else None
+    if kept and phase != "Succeeded":
+        # Deleted after it succeeded (by hand, or its own TTL), or created again under the same name and
+        # not (yet) successful: the adapter it trained outlives it on the claim, and goes on being served
+        # from there until a new one is ready; the status says so.
+        if job is None:
             note = f"FineTuneJob {job_name} was deleted; serving its adapter from the claim ({kept})"
-            state = status_of.AdapterState(adapter.name, True, kept, note=note, fine_tune_job=job_name)
-            rank = (previous or {}).get("rank")
-            return state, render.ResolvedAdapter(
-                adapter.name, render.claim_path(kept), rank if isinstance(rank, int) else None
+        else:
+            note = (
+                f"FineTuneJob {job_name} is {phase or 'Pending'} again; serving the adapter it trained "
+                f"before from the claim ({kept}) until it succeeds"
             )
+        state = status_of.AdapterState(adapter.name, True, kept, note=note, fine_tune_job=job_name)
+        rank = (previous or {}).get("rank")
+        return state, render.ResolvedAdapter(
+            adapter.name, render.claim_path(kept), rank if isinstance(rank, int) else None
+        )
+    if job is None:
         message = f"FineTuneJob {job_name} not found in namespace {namespace}"
         return status_of.AdapterState(adapter.name, False, None, "FineTuneJobNotFound", message), None
     status = job.get("status") or {}
-    phase = status.get("phase")
     if phase == "Failed":
         message = f"FineTuneJob {job_name} failed: {status.get('message', '')}".rstrip(": ")
         return status_of.AdapterState(adapter.name, False, None, "FineTuneJobFailed", message), None
@@ -114,129 +126,217 @@ def _replica_failure(deployment: dict[str, Any] | None) -> str | None:
     return None
 
 
+@dataclass
+class Pass:
+    """What one reconcile of a ModelServe has found and decided so far; each step adds to it."""
+
+    body: dict[str, Any]
+    settings: TrainerSettings
+    sidecar_image: str
+    full: bool
+    spec: ms.ModelServeSpec | None = None
+    problems: list[Problem] = field(default_factory=list)
+    adapters: list[status_of.AdapterState] = field(default_factory=list)
+    resolved: list[render.ResolvedAdapter] = field(default_factory=list)
+    target: render.ModelServeTarget | None = None
+    deployment: dict[str, Any] | None = None
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    reports: dict[str, Any] = field(default_factory=dict)
+    wanted: list[dict[str, Any]] | None = None  # the children, once the spec allows any
+    applied_children: str | None = None  # their hash, once every one of them is applied
+    settled: bool = False  # rendered as last applied: nothing to write
+    conflict: bool = False  # a child's name is someone else's
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.body["metadata"]
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def namespace(self) -> str:
+        return self.meta["namespace"]
+
+    @property
+    def uid(self) -> str:
+        return self.meta["uid"]
+
+    @property
+    def previous(self) -> dict[str, Any]:
+        return self.body.get("status") or {}
+
+    @property
+    def spec_changed(self) -> bool:
+        return self.previous.get("observedGeneration") != self.meta.get("generation", 1)
+
+
 def reconcile(
     kube: Kube, body: dict[str, Any], settings: TrainerSettings, sidecar_image: str, *, full: bool = True
 ) -> Outcome:
-    """`full`: also prune the children of a kind the spec no longer asks for (done as well whenever the
-    spec changed since the status was last written)."""
-    meta = body["metadata"]
-    name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
-    previous = body.get("status") or {}
-    spec, problems = modelserve_spec(body.get("spec") or {})
+    """One level-based pass. `full`: also re-apply every child and prune those of a kind the spec no
+    longer asks for (done as well whenever the spec changed since the status was last written)."""
+    state = Pass(body, settings, sidecar_image, full)
+    for step in STEPS:
+        step(kube, state)
+    status = status_of.compute(observe(state))
+    return write_status(kube, state, status)
 
-    adapter_states: list[status_of.AdapterState] = []
-    resolved: list[render.ResolvedAdapter] = []
-    target = None
-    deployment = None
-    pods: list[dict[str, Any]] = []
-    reports: dict[str, Any] = {}
-    wanted: list[dict[str, Any]] | None = None  # the children, once the spec allows any
-    applied_children: str | None = None  # their hash, once every one of them is applied
-    settled = conflict = False
-    if spec is not None:
-        before = {a.get("name"): a for a in previous.get("adapters") or [] if isinstance(a, dict)}
-        for adapter in spec.adapters:
-            state, ready = resolve_adapter(kube, namespace, spec, adapter, before.get(adapter.name))
-            adapter_states.append(state)
-            if ready is not None:
-                resolved.append(ready)
-        if not problems and kube.get("PersistentVolumeClaim", namespace, spec.storage.claim) is None:
-            problems.append(
-                Problem(
-                    "MissingClaim",
-                    f"PersistentVolumeClaim {spec.storage.claim} not found in namespace {namespace}",
-                    terminal=False,
-                )
-            )
-        probe = render.ModelServeTarget(name=name, namespace=namespace, uid=uid, spec=spec)
-        deployment = kube.get("Deployment", namespace, probe.deployment_name)
-        target = render.ModelServeTarget(
-            name=name,
-            namespace=namespace,
-            uid=uid,
-            spec=spec,
-            adapters=resolved,
-            observed_max_lora_rank=_observed_max_lora_rank(deployment),
-            trainer_image=settings.image,
-            sidecar_image=sidecar_image,
+
+def check_spec(kube: Kube, state: Pass) -> None:
+    state.spec, state.problems = modelserve_spec(state.body.get("spec") or {})
+    if state.spec is not None:
+        state.problems += pod_security_problems(state.spec.pod_security, state.settings.pod_security_limit)
+
+
+def resolve_adapters(kube: Kube, state: Pass) -> None:
+    """Where each adapter is, or why it is not (yet) there."""
+    if state.spec is None:
+        return
+    before = {a.get("name"): a for a in state.previous.get("adapters") or [] if isinstance(a, dict)}
+    for adapter in state.spec.adapters:
+        adapter_state, ready = resolve_adapter(
+            kube, state.namespace, state.spec, adapter, before.get(adapter.name)
         )
-        if not problems:
-            wanted = render.children(target)
-            rendered = render.children_hash(wanted)
-            # Nothing to write when the children are rendered as they were last applied, every one of them
-            # (the Deployment is in the cache: not deleted since). The periodic resync (`full`) applies
-            # them all anyway, which repairs a child changed or deleted by hand.
-            settled = (
-                not full
-                and deployment is not None
-                and previous.get("appliedChildren") == rendered
-                and previous.get("observedGeneration") == meta.get("generation", 1)
-            )
-            applied_children = rendered
-        if not problems and settled:
-            report = kube.get("ConfigMap", namespace, target.report_config_map_name)
-            reports = status_of.parse_reports((report or {}).get("data"))
-        elif not problems:
-            for child in wanted:
-                try:
-                    applied = kube.apply(child)
-                except (NotOurs, ChildRefused) as error:
-                    # Nothing further is written beside someone else's object (the Deployment would mount it).
-                    problems.append(child_problem(error))
-                    applied_children, conflict = None, True
-                    break
-                except ApiException as error:
-                    if child["kind"] == "ScaledObject" and error.status == 404:
-                        applied_children = None
-                        problems.append(
-                            Problem(
-                                "KedaNotInstalled",
-                                "autoscaling.provider is keda, but KEDA is not installed",
-                                False,
-                            )
-                        )
-                        continue
-                    raise
-                if child["kind"] == "Deployment":
-                    deployment = applied
-                if child["metadata"]["name"] == target.report_config_map_name:
-                    reports = status_of.parse_reports(applied.get("data"))
-        # The children are a set: any this ModelServe may have that the spec no longer asks for goes, if
-        # it is this one's (switching autoscaler provider, autoscaling removed, an earlier release's name).
-        # Only the spec changes that set, so it is checked then, and on the periodic resync.
-        spec_changed = previous.get("observedGeneration") != meta.get("generation", 1)
-        if target is not None and wanted is not None and not conflict and (full or spec_changed):
-            kept = {(c["kind"], c["metadata"]["name"]) for c in wanted}
-            for kind, old_name in sorted(render.possible_children(target) - kept):
-                kube.delete_owned(kind, namespace, old_name, uid)
-        if target is not None and wanted is not None:
-            pods = kube.list("Pod", namespace, render.selector(target))
-            refused = _replica_failure(deployment)
-            if refused and not (deployment or {}).get("status", {}).get("readyReplicas"):
-                problems.append(Problem("PodsRefused", f"the vLLM pods are refused: {refused}", False))
+        state.adapters.append(adapter_state)
+        if ready is not None:
+            state.resolved.append(ready)
 
-    served_name = target.served_model_name if target else name
-    observation = status_of.Observation(
-        generation=meta.get("generation", 1),
-        now=now(),
-        previous=previous,
-        endpoint=target.endpoint if target else "",
-        served_model_name=served_name,
-        selector=",".join(f"{k}={v}" for k, v in render.selector(target).items()) if target else "",
-        desired_replicas=render.desired_replicas(spec) if spec else 0,
-        problems=problems,
-        deployment=deployment,
-        pods=pods,
-        adapters=adapter_states,
-        reports=reports,
-        applied_children=applied_children,
+
+def check_claim(kube: Kube, state: Pass) -> None:
+    spec = state.spec
+    if spec is None or state.problems:
+        return
+    if kube.get("PersistentVolumeClaim", state.namespace, spec.storage.claim) is None:
+        message = f"PersistentVolumeClaim {spec.storage.claim} not found in namespace {state.namespace}"
+        state.problems.append(Problem("MissingClaim", message, terminal=False))
+
+
+def render_children(kube: Kube, state: Pass) -> None:
+    """The children as the spec wants them, and whether they are as last applied (nothing to write: the
+    Deployment is in the cache, not deleted since; the periodic resync, `full`, applies them all anyway,
+    which repairs a child changed or deleted by hand)."""
+    spec = state.spec
+    if spec is None:
+        return
+    probe = render.ModelServeTarget(name=state.name, namespace=state.namespace, uid=state.uid, spec=spec)
+    state.deployment = kube.get("Deployment", state.namespace, probe.deployment_name)
+    state.target = render.ModelServeTarget(
+        name=state.name,
+        namespace=state.namespace,
+        uid=state.uid,
+        spec=spec,
+        adapters=state.resolved,
+        observed_max_lora_rank=_observed_max_lora_rank(state.deployment),
+        trainer_image=state.settings.image,
+        sidecar_image=state.sidecar_image,
     )
-    status = status_of.compute(observation)
+    if state.problems:
+        return
+    state.wanted = render.children(state.target)
+    rendered = render.children_hash(state.wanted)
+    state.settled = (
+        not state.full
+        and state.deployment is not None
+        and state.previous.get("appliedChildren") == rendered
+        and not state.spec_changed
+    )
+    state.applied_children = rendered
+
+
+def apply_children(kube: Kube, state: Pass) -> None:
+    """Every child in order (nothing further beside someone else's object: the Deployment would mount it);
+    settled, only the sidecars' report is read."""
+    target = state.target
+    if target is None or state.wanted is None or state.problems:
+        return
+    if state.settled:
+        report = kube.get("ConfigMap", state.namespace, target.report_config_map_name)
+        state.reports = status_of.parse_reports((report or {}).get("data"))
+        return
+    for child in state.wanted:
+        try:
+            applied = kube.apply(child)
+        except (NotOurs, ChildRefused) as error:
+            state.problems.append(child_problem(error))
+            state.applied_children, state.conflict = None, True
+            return
+        except ApiException as error:
+            if child["kind"] == "ScaledObject" and error.status == 404:
+                state.applied_children = None
+                message = "autoscaling.provider is keda, but KEDA is not installed"
+                state.problems.append(Problem("KedaNotInstalled", message, False))
+                continue
+            raise
+        if child["kind"] == "Deployment":
+            state.deployment = applied
+        if child["metadata"]["name"] == target.report_config_map_name:
+            state.reports = status_of.parse_reports(applied.get("data"))
+
+
+def prune_children(kube: Kube, state: Pass) -> None:
+    """The children are a set: any this ModelServe may have that the spec no longer asks for goes, if it
+    is this one's (switching autoscaler provider, autoscaling removed, an earlier release's name). Only the
+    spec changes that set, so it is checked then, and on the periodic resync."""
+    if state.target is None or state.wanted is None or state.conflict:
+        return
+    if not (state.full or state.spec_changed):
+        return
+    kept = {(c["kind"], c["metadata"]["name"]) for c in state.wanted}
+    for kind, old_name in sorted(render.possible_children(state.target) - kept):
+        kube.delete_owned(kind, state.namespace, old_name, state.uid)
+
+
+def find_pods(kube: Kube, state: Pass) -> None:
+    """The vLLM pods, and why the Deployment has none, if admission refused them."""
+    if state.target is None or state.wanted is None:
+        return
+    state.pods = kube.list("Pod", state.namespace, render.selector(state.target))
+    refused = _replica_failure(state.deployment)
+    if refused and not (state.deployment or {}).get("status", {}).get("readyReplicas"):
+        state.problems.append(Problem("PodsRefused", f"the vLLM pods are refused: {refused}", False))
+
+
+STEPS: tuple[Callable[[Kube, Pass], None], ...] = (
+    check_spec,
+    resolve_adapters,
+    check_claim,
+    render_children,
+    apply_children,
+    prune_children,
+    find_pods,
+)
+
+
+def observe(state: Pass) -> status_of.Observation:
+    """Everything the status is computed from (status/modelserve.py decides, purely)."""
+    target, spec = state.target, state.spec
+    selector = render.selector(target) if target else {}
+    return status_of.Observation(
+        generation=state.meta.get("generation", 1),
+        now=now(),
+        previous=state.previous,
+        endpoint=target.endpoint if target else "",
+        served_model_name=target.served_model_name if target else state.name,
+        selector=",".join(f"{k}={v}" for k, v in selector.items()),
+        desired_replicas=render.desired_replicas(spec) if spec else 0,
+        problems=state.problems,
+        deployment=state.deployment,
+        pods=state.pods,
+        adapters=state.adapters,
+        reports=state.reports,
+        applied_children=state.applied_children,
+    )
+
+
+def write_status(kube: Kube, state: Pass, status: dict[str, Any]) -> Outcome:
+    previous = state.previous
     changed = any(previous.get(k) != v for k, v in status.items())
     if changed:
-        kube.patch_status("ModelServe", namespace, name, status)
+        kube.patch_status("ModelServe", state.namespace, state.name, status, state.uid)
         for type_, reason, message in status_of.transitions(previous, status):
-            events.post(kube, body, type_, reason, message)
+            events.post(kube, state.body, type_, reason, message)
     # The sidecars report what vLLM loaded into a ConfigMap the operator does not watch (that would need
     # the right to read every ConfigMap): while an adapter is not served yet, look again in a few seconds.
     pending = status_of.adapters_pending(status)

@@ -6,9 +6,15 @@ mounted here; the kubelet refreshes the mounted file when the ConfigMap changes,
 few seconds this sidecar compares that file with what vLLM has (`GET /v1/models`) and:
 
 - loads an adapter that vLLM does not have through `POST /v1/load_lora_adapter` (a restarted vLLM has none);
-- reloads one whose path or files changed (unload, then load under a new id: vLLM keeps the old weights
-  under a reused name otherwise, its issue #54839);
+- reloads one whose path or files changed, or that vLLM serves from another path than the desired one
+  (unload, then load under a new id: vLLM keeps the old weights under a reused name otherwise, its issue
+  #54839);
 - unloads one that was removed.
+
+Only this sidecar may load and unload: it writes the pod's adapter token at start (`--token-file`, a
+memory-backed emptyDir shared with vLLM) and sends it with each call; vLLM's middleware
+(kubetune/lora_guard.py) refuses the calls without it. Every call to vLLM and to the API server has a
+deadline; one adapter that the checks cannot even read is refused alone.
 
 Why the load endpoint and not vLLM's `lora_filesystem_resolver`: the resolver serves an adapter only when
 its `adapter_config.json` names, character for character, the `--model` argument vLLM was started with;
@@ -20,9 +26,11 @@ names the problem.
 
 What vLLM serves is reported per pod into the ModelServe's report ConfigMap (key: the pod's name), with
 the pod's own token, whose Role allows `get` and `patch` on that one ConfigMap; the operator turns the
-reports into `status.adapters`. `GET /ready` on `--listen` answers 200 once vLLM is healthy and every
-adapter was tried once: the vLLM container's readiness probe, so a new pod takes no traffic for an adapter
-it has not loaded yet.
+reports into `status.adapters`. Each pod writes its report again every few minutes, and removes the
+entries of other pods that it has seen unchanged for much longer (pods killed without SIGTERM).
+
+`GET /ready` on `--listen` answers 200 once vLLM is healthy and every adapter was tried once: the vLLM
+container's readiness probe, so a new pod takes no traffic for an adapter it has not loaded yet.
 """
 
 from __future__ import annotations
@@ -31,9 +39,11 @@ import json
 import logging
 import os
 import re
+import secrets
 import signal
 import struct
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -41,6 +51,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from kubetune import lora_guard
 
 log = logging.getLogger("kubetune.adapter-sync")
 
@@ -66,12 +78,34 @@ def fingerprint(path: str) -> str | None:
     return "|".join(parts) if any(p.startswith("adapter_config.json") for p in parts) else None
 
 
+# The safetensors format's own bound on its header: a larger length is a broken (or hostile) file.
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+
+
 def safetensors_shapes(path: Path) -> dict[str, list[int]]:
-    """The tensors' shapes from a safetensors file's header, without reading the weights."""
+    """The tensors' shapes from a safetensors file's header, without reading the weights.
+
+    ValueError when the header is not one: too short, too long, not a JSON object, a tensor without a shape.
+    """
     with path.open("rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise ValueError("it is shorter than a safetensors header")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > MAX_SAFETENSORS_HEADER:
+            raise ValueError(f"its header length {length} is above the format's limit")
         header = json.loads(f.read(length))
-    return {name: meta["shape"] for name, meta in header.items() if name != "__metadata__"}
+    if not isinstance(header, dict):
+        raise ValueError("its header is not a JSON object")
+    shapes = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        shape = meta.get("shape") if isinstance(meta, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
+            raise ValueError(f"tensor {name} has no shape in its header")
+        shapes[name] = shape
+    return shapes
 
 
 # (in_features, out_features) of the modules a LoRA usually targets in Llama-like models (Qwen, Llama,
@@ -81,8 +115,8 @@ def _module_shapes(config: dict[str, Any]) -> dict[str, tuple[int, int]]:
     heads = config.get("num_attention_heads")
     if not isinstance(hidden, int) or not isinstance(heads, int) or heads <= 0:
         return {}
-    head_dim = config.get("head_dim") or hidden // heads
-    kv = (config.get("num_key_value_heads") or heads) * head_dim
+    head_dim = _int_or(config.get("head_dim"), hidden // heads)
+    kv = _int_or(config.get("num_key_value_heads"), heads) * head_dim
     inter = config.get("intermediate_size")
     shapes = {
         "q_proj": (hidden, heads * head_dim),
@@ -95,6 +129,10 @@ def _module_shapes(config: dict[str, Any]) -> dict[str, tuple[int, int]]:
             {"gate_proj": (hidden, inter), "up_proj": (hidden, inter), "down_proj": (inter, hidden)}
         )
     return shapes
+
+
+def _int_or(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and value > 0 else default
 
 
 _LORA_TENSOR = re.compile(r"layers\.(\d+)\..*?\.?(\w+)\.lora_([AB])(?:\.\w+)?\.weight$")
@@ -111,6 +149,8 @@ def check_adapter(path: str, base_model: str | None, max_lora_rank: int | None) 
         return f"{path} has no adapter_config.json: not a PEFT adapter (a merged model is served as a model)"
     except (OSError, ValueError) as error:
         return f"{path}/adapter_config.json cannot be read: {error}"
+    if not isinstance(config, dict):
+        return f"{path}/adapter_config.json is not a JSON object (it holds {type(config).__name__})"
     if not any((root / name).exists() for name in WEIGHT_FILES):
         return f"{path} has no adapter_model.safetensors (or .bin)"
     if str(config.get("peft_type", "LORA")).upper() != "LORA":
@@ -122,8 +162,10 @@ def check_adapter(path: str, base_model: str | None, max_lora_rank: int | None) 
             f"spec.engine.maxLoraRank to {rank} or more"
         )
     if config.get("modules_to_save"):
+        saved = config["modules_to_save"]
+        saved = ", ".join(map(str, saved)) if isinstance(saved, list) else str(saved)
         return (
-            f"it saves whole modules ({', '.join(config['modules_to_save'])}: modules_to_save), which vLLM "
+            f"it saves whole modules ({saved}: modules_to_save), which vLLM "
             "does not load: retrain without them (LLaMA-Factory: no additional_target) or merge the adapter "
             "and serve the merged model"
         )
@@ -133,12 +175,19 @@ def check_adapter(path: str, base_model: str | None, max_lora_rank: int | None) 
 
 
 def _shape_mismatch(root: Path, base_model: Path, adapter_config: dict[str, Any]) -> str | None:
-    weights = root / "adapter_model.safetensors"
     try:
         base = json.loads((base_model / "config.json").read_text())
-        shapes = safetensors_shapes(weights)
-    except (OSError, ValueError, struct.error):
+    except (OSError, ValueError):
         return None  # nothing to compare with: vLLM will say
+    weights = root / "adapter_model.safetensors"
+    try:
+        shapes = safetensors_shapes(weights)
+    except FileNotFoundError:
+        return None  # a .bin adapter: vLLM will say
+    except (OSError, ValueError) as error:
+        return f"{weights} cannot be read as safetensors: {error}"
+    if not isinstance(base, dict):
+        return None
     expected = _module_shapes(base)
     layers = base.get("num_hidden_layers")
     trained_from = adapter_config.get("base_model_name_or_path") or "another model"
@@ -170,33 +219,50 @@ def _shape_mismatch(root: Path, base_model: Path, adapter_config: dict[str, Any]
 # vLLM's API.
 
 
+# Every call has a deadline: a vLLM that accepts a connection and never answers must not hold the sidecar
+# (its adapters, its report, its /ready) for good. A load reads the weights: it may take a while.
+PROBE_TIMEOUT = 3.0  # /health: the kubelet gives the readiness probe 5 s in all
+LIST_TIMEOUT = 30.0
+LOAD_TIMEOUT = 120.0
+
+
 class VLLM:
-    def __init__(self, url: str, timeout: float = 120):
+    """vLLM's API in the pod. The management calls carry the pod's adapter token (TOKEN_HEADER): vLLM's
+    middleware (kubetune/lora_guard.py) refuses them from anyone else."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = LOAD_TIMEOUT):
         self.url = url.rstrip("/")
+        self.token = token
         self.timeout = timeout
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, str]:
+    def _call(
+        self, method: str, path: str, body: dict | None = None, timeout: float | None = None
+    ) -> tuple[int, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.token and body is not None:
+            headers[lora_guard.TOKEN_HEADER] = self.token
         request = urllib.request.Request(
             self.url + path,
             data=json.dumps(body).encode() if body is not None else None,
-            headers={"Content-Type": "application/json"},
+            headers=headers,
             method=method,
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
                 return response.status, response.read().decode(errors="replace")
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode(errors="replace")
 
     def healthy(self) -> bool:
         try:
-            return self._call("GET", "/health")[0] == 200
+            return self._call("GET", "/health", timeout=PROBE_TIMEOUT)[0] == 200
         except OSError:
             return False
 
     def adapters(self) -> dict[str, str]:
-        """{name: path} of the LoRA adapters vLLM has loaded (the model list's cards with a parent)."""
-        code, text = self._call("GET", "/v1/models")
+        """{name: path} of the LoRA adapters vLLM has loaded (the model list's cards with a parent; a LoRA's
+        `root` is the path it was loaded from)."""
+        code, text = self._call("GET", "/v1/models", timeout=LIST_TIMEOUT)
         if code != 200:
             raise OSError(f"GET /v1/models answered {code}: {text[:200]}")
         return {m["id"]: m.get("root", "") for m in json.loads(text)["data"] if m.get("parent")}
@@ -207,9 +273,30 @@ class VLLM:
         return None if code == 200 else f"vLLM refused to load it ({code}): {_error_message(text)}"
 
     def unload(self, name: str) -> None:
-        code, text = self._call("POST", "/v1/unload_lora_adapter", {"lora_name": name})
+        code, text = self._call("POST", "/v1/unload_lora_adapter", {"lora_name": name}, timeout=LIST_TIMEOUT)
         if code not in (200, 404):
             log.warning("unload of %s answered %s: %s", name, code, text[:200])
+
+
+def ensure_token(path: Path) -> str:
+    """The pod's adapter token: the one this pod's sidecar wrote before a restart, else a new one.
+
+    It lives in a memory-backed emptyDir that only this container and vLLM's mount; written whole (rename),
+    so vLLM's middleware never reads half a token.
+    """
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        token = ""
+    if token:
+        return token
+    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(token)
+    temporary.chmod(0o644)  # vLLM's container may run as another uid; no other container mounts it
+    temporary.replace(path)
+    return token
 
 
 def _error_message(text: str) -> str:
@@ -245,6 +332,8 @@ class Syncer:
     synced_once: bool = False
 
     def sync(self, desired: dict[str, str]) -> dict[str, AdapterReport]:
+        """One round. vLLM's own failures (down, hung: OSError) end the round, to be tried again whole; an
+        adapter the checks choke on is refused alone and the others go on."""
         served = self.vllm.adapters()
         for name in sorted(set(served) - set(desired)):
             self.vllm.unload(name)
@@ -261,17 +350,26 @@ class Syncer:
         current = fingerprint(path)
         unchanged = previous is not None and previous.path == path and previous.fingerprint == current
         if unchanged and previous.state == FAILED:
+            if name in served:  # loaded behind the sidecar's back: what is served must be what it says
+                self.vllm.unload(name)
             return previous  # tried already: again when its files change
-        if unchanged and previous.state == LOADED and name in served:
+        if unchanged and previous.state == LOADED and same_path(served.get(name), path):
             return previous
-        problem = check_adapter(path, self.base_model, self.max_lora_rank)
+        try:
+            problem = check_adapter(path, self.base_model, self.max_lora_rank)
+        except Exception as error:  # a file no check foresaw: this adapter is refused, the others go on
+            log.exception("adapter %s could not be checked", name)
+            problem = f"{path} could not be checked: {type(error).__name__}: {error}"
         if problem is not None:
             if name in served:
                 self.vllm.unload(name)
             log.warning("adapter %s not loaded: %s", name, problem)
             return AdapterReport(FAILED, path, problem, current)
         if name in served:
-            # New files or a new path under the same name: a fresh load, so vLLM drops the old weights.
+            # New files, a new path under the same name, or another path loaded under this name by someone
+            # else: a fresh load, so vLLM drops the old weights.
+            if previous is not None and previous.path == path and not same_path(served[name], path):
+                log.warning("%s was served from %s, not %s: loading it again", name, served[name], path)
             self.vllm.unload(name)
         error = self.vllm.load(name, path)
         if error is not None:
@@ -281,6 +379,11 @@ class Syncer:
         return AdapterReport(LOADED, path, None, current)
 
 
+def same_path(served: str | None, wanted: str) -> bool:
+    """Whether vLLM's `root` for an adapter is the path it should be loaded from (vLLM keeps it as given)."""
+    return served is not None and os.path.normpath(served) == os.path.normpath(wanted)
+
+
 def read_desired(config: Path) -> dict[str, str]:
     try:
         data = json.loads(config.read_text())
@@ -288,6 +391,8 @@ def read_desired(config: Path) -> dict[str, str]:
         return {}
     except json.JSONDecodeError as error:  # a half-written file: try again on the next round
         raise ValueError(f"{config}: {error}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{config}: not a JSON object")
     return {str(k): str(v) for k, v in data.items()}
 
 
@@ -312,32 +417,106 @@ def report_document(
 # The report ConfigMap, with the pod's own token.
 
 
+# A call to the API server has a deadline: a hung connection must not stop the adapters' loading.
+REPORT_TIMEOUT = 10.0
+# Each pod writes its report again at least this often, changed or not, so that a report that stops changing
+# means a pod that is gone (killed without SIGTERM: the node lost, the container OOM-killed at shutdown).
+HEARTBEAT_SECONDS = 300.0
+# Another pod's report seen unchanged this long by this pod's own clock is removed: six heartbeats missed.
+# Measured with this pod's clock alone (never against the writer's timestamp): clocks of two nodes differ.
+STALE_AFTER_SECONDS = 1800.0
+
+
+def stale_reports(
+    data: dict[str, str], seen: dict[str, tuple[str, float]], me: str, now: float, stale_after: float
+) -> tuple[dict[str, tuple[str, float]], list[str]]:
+    """The report ConfigMap's entries other than `me`, each with the time (this pod's clock) since which it
+    is unchanged; and the pods whose entry has not changed for longer than `stale_after`."""
+    observed: dict[str, tuple[str, float]] = {}
+    for pod, text in data.items():
+        if pod == me:
+            continue
+        before, since = seen.get(pod, (None, now))
+        observed[pod] = (text, since if before == text else now)
+    stale = sorted(pod for pod, (_, since) in observed.items() if now - since > stale_after)
+    return observed, stale
+
+
 class Reporter:
-    """Patches `data.<pod>` of the report ConfigMap; a failure is logged and retried on the next change."""
+    """Patches `data.<pod>` of the report ConfigMap; a failure is logged and retried on the next round.
 
-    def __init__(self, configmap: str, namespace: str, pod: str, kubeconfig: str | None = None):
-        from kubernetes import client, config
+    It also removes the entries of pods that are gone (stale_reports): this token may read and patch this
+    one ConfigMap and nothing else, so the rule is the reports' own heartbeat, not a list of the pods.
+    """
 
-        configuration = client.Configuration()
-        if kubeconfig or not (SERVICE_ACCOUNT_DIR / "token").exists():
-            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        else:
-            config.load_incluster_config(client_configuration=configuration)
-        self.api = client.CoreV1Api(client.ApiClient(configuration))
+    def __init__(
+        self,
+        configmap: str,
+        namespace: str,
+        pod: str,
+        kubeconfig: str | None = None,
+        api: Any = None,
+        clock: Any = time.monotonic,
+        heartbeat: float = HEARTBEAT_SECONDS,
+        stale_after: float = STALE_AFTER_SECONDS,
+    ):
+        if api is None:
+            from kubernetes import client, config
+
+            configuration = client.Configuration()
+            if kubeconfig or not (SERVICE_ACCOUNT_DIR / "token").exists():
+                config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+            else:
+                config.load_incluster_config(client_configuration=configuration)
+            configuration.retries = 0  # the next round tries again: a retry would only stretch the deadline
+            api = client.CoreV1Api(client.ApiClient(configuration))
+        self.api = api
         self.configmap, self.namespace, self.pod = configmap, namespace, pod
+        self.clock, self.heartbeat, self.stale_after = clock, heartbeat, stale_after
         self.sent: str | None = None
+        self.sent_at = 0.0
+        self.swept_at: float | None = None
+        self.seen: dict[str, tuple[str, float]] = {}
+
+    def _patch(self, body: dict[str, Any]) -> None:
+        self.api.patch_namespaced_config_map(
+            self.configmap, self.namespace, body, _request_timeout=REPORT_TIMEOUT
+        )
 
     def send(self, document: dict[str, Any]) -> None:
         body = json.dumps({k: v for k, v in document.items() if k != "updated"}, sort_keys=True)
-        if body == self.sent:
-            return
-        text = json.dumps(document, sort_keys=True)
-        self.api.patch_namespaced_config_map(self.configmap, self.namespace, {"data": {self.pod: text}})
-        self.sent = body
+        now = self.clock()
+        if body != self.sent or now - self.sent_at >= self.heartbeat:
+            self._patch({"data": {self.pod: json.dumps(document, sort_keys=True)}})
+            self.sent, self.sent_at = body, now
+        if self.swept_at is None or now - self.swept_at >= self.heartbeat:
+            self.sweep(now)
+
+    def sweep(self, now: float) -> list[str]:
+        """Removes the entries of pods gone; the pods removed (none when the ConfigMap changed meanwhile)."""
+        self.swept_at = now  # a refusal is tried again at the next heartbeat, not every round
+        current = self.api.read_namespaced_config_map(
+            self.configmap, self.namespace, _request_timeout=REPORT_TIMEOUT
+        )
+        self.seen, stale = stale_reports(current.data or {}, self.seen, self.pod, now, self.stale_after)
+        if not stale:
+            return []
+        # Conditional on what was read: a pod that writes meanwhile is never removed (409: next time).
+        version = current.metadata.resource_version
+        try:
+            self._patch({"metadata": {"resourceVersion": version}, "data": dict.fromkeys(stale)})
+        except Exception as error:
+            if getattr(error, "status", None) != 409:
+                raise
+            return []
+        for pod in stale:
+            self.seen.pop(pod, None)
+        log.info("removed the reports of pods gone: %s", ", ".join(stale))
+        return stale
 
     def withdraw(self) -> None:
         """At shutdown: this pod serves nothing any more."""
-        self.api.patch_namespaced_config_map(self.configmap, self.namespace, {"data": {self.pod: None}})
+        self._patch({"data": {self.pod: None}})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -379,13 +558,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-lora-rank", type=int, help="vLLM's --max-lora-rank")
     parser.add_argument("--listen", default="0.0.0.0:8001", help="address of /ready and /adapters")
     parser.add_argument("--report-configmap", help="the ConfigMap this pod reports into (with POD_NAME)")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        help="the pod's adapter token (written here if absent): vLLM's middleware asks it of load and unload",
+    )
     parser.add_argument("--interval", type=float, default=3.0)
     parser.add_argument("--once", action="store_true", help="sync once and exit")
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)  # the resolver directory of 0.1: unused
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[adapter-sync] %(asctime)s %(message)s")
 
-    syncer = Syncer(VLLM(args.vllm), base_model=args.model, max_lora_rank=args.max_lora_rank)
+    token = ensure_token(args.token_file) if args.token_file else None
+    syncer = Syncer(VLLM(args.vllm, token=token), base_model=args.model, max_lora_rank=args.max_lora_rank)
     reporter = None
     if args.report_configmap and os.environ.get("POD_NAME"):
         reporter = Reporter(

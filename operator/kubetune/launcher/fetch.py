@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kubetune.api.common import HUB_TOKEN_ENV
+from kubetune.launcher.publish import move_into_place
 
 log = logging.getLogger("kubetune.fetch")
 
@@ -81,18 +81,8 @@ def fetch(
             {"source": source, "revision": revision, "completedAt": datetime.now(UTC).isoformat()}, indent=2
         )
     )
-    if is_complete(dest):
-        # Another pod finished the same download first (two ModelServe replicas, two FineTuneJobs of one
-        # model): keep its copy, which may already be in use, and drop this one.
-        log.info("%s was completed by another pod meanwhile; discarding this download", dest)
-        shutil.rmtree(partial, ignore_errors=True)
-        return "cached"
-    if dest.exists():
-        # Something is there without the marker: an interrupted copy by hand, or someone else's files.
-        aside = dest.parent / f"{dest.name}.incomplete-{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}"
-        log.warning("%s exists but is not marked complete; moving it to %s", dest, aside)
-        dest.rename(aside)
-    partial.rename(dest)
+    if not move_into_place(partial, dest, is_complete):
+        return "cached"  # another pod finished the same download first: its copy may be in use already
     log.info("downloaded %s in %.0fs", source, time.monotonic() - started)
     return "downloaded"
 

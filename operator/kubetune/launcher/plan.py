@@ -193,13 +193,16 @@ def export_config(train: dict[str, Any], output_dir: Path, merge: dict[str, Any]
     config = {
         "model_name_or_path": train["model_name_or_path"],
         "adapter_name_or_path": str(output_dir),
-        "template": train["template"],
         "finetuning_type": train.get("finetuning_type", "lora"),
         "export_dir": str(output_dir / merge.get("dir", "merged")),
         "export_size": merge.get("exportSize", 5),
         "export_device": merge.get("exportDevice", "cpu"),
         "export_legacy_format": False,
     }
+    # Without `spec.model.template` training used LLaMA-Factory's default (the tokenizer's chat template):
+    # so do these passes.
+    if train.get("template") is not None:
+        config["template"] = train["template"]
     if train.get("trust_remote_code"):
         config["trust_remote_code"] = True
     return config
@@ -209,7 +212,6 @@ def predict_config(train: dict[str, Any], output_dir: Path, predict: dict[str, A
     """A generation pass over the evaluation datasets, with LLaMA-Factory's ROUGE/BLEU metrics."""
     config: dict[str, Any] = {
         "model_name_or_path": train["model_name_or_path"],
-        "template": train["template"],
         "finetuning_type": train.get("finetuning_type", "lora"),
         "stage": "sft",
         "do_predict": True,
@@ -225,7 +227,7 @@ def predict_config(train: dict[str, Any], output_dir: Path, predict: dict[str, A
         config["adapter_name_or_path"] = str(output_dir)
     else:  # full and freeze save the whole trained model in the output directory
         config["model_name_or_path"] = str(output_dir)
-    for key in ("cutoff_len", "trust_remote_code", "bf16", "fp16", "use_cpu"):
+    for key in ("template", "cutoff_len", "trust_remote_code", "bf16", "fp16", "use_cpu"):
         if key in train:
             config[key] = train[key]
     if predict.get("maxSamples") is not None:

@@ -39,6 +39,7 @@ import yaml
 
 from kubetune.api.defaults import DATASET_INFO_FILE, LLAMAFACTORY_CONFIG_FILE
 from kubetune.launcher.fetch import write_termination_message
+from kubetune.launcher.publish import move_into_place
 from kubetune.launcher.reasons import termination_reason
 
 log = logging.getLogger("kubetune.preprocess")
@@ -252,13 +253,9 @@ def produce(dest: Path, tokenize, *, marker: bool = True, about: dict[str, Any] 
     if marker:
         record = {"completedAt": datetime.now(UTC).isoformat(), **(about or {})}
         (partial / MARKER).write_text(json.dumps(_plain(record), indent=2, sort_keys=True))
-    if dest.exists() or dest.is_symlink():
-        # Something is there but incomplete (a pod killed before the rename cannot leave this; a copy
-        # by hand can): kept aside, not deleted.
-        aside = dest.parent / f"{dest.name}.incomplete-{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}"
-        log.warning("%s exists but is not marked complete; moving it to %s", dest, aside)
-        dest.rename(aside)
-    partial.rename(dest)
+    complete = is_complete if marker else has_dataset
+    if not move_into_place(partial, dest, complete):
+        return "reused"  # another job tokenized the same inputs meanwhile
     return "tokenized"
 
 

@@ -32,7 +32,14 @@ from kubetune.render.deepspeed import preset_config
 from kubetune.render.model_source import claim_path
 from kubetune.render.names import FineTuneJobNames, label_value
 from kubetune.render.placement import Placement, place, resource_requirements
-from kubetune.render.pods import SHM_VOLUME, secret_env, secure, shared_memory
+from kubetune.render.pods import (
+    SHM_VOLUME,
+    api_token_mount,
+    api_token_volume,
+    secret_env,
+    secure,
+    shared_memory,
+)
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # libyaml's dumper writes the same text as PyYAML's own, ten times faster (a config per attempt).
@@ -43,6 +50,7 @@ MODEL_READY_MARKER = ".kubetune-complete"
 # The preprocessing Job and its pod carry this label, not FTJ_LABEL: they are no attempt, and the
 # rendezvous Service selects the trainer pods by FTJ_LABEL.
 PREPROCESS_LABEL = f"{LABEL_PREFIX}/preprocess-of"
+LAUNCHER_TOKEN_VOLUME = "launcher-token"
 # On the claim: tokenized datasets by their content key, shared by every job that has the same inputs.
 TOKENIZED_CACHE = ".kubetune/tokenized"
 # In the output path: a link to the tokenized dataset this job trains on, set by its preprocessing.
@@ -344,13 +352,17 @@ def job(target: FineTuneJobTarget) -> dict[str, Any]:
     if resources:
         container["resources"] = resources
 
+    # The launcher's token, for the trainer container alone (rank 0 reports progress with it; one template
+    # serves every rank): an init container fetching a model from a hub holds none.
+    container["volumeMounts"] = [*mounts, api_token_mount(LAUNCHER_TOKEN_VOLUME)]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "subdomain": names.service,
         "serviceAccountName": names.service_account,
+        "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
         "containers": [container],
-        "volumes": volumes,
+        "volumes": [*volumes, api_token_volume(LAUNCHER_TOKEN_VOLUME)],
     }
     if spec.model.hub_id is not None:
         pod_spec["initContainers"] = [_model_fetch_container(target, image)]

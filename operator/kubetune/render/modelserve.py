@@ -16,12 +16,15 @@ KV cache, and no GPU flags; a GPU replica's pod is the same as ever.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import posixpath
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
+from kubetune import lora_guard
 from kubetune.api import API_VERSION
 from kubetune.api import modelserve as ms
 from kubetune.api.common import CLAIM_MOUNT_PATH
@@ -31,13 +34,21 @@ from kubetune.render import meta, model_source, rbac
 from kubetune.render.model_source import claim_path as claim_path  # the handler's, for adapter paths
 from kubetune.render.names import ModelServeNames, label_value
 from kubetune.render.placement import place, resource_requirements
-from kubetune.render.pods import secure, shared_memory
+from kubetune.render.pods import api_token_mount, api_token_volume, secure, shared_memory
 
 MSERVE_LABEL = f"{LABEL_PREFIX}/modelserve"
 VLLM_PORT = 8000
 SYNC_PORT = 8001  # the sidecar's /ready (the vLLM container's readiness probe) and /adapters
 ADAPTERS_FILE = "adapters.json"
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+SIDECAR_TOKEN_VOLUME = "adapter-sync-token"
+# vLLM's adapter management endpoints answer the sidecar alone (kubetune/lora_guard.py): the middleware's
+# module, mounted from a ConfigMap into the vLLM container, and the pod's token, which the sidecar writes
+# into a memory-backed emptyDir that only these two containers mount.
+LORA_GUARD_DIR = "/opt/kubetune/lora-guard"
+LORA_GUARD_MODULE = "kubetune_lora_guard"
+LORA_GUARD_MIDDLEWARE = f"{LORA_GUARD_MODULE}.LoraGuard"
+ADAPTER_TOKEN_DIR = "/run/kubetune/adapter-token"
+ADAPTER_TOKEN_FILE = f"{ADAPTER_TOKEN_DIR}/token"
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,10 @@ class ModelServeTarget:
     @property
     def sidecar_account_name(self) -> str:
         return self.names.sidecar_account
+
+    @property
+    def lora_guard_name(self) -> str:
+        return self.names.lora_guard
 
     @property
     def served_model_name(self) -> str:
@@ -136,6 +151,8 @@ def vllm_args(target: ModelServeTarget) -> list[str]:
         "--max-lora-rank", str(adapter_rank_needed(target)),
         "--max-loras", str(engine.max_loras),
         "--tensor-parallel-size", str(engine.tensor_parallel_size),
+        # Load and unload for the sidecar alone: the middleware refuses them without the pod's token.
+        "--middleware", LORA_GUARD_MIDDLEWARE,
     ]  # fmt: skip
     if engine.max_cpu_loras is not None:
         args += ["--max-cpu-loras", str(engine.max_cpu_loras)]
@@ -158,10 +175,30 @@ def adapters_config_map(target: ModelServeTarget) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def lora_guard_source() -> str:
+    """The middleware's module, as the ConfigMap hands it to vLLM (the file itself: tested as it runs)."""
+    return resources.files(lora_guard.__package__ or "kubetune").joinpath("lora_guard.py").read_text()
+
+
+def lora_guard_config_map(target: ModelServeTarget) -> dict[str, Any]:
+    # vLLM imports it once, at start. It changes only with a release of kubetune, whose new sidecar image
+    # rolls the pods (one at a time) anyway.
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(target, target.lora_guard_name),
+        "data": {f"{LORA_GUARD_MODULE}.py": lora_guard_source()},
+    }
+
+
 def _env(target: ModelServeTarget) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
-        # The adapter-sync sidecar loads and unloads adapters through vLLM's API.
+        # The adapter-sync sidecar loads and unloads adapters through vLLM's API; the middleware keeps that
+        # API to it (LORA_GUARD_MIDDLEWARE: its module from the ConfigMap, the token it asks for).
         {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"},
+        {"name": "PYTHONPATH", "value": LORA_GUARD_DIR},
+        {"name": lora_guard.TOKEN_FILE_ENV, "value": ADAPTER_TOKEN_FILE},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
     ]
     if target.spec.on_cpu:
@@ -204,6 +241,8 @@ def _sidecar(target: ModelServeTarget, claim_mount: dict[str, Any]) -> dict[str,
             f"0.0.0.0:{SYNC_PORT}",
             "--report-configmap",
             target.report_config_map_name,
+            "--token-file",
+            ADAPTER_TOKEN_FILE,
         ],
         "env": [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -214,28 +253,24 @@ def _sidecar(target: ModelServeTarget, claim_mount: dict[str, Any]) -> dict[str,
             {"name": "adapters-config", "mountPath": CONFIG_MOUNT_PATH, "readOnly": True},
             {**claim_mount, "readOnly": True},
             # The pod's only API token, in this container alone: it may patch the report ConfigMap.
-            {"name": "adapter-sync-token", "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": True},
+            api_token_mount(SIDECAR_TOKEN_VOLUME),
+            # The pod's adapter token: written here, read by vLLM's middleware.
+            {"name": ADAPTER_TOKEN_VOLUME, "mountPath": ADAPTER_TOKEN_DIR},
         ],
         "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
     }
 
 
-def _token_volume() -> dict[str, Any]:
-    """What automounting would give, as a volume that only the sidecar mounts."""
-    return {
-        "name": "adapter-sync-token",
-        "projected": {
-            "sources": [
-                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
-                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-                {
-                    "downwardAPI": {
-                        "items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]
-                    }
-                },
-            ]
-        },
-    }
+ADAPTER_TOKEN_VOLUME = "adapter-token"
+LORA_GUARD_VOLUME = "lora-guard"
+
+
+def _lora_guard_volumes(target: ModelServeTarget) -> list[dict[str, Any]]:
+    return [
+        {"name": LORA_GUARD_VOLUME, "configMap": {"name": target.lora_guard_name, "defaultMode": 0o444}},
+        # In memory, never on the node's disk; a few bytes.
+        {"name": ADAPTER_TOKEN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+    ]
 
 
 def deployment(target: ModelServeTarget) -> dict[str, Any]:
@@ -254,7 +289,12 @@ def deployment(target: ModelServeTarget) -> dict[str, Any]:
         "args": vllm_args(target),
         "env": _env(target),
         "ports": [{"name": "http", "containerPort": VLLM_PORT}],
-        "volumeMounts": [claim_mount, shm_mount],
+        "volumeMounts": [
+            claim_mount,
+            shm_mount,
+            {"name": LORA_GUARD_VOLUME, "mountPath": LORA_GUARD_DIR, "readOnly": True},
+            {"name": ADAPTER_TOKEN_VOLUME, "mountPath": ADAPTER_TOKEN_DIR, "readOnly": True},
+        ],
         # Loading a large model takes minutes: up to an hour before liveness starts counting.
         "startupProbe": _probe("/health", 10, 360),
         "readinessProbe": readiness,
@@ -288,8 +328,9 @@ def deployment(target: ModelServeTarget) -> dict[str, Any]:
                 "persistentVolumeClaim": {"claimName": spec.storage.claim, "readOnly": not fetches},
             },
             {"name": "adapters-config", "configMap": {"name": target.config_map_name}},
-            _token_volume(),
+            api_token_volume(SIDECAR_TOKEN_VOLUME),
             shm_volume,
+            *_lora_guard_volumes(target),
         ],
         "terminationGracePeriodSeconds": 60,
     }
@@ -446,6 +487,7 @@ def children(target: ModelServeTarget) -> list[dict[str, Any]]:
     """In apply order: the ConfigMaps and the sidecar's rights before the Deployment that uses them."""
     out = [
         adapters_config_map(target),
+        lora_guard_config_map(target),
         report_config_map(target),
         sidecar_service_account(target),
         sidecar_role(target),

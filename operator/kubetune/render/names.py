@@ -102,6 +102,11 @@ class ModelServeNames:
         return dns_label(self.owner, "adapter-report", max_length=253)
 
     @property
+    def lora_guard(self) -> str:
+        # The ConfigMap holding the middleware that keeps vLLM's adapter management API to the sidecar.
+        return dns_label(self.owner, "lora-guard", max_length=253)
+
+    @property
     def sidecar_account(self) -> str:
         # The adapter-sync sidecar's ServiceAccount, Role and RoleBinding.
         return dns_label(self.owner, "adapter-sync", max_length=253)

@@ -68,3 +68,31 @@ def shared_memory(size_limit: str | None) -> tuple[dict[str, Any], dict[str, Any
     if size_limit:
         empty_dir["sizeLimit"] = size_limit
     return {"name": SHM_VOLUME, "emptyDir": empty_dir}, {"name": SHM_VOLUME, "mountPath": "/dev/shm"}
+
+
+# Where a container finds its API token (what automounting would give, at the same place).
+API_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def api_token_volume(name: str) -> dict[str, Any]:
+    """The ServiceAccount's token as a volume, for a pod that does not automount it: only the container
+    that mounts it (`api_token_mount`) holds a token; the others (an init container fetching a model
+    from a hub, say) have none."""
+    return {
+        "name": name,
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {
+                    "downwardAPI": {
+                        "items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]
+                    }
+                },
+            ]
+        },
+    }
+
+
+def api_token_mount(name: str) -> dict[str, Any]:
+    return {"name": name, "mountPath": API_TOKEN_DIR, "readOnly": True}

@@ -14,10 +14,12 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
+
+from kubernetes.client.rest import ApiException
 
 from kubetune.kube import OWNER_LABELS, Kube
 from kubetune.render.finetunejob import PREPROCESS_LABEL
@@ -92,12 +94,19 @@ def _version(obj: dict[str, Any]) -> int | None:
         return None
 
 
+# How many deleted objects' uids are remembered: a write's reply can arrive after the deletion's event, and
+# must not bring the object back. A uid is never reused, so one remembered is refused for good.
+TOMBSTONES = 20_000
+
+
 class Cache:
     """Slim copies of the watched objects, by kind; safe to use from the watch loop and the workers."""
 
-    def __init__(self, kinds: Iterable[str] = SLIMMERS):
+    def __init__(self, kinds: Iterable[str] = SLIMMERS, tombstones: int = TOMBSTONES):
         self.kinds = frozenset(kinds)
         self._lock = threading.Lock()
+        self._deleted: OrderedDict[str, None] = OrderedDict()
+        self._tombstones = tombstones
         self._objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = defaultdict(dict)
         # (kind, namespace, label, value) -> names
         self._by_label: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
@@ -108,6 +117,8 @@ class Cache:
         meta = slim["metadata"]
         key = (meta.get("namespace") or "", meta["name"])
         with self._lock:
+            if meta.get("uid") in self._deleted:
+                return False  # deleted already: a late reply of a write to it
             held = self._objects[kind].get(key)
             if held is not None:
                 old, new = _version(held), _version(slim)
@@ -122,12 +133,26 @@ class Cache:
                     self._by_label[(kind, key[0], label, value)].add(key[1])
             return True
 
-    def remove(self, kind: str, namespace: str | None, name: str) -> None:
+    def remove(self, kind: str, namespace: str | None, name: str, uid: str | None = None) -> None:
+        """Drops the object, and remembers it as deleted. With `uid`, only if it is that very object (a new
+        one of the same name stays)."""
         key = (namespace or "", name)
         with self._lock:
-            held = self._objects[kind].pop(key, None)
-            if held is not None:
-                self._unindex(kind, key, held)
+            held = self._objects[kind].get(key)
+            if uid is not None:
+                self._bury(uid)
+            if held is None or (uid is not None and held["metadata"].get("uid") != uid):
+                return
+            del self._objects[kind][key]
+            self._unindex(kind, key, held)
+            if held["metadata"].get("uid"):
+                self._bury(held["metadata"]["uid"])
+
+    def _bury(self, uid: str) -> None:
+        self._deleted[uid] = None
+        self._deleted.move_to_end(uid)
+        while len(self._deleted) > self._tombstones:
+            self._deleted.popitem(last=False)
 
     def _unindex(self, kind: str, key: tuple[str, str], held: dict[str, Any]) -> None:
         for label in INDEXED_LABELS:
@@ -236,5 +261,14 @@ class CachedKube:
     def patch_merge(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self._kept(kind, self.kube.patch_merge(kind, namespace, name, patch))
 
-    def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        return self._kept(kind, self.kube.patch_status(kind, namespace, name, status))
+    def patch_status(
+        self, kind: str, namespace: str, name: str, status: dict[str, Any], uid: str | None = None
+    ) -> dict[str, Any]:
+        try:
+            return self._kept(kind, self.kube.patch_status(kind, namespace, name, status, uid))
+        except ApiException as error:
+            if error.status == 404 or (error.status == 409 and uid is not None):
+                # The resource this copy was of is gone (a deletion the watch has not brought, or missed
+                # in a gap): the copy goes, so that it is not reconciled again and again.
+                self.cache.remove(kind, namespace, name, uid)
+            raise

@@ -7,7 +7,9 @@
 - Keys are served first in, first out: a burst of events for one resource is one entry, and cannot starve
   the others. A key added `soon` (its resource's children changed: a pod started, a Job ended) goes before
   those that are not (a new resource, a resync): what users watch follows their pods at once, while a
-  burst of new resources waits a moment longer.
+  burst of new resources waits a moment longer. Never longer than `SOON_RUN` soon keys in a row, though:
+  then one of the others goes, so that a steady stream of pod events cannot starve a new resource, a
+  resync or an expired TTL.
 
 A key may carry `full`: the next reconcile of it should also re-check what it normally takes from caches
 (a periodic resync asks for that). The flag of a key added twice is the OR of both.
@@ -24,6 +26,7 @@ from collections.abc import Callable, Hashable
 from typing import Generic, NamedTuple, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+SOON_RUN = 8  # soon keys served in a row at most while others wait
 
 
 class Item(NamedTuple, Generic[K]):
@@ -55,6 +58,7 @@ class WorkQueue(Generic[K]):
         self._due: dict[K, float] = {}  # key -> its earliest time in _later (later entries are spent)
         self._ticket = itertools.count()
         self._shut = False
+        self._soon_in_a_row = 0
 
     def add(self, key: K, full: bool = False, soon: bool = False) -> None:
         with self._lock:
@@ -140,11 +144,21 @@ class WorkQueue(Generic[K]):
                 self._lock.wait(wait)
 
     def _next(self) -> K | None:
+        if self._soon_in_a_row >= SOON_RUN:
+            key = self._next_in_order()
+            if key is not None:
+                self._soon_in_a_row = 0
+                return key
         while self._soon:
             key = self._soon.popleft()
             self._in_soon.discard(key)
             if key in self._waiting:
+                self._soon_in_a_row += 1
                 return key
+        self._soon_in_a_row = 0
+        return self._next_in_order()
+
+    def _next_in_order(self) -> K | None:
         while self._order:
             key = self._order.popleft()
             if key in self._waiting:  # else: served from the soon lane already

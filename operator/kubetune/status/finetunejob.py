@@ -142,6 +142,25 @@ def history(jobs: list[dict[str, Any]], attempt: int, previous: dict[str, Any]) 
     )
 
 
+JOB_DELETED = "JobDeleted"
+
+
+def job_deleted_while_running(previous: dict[str, Any], attempt: int) -> bool:
+    """The status said this attempt ran, and its Job is gone: deleted by hand (a finished attempt's Job
+    may go, a running one's may not come back under the same name)."""
+    ran = previous.get("phase") == Phase.RUNNING.value or previous.get("reason") == JOB_DELETED
+    return previous.get("attempt") == attempt and ran
+
+
+def job_deleted_problem(attempt: int, pods: int) -> Problem:
+    return Problem(
+        JOB_DELETED,
+        f"the Job of attempt {attempt} was deleted while {pods} of its pods still run: the next attempt "
+        f"starts once they have stopped (they may still write checkpoints into the output path)",
+        terminal=False,
+    )
+
+
 def next_attempt_allowed(end: AttemptEnd | None, used: History, max_restarts: int) -> bool:
     """Whether an attempt that ended this way is followed by another (from the newest checkpoint)."""
     if end == AttemptEnd.DISRUPTED:
@@ -189,6 +208,32 @@ def pod_failure(pod: dict[str, Any]) -> str | None:
         return f"{where} was stopped ({why}"
     reason = status.get("reason") or "Failed"
     return f"{where} failed ({reason}): {status.get('message', '')}".rstrip(": ")
+
+
+# Failed pods named in a status message or an Event: a wide attempt can fail on every one of its pods, and
+# a line each (up to 4 KiB of termination message each) would outgrow what etcd stores for an object.
+FAILURES_SHOWN = 3
+FAILURE_CHARS = 1024  # of each: the pod, its exit code, and the end of its termination message
+
+
+def _clip(text: str) -> str:
+    if len(text) <= FAILURE_CHARS:
+        return text
+    return text[: FAILURE_CHARS // 4] + " [...] " + text[-(FAILURE_CHARS * 3 // 4) :]
+
+
+def pod_failures(pods: list[dict[str, Any]]) -> str:
+    """The failed pods in words, lowest node rank first (rank 0's error is most often the cause), at most
+    FAILURES_SHOWN of them, then how many more failed; "" when none did."""
+
+    def rank(pod: dict[str, Any]) -> tuple[int, str]:
+        value = _pod_rank(pod)
+        return (int(value) if value.isdigit() else 1 << 30, pod.get("metadata", {}).get("name", ""))
+
+    failures = [f for f in (pod_failure(p) for p in sorted(pods, key=rank)) if f]
+    shown = "; ".join(_clip(f) for f in failures[:FAILURES_SHOWN])
+    more = len(failures) - FAILURES_SHOWN
+    return f"{shown}; and {more} more pod(s) failed" if more > 0 else shown
 
 
 def failed_create_message(event_message: str) -> tuple[str, str]:
@@ -343,8 +388,7 @@ def _preprocessed_condition(pre: PreprocessObservation, verdict: _Verdict) -> tu
 def _ended(obs: Observation, end: AttemptEnd) -> _Verdict:
     """The current attempt failed, was disrupted or ran out of time (seen at the Job's FailureTarget)."""
     condition = conditions.true_of(obs.job, "Failed") or conditions.true_of(obs.job, "FailureTarget") or {}
-    failures = [f for f in (pod_failure(p) for p in obs.pods) if f]
-    detail = "; ".join(failures) or condition.get("message") or "the training Job failed"
+    detail = pod_failures(obs.pods) or condition.get("message") or "the training Job failed"
     attempt = obs.attempt
     if end == AttemptEnd.DEADLINE_EXCEEDED:
         return _Verdict(

@@ -1,9 +1,9 @@
-"""The operator process: kopf's watches fill the caches and queue keys; a fixed pool of workers reconciles.
+"""The controller: the watches' caches, the work queue and a fixed pool of workers that reconciles.
 
-kopf's handlers here only record what the watches saw (`Controller.observed`) and queue the key of the
-resource it belongs to: a FineTuneJob for its own events and those of its Jobs and pods, a ModelServe for
-its own, its Deployment's and its pods'. The work queue holds each key once however many events arrive,
-never hands one key to two workers, and brings failed keys back with a capped backoff
+kopf's handlers (handlers/watches.py) only record what the watches saw and queue (`Controller.react`) the
+key of the resource it concerns: a FineTuneJob for its own events and those of its Jobs and pods, a
+ModelServe for its own, its Deployment's and its pods'. The work queue holds each key once however many
+events arrive, never hands one key to two workers, and brings failed keys back with a capped backoff
 (runtime/workqueue.py). Workers reconcile from the caches (runtime/cache.py), so an event costs no read
 of the API server. The periodic resync queues keys; it reconciles nothing itself.
 
@@ -17,20 +17,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import kopf
 from kubernetes.client.rest import ApiException
-from prometheus_client import start_http_server
 
 from kubetune.api import GROUP, VERSION
 from kubetune.api import finetunejob as ftj
 from kubetune.api import modelserve as ms
-from kubetune.api.defaults import LABEL_PREFIX, MANAGED_BY
 from kubetune.config import OperatorConfig
-from kubetune.handlers import finetunejob as finetunejob_handler
-from kubetune.handlers import modelserve as modelserve_handler
-from kubetune.handlers.metrics import (
+from kubetune.kube import Kube
+from kubetune.render.finetunejob import FTJ_LABEL, PREPROCESS_LABEL
+from kubetune.render.modelserve import MSERVE_LABEL
+from kubetune.render.names import label_value
+from kubetune.runtime.cache import Cache, CachedKube
+from kubetune.runtime.metrics import (
     CACHED_OBJECTS,
     JOBS_BY_PHASE,
     QUEUE_DEPTH,
@@ -39,12 +40,7 @@ from kubetune.handlers.metrics import (
     RECONCILES,
     RETRIES,
 )
-from kubetune.handlers.outcome import Key, Outcome
-from kubetune.kube import Kube
-from kubetune.render.finetunejob import FTJ_LABEL, PREPROCESS_LABEL
-from kubetune.render.modelserve import MSERVE_LABEL
-from kubetune.render.names import label_value
-from kubetune.runtime.cache import Cache, CachedKube
+from kubetune.runtime.outcome import Key, Outcome
 from kubetune.runtime.workqueue import WorkQueue
 from kubetune.status import finetunejob as finetunejob_status
 
@@ -80,11 +76,23 @@ def namespace_terminating(error: ApiException) -> bool:
     return error.status == 403 and "NamespaceTerminating" in str(error.body or "")
 
 
+# One reconcile of a kind: (the client, the resource's body, the operator's config, full) -> its Outcome.
+# `full`: a resync's pass, which also repairs children changed by hand. The handlers provide them.
+Reconcile = Callable[[Kube, dict[str, Any], OperatorConfig, bool], Outcome]
+
+
 class Controller:
     """The caches, the queue, and the reconciles of both kinds; the only state is what the watches saw."""
 
-    def __init__(self, kube: Kube, config: OperatorConfig, cache: Cache | None = None):
+    def __init__(
+        self,
+        kube: Kube,
+        config: OperatorConfig,
+        reconcilers: Mapping[str, Reconcile],
+        cache: Cache | None = None,
+    ):
         self.config = config
+        self.reconcilers = reconcilers
         self.cache = cache or Cache()
         self.client = CachedKube(kube, self.cache)
         self.queue: WorkQueue[Key] = WorkQueue()
@@ -102,7 +110,7 @@ class Controller:
         """The second half of `observed`, for an event whose object the cache holds already."""
         if event_type == "DELETED":
             meta = body.get("metadata") or {}
-            self.cache.remove(kind, meta.get("namespace"), meta["name"])
+            self.cache.remove(kind, meta.get("namespace"), meta["name"], meta.get("uid"))
         # A child's change goes before new resources: the status follows the pods (workqueue.py).
         soon = kind in CHILD_KINDS
         for key in self.keys_for(kind, event_type, body):
@@ -193,12 +201,7 @@ class Controller:
         body.setdefault("kind", key.kind)
         started = time.perf_counter()
         try:
-            if key.kind == FTJ:
-                outcome = finetunejob_handler.reconcile(self.client, body, self.config.trainer)
-            else:
-                outcome = modelserve_handler.reconcile(
-                    self.client, body, self.config.trainer, self.config.sidecar_image, full=full
-                )
+            outcome = self.reconcilers[key.kind](self.client, body, self.config, full)
         except ApiException as error:
             if namespace_terminating(error):
                 # Its namespace is being deleted, and the resource with it: nothing is left to do.
@@ -248,78 +251,3 @@ class Controller:
         for kind, *_ in WATCHED:
             CACHED_OBJECTS.labels(kind).set(self.cache.count(kind))
         QUEUE_DEPTH.set(len(self.queue))
-
-
-def register(controller_factory: Any, config: OperatorConfig) -> None:
-    """Registers the handlers with kopf. Called once, before kopf starts."""
-    state: dict[str, Controller] = {}
-
-    def controller() -> Controller:
-        if "c" not in state:
-            state["c"] = controller_factory()
-        return state["c"]
-
-    @kopf.on.startup()
-    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.persistence.finalizer = f"{LABEL_PREFIX}/finalizer"
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=LABEL_PREFIX)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=LABEL_PREFIX, key="last-handled-configuration"
-        )
-        # kopf would post an Event per handler run; the reconciles record their own.
-        settings.posting.enabled = False
-        settings.watching.server_timeout = 300
-        settings.watching.client_timeout = 330
-        settings.watching.connect_timeout = 10
-        settings.networking.request_timeout = 60
-        # Only the operator's own pods, Jobs and Deployments are watched, filtered by the API server.
-        managed = f"app.kubernetes.io/managed-by={MANAGED_BY}"
-        for resource in (("v1", "pods"), ("batch", "jobs"), ("apps", "deployments")):
-            settings.watching.label_selectors[resource] = managed
-        # The handlers below only record and queue: they are async, and run in kopf's own loop.
-        settings.execution.max_workers = 2
-        # kopf keeps a task per object while its events come; a second of quiet ends it (memory).
-        settings.batching.idle_timeout = 1.0
-        # The resources are known up front: no watching of CRDs and namespaces (nor the RBAC for it).
-        settings.scanning.disabled = True
-        settings.peering.priority = config.priority
-        if config.peering:
-            settings.peering.name = config.peering
-            settings.peering.mandatory = True
-        else:
-            settings.peering.standalone = True
-        start_http_server(config.metrics_port)
-        controller().start()
-        log.info(
-            "kubetune operator started: %s, %d workers, metrics on :%d, resync every %.0fs",
-            ", ".join(config.namespaces) or "cluster-wide",
-            config.workers,
-            config.metrics_port,
-            config.resync_seconds,
-        )
-
-    for kind, group, version, plural in WATCHED:
-        _register_watch(controller, kind, group, version, plural)
-
-
-def _register_watch(controller: Any, kind: str, group: str, version: str, plural: str) -> None:
-    resource = (group, version, plural) if group else (version, plural)
-    # Pods, Jobs and Deployments: only those of a FineTuneJob, its preprocessing, or a ModelServe.
-    labels = {"app.kubernetes.io/managed-by": MANAGED_BY} if kind in ("Pod", "Job", "Deployment") else None
-
-    # kopf calls index handlers for every event (the initial listing of every kind included) before any
-    # other handler, and holds the other handlers until every kind was listed: the caches fill here.
-    async def record(body: kopf.Body, **_: Any) -> None:
-        controller().cache.upsert(kind, {key: body[key] for key in body})
-
-    async def react(type: str | None, event: dict[str, Any], **_: Any) -> None:
-        ctl = controller()
-        if not ctl.caches_filled.is_set():
-            log.info("caches filled: %s", ", ".join(f"{ctl.cache.count(k)} {k}" for k, *_ in WATCHED))
-            ctl.caches_filled.set()
-        ctl.react(kind, type, event["object"])
-
-    record.__name__ = record.__qualname__ = f"record_{plural}"
-    react.__name__ = react.__qualname__ = f"react_{plural}"
-    kopf.index(*resource, labels=labels, id=f"record-{plural}")(record)
-    kopf.on.event(*resource, labels=labels, id=f"react-{plural}")(react)

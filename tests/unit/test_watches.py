@@ -1,0 +1,29 @@
+"""kopf's settings as the operator sets them (handlers/watches.py)."""
+
+from __future__ import annotations
+
+import kopf
+
+from kubetune.config import OperatorConfig
+from kubetune.handlers.watches import configure
+
+
+def test_every_watch_ends_and_a_silent_one_is_dropped() -> None:
+    settings = kopf.OperatorSettings()
+    configure(settings, OperatorConfig(watch_seconds=5, api_timeout_seconds=7, api_connect_seconds=2))
+    # The API server refuses a timeoutSeconds that is not a whole number ("5.0"): every watch failed.
+    assert settings.watching.server_timeout == 5 and isinstance(settings.watching.server_timeout, int)
+    assert settings.watching.server_timeout < settings.watching.inactivity_timeout
+    assert settings.watching.inactivity_timeout < settings.watching.client_timeout
+    assert settings.networking.request_timeout == 7 and settings.watching.connect_timeout == 2
+
+
+def test_the_childrens_watches_are_filtered_by_the_api_server_and_nothing_else_is() -> None:
+    settings = kopf.OperatorSettings()
+    configure(settings, OperatorConfig())
+    selected = {
+        resource: settings.watching.label_selectors[resource]
+        for resource in (("v1", "pods"), ("batch", "jobs"), ("apps", "deployments"))
+    }
+    assert set(selected.values()) == {"app.kubernetes.io/managed-by=kubetune"}
+    assert settings.peering.standalone
