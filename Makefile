@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
 .PHONY: help venv lint cluster cluster-build cluster-down cluster-status demo demo-down \
-        test test-unit test-integration test-worker test-serve test-chart test-chart-rbac crds bench clean
+        test test-unit test-integration test-worker test-serve test-chart test-chart-rbac crds bench clean \
+        images image-tools test-images
 
 include mk/trainer.mk
 include mk/vllm.mk
@@ -16,6 +17,8 @@ help:
 	@echo "make test          lint, then every test tier (unit, integration, serve, chart, worker)"
 	@echo "make cluster       build (first time) and start the local control plane; prints KUBECONFIG"
 	@echo "make cluster-down  stop it and remove its state"
+	@echo "make images        the operator and trainer images (buildah, no Docker engine) as OCI archives in build/images"
+	@echo "make test-images   those images run as containers (podman): the chart's operator, a trainer pod training"
 	@echo "make bench         FineTuneJobs through the operator vs. the same children created directly"
 
 # The virtual environment, from the pins in pyproject.toml; rebuilt when they change.
@@ -29,6 +32,17 @@ lint: venv
 	$(VENV)/bin/ruff check operator tests scripts
 	$(VENV)/bin/ruff format --check operator tests scripts
 	$(VENV)/bin/lint-imports
+	scripts/actionlint.sh
+
+# The images, from images/*/Dockerfile, daemonless (buildah; the tools from Debian's packages): OCI archives
+# in build/images, also kept in the local containers storage. Rebuilt only when their inputs change
+# (images/build.sh); `make images IMAGES=operator` builds one.
+IMAGES ?= operator trainer
+image-tools:
+	@images/install-tools.sh
+
+images: image-tools
+	images/build.sh $(IMAGES)
 
 # Builds the control plane's binaries once (minutes, cold), outside any test's timeout.
 # The CRDs, generated from the typed models into crds/ and the Helm chart.
@@ -54,10 +68,13 @@ demo: venv trainer-venv vllm-venv
 demo-down: cluster-down
 
 # Unit, integration, serve and chart tiers in one pytest session (the local control plane and the operator
-# start once); then the worker tier under the trainer environment (LLaMA-Factory, PyTorch).
-test: lint cluster-build trainer-venv vllm-venv
-	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PYTEST) tests
+# start once); the image tier in a session of its own (its operator is the container); then the worker tier
+# under the trainer environment (LLaMA-Factory, PyTorch).
+test: lint cluster-build trainer-venv vllm-venv image-tools
+	KUBETUNE_IMAGES_ARCHIVE=no images/build.sh $(IMAGES)
+	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PYTEST) tests --ignore=tests/images
 	$(MAKE) --no-print-directory test-chart-rbac
+	KUBETUNE_IMAGES="$(IMAGES)" $(PYTEST) tests/images
 	$(TRAINER_PY) -m pytest tests/worker -p no:cacheprovider
 
 test-unit: venv vllm-venv
@@ -68,6 +85,12 @@ test-integration: cluster-build
 
 test-worker: cluster-build trainer-venv
 	$(TRAINER_PY) -m pytest tests/worker -p no:cacheprovider
+
+# The built images run as containers (podman, runc), as a kubelet would run them: the operator image as the
+# chart's Deployment against the local control plane, the trainer image training the tiny model on the CPU.
+test-images: cluster-build image-tools
+	KUBETUNE_IMAGES_ARCHIVE=no images/build.sh $(IMAGES)
+	KUBETUNE_IMAGES="$(IMAGES)" $(PYTEST) tests/images
 
 # The real vLLM engine (its CPU build) and the adapter-sync sidecar as a ModelServe's pod runs them, serving
 # the tiny model and adapters the real LLaMA-Factory trained (the trainer environment trains them).

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,7 +102,19 @@ def namespace(request: pytest.FixtureRequest, api: client.ApiClient) -> Iterator
     core.delete_namespace(name, propagation_policy="Background")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+IMAGE_TIER = REPO / "tests" / "images"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The image tier runs its operator as a container: with the other tiers' operator on the host in the same
+    # session, both would reconcile its resources. It runs in a session of its own (make test-images).
+    images = [item for item in items if IMAGE_TIER in item.path.parents]
+    if images and len(images) < len(items):
+        config.hook.pytest_deselected(items=images)
+        items[:] = [item for item in items if item not in images]
+        warnings.warn(
+            "tests/images deselected: it runs in a pytest session of its own (make test-images)", stacklevel=1
+        )
     for item in items:
         if {"cluster", "namespace", "api"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.cluster)

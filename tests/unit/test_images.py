@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -45,14 +46,46 @@ def test_images_pin_nothing_of_their_own_and_run_as_non_root(name: str) -> None:
 
 def test_trainer_image_installs_the_trainer_extra_and_runs_the_launcher() -> None:
     text = IMAGES["trainer"].read_text()
-    assert 'pip install ".[trainer]"' in text
-    assert '".[flash-attn]"' in text and "ARG FLASH_ATTN=false" in text
-    assert {"trainer", "flash-attn"} <= PYPROJECT["project"]["optional-dependencies"].keys()
+    assert 'extras="trainer"' in text and 'extras="trainer,cuda-toolkit"' in text
+    assert 'pip install ".[$extras]"' in text
+    # flash-attn compiles against torch (no build isolation): its pin read from pyproject.toml's extra.
+    assert '["optional-dependencies"]["flash-attn"]' in text and "ARG FLASH_ATTN=false" in text
+    assert {"trainer", "flash-attn", "cuda-toolkit"} <= PYPROJECT["project"]["optional-dependencies"].keys()
+    # What a GPU node's container runtime (the NVIDIA container toolkit) reads from the image.
+    assert "NVIDIA_VISIBLE_DEVICES=all" in text and "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in text
     assert 'ENTRYPOINT ["kubetune", "launch"]' in text
     # The Job runs the same command the image's entrypoint is.
     target = render_target()
     container = render.job(target)["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] + container["args"] == ["kubetune", "launch"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="useradd --root needs root")
+def test_the_trainer_user_takes_uid_1000_from_a_base_that_has_one(tmp_path: Path) -> None:
+    """nvidia/cuda's Ubuntu 24.04 images have `ubuntu` at uid 1000: a plain `useradd --uid 1000` stops."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "home" / "ubuntu").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/bash\nubuntu:x:1000:1000:Ubuntu:/home/ubuntu:/bin/bash\n"
+    )
+    (root / "etc" / "group").write_text("root:x:0:\nubuntu:x:1000:\n")
+    (root / "etc" / "shadow").write_text("root:*:19000:0:99999:7:::\nubuntu:!:19000:0:99999:7:::\n")
+    (root / "etc" / "gshadow").write_text("root:*::\nubuntu:!::\n")
+    for name in ("shadow", "gshadow"):
+        (root / "etc" / name).chmod(0o600)
+    script = REPO / "images" / "trainer" / "add-user.sh"
+    for _ in range(2):  # and a second run changes nothing
+        result = subprocess.run(
+            ["sh", str(script), "kubetune", "1000", str(root)], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+    passwd = (root / "etc" / "passwd").read_text()
+    assert "ubuntu" not in passwd
+    [entry] = [line for line in passwd.splitlines() if line.startswith("kubetune:")]
+    assert entry.split(":")[2:4] == ["1000", "1000"]
+    assert (root / "home" / "kubetune").is_dir()
+    assert "kubetune-add-user kubetune 1000" in IMAGES["trainer"].read_text()
 
 
 def test_operator_image_runs_the_operator_without_compilers() -> None:
