@@ -13,6 +13,10 @@ export GOFLAGS="-mod=mod -buildvcs=false"
 export CGO_ENABLED=0
 export GOTOOLCHAIN=local
 mkdir -p "$cache"
+# One build at a time per cache: two (make in two checkouts, a test fixture beside `make cluster-build`)
+# would remove each other's work folders under $cache/src. The second waits, then finds the binaries.
+exec 9>"$cache/.build.lock"
+flock 9
 
 log() { printf '[build] %s\n' "$*" >&2; }
 
