@@ -46,6 +46,25 @@ def test_a_cpu_pod_runs_one_process(tmp_path: Path) -> None:
     assert env.is_leader
 
 
+@pytest.mark.parametrize(
+    ("nodes", "processes", "deepspeed", "nproc"),
+    [("2", "1", False, "1"), ("1", "2", False, "2"), ("1", "1", True, "1"), ("2", "2", True, "2")],
+    ids=["2x1", "1x2", "1x1-deepspeed", "2x2-deepspeed"],
+)
+def test_a_cpu_rehearsal_runs_torchrun_as_on_gpus(
+    tmp_path: Path, nodes: str, processes: str, deepspeed: bool, nproc: str
+) -> None:
+    # Several nodes or processes need torchrun; so does DeepSpeed, which refuses a process it did not start.
+    env = pod_env(
+        tmp_path, NNODES=nodes, NODE_RANK="0", NPROC_PER_NODE=processes, KUBETUNE_GPUS_PER_NODE="0",
+        MASTER_ADDR="r-a1-0.r-workers.team-a.svc", MASTER_PORT="29500",
+    )  # fmt: skip
+    argv = plan.training_command(env, Path("/tmp/t.yaml"), python="py", deepspeed=deepspeed)
+    assert argv[:3] == ["py", "-m", "torch.distributed.run"]
+    assert argv[argv.index("--nnodes") + 1] == nodes
+    assert argv[argv.index("--nproc_per_node") + 1] == nproc
+
+
 def test_child_environment_sets_what_llamafactory_cli_would_and_the_user_wins(tmp_path: Path) -> None:
     env = pod_env(tmp_path)
     child = plan.child_environment(env, {"NCCL_DEBUG": "INFO", "PATH": "/bin"})

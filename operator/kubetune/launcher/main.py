@@ -147,7 +147,8 @@ def launch(env: plan.PodEnvironment) -> int:
         ).start()
 
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
-    code = run_streaming(plan.training_command(env, config_path), child_env, tail)
+    command = plan.training_command(env, config_path, deepspeed=bool(train.get("deepspeed")))
+    code = run_streaming(command, child_env, tail)
     if reporter is not None:
         reporter.stop()
     if code != 0:

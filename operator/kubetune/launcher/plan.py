@@ -73,9 +73,10 @@ class PodEnvironment:
         """Node rank 0: reports progress, serves the job's metrics, runs the post-training steps."""
         return self.node_rank == 0
 
-    @property
-    def distributed(self) -> bool:
-        return self.gpus_per_node > 0 or self.nnodes > 1
+    def distributed(self, deepspeed: bool = False) -> bool:
+        """Whether to run under torchrun: GPUs, several nodes or processes, or DeepSpeed (which refuses a
+        process that torchrun did not start)."""
+        return self.gpus_per_node > 0 or self.nnodes > 1 or self.nproc_per_node > 1 or deepspeed
 
 
 def checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -173,9 +174,11 @@ def child_environment(env: PodEnvironment, base: Mapping[str, str]) -> dict[str,
     return {**defaults, **base}
 
 
-def training_command(env: PodEnvironment, config_path: Path, python: str = sys.executable) -> list[str]:
-    """torchrun over LLaMA-Factory's own launcher module, or one process when there is no GPU."""
-    if not env.distributed:
+def training_command(
+    env: PodEnvironment, config_path: Path, python: str = sys.executable, *, deepspeed: bool = False
+) -> list[str]:
+    """torchrun over LLaMA-Factory's own launcher module, or one process on one CPU node without DeepSpeed."""
+    if not env.distributed(deepspeed):
         return [python, "-m", "llamafactory.launcher", str(config_path)]
     return [
         python, "-m", "torch.distributed.run",

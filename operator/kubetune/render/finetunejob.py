@@ -125,6 +125,10 @@ def llamafactory_config(target: FineTuneJobTarget) -> dict[str, Any]:
     media = {} if "media_dir" in spec.config else {"media_dir": claim_path(spec.dataset.dir)}
     if spec.deepspeed is not None:
         owned["deepspeed"] = posixpath.join(CONFIG_MOUNT_PATH, DEEPSPEED_CONFIG_FILE)
+        if spec.resources.gpus_per_node == 0:
+            # On CPU nodes: with `use_cpu: true` accelerate sets up torch.distributed itself and DeepSpeed
+            # then sees a world of one process; without a GPU the device is the CPU all the same.
+            owned["use_cpu"] = False
     # A user's own tokenized_path stays as it is (relative to the working directory); preprocessing
     # filled it. Otherwise the training loads what this job's preprocessing left, once it has.
     tokenized = {}
@@ -259,8 +263,8 @@ def _env(target: FineTuneJobTarget) -> list[dict[str, Any]]:
                 "fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}
             },
         },
-        {"name": "NPROC_PER_NODE", "value": str(max(spec.resources.gpus_per_node, 1))},
-        # 0: no torchrun, one process (a CPU run).
+        {"name": "NPROC_PER_NODE", "value": str(spec.resources.processes)},
+        # 0: CPU nodes (torchrun only for several processes or DeepSpeed, see the launcher).
         {"name": "KUBETUNE_GPUS_PER_NODE", "value": str(spec.resources.gpus_per_node)},
         {"name": "MASTER_ADDR", "value": names.master_addr(target.attempt, target.namespace)},
         # Fixed: LLaMA-Factory otherwise picks a random port on each node, and the nodes never meet.
