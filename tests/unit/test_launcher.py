@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kubetune.launcher import plan
+from kubetune.launcher import compiled_ops, plan
 from kubetune.launcher.progress import Reporter, duration_words, last_training_record, progress_from_record
 from kubetune.launcher.reasons import termination_reason
 
@@ -73,6 +73,43 @@ def test_child_environment_sets_what_llamafactory_cli_would_and_the_user_wins(tm
     assert child["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
     assert child["NCCL_DEBUG"] == "INFO"
     assert child["PATH"] == "/bin"
+
+
+# --- compiled DeepSpeed ops ------------------------------------------------------------------------
+
+
+def test_compiled_ops_go_to_the_claim_under_this_pods_key(tmp_path: Path) -> None:
+    env = pod_env(tmp_path, KUBETUNE_TORCH_EXTENSIONS="/mnt/claim/.kubetune/torch-extensions/img-1")
+    child = plan.child_environment(env, {}, "py311_torch-2.11.0_deepspeed-0.19.8_cpu")
+    expected = "/mnt/claim/.kubetune/torch-extensions/img-1/py311_torch-2.11.0_deepspeed-0.19.8_cpu"
+    assert child["TORCH_EXTENSIONS_DIR"] == expected
+    assert (
+        plan.child_environment(env, {"TORCH_EXTENSIONS_DIR": "/mine"}, "k")["TORCH_EXTENSIONS_DIR"] == "/mine"
+    )
+    assert "TORCH_EXTENSIONS_DIR" not in plan.child_environment(pod_env(tmp_path), {}, None)
+
+
+@pytest.mark.parametrize(
+    ("environ", "gpus", "arches"),
+    [
+        ({}, None, "cpu"),
+        ({"TORCH_CUDA_ARCH_LIST": "9.0;8.0 8.0+PTX"}, None, "sm80-sm80-ptx-sm90"),
+        ({}, "9.0\n9.0\n", "sm90"),
+        ({}, "8.0\n8.6\n", "sm80-sm86"),
+    ],
+    ids=["cpu", "arch-list", "h100s", "mixed"],
+)
+def test_the_ops_key_names_the_gpu_architectures(
+    tmp_path: Path, environ: dict[str, str], gpus: str | None, arches: str
+) -> None:
+    nvidia_smi = None
+    if gpus is not None:  # what nvidia-smi prints for --query-gpu=compute_cap (no GPU here)
+        nvidia_smi = tmp_path / "nvidia-smi"
+        nvidia_smi.write_text(f"#!/bin/sh\nprintf '{gpus}'\n")
+        nvidia_smi.chmod(0o755)
+    assert compiled_ops.cuda_architectures(environ, str(nvidia_smi) if nvidia_smi else None) == arches
+    key = compiled_ops.ops_key("311", "2.11.0+cu130", "0.19.8", arches)
+    assert key == f"py311_torch-2.11.0+cu130_deepspeed-0.19.8_{arches}"
 
 
 # --- resuming --------------------------------------------------------------------------------------

@@ -255,6 +255,18 @@ def test_deepspeed_on_cpu_nodes_gets_use_cpu_false() -> None:
     assert llamafactory_yaml(make_target(without))["use_cpu"] is True, "plain DDP on CPU needs nothing"
 
 
+def test_deepspeed_pods_keep_compiled_ops_on_the_claim_by_image() -> None:
+    def ops_dir(**changes: Any) -> str | None:
+        return env_of(trainer(make_target(make_spec(**changes)))).get("KUBETUNE_TORCH_EXTENSIONS")
+
+    assert ops_dir() is None, "plain DDP compiles nothing"
+    ours = ops_dir(deepspeed={"preset": "zero3"})
+    assert ours is not None and ours.startswith(f"{CLAIM_MOUNT_PATH}/.kubetune/torch-extensions/")
+    assert ops_dir(deepspeed={"preset": "zero2-offload"}) == ours, "one image, one directory"
+    theirs = ops_dir(deepspeed={"preset": "zero3"}, image="registry.example.com/ml/trainer:2025.01")
+    assert theirs != ours and "registry.example.com_ml_trainer_2025.01" in theirs
+
+
 def test_master_addr_is_pod_zero_of_the_job_behind_the_service() -> None:
     target = make_target(name="clue-ner-qwen7b", namespace="team-a")
     children = by_kind(target)

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from kubetune.api.defaults import LAUNCHER_CONFIG_FILE, LLAMAFACTORY_CONFIG_FILE
-from kubetune.launcher import plan
+from kubetune.launcher import compiled_ops, plan
 from kubetune.launcher.fetch import write_termination_message
 from kubetune.launcher.progress import TRAINER_LOG, Reporter
 from kubetune.launcher.reasons import termination_reason
@@ -124,7 +124,10 @@ def launch(env: plan.PodEnvironment) -> int:
     if env.is_leader and env.finetunejob_uid:
         record_owner(env)
     config_path = write_config(plan.training_config(train, decision), "train.yaml")
-    child_env = plan.child_environment(env, os.environ)
+    ops_key = compiled_ops.current_key() if env.torch_extensions is not None else None
+    child_env = plan.child_environment(env, os.environ, ops_key)
+    if ops_key:
+        log.info("compiled DeepSpeed ops are kept in %s", child_env["TORCH_EXTENSIONS_DIR"])
 
     status = None
     if env.is_leader and env.finetunejob and env.namespace:

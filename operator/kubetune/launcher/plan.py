@@ -45,6 +45,8 @@ class PodEnvironment:
     termination_log: Path = Path("/dev/termination-log")
     finetunejob_uid: str | None = None
     continue_finished: bool = False
+    # Where compiled DeepSpeed ops are kept on the claim (keyed by image; see compiled_ops.py).
+    torch_extensions: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PodEnvironment:
@@ -66,6 +68,9 @@ class PodEnvironment:
             termination_log=Path(env.get("KUBETUNE_TERMINATION_LOG", "/dev/termination-log")),
             finetunejob_uid=env.get("KUBETUNE_FINETUNEJOB_UID"),
             continue_finished=env.get("KUBETUNE_CONTINUE_FINISHED", "").lower() == "true",
+            torch_extensions=Path(env["KUBETUNE_TORCH_EXTENSIONS"])
+            if env.get("KUBETUNE_TORCH_EXTENSIONS")
+            else None,
         )
 
     @property
@@ -160,8 +165,11 @@ def training_config(base: dict[str, Any], decision: ResumeDecision) -> dict[str,
     return config
 
 
-def child_environment(env: PodEnvironment, base: Mapping[str, str]) -> dict[str, str]:
-    """What `llamafactory-cli` would set, plus sane NCCL behaviour; the user's own values win."""
+def child_environment(
+    env: PodEnvironment, base: Mapping[str, str], ops_key: str | None = None
+) -> dict[str, str]:
+    """What `llamafactory-cli` would set, plus sane NCCL behaviour and the compiled ops' directory on the
+    claim (`ops_key`: this pod's, see compiled_ops.py); the user's own values win."""
     defaults = {
         "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
         "TORCH_NCCL_AVOID_RECORD_STREAMS": "1",
@@ -171,6 +179,8 @@ def child_environment(env: PodEnvironment, base: Mapping[str, str]) -> dict[str,
         "TENSORBOARD_LOGGING_DIR": str(env.output_dir / "runs"),
         "PYTHONUNBUFFERED": "1",
     }
+    if env.torch_extensions is not None and ops_key:
+        defaults["TORCH_EXTENSIONS_DIR"] = str(env.torch_extensions / ops_key)
     return {**defaults, **base}
 
 

@@ -7,8 +7,10 @@ one Indexed Job per attempt (pod i is node rank i; pod 0 is the torchrun master)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +49,9 @@ PREPROCESS_LABEL = f"{LABEL_PREFIX}/preprocess-of"
 TOKENIZED_CACHE = ".kubetune/tokenized"
 # In the output path: a link to the tokenized dataset this job trains on, set by its preprocessing.
 TOKENIZED_LINK = ".kubetune/tokenized"
+# On the claim: DeepSpeed's compiled ops by trainer image, shared by every job and attempt (the launcher
+# adds the Python, torch and DeepSpeed versions and the GPU architectures below it).
+COMPILED_OPS_CACHE = ".kubetune/torch-extensions"
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,18 @@ def llamafactory_config(target: FineTuneJobTarget) -> dict[str, Any]:
     if spec.dataset.preprocessing and target.preprocessed and "tokenized_path" not in spec.config:
         tokenized = {"tokenized_path": tokenized_link(target)}
     return {**spec.config, **media, **owned, **tokenized}
+
+
+def image_key(image: str) -> str:
+    """A directory name for an image reference: readable, and distinct for distinct references."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", image)[:80]
+    return f"{readable}-{hashlib.sha256(image.encode()).hexdigest()[:10]}"
+
+
+def compiled_ops_dir(target: FineTuneJobTarget) -> str:
+    """Where the pods keep DeepSpeed's compiled ops on the claim, for the trainer image they run."""
+    image = target.spec.image or target.settings.image
+    return claim_path(posixpath.join(COMPILED_OPS_CACHE, image_key(image)))
 
 
 def tokenized_link(target: FineTuneJobTarget) -> str:
@@ -273,6 +290,9 @@ def _env(target: FineTuneJobTarget) -> list[dict[str, Any]]:
     ]
     if spec.continue_finished:
         env.append({"name": "KUBETUNE_CONTINUE_FINISHED", "value": "true"})
+    if spec.deepspeed is not None:
+        # DeepSpeed compiles ops at its first start; on the claim they outlive the pod (compiled_ops.py).
+        env.append({"name": "KUBETUNE_TORCH_EXTENSIONS", "value": compiled_ops_dir(target)})
     return env
 
 
