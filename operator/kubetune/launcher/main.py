@@ -133,8 +133,11 @@ def launch(env: plan.PodEnvironment) -> int:
     if env.is_leader and env.finetunejob and env.namespace:
         try:
             status = StatusClient(env.namespace, env.finetunejob)
+            log.info("reporting progress to FineTuneJob %s/%s", env.namespace, env.finetunejob)
         except Exception as error:  # no API access: train anyway
             log.warning("progress will not be reported: %s", error)
+    elif not env.is_leader:
+        log.info("node rank %d: node rank 0 reports the progress", env.node_rank)
     metrics = None
     if env.is_leader:
         from kubetune.launcher.metrics import TrainingMetrics

@@ -1,0 +1,149 @@
+"""Distributed training as the pods run it: one `kubetune launch` per node rank, torchrun across them,
+plain DDP and DeepSpeed ZeRO, on the CPU (a CPU rehearsal, `gpusPerNode: 0`), with the real LLaMA-Factory.
+
+Each node rank is its own process with its own rendered environment (tests/worker/ranks.py); all share the
+claim. The dataset has 16 records and each process takes 2 a step: two processes cover an epoch in 4 steps
+where one would need 8, so the epoch LLaMA-Factory logs at step 4 says both trained, on different records.
+
+DeepSpeed JIT-compiles its CPU ops at the first start (deepspeed_shm_comm: minutes). The compiled ops are
+kept on the claim (`.kubetune/torch-extensions`, as a FineTuneJob keeps them); here every test's claim
+shares one such directory, so the tier compiles once.
+
+Run with the trainer environment's interpreter (`make test-worker`); skipped where LLaMA-Factory is not
+installed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llamafactory")
+
+from kubernetes import client
+
+from tests.cluster import localcluster
+from tests.worker.fixtures import SAMPLE_NER
+from tests.worker.pod import GROUP, PLURAL, VERSION, finetunejob_body, scoped_kubeconfig, trainer_log
+from tests.worker.ranks import attempt, process_ranks
+
+RECORDS = 16
+EXTENSIONS = ".kubetune/torch-extensions"
+
+
+@pytest.fixture(scope="session")
+def compiled_ops(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The claims' compiled-ops directory, one for the whole session (a claim keeps it between jobs)."""
+    return tmp_path_factory.mktemp("torch-extensions")
+
+
+@pytest.fixture
+def claim(tmp_path: Path, tiny_model: Path, compiled_ops: Path) -> Path:
+    root = tmp_path / "claim"
+    (root / "models").mkdir(parents=True)
+    (root / "models" / "tiny").symlink_to(tiny_model, target_is_directory=True)
+    (root / "datasets").mkdir()
+    (root / "datasets" / SAMPLE_NER.name).write_text(json.dumps(records(RECORDS), ensure_ascii=False))
+    (root / EXTENSIONS).parent.mkdir(parents=True)
+    (root / EXTENSIONS).symlink_to(compiled_ops, target_is_directory=True)
+    return root
+
+
+def records(count: int) -> list[dict]:
+    """`count` records made from the sample one (its input cut at a different place each time)."""
+    [sample] = json.loads(SAMPLE_NER.read_text())
+    return [{**sample, "input": sample["input"][: 10 + i]} for i in range(count)]
+
+
+def body(name: str, nodes: int, processes: int | None = None, preset: str | None = None) -> dict:
+    resources: dict = {"nodes": nodes, "gpusPerNode": 0}
+    if processes is not None:
+        resources["processesPerNode"] = processes
+    deepspeed = {"preset": preset} if preset else None
+    return finetunejob_body(
+        name, {"max_samples": RECORDS, "save_steps": 4}, resources=resources, deepspeed=deepspeed
+    )
+
+
+def assert_trained_by_two_processes(ranks_logs: str, output_dir: Path) -> None:
+    assert process_ranks(ranks_logs) == {(0, 2), (1, 2)}, "two processes, each its own global rank"
+    steps = [r for r in trainer_log(output_dir) if "loss" in r]
+    assert [r["current_steps"] for r in steps] == [1, 2, 3, 4]
+    assert all(isinstance(r["loss"], float) for r in steps)
+    # 16 records, 2 a step per process: one epoch in 4 steps only when both processes take their share.
+    assert steps[-1]["epoch"] == pytest.approx(1.0)
+
+
+def assert_adapter_loads_whole(output_dir: Path, tiny_model: Path) -> None:
+    """The adapter loads with PEFT, with every LoRA matrix at its full shape (ZeRO-3 gathers them)."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    weights = load_file(output_dir / "adapter_model.safetensors")
+    lora_a = {name: t.shape for name, t in weights.items() if "lora_A" in name}
+    assert lora_a and all(shape[0] == 8 and shape[1] > 0 for shape in lora_a.values()), lora_a
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), output_dir)
+    assert model.peft_config["default"].r == 8
+
+
+def test_two_nodes_train_as_one_ddp_job_and_node_rank_0_reports(
+    cluster: localcluster.ClusterInfo,
+    crds: None,
+    api: client.ApiClient,
+    namespace: str,
+    claim: Path,
+    tmp_path: Path,
+    tiny_model: Path,
+) -> None:
+    job = body("ddp-2x1", nodes=2)
+    created, kubeconfig = scoped_kubeconfig(cluster, api, namespace, job, tmp_path / "kubeconfig")
+    pods = attempt(
+        job, claim=claim, workdir=tmp_path, namespace=namespace, uid=created["metadata"]["uid"],
+        kubeconfig=kubeconfig,
+    )  # fmt: skip
+    assert pods.run() == [0, 0], pods.logs()
+    assert_trained_by_two_processes(pods.logs(chars=10**7), pods.leader.pod.output_dir)
+    assert_adapter_loads_whole(pods.leader.pod.output_dir, tiny_model)
+
+    # Every pod holds the job's token; node rank 0 reports, the other leaves it to it.
+    assert "reporting progress to FineTuneJob" in pods.ranks[0].text()
+    assert "reporting progress" not in pods.ranks[1].text()
+    assert "node rank 1: node rank 0 reports the progress" in pods.ranks[1].text()
+    status = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "ddp-2x1"
+    )["status"]
+    assert status["progress"]["step"] == 4 and status["progress"]["epoch"] == pytest.approx(1.0)
+
+
+def test_one_node_two_processes_train_as_one_ddp_job(claim: Path, tmp_path: Path, tiny_model: Path) -> None:
+    pods = attempt(body("ddp-1x2", nodes=1, processes=2), claim=claim, workdir=tmp_path)
+    assert pods.run() == [0], pods.logs()
+    assert_trained_by_two_processes(pods.logs(chars=10**7), pods.leader.pod.output_dir)
+    assert_adapter_loads_whole(pods.leader.pod.output_dir, tiny_model)
+
+
+@pytest.mark.parametrize("preset", ["zero2", "zero3"])
+def test_deepspeed_zero_trains_across_two_nodes(
+    claim: Path, tmp_path: Path, tiny_model: Path, preset: str
+) -> None:
+    pods = attempt(body(f"ds-{preset}", 2, preset=preset), claim=claim, workdir=tmp_path)
+    assert pods.run() == [0, 0], pods.logs()
+    logs = pods.logs(chars=10**7)
+    assert_trained_by_two_processes(logs, pods.leader.pod.output_dir)
+    assert_zero_partitioned(pods.leader.pod.output_dir / "checkpoint-4", stage=int(preset[-1]))
+    assert_adapter_loads_whole(pods.leader.pod.output_dir, tiny_model)
+
+
+def assert_zero_partitioned(checkpoint: Path, stage: int) -> None:
+    """DeepSpeed's checkpoint holds one optimizer partition per process, of the ZeRO stage asked for."""
+    import torch
+
+    (step,) = checkpoint.glob("global_step*")
+    partitions = sorted(p.name for p in step.glob("zero_pp_rank_*_mp_rank_00_optim_states.pt"))
+    assert partitions == [f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)]
+    state = torch.load(step / partitions[1], weights_only=False)["optimizer_state_dict"]
+    assert int(state["zero_stage"]) == stage
+    assert state["partition_count"] in (2, [2])
