@@ -65,6 +65,14 @@ def test_a_cpu_rehearsal_runs_torchrun_as_on_gpus(
     assert argv[argv.index("--nproc_per_node") + 1] == nproc
 
 
+def test_the_rendezvous_timeout_is_torchruns_unless_set(tmp_path: Path) -> None:
+    nodes = {"NNODES": "2", "KUBETUNE_GPUS_PER_NODE": "0"}
+    assert "--rdzv_conf" not in plan.training_command(pod_env(tmp_path, **nodes), Path("t.yaml"))
+    env = pod_env(tmp_path, **nodes, KUBETUNE_RENDEZVOUS_TIMEOUT="30")
+    argv = plan.training_command(env, Path("t.yaml"))
+    assert argv[argv.index("--rdzv_conf") + 1] == "timeout=30"
+
+
 def test_child_environment_sets_what_llamafactory_cli_would_and_the_user_wins(tmp_path: Path) -> None:
     env = pod_env(tmp_path)
     child = plan.child_environment(env, {"NCCL_DEBUG": "INFO", "PATH": "/bin"})
@@ -346,3 +354,66 @@ def test_termination_reason_is_one_line_a_person_can_act_on(tail: str, code: int
     message = termination_reason(tail.splitlines(), code)
     assert message.startswith(reason)
     assert "\n" not in message
+
+
+# Real torchrun output (tests/data/torchrun, captured through `kubetune launch` on two CPU pods): what the
+# launcher keeps of it (the last LOG_TAIL_LINES lines) -> the pod's termination message -> the FineTuneJob's
+# Failed condition. torchrun itself exits 1 in each; its report names only ChildFailedError.
+TORCHRUN_LOGS = Path(__file__).resolve().parents[1] / "data" / "torchrun"
+
+
+@pytest.mark.parametrize(
+    ("log", "reason"),
+    [
+        (
+            "rank-raises",
+            "dataset error: [rank1]: ValueError: File /tmp/capture/raises/claim/datasets/sample-ner.json "
+            "not found.",
+        ),
+        (
+            "model-missing",
+            "[rank0]: OSError: Failed to load tokenizer. (from OSError: Repo id must be in the form "
+            "'repo_name' or 'namespace/repo_name': '/tmp/capture/no-model/claim/models/tiny'.",
+        ),
+        ("rank-killed", "rank 1: killed by SIGKILL (out of host memory?)"),
+        (
+            "peer-killed",
+            "lost a peer (another rank failed first?): [rank0]: RuntimeError: "
+            "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:538] Read error [127.0.0.1]:743: "
+            "Connection reset by peer",
+        ),
+        (
+            "master-unreachable",
+            "rendezvous failure: torch.distributed.DistNetworkError: The client socket has timed out after "
+            "30000ms while trying to connect to (127.0.0.1, 41423).",
+        ),
+        (
+            "worker-never-joins",
+            "rendezvous failure: torch.distributed.DistStoreError: Timed out after 31 seconds waiting for "
+            "clients. 1/2 clients joined.",
+        ),
+        ("drained", "killed by SIGTERM"),
+    ],
+)
+def test_a_torchrun_failure_says_what_the_failed_process_said(log: str, reason: str) -> None:
+    from kubetune.launcher.main import LOG_TAIL_LINES
+    from kubetune.status.finetunejob import pod_failure
+
+    tail = (TORCHRUN_LOGS / f"{log}.log").read_text().splitlines(keepends=True)[-LOG_TAIL_LINES:]
+    message = termination_reason(tail, 1)
+    assert message.startswith(reason)
+    assert "\n" not in message and "ChildFailedError" not in message
+
+    pod = {
+        "metadata": {"name": "ner-a1-1", "annotations": {"batch.kubernetes.io/job-completion-index": "1"}},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {
+                    "name": "trainer",
+                    "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": message}},
+                }
+            ],
+        },
+    }
+    assert pod_failure(pod) == f"pod ner-a1-1 (node rank 1) exited with code 1 (Error): {message}"

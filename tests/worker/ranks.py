@@ -48,6 +48,10 @@ class Attempt:
             rank.process = rank.pod.start(rank.log)
         return self
 
+    def ended(self) -> bool:
+        """Whether any pod has ended."""
+        return any(rank.process is not None and rank.process.poll() is not None for rank in self.ranks)
+
     def wait(self, timeout: float = 900) -> list[int]:
         return [rank.process.wait(timeout=timeout) for rank in self.ranks if rank.process is not None]
 

@@ -25,6 +25,7 @@ pytest.importorskip("llamafactory")
 from kubernetes import client
 
 from tests.cluster import localcluster
+from tests.kube import wait_until
 from tests.worker.fixtures import SAMPLE_NER
 from tests.worker.pod import GROUP, PLURAL, VERSION, finetunejob_body, scoped_kubeconfig, trainer_log
 from tests.worker.ranks import attempt, process_ranks
@@ -147,3 +148,45 @@ def assert_zero_partitioned(checkpoint: Path, stage: int) -> None:
     state = torch.load(step / partitions[1], weights_only=False)["optimizer_state_dict"]
     assert int(state["zero_stage"]) == stage
     assert state["partition_count"] in (2, [2])
+
+
+def test_a_killed_rank_fails_both_pods_each_saying_why(claim: Path, tmp_path: Path) -> None:
+    import psutil
+
+    job = finetunejob_body(
+        "killed", {"max_samples": RECORDS, "max_steps": 400, "save_steps": 1000},
+        resources={"nodes": 2, "gpusPerNode": 0},
+    )  # fmt: skip
+    pods = attempt(job, claim=claim, workdir=tmp_path).start()
+    wait_until(
+        lambda: any("loss" in r for r in trainer_log(pods.leader.pod.output_dir)) or pods.ended(),
+        "the first step",
+        timeout=300,
+    )
+    assert not pods.ended(), pods.logs()
+    launcher = psutil.Process(pods.ranks[1].process.pid)
+    (training,) = [  # torchrun's child, not torchrun
+        p
+        for p in launcher.children(recursive=True)
+        if "llamafactory.launcher" in p.cmdline() and "torch.distributed.run" not in p.cmdline()
+    ]
+    training.kill()  # as the kernel's OOM killer would
+
+    assert pods.wait(timeout=300) == [1, 1], pods.logs()
+    assert pods.ranks[1].pod.termination_message() == "rank 1: killed by SIGKILL (out of host memory?)"
+    assert (
+        pods.ranks[0]
+        .pod.termination_message()
+        .startswith("lost a peer (another rank failed first?): [rank0]")
+    )
+
+
+def test_a_node_without_pod_0_says_whom_it_waited_for(claim: Path, tmp_path: Path) -> None:
+    pods = attempt(body("alone", nodes=2), claim=claim, workdir=tmp_path)
+    lone = pods.ranks[1]
+    lone.pod.env["KUBETUNE_RENDEZVOUS_TIMEOUT"] = "10"
+    pods.ranks = [lone]
+    assert pods.run(timeout=300) == [1], pods.logs()
+    message = lone.pod.termination_message()
+    assert message.startswith("rendezvous failure: torch.distributed.DistNetworkError: The client socket has")
+    assert f"(127.0.0.1, {lone.pod.env['MASTER_PORT']})" in message, "it names the master's address"

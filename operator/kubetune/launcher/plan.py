@@ -47,6 +47,8 @@ class PodEnvironment:
     continue_finished: bool = False
     # Where compiled DeepSpeed ops are kept on the claim (keyed by image; see compiled_ops.py).
     torch_extensions: Path | None = None
+    # Seconds a node waits for the others at the rendezvous (None: torchrun's own, 600).
+    rendezvous_timeout: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PodEnvironment:
@@ -68,8 +70,9 @@ class PodEnvironment:
             termination_log=Path(env.get("KUBETUNE_TERMINATION_LOG", "/dev/termination-log")),
             finetunejob_uid=env.get("KUBETUNE_FINETUNEJOB_UID"),
             continue_finished=env.get("KUBETUNE_CONTINUE_FINISHED", "").lower() == "true",
-            torch_extensions=Path(env["KUBETUNE_TORCH_EXTENSIONS"])
-            if env.get("KUBETUNE_TORCH_EXTENSIONS")
+            torch_extensions=_path(env.get("KUBETUNE_TORCH_EXTENSIONS")),
+            rendezvous_timeout=int(env["KUBETUNE_RENDEZVOUS_TIMEOUT"])
+            if env.get("KUBETUNE_RENDEZVOUS_TIMEOUT")
             else None,
         )
 
@@ -82,6 +85,10 @@ class PodEnvironment:
         """Whether to run under torchrun: GPUs, several nodes or processes, or DeepSpeed (which refuses a
         process that torchrun did not start)."""
         return self.gpus_per_node > 0 or self.nnodes > 1 or self.nproc_per_node > 1 or deepspeed
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 def checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -197,6 +204,7 @@ def training_command(
         "--nproc_per_node", str(env.nproc_per_node),
         "--master_addr", env.master_addr,
         "--master_port", str(env.master_port),
+        *(["--rdzv_conf", f"timeout={env.rendezvous_timeout}"] if env.rendezvous_timeout else []),
         "-m", "llamafactory.launcher", str(config_path),
     ]  # fmt: skip
 
