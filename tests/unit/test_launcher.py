@@ -120,6 +120,32 @@ def test_the_ops_key_names_the_gpu_architectures(
     assert key == f"py311_torch-2.11.0+cu130_deepspeed-0.19.8_{arches}"
 
 
+def test_a_lock_file_left_by_a_killed_build_is_removed_when_no_pod_uses_the_ops(tmp_path: Path) -> None:
+    ops = tmp_path / "ops"
+    (ops / "cpu_adam").mkdir(parents=True)
+    (ops / "cpu_adam" / "lock").touch()  # torch would wait for it forever
+    (ops / "cpu_adam" / "cpu_adam.so").touch()
+    marker = compiled_ops.use(ops)
+    assert marker is not None
+    assert not (ops / "cpu_adam" / "lock").exists()
+    assert (ops / "cpu_adam" / "cpu_adam.so").exists()
+    marker.close()
+
+
+def test_a_lock_file_is_left_alone_while_another_pod_uses_the_ops(tmp_path: Path) -> None:
+    import fcntl
+
+    ops = tmp_path / "ops"
+    (ops / "deepspeed_shm_comm").mkdir(parents=True)
+    with open(ops / compiled_ops.IN_USE, "a") as other_pod:  # its own open file: another pod's flock
+        fcntl.flock(other_pod, fcntl.LOCK_SH)
+        (ops / "deepspeed_shm_comm" / "lock").touch()  # that pod is compiling right now
+        marker = compiled_ops.use(ops)
+        assert marker is not None
+        assert (ops / "deepspeed_shm_comm" / "lock").exists()
+        marker.close()
+
+
 # --- resuming --------------------------------------------------------------------------------------
 
 

@@ -7,10 +7,16 @@ the claim keyed by the trainer image; the launcher adds what else changes the bi
 pod: Python, torch and DeepSpeed versions and the GPUs' CUDA architectures, so that nodes of another GPU kind
 never build over each other's ops. torch serialises the build of one op with a lock file beside it: the
 first process builds, the others (other ranks, other nodes) wait and load it.
+
+That lock file stays when its process is killed while it builds (a drain, the OOM killer: cpu_adam takes
+5 GiB to build), and torch then waits for it forever, in every later pod. So each launcher holds a shared
+flock on the directory while it trains; one that finds nobody else holding it knows every torch lock file
+there is stale, and removes them before it starts.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -19,6 +25,8 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from importlib import metadata
+from pathlib import Path
+from typing import IO
 
 log = logging.getLogger("kubetune.launch")
 
@@ -64,3 +72,27 @@ def current_key(environ: Mapping[str, str] | None = None) -> str:
     python = f"{sys.version_info.major}{sys.version_info.minor}"
     arches = cuda_architectures(environ, shutil.which("nvidia-smi"))
     return ops_key(python, _version("torch"), _version("deepspeed"), arches)
+
+
+IN_USE = ".kubetune-in-use"
+
+
+def use(directory: Path) -> IO[str] | None:
+    """Marks `directory` in use by this pod for as long as the returned file stays open; first, when no other
+    pod uses it, removes the lock files that torch left there. None (and nothing done) when it cannot."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        marker = open(directory / IN_USE, "a")  # noqa: SIM115 - held open for the whole training
+    except OSError as error:
+        log.warning("compiled ops: cannot use %s: %s", directory, error)
+        return None
+    try:
+        fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        log.info("compiled ops: %s is in use by another pod; its lock files are left alone", directory)
+    else:
+        for lock in sorted(directory.glob("*/lock")):
+            log.warning("compiled ops: removing %s, left by a pod stopped while it compiled", lock)
+            lock.unlink(missing_ok=True)
+    fcntl.flock(marker, fcntl.LOCK_SH)
+    return marker

@@ -126,8 +126,10 @@ def launch(env: plan.PodEnvironment) -> int:
     config_path = write_config(plan.training_config(train, decision), "train.yaml")
     ops_key = compiled_ops.current_key() if env.torch_extensions is not None else None
     child_env = plan.child_environment(env, os.environ, ops_key)
+    in_use = None
     if ops_key:
         log.info("compiled DeepSpeed ops are kept in %s", child_env["TORCH_EXTENSIONS_DIR"])
+        in_use = compiled_ops.use(Path(child_env["TORCH_EXTENSIONS_DIR"]))
 
     status = None
     if env.is_leader and env.finetunejob and env.namespace:
@@ -155,6 +157,8 @@ def launch(env: plan.PodEnvironment) -> int:
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
     command = plan.training_command(env, config_path, deepspeed=bool(train.get("deepspeed")))
     code = run_streaming(command, child_env, tail)
+    if in_use is not None:
+        in_use.close()
     if reporter is not None:
         reporter.stop()
     if code != 0:
