@@ -16,6 +16,7 @@ installed.
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,36 @@ def test_a_node_without_pod_0_says_whom_it_waited_for(claim: Path, tmp_path: Pat
     message = lone.pod.termination_message()
     assert message.startswith("rendezvous failure: torch.distributed.DistNetworkError: The client socket has")
     assert f"(127.0.0.1, {lone.pod.env['MASTER_PORT']})" in message, "it names the master's address"
+
+
+def test_drained_mid_run_the_next_attempt_resumes_from_the_deepspeed_checkpoint(
+    claim: Path, tmp_path: Path
+) -> None:
+    job = finetunejob_body(
+        "ds-resume", {"max_samples": RECORDS, "max_steps": 60, "save_steps": 2},
+        resources={"nodes": 2, "gpusPerNode": 0}, deepspeed={"preset": "zero2"},
+    )  # fmt: skip
+    first = attempt(job, claim=claim, workdir=tmp_path, attempt=1).start()
+    output = first.leader.pod.output_dir
+    wait_until(
+        lambda: (output / "checkpoint-2" / "trainer_state.json").exists() or first.ended(),
+        "the first checkpoint",
+        timeout=600,
+    )
+    assert not first.ended(), first.logs()
+    for rank in first.ranks:  # a drain: the kubelet sends every pod SIGTERM
+        rank.process.send_signal(signal.SIGTERM)
+    assert all(code != 0 for code in first.wait(timeout=300)), first.logs()
+    assert [r.pod.termination_message() for r in first.ranks] == ["killed by SIGTERM"] * 2
+    steps_before = max(r["current_steps"] for r in trainer_log(output))
+    assert steps_before < 60
+
+    second = attempt(job, claim=claim, workdir=tmp_path, attempt=2)
+    assert second.run(timeout=600) == [0, 0], second.logs()
+    resumed = int(second.leader.text().split("attempt 2: resuming from checkpoint-")[1].split()[0])
+    assert (output / f"checkpoint-{resumed}" / f"global_step{resumed}").is_dir(), "DeepSpeed's own state"
+    steps = [r["current_steps"] for r in trainer_log(output) if "loss" in r]
+    second_run = steps[steps.index(steps_before) + 1 :] if steps_before in steps else steps
+    assert min(second_run) == resumed + 1, "the step count continues from the checkpoint"
+    assert max(steps) == 60
+    assert (output / "adapter_model.safetensors").is_file()
