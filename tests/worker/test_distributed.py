@@ -133,9 +133,8 @@ def test_deepspeed_zero_trains_across_two_nodes(
     claim: Path, tmp_path: Path, tiny_model: Path, preset: str
 ) -> None:
     pods = attempt(body(f"ds-{preset}", 2, preset=preset), claim=claim, workdir=tmp_path)
-    if (
-        preset == "zero3"
-    ):  # an earlier pod was killed while it compiled: torch would wait for its lock forever
+    # ZeRO-3 finds a lock file left by a pod killed while it compiled: torch alone would wait for it forever.
+    if preset == "zero3":
         ops = Path(pods.leader.pod.env["KUBETUNE_TORCH_EXTENSIONS"]) / compiled_ops.current_key()
         (ops / "deepspeed_shm_comm").mkdir(parents=True, exist_ok=True)
         (ops / "deepspeed_shm_comm" / "lock").touch()
@@ -144,6 +143,29 @@ def test_deepspeed_zero_trains_across_two_nodes(
     assert_trained_by_two_processes(logs, pods.leader.pod.output_dir)
     assert_zero_partitioned(pods.leader.pod.output_dir / "checkpoint-4", stage=int(preset[-1]))
     assert_adapter_loads_whole(pods.leader.pod.output_dir, tiny_model)
+
+
+def test_deepspeed_zero3_full_fine_tuning_saves_the_whole_model(
+    claim: Path, tmp_path: Path, tiny_model: Path
+) -> None:
+    job = body("ds-zero3-full", 2, preset="zero3")
+    config = job["spec"]["config"]
+    config["finetuning_type"] = "full"
+    for key in ("lora_target", "lora_rank"):
+        config.pop(key)
+    pods = attempt(job, claim=claim, workdir=tmp_path)
+    assert pods.run(timeout=600) == [0, 0], pods.logs()
+    output = pods.leader.pod.output_dir
+    assert_trained_by_two_processes(pods.logs(chars=10**7), output)
+    assert_zero_partitioned(output / "checkpoint-4", stage=3)
+
+    # Gathered from the partitions on save: the whole model, loadable with transformers, and trained.
+    from transformers import AutoModelForCausalLM
+
+    trained = AutoModelForCausalLM.from_pretrained(output).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()
+    assert {k: v.shape for k, v in trained.items()} == {k: v.shape for k, v in base.items()}
+    assert any(not trained[k].equal(base[k]) for k in base)
 
 
 def assert_zero_partitioned(checkpoint: Path, stage: int) -> None:
