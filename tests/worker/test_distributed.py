@@ -32,6 +32,10 @@ from tests.worker.fixtures import SAMPLE_NER
 from tests.worker.pod import GROUP, PLURAL, VERSION, finetunejob_body, scoped_kubeconfig, trainer_log
 from tests.worker.ranks import attempt, process_ranks
 
+# DeepSpeed compiles its ops at the first use: minutes on a busy CI machine (the tier's first ZeRO test pays
+# for deepspeed_shm_comm, the offload test for cpu_adam).
+pytestmark = pytest.mark.timeout(900)
+
 RECORDS = 16
 EXTENSIONS = ".kubetune/torch-extensions"
 
@@ -128,21 +132,23 @@ def test_one_node_two_processes_train_as_one_ddp_job(claim: Path, tmp_path: Path
     assert_adapter_loads_whole(pods.leader.pod.output_dir, tiny_model)
 
 
-@pytest.mark.parametrize("preset", ["zero2", "zero3"])
+@pytest.mark.parametrize("preset", ["zero2", "zero3", "zero3-offload"])
 def test_deepspeed_zero_trains_across_two_nodes(
     claim: Path, tmp_path: Path, tiny_model: Path, preset: str
 ) -> None:
     pods = attempt(body(f"ds-{preset}", 2, preset=preset), claim=claim, workdir=tmp_path)
+    ops = Path(pods.leader.pod.env["KUBETUNE_TORCH_EXTENSIONS"]) / compiled_ops.current_key()
     # ZeRO-3 finds a lock file left by a pod killed while it compiled: torch alone would wait for it forever.
     if preset == "zero3":
-        ops = Path(pods.leader.pod.env["KUBETUNE_TORCH_EXTENSIONS"]) / compiled_ops.current_key()
         (ops / "deepspeed_shm_comm").mkdir(parents=True, exist_ok=True)
         (ops / "deepspeed_shm_comm" / "lock").touch()
     assert pods.run(timeout=600) == [0, 0], pods.logs()
     logs = pods.logs(chars=10**7)
     assert_trained_by_two_processes(logs, pods.leader.pod.output_dir)
-    assert_zero_partitioned(pods.leader.pod.output_dir / "checkpoint-4", stage=int(preset[-1]))
+    assert_zero_partitioned(pods.leader.pod.output_dir / "checkpoint-4", stage=int(preset[4]))
     assert_adapter_loads_whole(pods.leader.pod.output_dir, tiny_model)
+    if preset.endswith("-offload"):  # the optimizer ran on the CPU: DeepSpeed's CPU Adam, built for it
+        assert (ops / "cpu_adam" / "cpu_adam.so").is_file()
 
 
 def test_deepspeed_zero3_full_fine_tuning_saves_the_whole_model(
