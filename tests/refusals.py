@@ -81,15 +81,16 @@ REFUSED_BY_THE_API_SERVER = [
     ("unknown preset", edit("deepspeed.preset", "zero4"), ["spec.deepspeed.preset", "zero3-offload"]),
     ("empty deepspeed", edit("deepspeed", {}), ["spec.deepspeed", "exactly one of deepspeed.preset"]),
     (
-        "deepspeed without GPUs",
-        edit("resources", {"nodes": 1, "gpusPerNode": 0}),
-        ["spec.deepspeed", "deepspeed needs GPUs"],
+        "processes per node on GPUs",
+        edit("resources", {"nodes": 2, "gpusPerNode": 8, "processesPerNode": 4}),
+        ["spec.resources.processesPerNode", "is for CPU nodes (gpusPerNode: 0)"],
     ),
     (
-        "multi-node without GPUs",
-        edit("resources", {"nodes": 2, "gpusPerNode": 0}, deepspeed=None),
-        ["spec.resources.nodes", "multi-node training needs GPUs"],
+        "processes per node on the default GPU",
+        edit("resources", {"nodes": 1, "processesPerNode": 2}),
+        ["spec.resources.processesPerNode", "is for CPU nodes (gpusPerNode: 0)"],
     ),
+    ("zero processes per node", edit("resources.processesPerNode", 0), ["spec.resources.processesPerNode"]),
     (
         "token for a pvc model",
         edit("model.hubTokenSecret", {"name": "hf-token"}),

@@ -56,6 +56,28 @@ def test_refused_by_the_api_server(
     assert not FineTuneJobs(api, namespace).exists("bad")
 
 
+@pytest.mark.parametrize(
+    "resources",
+    [
+        {"nodes": 2, "gpusPerNode": 0},
+        {"nodes": 2, "gpusPerNode": 0, "processesPerNode": 4},
+        {"nodes": 1, "gpusPerNode": 0, "processesPerNode": 2},
+        {"nodes": 2, "gpusPerNode": 8, "processesPerNode": 8},
+    ],
+    ids=["2-cpu-nodes", "2x4-cpu", "1x2-cpu", "gpus-said-twice"],
+)
+def test_a_cpu_rehearsal_with_deepspeed_is_accepted(
+    cluster: localcluster.ClusterInfo, namespace: str, resources: dict
+) -> None:
+    body = edit("resources", resources, deepspeed={"preset": "zero3"})
+    result = subprocess.run(
+        [cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "-n", namespace, "apply", "--dry-run=server",
+         "-f", "-"],
+        input=json.dumps(body), capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
 def test_storage_cannot_change_once_created(
     cluster: localcluster.ClusterInfo, namespace: str, api: client.ApiClient
 ) -> None:

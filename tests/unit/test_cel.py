@@ -66,10 +66,11 @@ def test_each_kind_gets_the_rules_of_the_models_it_shares() -> None:
 
 
 def test_a_rule_on_a_model_refuses_with_its_message_where_the_api_server_points() -> None:
-    said = refusal(ftj.FineTuneJobSpec, {**_ftj(), "resources": {"nodes": 2, "gpusPerNode": 0}})
+    resources = {"nodes": 2, "gpusPerNode": 8, "processesPerNode": 2}
+    said = refusal(ftj.FineTuneJobSpec, {**_ftj(), "resources": resources})
     assert said == (
-        "spec.resources.nodes: multi-node training needs GPUs: set resources.gpusPerNode >= 1 or "
-        "resources.nodes: 1"
+        "spec.resources.processesPerNode: resources.processesPerNode is for CPU nodes (gpusPerNode: 0): "
+        "with GPUs, torchrun starts one process per GPU"
     )
 
 

@@ -206,16 +206,16 @@ def test_top_level_spec_fields_have_descriptions() -> None:
 @pytest.mark.parametrize(
     ("field", "mentions"),
     [
-        ("", ["deepspeed", "gpusPerNode", "nodes"]),
+        ("resources", ["processesPerNode", "gpusPerNode"]),
         ("model", ["hubTokenSecret", "revision", "pvc://"]),
         ("dataset", ["info", "configMapRef", "names"]),
         ("deepspeed", ["preset", "configMapRef"]),
         ("storage", ["oldSelf", "claim", "path"]),
     ],
-    ids=["spec", "model", "dataset", "deepspeed", "storage"],
+    ids=["resources", "model", "dataset", "deepspeed", "storage"],
 )
 def test_cel_rules(field: str, mentions: list[str]) -> None:
-    node = _spec_schema() if not field else _spec_schema()["properties"][field]
+    node = _spec_schema()["properties"][field]
     rules = node["x-kubernetes-validations"]
     assert rules and all(rule["rule"] and rule["message"] for rule in rules)
     text = " ".join(rule["rule"] for rule in rules)

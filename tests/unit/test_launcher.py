@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kubetune.launcher import plan
+from kubetune.launcher import compiled_ops, plan
 from kubetune.launcher.progress import Reporter, duration_words, last_training_record, progress_from_record
 from kubetune.launcher.reasons import termination_reason
 
@@ -46,6 +46,33 @@ def test_a_cpu_pod_runs_one_process(tmp_path: Path) -> None:
     assert env.is_leader
 
 
+@pytest.mark.parametrize(
+    ("nodes", "processes", "deepspeed", "nproc"),
+    [("2", "1", False, "1"), ("1", "2", False, "2"), ("1", "1", True, "1"), ("2", "2", True, "2")],
+    ids=["2x1", "1x2", "1x1-deepspeed", "2x2-deepspeed"],
+)
+def test_a_cpu_rehearsal_runs_torchrun_as_on_gpus(
+    tmp_path: Path, nodes: str, processes: str, deepspeed: bool, nproc: str
+) -> None:
+    # Several nodes or processes need torchrun; so does DeepSpeed, which refuses a process it did not start.
+    env = pod_env(
+        tmp_path, NNODES=nodes, NODE_RANK="0", NPROC_PER_NODE=processes, KUBETUNE_GPUS_PER_NODE="0",
+        MASTER_ADDR="r-a1-0.r-workers.team-a.svc", MASTER_PORT="29500",
+    )  # fmt: skip
+    argv = plan.training_command(env, Path("/tmp/t.yaml"), python="py", deepspeed=deepspeed)
+    assert argv[:3] == ["py", "-m", "torch.distributed.run"]
+    assert argv[argv.index("--nnodes") + 1] == nodes
+    assert argv[argv.index("--nproc_per_node") + 1] == nproc
+
+
+def test_the_rendezvous_timeout_is_torchruns_unless_set(tmp_path: Path) -> None:
+    nodes = {"NNODES": "2", "KUBETUNE_GPUS_PER_NODE": "0"}
+    assert "--rdzv_conf" not in plan.training_command(pod_env(tmp_path, **nodes), Path("t.yaml"))
+    env = pod_env(tmp_path, **nodes, KUBETUNE_RENDEZVOUS_TIMEOUT="30")
+    argv = plan.training_command(env, Path("t.yaml"))
+    assert argv[argv.index("--rdzv_conf") + 1] == "timeout=30"
+
+
 def test_child_environment_sets_what_llamafactory_cli_would_and_the_user_wins(tmp_path: Path) -> None:
     env = pod_env(tmp_path)
     child = plan.child_environment(env, {"NCCL_DEBUG": "INFO", "PATH": "/bin"})
@@ -54,6 +81,69 @@ def test_child_environment_sets_what_llamafactory_cli_would_and_the_user_wins(tm
     assert child["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
     assert child["NCCL_DEBUG"] == "INFO"
     assert child["PATH"] == "/bin"
+
+
+# --- compiled DeepSpeed ops ------------------------------------------------------------------------
+
+
+def test_compiled_ops_go_to_the_claim_under_this_pods_key(tmp_path: Path) -> None:
+    env = pod_env(tmp_path, KUBETUNE_TORCH_EXTENSIONS="/mnt/claim/.kubetune/torch-extensions/img-1")
+    child = plan.child_environment(env, {}, "py311_torch-2.11.0_deepspeed-0.19.8_cpu")
+    expected = "/mnt/claim/.kubetune/torch-extensions/img-1/py311_torch-2.11.0_deepspeed-0.19.8_cpu"
+    assert child["TORCH_EXTENSIONS_DIR"] == expected
+    assert (
+        plan.child_environment(env, {"TORCH_EXTENSIONS_DIR": "/mine"}, "k")["TORCH_EXTENSIONS_DIR"] == "/mine"
+    )
+    assert "TORCH_EXTENSIONS_DIR" not in plan.child_environment(pod_env(tmp_path), {}, None)
+
+
+@pytest.mark.parametrize(
+    ("environ", "gpus", "arches"),
+    [
+        ({}, None, "cpu"),
+        ({"TORCH_CUDA_ARCH_LIST": "9.0;8.0 8.0+PTX"}, None, "sm80-sm80-ptx-sm90"),
+        ({}, "9.0\n9.0\n", "sm90"),
+        ({}, "8.0\n8.6\n", "sm80-sm86"),
+    ],
+    ids=["cpu", "arch-list", "h100s", "mixed"],
+)
+def test_the_ops_key_names_the_gpu_architectures(
+    tmp_path: Path, environ: dict[str, str], gpus: str | None, arches: str
+) -> None:
+    nvidia_smi = None
+    if gpus is not None:  # what nvidia-smi prints for --query-gpu=compute_cap (no GPU here)
+        nvidia_smi = tmp_path / "nvidia-smi"
+        nvidia_smi.write_text(f"#!/bin/sh\nprintf '{gpus}'\n")
+        nvidia_smi.chmod(0o755)
+    assert compiled_ops.cuda_architectures(environ, str(nvidia_smi) if nvidia_smi else None) == arches
+    key = compiled_ops.ops_key("311", "2.11.0+cu130", "0.19.8", arches)
+    assert key == f"py311_torch-2.11.0+cu130_deepspeed-0.19.8_{arches}"
+
+
+def test_a_lock_file_left_by_a_killed_build_is_removed_when_no_pod_uses_the_ops(tmp_path: Path) -> None:
+    ops = tmp_path / "ops"
+    (ops / "cpu_adam").mkdir(parents=True)
+    (ops / "cpu_adam" / "lock").touch()  # torch would wait for it forever
+    (ops / "cpu_adam" / "cpu_adam.so").touch()
+    marker = compiled_ops.use(ops)
+    assert marker is not None
+    assert not (ops / "cpu_adam" / "lock").exists()
+    assert (ops / "cpu_adam" / "cpu_adam.so").exists()
+    marker.close()
+
+
+def test_a_lock_file_is_left_alone_while_another_pod_uses_the_ops(tmp_path: Path) -> None:
+    import fcntl
+
+    ops = tmp_path / "ops"
+    (ops / "deepspeed_shm_comm").mkdir(parents=True)
+    with open(ops / compiled_ops.IN_USE, "a") as other_pod:  # its own open file: another pod's flock
+        fcntl.flock(other_pod, fcntl.LOCK_SH)
+        (ops / "deepspeed_shm_comm" / "lock").touch()  # that pod is compiling right now
+        marker = compiled_ops.use(ops)
+        assert marker is not None
+        assert (ops / "deepspeed_shm_comm" / "lock").exists()
+        marker.close()
 
 
 # --- resuming --------------------------------------------------------------------------------------
@@ -300,3 +390,66 @@ def test_termination_reason_is_one_line_a_person_can_act_on(tail: str, code: int
     message = termination_reason(tail.splitlines(), code)
     assert message.startswith(reason)
     assert "\n" not in message
+
+
+# Real torchrun output (tests/data/torchrun, captured through `kubetune launch` on two CPU pods): what the
+# launcher keeps of it (the last LOG_TAIL_LINES lines) -> the pod's termination message -> the FineTuneJob's
+# Failed condition. torchrun itself exits 1 in each; its report names only ChildFailedError.
+TORCHRUN_LOGS = Path(__file__).resolve().parents[1] / "data" / "torchrun"
+
+
+@pytest.mark.parametrize(
+    ("log", "reason"),
+    [
+        (
+            "rank-raises",
+            "dataset error: [rank1]: ValueError: File /tmp/capture/raises/claim/datasets/sample-ner.json "
+            "not found.",
+        ),
+        (
+            "model-missing",
+            "[rank0]: OSError: Failed to load tokenizer. (from OSError: Repo id must be in the form "
+            "'repo_name' or 'namespace/repo_name': '/tmp/capture/no-model/claim/models/tiny'.",
+        ),
+        ("rank-killed", "rank 1: killed by SIGKILL (out of host memory?)"),
+        (
+            "peer-killed",
+            "lost a peer (another rank failed first?): [rank0]: RuntimeError: "
+            "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:538] Read error [127.0.0.1]:743: "
+            "Connection reset by peer",
+        ),
+        (
+            "master-unreachable",
+            "rendezvous failure: torch.distributed.DistNetworkError: The client socket has timed out after "
+            "30000ms while trying to connect to (127.0.0.1, 41423).",
+        ),
+        (
+            "worker-never-joins",
+            "rendezvous failure: torch.distributed.DistStoreError: Timed out after 31 seconds waiting for "
+            "clients. 1/2 clients joined.",
+        ),
+        ("drained", "killed by SIGTERM"),
+    ],
+)
+def test_a_torchrun_failure_says_what_the_failed_process_said(log: str, reason: str) -> None:
+    from kubetune.launcher.main import LOG_TAIL_LINES
+    from kubetune.status.finetunejob import pod_failure
+
+    tail = (TORCHRUN_LOGS / f"{log}.log").read_text().splitlines(keepends=True)[-LOG_TAIL_LINES:]
+    message = termination_reason(tail, 1)
+    assert message.startswith(reason)
+    assert "\n" not in message and "ChildFailedError" not in message
+
+    pod = {
+        "metadata": {"name": "ner-a1-1", "annotations": {"batch.kubernetes.io/job-completion-index": "1"}},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {
+                    "name": "trainer",
+                    "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": message}},
+                }
+            ],
+        },
+    }
+    assert pod_failure(pod) == f"pod ner-a1-1 (node rank 1) exited with code 1 (Error): {message}"

@@ -447,7 +447,7 @@ ROWS = [
     ),
     Row(
         "a spec the models refuse: failed, nothing created",
-        new(resources={"nodes": 1, "gpusPerNode": 0}),
+        new(resources={"nodes": 1, "gpusPerNode": 8, "processesPerNode": 2}),
         "Failed",
         "InvalidSpec",
         [STATUS],

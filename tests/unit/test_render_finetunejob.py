@@ -220,6 +220,53 @@ def test_torchrun_environment(nodes: int, gpus_per_node: int, nproc: str) -> Non
     assert env["FORCE_TORCHRUN"] == "1"
 
 
+@pytest.mark.parametrize(
+    ("resources", "nproc"),
+    [({"nodes": 2, "gpusPerNode": 0}, "1"), ({"nodes": 2, "gpusPerNode": 0, "processesPerNode": 2}, "2")],
+    ids=["2x1-cpu", "2x2-cpu"],
+)
+def test_a_cpu_rehearsal_has_the_multi_node_layout(resources: dict[str, Any], nproc: str) -> None:
+    target = make_target(make_spec(resources=resources))
+    env = env_of(trainer(target))
+    assert env["NNODES"] == "2"
+    assert env["NPROC_PER_NODE"] == nproc
+    assert env["KUBETUNE_GPUS_PER_NODE"] == "0"
+    assert "nvidia.com/gpu" not in trainer(target).get("resources", {}).get("limits", {})
+    assert job_of(target)["spec"]["completions"] == 2
+
+
+@pytest.mark.parametrize(("nodes", "gpus"), [(1, 1), (2, 8), (4, 1)])
+def test_gpu_jobs_start_one_process_per_gpu_as_before(nodes: int, gpus: int) -> None:
+    # processesPerNode only exists for CPU nodes: on GPUs, saying the default changes nothing rendered.
+    resources = {"nodes": nodes, "gpusPerNode": gpus}
+    implicit = render.children(make_target(make_spec(resources=resources)))
+    explicit = render.children(make_target(make_spec(resources={**resources, "processesPerNode": gpus})))
+    assert implicit == explicit
+    assert env_of(trainer(make_target(make_spec(resources=resources))))["NPROC_PER_NODE"] == str(gpus)
+
+
+def test_deepspeed_on_cpu_nodes_gets_use_cpu_false() -> None:
+    # With use_cpu: true, accelerate initialises torch.distributed itself and DeepSpeed sees one process.
+    cpu = make_spec(resources={"nodes": 2, "gpusPerNode": 0}, deepspeed={"preset": "zero3"})
+    assert llamafactory_yaml(make_target(cpu))["use_cpu"] is False
+    on_gpus = make_spec(deepspeed={"preset": "zero3"}, config={"use_cpu": True})
+    assert llamafactory_yaml(make_target(on_gpus))["use_cpu"] is True, "a GPU job's config is left as it is"
+    without = make_spec(resources={"nodes": 2, "gpusPerNode": 0}, config={"use_cpu": True})
+    assert llamafactory_yaml(make_target(without))["use_cpu"] is True, "plain DDP on CPU needs nothing"
+
+
+def test_deepspeed_pods_keep_compiled_ops_on_the_claim_by_image() -> None:
+    def ops_dir(**changes: Any) -> str | None:
+        return env_of(trainer(make_target(make_spec(**changes)))).get("KUBETUNE_TORCH_EXTENSIONS")
+
+    assert ops_dir() is None, "plain DDP compiles nothing"
+    ours = ops_dir(deepspeed={"preset": "zero3"})
+    assert ours is not None and ours.startswith(f"{CLAIM_MOUNT_PATH}/.kubetune/torch-extensions/")
+    assert ops_dir(deepspeed={"preset": "zero2-offload"}) == ours, "one image, one directory"
+    theirs = ops_dir(deepspeed={"preset": "zero3"}, image="registry.example.com/ml/trainer:2025.01")
+    assert theirs != ours and "registry.example.com_ml_trainer_2025.01" in theirs
+
+
 def test_master_addr_is_pod_zero_of_the_job_behind_the_service() -> None:
     target = make_target(name="clue-ner-qwen7b", namespace="team-a")
     children = by_kind(target)

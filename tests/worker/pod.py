@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.api.common import CLAIM_MOUNT_PATH
-from kubetune.api.defaults import CONFIG_MOUNT_PATH
+from kubetune.api.defaults import CONFIG_MOUNT_PATH, TrainerSettings
 from kubetune.api.finetunejob import FineTuneJobSpec
 from kubetune.render import finetunejob as render
 from tests.specs import finetunejob
@@ -111,9 +111,12 @@ def materialise(
     progress_interval: float = 1.0,
     preprocessed: bool = False,
     preprocess_pod: bool = False,
+    node_rank: int = 0,
+    settings: TrainerSettings | None = None,
 ) -> TrainerPod:
-    """The trainer pod of `attempt` (`preprocessed`: its preprocessing Job succeeded), or with
-    `preprocess_pod` the preprocessing Job's pod."""
+    """The trainer pod of `attempt` with completion index `node_rank` (`preprocessed`: its preprocessing
+    Job succeeded), or with `preprocess_pod` the preprocessing Job's pod. `settings`: the installation's
+    (the rendezvous port)."""
     spec = FineTuneJobSpec.model_validate(body["spec"])
     target = render.FineTuneJobTarget(
         name=body["metadata"]["name"],
@@ -123,6 +126,7 @@ def materialise(
         attempt=attempt,
         dataset_info=dict(spec.dataset.info or {}),
         preprocessed=preprocessed,
+        settings=settings or TrainerSettings(),
     )
     config_dir = workdir / f"config-a{attempt}"
     config_dir.mkdir(parents=True, exist_ok=True)
@@ -139,12 +143,14 @@ def materialise(
     for variable in container["env"]:
         if "value" in variable:
             env[variable["name"]] = mapped(variable["value"])
-        else:  # the downward API, as the kubelet fills it for node rank 0
+        else:  # the downward API, as the kubelet fills it: the namespace, the completion index
             field = variable["valueFrom"]["fieldRef"]["fieldPath"]
-            env[variable["name"]] = namespace if field == "metadata.namespace" else "0"
+            env[variable["name"]] = namespace if field == "metadata.namespace" else str(node_rank)
+    if "MASTER_ADDR" in env:  # the Service's DNS name of pod 0: this machine, as cluster DNS would say
+        env["MASTER_ADDR"] = "127.0.0.1"
     working_dir = Path(mapped(container["workingDir"]))
     working_dir.mkdir(parents=True, exist_ok=True)  # as the container runtime does
-    termination_log = workdir / f"termination-log-a{attempt}"
+    termination_log = workdir / f"termination-log-a{attempt}-r{node_rank}"
     env.update(
         {
             "KUBETUNE_TERMINATION_LOG": str(termination_log),
@@ -174,3 +180,29 @@ def trainer_log(output_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "finetunejobs"
+
+
+def scoped_kubeconfig(
+    cluster: Any, api: Any, namespace: str, body: dict[str, Any], path: Path
+) -> tuple[dict, Path]:
+    """Creates the FineTuneJob and its launcher RBAC, and a kubeconfig with that ServiceAccount's token
+    (what every trainer pod of the job holds)."""
+    from kubernetes import client
+
+    from tests.cluster import localcluster
+
+    custom = client.CustomObjectsApi(api)
+    created = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    target = render.FineTuneJobTarget(
+        name=body["metadata"]["name"],
+        namespace=namespace,
+        uid=created["metadata"]["uid"],
+        spec=FineTuneJobSpec.model_validate(body["spec"]),
+    )
+    for manifest in (render.service_account(target), render.role(target), render.role_binding(target)):
+        localcluster.kubectl(cluster, "apply", "-f", "-", input=json.dumps(manifest))
+    localcluster.token_kubeconfig(cluster, namespace, target.names.service_account, path, duration="1h")
+    return created, path

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,32 +18,11 @@ pytest.importorskip("llamafactory")
 
 from kubernetes import client
 
-from kubetune.render import finetunejob as render
 from tests.cluster import localcluster
 from tests.kube import wait_until
-from tests.worker.pod import finetunejob_body, materialise, trainer_log
+from tests.worker.pod import finetunejob_body, materialise, scoped_kubeconfig, trainer_log
 
 GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "finetunejobs"
-
-
-def scoped_kubeconfig(
-    cluster: localcluster.ClusterInfo, api: client.ApiClient, namespace: str, body: dict[str, Any], path: Path
-) -> tuple[dict[str, Any], Path]:
-    """Creates the FineTuneJob and its launcher RBAC, and a kubeconfig with that ServiceAccount's token."""
-    custom = client.CustomObjectsApi(api)
-    created = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-    from kubetune.api.finetunejob import FineTuneJobSpec
-
-    target = render.FineTuneJobTarget(
-        name=body["metadata"]["name"],
-        namespace=namespace,
-        uid=created["metadata"]["uid"],
-        spec=FineTuneJobSpec.model_validate(body["spec"]),
-    )
-    for manifest in (render.service_account(target), render.role(target), render.role_binding(target)):
-        localcluster.kubectl(cluster, "apply", "-f", "-", input=json.dumps(manifest))
-    localcluster.token_kubeconfig(cluster, namespace, target.names.service_account, path, duration="1h")
-    return created, path
 
 
 def test_lora_sft_reports_progress_merges_and_predicts(

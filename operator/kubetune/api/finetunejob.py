@@ -1,4 +1,5 @@
-"""The FineTuneJob resource: a LLaMA-Factory run under torchrun on one or many GPU nodes.
+"""The FineTuneJob resource: a LLaMA-Factory run under torchrun on one or many GPU nodes (or CPU nodes,
+to rehearse the layout before booking GPUs).
 
 The spec has a small structured core that the operator understands, and `config`: LLaMA-Factory's own
 arguments, verbatim. These models are the single source of the CRD schema (see `kubetune.api.crd`).
@@ -200,9 +201,31 @@ class DatasetSpec(Model):
 class ResourcesSpec(Model):
     """How many nodes and GPUs, and where they may run."""
 
+    cel_rules = (
+        Rule(
+            "!has(self.processesPerNode) || (has(self.gpusPerNode) && self.gpusPerNode == 0)"
+            " || self.processesPerNode == (has(self.gpusPerNode) ? self.gpusPerNode : 1)",
+            "resources.processesPerNode is for CPU nodes (gpusPerNode: 0): with GPUs, torchrun starts one "
+            "process per GPU",
+            field_path=".processesPerNode",
+        ),
+    )
+
     nodes: int = Field(1, ge=1, le=512, description="Number of nodes (pods), one torchrun agent each.")
     gpus_per_node: int = Field(
-        1, ge=0, le=64, description="GPUs per node; torchrun starts this many processes per node."
+        1,
+        ge=0,
+        le=64,
+        description="GPUs per node; torchrun starts one process per GPU. 0: CPU nodes (a rehearsal).",
+    )
+    processes_per_node: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description=(
+            "Training processes per node (torchrun's `--nproc_per_node`): default `gpusPerNode`, or 1 "
+            "without GPUs. Set it only on CPU nodes (`gpusPerNode: 0`), to rehearse a multi-process layout."
+        ),
     )
     gpu_resource: QualifiedName = Field(
         "nvidia.com/gpu", min_length=1, description="Extended resource name of the GPUs (`nvidia.com/gpu`)."
@@ -225,6 +248,13 @@ class ResourcesSpec(Model):
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
     priority_class_name: ObjectName | None = Field(None, description="PriorityClass of the pods.")
+
+    @property
+    def processes(self) -> int:
+        """Training processes per node: one per GPU, or `processesPerNode` (default 1) on CPU nodes."""
+        if self.processes_per_node is not None:
+            return self.processes_per_node
+        return max(self.gpus_per_node, 1)
 
     @model_validator(mode="after")
     def _node_selector_labels(self) -> ResourcesSpec:
@@ -354,21 +384,6 @@ class PostTrainingSpec(Model):
 
 
 class FineTuneJobSpec(Model):
-    cel_rules = (
-        Rule(
-            "!has(self.deepspeed) || !has(self.resources) || !has(self.resources.gpusPerNode)"
-            " || self.resources.gpusPerNode >= 1",
-            "deepspeed needs GPUs: set resources.gpusPerNode >= 1 or remove deepspeed",
-            field_path=".deepspeed",
-        ),
-        Rule(
-            "!has(self.resources) || !has(self.resources.nodes) || self.resources.nodes == 1"
-            " || !has(self.resources.gpusPerNode) || self.resources.gpusPerNode >= 1",
-            "multi-node training needs GPUs: set resources.gpusPerNode >= 1 or resources.nodes: 1",
-            field_path=".resources.nodes",
-        ),
-    )
-
     model: ModelSpec
     dataset: DatasetSpec
     config: dict[str, Any] = Field(
@@ -380,7 +395,13 @@ class FineTuneJobSpec(Model):
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    deepspeed: DeepSpeedSpec | None = Field(None, description="DeepSpeed ZeRO settings (none: plain DDP).")
+    deepspeed: DeepSpeedSpec | None = Field(
+        None,
+        description=(
+            "DeepSpeed ZeRO settings (none: plain DDP). On CPU nodes the operator sets `use_cpu: false` "
+            "in the LLaMA-Factory config, which DeepSpeed needs there."
+        ),
+    )
     storage: StorageSpec
     image: str | None = Field(
         None, description="Trainer image (default: the operator's pinned trainer image)."

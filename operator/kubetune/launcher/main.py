@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from kubetune.api.defaults import LAUNCHER_CONFIG_FILE, LLAMAFACTORY_CONFIG_FILE
-from kubetune.launcher import plan
+from kubetune.launcher import compiled_ops, plan
 from kubetune.launcher.fetch import write_termination_message
 from kubetune.launcher.progress import TRAINER_LOG, Reporter
 from kubetune.launcher.reasons import termination_reason
@@ -124,14 +124,22 @@ def launch(env: plan.PodEnvironment) -> int:
     if env.is_leader and env.finetunejob_uid:
         record_owner(env)
     config_path = write_config(plan.training_config(train, decision), "train.yaml")
-    child_env = plan.child_environment(env, os.environ)
+    ops_key = compiled_ops.current_key() if env.torch_extensions is not None else None
+    child_env = plan.child_environment(env, os.environ, ops_key)
+    in_use = None
+    if ops_key:
+        log.info("compiled DeepSpeed ops are kept in %s", child_env["TORCH_EXTENSIONS_DIR"])
+        in_use = compiled_ops.use(Path(child_env["TORCH_EXTENSIONS_DIR"]))
 
     status = None
     if env.is_leader and env.finetunejob and env.namespace:
         try:
             status = StatusClient(env.namespace, env.finetunejob)
+            log.info("reporting progress to FineTuneJob %s/%s", env.namespace, env.finetunejob)
         except Exception as error:  # no API access: train anyway
             log.warning("progress will not be reported: %s", error)
+    elif not env.is_leader:
+        log.info("node rank %d: node rank 0 reports the progress", env.node_rank)
     metrics = None
     if env.is_leader:
         from kubetune.launcher.metrics import TrainingMetrics
@@ -147,7 +155,10 @@ def launch(env: plan.PodEnvironment) -> int:
         ).start()
 
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
-    code = run_streaming(plan.training_command(env, config_path), child_env, tail)
+    command = plan.training_command(env, config_path, deepspeed=bool(train.get("deepspeed")))
+    code = run_streaming(command, child_env, tail)
+    if in_use is not None:
+        in_use.close()
     if reporter is not None:
         reporter.stop()
     if code != 0:

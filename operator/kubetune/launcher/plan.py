@@ -45,6 +45,10 @@ class PodEnvironment:
     termination_log: Path = Path("/dev/termination-log")
     finetunejob_uid: str | None = None
     continue_finished: bool = False
+    # Where compiled DeepSpeed ops are kept on the claim (keyed by image; see compiled_ops.py).
+    torch_extensions: Path | None = None
+    # Seconds a node waits for the others at the rendezvous (None: torchrun's own, 600).
+    rendezvous_timeout: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PodEnvironment:
@@ -66,6 +70,10 @@ class PodEnvironment:
             termination_log=Path(env.get("KUBETUNE_TERMINATION_LOG", "/dev/termination-log")),
             finetunejob_uid=env.get("KUBETUNE_FINETUNEJOB_UID"),
             continue_finished=env.get("KUBETUNE_CONTINUE_FINISHED", "").lower() == "true",
+            torch_extensions=_path(env.get("KUBETUNE_TORCH_EXTENSIONS")),
+            rendezvous_timeout=int(env["KUBETUNE_RENDEZVOUS_TIMEOUT"])
+            if env.get("KUBETUNE_RENDEZVOUS_TIMEOUT")
+            else None,
         )
 
     @property
@@ -73,9 +81,14 @@ class PodEnvironment:
         """Node rank 0: reports progress, serves the job's metrics, runs the post-training steps."""
         return self.node_rank == 0
 
-    @property
-    def distributed(self) -> bool:
-        return self.gpus_per_node > 0 or self.nnodes > 1
+    def distributed(self, deepspeed: bool = False) -> bool:
+        """Whether to run under torchrun: GPUs, several nodes or processes, or DeepSpeed (which refuses a
+        process that torchrun did not start)."""
+        return self.gpus_per_node > 0 or self.nnodes > 1 or self.nproc_per_node > 1 or deepspeed
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 def checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -159,8 +172,11 @@ def training_config(base: dict[str, Any], decision: ResumeDecision) -> dict[str,
     return config
 
 
-def child_environment(env: PodEnvironment, base: Mapping[str, str]) -> dict[str, str]:
-    """What `llamafactory-cli` would set, plus sane NCCL behaviour; the user's own values win."""
+def child_environment(
+    env: PodEnvironment, base: Mapping[str, str], ops_key: str | None = None
+) -> dict[str, str]:
+    """What `llamafactory-cli` would set, plus sane NCCL behaviour and the compiled ops' directory on the
+    claim (`ops_key`: this pod's, see compiled_ops.py); the user's own values win."""
     defaults = {
         "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
         "TORCH_NCCL_AVOID_RECORD_STREAMS": "1",
@@ -170,12 +186,16 @@ def child_environment(env: PodEnvironment, base: Mapping[str, str]) -> dict[str,
         "TENSORBOARD_LOGGING_DIR": str(env.output_dir / "runs"),
         "PYTHONUNBUFFERED": "1",
     }
+    if env.torch_extensions is not None and ops_key:
+        defaults["TORCH_EXTENSIONS_DIR"] = str(env.torch_extensions / ops_key)
     return {**defaults, **base}
 
 
-def training_command(env: PodEnvironment, config_path: Path, python: str = sys.executable) -> list[str]:
-    """torchrun over LLaMA-Factory's own launcher module, or one process when there is no GPU."""
-    if not env.distributed:
+def training_command(
+    env: PodEnvironment, config_path: Path, python: str = sys.executable, *, deepspeed: bool = False
+) -> list[str]:
+    """torchrun over LLaMA-Factory's own launcher module, or one process on one CPU node without DeepSpeed."""
+    if not env.distributed(deepspeed):
         return [python, "-m", "llamafactory.launcher", str(config_path)]
     return [
         python, "-m", "torch.distributed.run",
@@ -184,6 +204,7 @@ def training_command(env: PodEnvironment, config_path: Path, python: str = sys.e
         "--nproc_per_node", str(env.nproc_per_node),
         "--master_addr", env.master_addr,
         "--master_port", str(env.master_port),
+        *(["--rdzv_conf", f"timeout={env.rendezvous_timeout}"] if env.rendezvous_timeout else []),
         "-m", "llamafactory.launcher", str(config_path),
     ]  # fmt: skip
 

@@ -7,8 +7,10 @@ one Indexed Job per attempt (pod i is node rank i; pod 0 is the torchrun master)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +57,9 @@ LAUNCHER_TOKEN_VOLUME = "launcher-token"
 TOKENIZED_CACHE = ".kubetune/tokenized"
 # In the output path: a link to the tokenized dataset this job trains on, set by its preprocessing.
 TOKENIZED_LINK = ".kubetune/tokenized"
+# On the claim: DeepSpeed's compiled ops by trainer image, shared by every job and attempt (the launcher
+# adds the Python, torch and DeepSpeed versions and the GPU architectures below it).
+COMPILED_OPS_CACHE = ".kubetune/torch-extensions"
 
 
 @dataclass(frozen=True)
@@ -133,12 +138,28 @@ def llamafactory_config(target: FineTuneJobTarget) -> dict[str, Any]:
     media = {} if "media_dir" in spec.config else {"media_dir": claim_path(spec.dataset.dir)}
     if spec.deepspeed is not None:
         owned["deepspeed"] = posixpath.join(CONFIG_MOUNT_PATH, DEEPSPEED_CONFIG_FILE)
+        if spec.resources.gpus_per_node == 0:
+            # On CPU nodes: with `use_cpu: true` accelerate sets up torch.distributed itself and DeepSpeed
+            # then sees a world of one process; without a GPU the device is the CPU all the same.
+            owned["use_cpu"] = False
     # A user's own tokenized_path stays as it is (relative to the working directory); preprocessing
     # filled it. Otherwise the training loads what this job's preprocessing left, once it has.
     tokenized = {}
     if spec.dataset.preprocessing and target.preprocessed and "tokenized_path" not in spec.config:
         tokenized = {"tokenized_path": tokenized_link(target)}
     return {**spec.config, **media, **owned, **tokenized}
+
+
+def image_key(image: str) -> str:
+    """A directory name for an image reference: readable, and distinct for distinct references."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", image)[:80]
+    return f"{readable}-{hashlib.sha256(image.encode()).hexdigest()[:10]}"
+
+
+def compiled_ops_dir(target: FineTuneJobTarget) -> str:
+    """Where the pods keep DeepSpeed's compiled ops on the claim, for the trainer image they run."""
+    image = target.spec.image or target.settings.image
+    return claim_path(posixpath.join(COMPILED_OPS_CACHE, image_key(image)))
 
 
 def tokenized_link(target: FineTuneJobTarget) -> str:
@@ -267,8 +288,8 @@ def _env(target: FineTuneJobTarget) -> list[dict[str, Any]]:
                 "fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}
             },
         },
-        {"name": "NPROC_PER_NODE", "value": str(max(spec.resources.gpus_per_node, 1))},
-        # 0: no torchrun, one process (a CPU run).
+        {"name": "NPROC_PER_NODE", "value": str(spec.resources.processes)},
+        # 0: CPU nodes (torchrun only for several processes or DeepSpeed, see the launcher).
         {"name": "KUBETUNE_GPUS_PER_NODE", "value": str(spec.resources.gpus_per_node)},
         {"name": "MASTER_ADDR", "value": names.master_addr(target.attempt, target.namespace)},
         # Fixed: LLaMA-Factory otherwise picks a random port on each node, and the nodes never meet.
@@ -277,6 +298,9 @@ def _env(target: FineTuneJobTarget) -> list[dict[str, Any]]:
     ]
     if spec.continue_finished:
         env.append({"name": "KUBETUNE_CONTINUE_FINISHED", "value": "true"})
+    if spec.deepspeed is not None:
+        # DeepSpeed compiles ops at its first start; on the claim they outlive the pod (compiled_ops.py).
+        env.append({"name": "KUBETUNE_TORCH_EXTENSIONS", "value": compiled_ops_dir(target)})
     return env
 
 
