@@ -38,6 +38,10 @@ lint: venv
 # in build/images, also kept in the local containers storage. Rebuilt only when their inputs change
 # (images/build.sh); `make images IMAGES=operator` builds one.
 IMAGES ?= operator trainer
+# What `make test` builds and runs: the operator image always; the trainer image (7 GB, about 10 minutes
+# cold) only when its heavy inputs (its Dockerfile, the pinned dependencies, the base) differ from those a
+# session last verified (images/trainer-verified; images/trainer-inputs.sh says how to record them).
+TEST_IMAGES ?= operator $(shell images/trainer-inputs.sh --changed)
 image-tools:
 	@images/install-tools.sh
 
@@ -71,10 +75,10 @@ demo-down: cluster-down
 # start once); the image tier in a session of its own (its operator is the container); then the worker tier
 # under the trainer environment (LLaMA-Factory, PyTorch).
 test: lint cluster-build trainer-venv vllm-venv image-tools
-	KUBETUNE_IMAGES_ARCHIVE=no images/build.sh $(IMAGES)
+	KUBETUNE_IMAGES_ARCHIVE=no images/build.sh $(TEST_IMAGES)
 	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PYTEST) tests --ignore=tests/images
 	$(MAKE) --no-print-directory test-chart-rbac
-	KUBETUNE_IMAGES="$(IMAGES)" $(PYTEST) tests/images
+	KUBETUNE_IMAGES="$(TEST_IMAGES)" $(PYTEST) tests/images
 	$(TRAINER_PY) -m pytest tests/worker -p no:cacheprovider
 
 test-unit: venv vllm-venv

@@ -106,3 +106,32 @@ def render_target() -> render.FineTuneJobTarget:
 
     spec = FineTuneJobSpec.model_validate(specs.finetunejob_spec())
     return render.FineTuneJobTarget(name="x", namespace="ns", uid="u", spec=spec)
+
+
+def test_make_test_builds_the_trainer_image_only_when_its_heavy_inputs_changed(tmp_path: Path) -> None:
+    """images/trainer-inputs.sh: the recorded digest is that of the last set verified; kubetune's own code
+    is not among the inputs (the image's last, quick layer)."""
+
+    shutil.copytree(REPO / "images", tmp_path / "images")
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "operator").mkdir()
+    (tmp_path / "operator" / "code.py").write_text("x = 1\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    script = str(tmp_path / "images" / "trainer-inputs.sh")
+
+    def changed() -> str:
+        return subprocess.run(
+            [script, "--changed"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    subprocess.run([script, "--record"], check=True)
+    assert changed() == ""
+    (tmp_path / "operator" / "code.py").write_text("x = 2\n")
+    assert changed() == "", "kubetune's code is the image's last layer, not a heavy input"
+    with (tmp_path / "pyproject.toml").open("a") as f:
+        f.write("\n# a new pin\n")
+    assert changed() == "trainer"
+
+
+def test_the_recorded_trainer_inputs_are_a_digest() -> None:
+    assert re.fullmatch(r"[0-9a-f]{16}", (REPO / "images" / "trainer-verified").read_text().strip())
