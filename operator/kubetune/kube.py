@@ -340,16 +340,26 @@ class Kube:
     ) -> dict[str, Any]:
         """A merge patch of .status: only the fields given change; the launcher's fields are kept.
 
-        With `uid`, the API server refuses (409) to write onto another object of the same name: a stale
-        copy of a deleted resource never writes its status onto its successor.
+        With `uid`, nothing is written onto another object of the same name (a stale copy of a deleted
+        resource onto its successor): a JSON patch that only tests the uid goes first, and a mismatch is a
+        409. The status subresource ignores a uid given in a merge patch, so the test is a request of its
+        own (it changes nothing, and the API server writes nothing for it).
         """
-        body: dict[str, Any] = {"status": status}
+        path = KINDS[kind].path(namespace, name, "status")
         if uid is not None:
-            body["metadata"] = {"uid": uid}  # a uid in a patch is a precondition, not a change
+            test = [{"op": "test", "path": "/metadata/uid", "value": uid}]
+            try:
+                self._call("PATCH", path, body=test, content_type="application/json-patch+json")
+            except ApiException as error:
+                if error.status == 422:  # the test failed: another object holds the name now
+                    raise ApiException(
+                        status=409, reason=f"Conflict: {name} is no longer uid {uid}"
+                    ) from error
+                raise
         return self._call(
             "PATCH",
-            KINDS[kind].path(namespace, name, "status"),
-            body=body,
+            path,
+            body={"status": status},
             query=[("fieldManager", FIELD_MANAGER)],
             content_type="application/merge-patch+json",
         )

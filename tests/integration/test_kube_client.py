@@ -54,3 +54,31 @@ def test_ensure_never_writes_over_someone_elses_object(
     with pytest.raises(NotOurs, match="ConfigMap child already exists"):
         kube.ensure(config_map(namespace, owner, {"ours": "1"}))
     assert core.read_namespaced_config_map("child", namespace).data == {"theirs": "x"}
+
+
+def test_writes_with_the_owners_uid_never_reach_a_successor_of_the_same_name(
+    namespace: str, crds: None, api: client.ApiClient
+) -> None:
+    """The status patch's `metadata.uid` and the delete's `preconditions.uid` are preconditions for the API
+    server: a stale copy of a deleted FineTuneJob cannot write onto, or delete, a new one of its name."""
+    from kubernetes.client.rest import ApiException
+
+    from tests.integration.finetunejobs import FineTuneJobs
+    from tests.specs import finetunejob
+
+    kube = Kube(api)
+    ftjs = FineTuneJobs(api, namespace)
+    old = ftjs.create(finetunejob("ner", suspend=True))
+    ftjs.delete("ner")
+    new = ftjs.create(finetunejob("ner", suspend=True))
+    assert new["metadata"]["uid"] != old["metadata"]["uid"]
+
+    with pytest.raises(ApiException) as refused:
+        kube.patch_status("FineTuneJob", namespace, "ner", {"phase": "Succeeded"}, old["metadata"]["uid"])
+    assert refused.value.status == 409
+    assert kube.delete("FineTuneJob", namespace, "ner", uid=old["metadata"]["uid"]) is False
+    assert ftjs.exists("ner") and (ftjs.get("ner").get("status") or {}).get("phase") != "Succeeded"
+
+    kube.patch_status("FineTuneJob", namespace, "ner", {"message": "ours"}, new["metadata"]["uid"])
+    assert ftjs.get("ner")["status"]["message"] == "ours"
+    assert kube.delete("FineTuneJob", namespace, "ner", uid=new["metadata"]["uid"]) is True
