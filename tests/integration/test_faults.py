@@ -52,6 +52,14 @@ def proxies(operator: OperatorProcess) -> Iterator[list[FaultProxy]]:
         operator.start()
 
 
+def through(
+    proxy: FaultProxy, operator: OperatorProcess, cluster: localcluster.ClusterInfo, tmp_path: Path
+) -> OperatorProcess:
+    """One operator replica (not started) whose API connection goes through `proxy`, short timeouts."""
+    kubeconfig = proxied_kubeconfig(operator.kubeconfig, proxy, tmp_path / "kubeconfig")
+    return OperatorProcess(cluster, tmp_path / "operator.log", kubeconfig, env=FAST)
+
+
 def jobs_of(batch: client.BatchV1Api, namespace: str, name: str) -> list[str]:
     return [
         j.metadata.name
@@ -65,10 +73,7 @@ def test_one_replica_recovers_from_a_dead_connection(
     claim: tuple[str, Path], api: client.ApiClient, batch: client.BatchV1Api, tmp_path: Path,
 ) -> None:  # fmt: skip
     proxy = proxies()
-    replica = OperatorProcess(
-        cluster, tmp_path / "operator.log",
-        proxied_kubeconfig(operator.kubeconfig, proxy, tmp_path / "kubeconfig"), env=FAST,
-    )  # fmt: skip
+    replica = through(proxy, operator, cluster, tmp_path)
     ftjs, serves = FineTuneJobs(api, namespace), ModelServes(api, namespace)
     try:
         replica.start()
@@ -106,10 +111,7 @@ def test_one_replica_goes_on_through_resets_and_a_slow_connection(
     claim: tuple[str, Path], api: client.ApiClient, batch: client.BatchV1Api, tmp_path: Path, fault: str,
 ) -> None:  # fmt: skip
     proxy = proxies()
-    replica = OperatorProcess(
-        cluster, tmp_path / "operator.log",
-        proxied_kubeconfig(operator.kubeconfig, proxy, tmp_path / "kubeconfig"), env=FAST,
-    )  # fmt: skip
+    replica = through(proxy, operator, cluster, tmp_path)
     ftjs = FineTuneJobs(api, namespace)
     try:
         replica.start()

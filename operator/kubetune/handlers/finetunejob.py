@@ -26,6 +26,7 @@ from kubetune.api.datasetinfo import dataset_info_problems
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, finetunejob_spec, pod_security_problems
 from kubetune.handlers import events
+from kubetune.handlers.reconcile_pass import ResourcePass
 from kubetune.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.render import finetunejob as render
 from kubetune.render.names import label_value
@@ -171,11 +172,9 @@ def _age_seconds(obj: dict[str, Any]) -> float:
 
 
 @dataclass
-class Pass:
+class Pass(ResourcePass):
     """What one reconcile of a FineTuneJob has found and decided so far; each step adds to it."""
 
-    body: dict[str, Any]
-    settings: TrainerSettings
     spec: ftj.FineTuneJobSpec | None = None
     problems: list[Problem] = field(default_factory=list)
     dataset_info: dict[str, Any] = field(default_factory=dict)
@@ -191,26 +190,6 @@ class Pass:
     target: render.FineTuneJobTarget | None = None
     pods: list[dict[str, Any]] = field(default_factory=list)
     failed_create: str | None = None
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        return self.body["metadata"]
-
-    @property
-    def name(self) -> str:
-        return self.meta["name"]
-
-    @property
-    def namespace(self) -> str:
-        return self.meta["namespace"]
-
-    @property
-    def uid(self) -> str:
-        return self.meta["uid"]
-
-    @property
-    def previous(self) -> dict[str, Any]:
-        return self.body.get("status") or {}
 
     @property
     def finished_before(self) -> bool:

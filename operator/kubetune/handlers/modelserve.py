@@ -23,6 +23,7 @@ from kubetune.api import modelserve as ms
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, modelserve_spec, pod_security_problems
 from kubetune.handlers import events
+from kubetune.handlers.reconcile_pass import ResourcePass
 from kubetune.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.render import modelserve as render
 from kubetune.runtime.outcome import Outcome
@@ -127,11 +128,9 @@ def _replica_failure(deployment: dict[str, Any] | None) -> str | None:
 
 
 @dataclass
-class Pass:
+class Pass(ResourcePass):
     """What one reconcile of a ModelServe has found and decided so far; each step adds to it."""
 
-    body: dict[str, Any]
-    settings: TrainerSettings
     sidecar_image: str
     full: bool
     spec: ms.ModelServeSpec | None = None
@@ -146,26 +145,6 @@ class Pass:
     applied_children: str | None = None  # their hash, once every one of them is applied
     settled: bool = False  # rendered as last applied: nothing to write
     conflict: bool = False  # a child's name is someone else's
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        return self.body["metadata"]
-
-    @property
-    def name(self) -> str:
-        return self.meta["name"]
-
-    @property
-    def namespace(self) -> str:
-        return self.meta["namespace"]
-
-    @property
-    def uid(self) -> str:
-        return self.meta["uid"]
-
-    @property
-    def previous(self) -> dict[str, Any]:
-        return self.body.get("status") or {}
 
     @property
     def spec_changed(self) -> bool:
