@@ -35,3 +35,24 @@ def create_namespace(core, name: str) -> str:
         timeout=30,
     )
     return name
+
+
+def events_about(core, namespace: str, name: str, kind: str | None = None) -> list:
+    """The Events recorded about the object `name` (of `kind`, when given)."""
+    events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
+    return [e for e in events if kind is None or e.involved_object.kind == kind]
+
+
+def wait_for_event(
+    core, namespace: str, name: str, reason: str, kind: str | None = None, timeout: float = 30.0
+):
+    """Waits for an Event with `reason` about `name`, and returns all such Events.
+
+    The operator records an Event after the status write it describes, so a test that has just seen the
+    status must wait for the Event rather than list once.
+    """
+    return wait_until(
+        lambda: [e for e in events_about(core, namespace, name, kind) if e.reason == reason],
+        f"the {reason} Event about {name}",
+        timeout=timeout,
+    )

@@ -89,11 +89,6 @@ def pods_of(core: client.CoreV1Api, namespace: str, name: str, attempt: int | No
     return core.list_namespaced_pod(namespace, label_selector=selector).items
 
 
-def events_of(core: client.CoreV1Api, namespace: str, name: str) -> list[client.CoreV1Event]:
-    events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
-    return [e for e in events if e.involved_object.kind == "FineTuneJob"]
-
-
 def job_condition(job: client.V1Job, type_: str) -> client.V1JobCondition | None:
     return next((c for c in job.status.conditions or [] if c.type == type_ and c.status == "True"), None)
 

@@ -10,7 +10,7 @@ from kubernetes import client
 
 from tests.cluster import localcluster
 from tests.integration.finetunejobs import FineTuneJobs
-from tests.kube import wait_until
+from tests.kube import events_about, wait_for_event, wait_until
 from tests.specs import finetunejob, with_pod_annotations
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -20,11 +20,6 @@ FTJ_LABEL = "kubetune.io/finetunejob"
 
 def jobs_of(batch: client.BatchV1Api, namespace: str, name: str) -> list[client.V1Job]:
     return batch.list_namespaced_job(namespace, label_selector=f"{FTJ_LABEL}={name}").items
-
-
-def events_of(core: client.CoreV1Api, namespace: str, name: str) -> list[client.CoreV1Event]:
-    events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
-    return [e for e in events if e.involved_object.kind == "FineTuneJob"]
 
 
 def test_runs_to_succeeded_on_gpu_nodes(
@@ -85,8 +80,8 @@ def test_runs_to_succeeded_on_gpu_nodes(
     }
     assert status["startTime"] <= status["completionTime"]
     assert status["observedGeneration"] == ftjs.get("clue-ner")["metadata"]["generation"]
-    reasons = [e.reason for e in events_of(core, namespace, "clue-ner")]
-    assert "Training" in reasons and "Completed" in reasons
+    for reason in ("Training", "Completed"):
+        wait_for_event(core, namespace, "clue-ner", reason, kind="FineTuneJob")
 
     printed = localcluster.kubectl(cluster, "get", "ftj", "-n", namespace)
     assert "Succeeded" in printed and "2x8" in printed
@@ -122,7 +117,7 @@ def test_failed_pod_restarts_then_fails_with_the_exit_code(
     # Events are recorded in the background, after the status they go with: waited for, not read at once.
     wanted = {"AttemptFailed", "Restarting", "RestartLimitExceeded"}
     wait_until(
-        lambda: wanted <= {e.reason for e in events_of(core, namespace, "oom")},
+        lambda: wanted <= {e.reason for e in events_about(core, namespace, "oom", "FineTuneJob")},
         "the attempts' Events",
         timeout=30,
     )

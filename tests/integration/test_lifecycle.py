@@ -13,13 +13,12 @@ from tests.cluster import localcluster
 from tests.integration.finetunejobs import (
     FineTuneJobs,
     delete_orphaning,
-    events_of,
     job_condition,
     jobs_of,
     pods_of,
 )
 from tests.integration.test_gitops import argocd_health
-from tests.kube import wait_until
+from tests.kube import wait_for_event, wait_until
 from tests.specs import finetunejob, with_pod_annotations
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -81,8 +80,8 @@ def test_a_typo_edited_into_a_running_job_keeps_it_running(
     assert health["status"] == "Degraded" and "lora_rnak" in health["message"]
     job = batch.read_namespaced_job("edited-a1", namespace)
     assert job_condition(job, "Failed") is None and job.metadata.deletion_timestamp is None
-    warnings = [e for e in events_of(core, namespace, "edited") if e.type == "Warning"]
-    assert any(e.reason == "InvalidConfig" and "lora_rnak" in e.message for e in warnings)
+    refusals = wait_for_event(core, namespace, "edited", "InvalidConfig", kind="FineTuneJob")
+    assert any(e.type == "Warning" and "lora_rnak" in e.message for e in refusals)
 
     # It can still be paused, and once fixed it resumes the same attempt.
     ftjs.patch("edited", {"spec": {"suspend": True}})
@@ -243,12 +242,7 @@ def test_pods_refused_at_creation_are_reported(
     status = ftjs.wait_reason("refused", "PodsRefused", timeout=60)
     assert status["phase"] == "Pending"
     assert "exceeded quota" in status["message"] or "forbidden" in status["message"]
-    # The Event is recorded just after the status is written.
-    wait_until(
-        lambda: any(e.reason == "PodsRefused" for e in events_of(core, namespace, "refused")),
-        "the PodsRefused Event",
-        timeout=10,
-    )
+    wait_for_event(core, namespace, "refused", "PodsRefused", kind="FineTuneJob", timeout=10)
 
 
 # --- 10. disruptions are not failures ---------------------------------------------------------------
@@ -275,7 +269,7 @@ def test_an_evicted_pod_starts_the_next_attempt_without_using_a_restart(
     # The next attempt writes (and resumes from) the same output directory.
     second = batch.read_namespaced_job("drained-a2", namespace)
     assert output_dir(first) == output_dir(second)
-    assert "AttemptDisrupted" in [e.reason for e in events_of(core, namespace, "drained")]
+    wait_for_event(core, namespace, "drained", "AttemptDisrupted", kind="FineTuneJob")
 
 
 def output_dir(job: client.V1Job) -> str:

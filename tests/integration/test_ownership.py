@@ -14,20 +14,12 @@ from kubernetes.client.rest import ApiException
 from tests.cluster import localcluster
 from tests.integration.finetunejobs import FineTuneJobs
 from tests.integration.test_modelserve import ModelServes
-from tests.kube import wait_until
+from tests.kube import wait_for_event, wait_until
 from tests.specs import finetunejob, modelserve, with_pod_annotations
 
 pytestmark = pytest.mark.usefixtures("operator")
 
 SCALED_OBJECT_CRD = Path(__file__).resolve().parents[1] / "data" / "keda-scaledobject-crd.yaml"
-
-
-def events(core: client.CoreV1Api, namespace: str, name: str, reason: str) -> list:
-    return [
-        e
-        for e in core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
-        if e.reason == reason
-    ]
 
 
 def exists(read, *args) -> bool:
@@ -54,7 +46,7 @@ def test_someone_elses_config_map_is_left_alone_and_named(
     assert status["phase"] == "Pending"
     assert "ConfigMap ner-config already exists and is not this resource's" in status["message"]
     assert "no controller" in status["message"] and "left alone" in status["message"]
-    conflict = wait_until(lambda: events(core, namespace, "ner", "ChildConflict"), "the Event", timeout=15)
+    conflict = wait_for_event(core, namespace, "ner", "ChildConflict", timeout=15)
     assert conflict[0].type == "Warning" and "ConfigMap ner-config" in conflict[0].message
     config_map = core.read_namespaced_config_map("ner-config", namespace)
     assert config_map.data == {"belongs": "to someone else"}
