@@ -48,12 +48,12 @@ image-tools:
 images: image-tools
 	images/build.sh $(IMAGES)
 
-# Builds the control plane's binaries once (minutes, cold), outside any test's timeout.
 # The CRDs, generated from the typed models into crds/ and the Helm chart.
 crds: venv
 	$(PY) -m kubetune.cli crds --output-dir crds --output-dir charts/kubetune/crds
 	$(PY) -m kubetune.cli reference > docs/reference.md
 
+# Builds the control plane's binaries once (minutes, cold), outside any test's timeout.
 cluster-build: venv
 	@$(PY) -m tests.cluster build
 

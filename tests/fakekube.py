@@ -25,7 +25,9 @@ Setting up the cluster (`add`, `claim`, `config_map`) and playing the other cont
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -516,6 +518,13 @@ class FakeKube:
         replicas = spec.get("replicas", 1) if spec.get("replicas") is not None else 1
         ready = replicas if ready is None else ready
         labels = (spec["template"].get("metadata") or {}).get("labels") or {}
+        # The pods belong to the ReplicaSet the Deployment made for its template, as the real controller's.
+        template_hash = hashlib.sha256(json.dumps(spec["template"], sort_keys=True).encode()).hexdigest()[:10]
+        replica_set = {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "name": f"{meta['name']}-{template_hash}",
+        }
         pods = []
         for index in range(replicas):
             is_ready = index < ready
@@ -523,9 +532,10 @@ class FakeKube:
                 "apiVersion": "v1",
                 "kind": "Pod",
                 "metadata": {
-                    "name": f"{meta['name']}-{index}",
+                    "name": f"{meta['name']}-{template_hash}-{index}",
                     "namespace": meta["namespace"],
-                    "labels": dict(labels),
+                    "labels": {**labels, "pod-template-hash": template_hash},
+                    "ownerReferences": [{**replica_set, "uid": f"rs-{template_hash}", "controller": True}],
                 },
             }
             pods.append(

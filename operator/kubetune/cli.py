@@ -75,13 +75,6 @@ def cmd_reference(args: argparse.Namespace) -> int:
 # --- kubetune validate / render --------------------------------------------------------------------
 
 
-def _finetunejob_problems(doc: dict[str, Any]) -> list[str]:
-    from kubetune.api.validation import finetunejob_spec
-
-    _, problems = finetunejob_spec(doc.get("spec") or {})
-    return [f"{p.reason}: {p.message}" for p in problems]
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     from kubetune.api.validation import resource_problems
 
@@ -103,7 +96,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from kubetune.api.defaults import TrainerSettings
-    from kubetune.api.finetunejob import FineTuneJobSpec
+    from kubetune.api.validation import finetunejob_spec
     from kubetune.render import finetunejob as render
 
     out: list[dict[str, Any]] = []
@@ -120,13 +113,12 @@ def cmd_render(args: argparse.Namespace) -> int:
         if doc.get("kind") != "FineTuneJob":
             print(f"skipping {doc.get('kind')}: only FineTuneJob renders for now", file=sys.stderr)
             continue
-        problems = _finetunejob_problems(doc)
-        if problems:
-            for problem in problems:
-                print(f"FineTuneJob/{doc['metadata'].get('name')}: {problem}", file=sys.stderr)
+        spec, problems = finetunejob_spec(doc.get("spec") or {})
+        if problems or spec is None:
+            for p in problems:
+                print(f"FineTuneJob/{doc['metadata'].get('name')}: {p.reason}: {p.message}", file=sys.stderr)
             return 1
         meta = doc["metadata"]
-        spec = FineTuneJobSpec.model_validate(doc["spec"])
         dataset_info = dict(spec.dataset.info or {})
         if spec.dataset.config_map_ref is not None:
             if not args.dataset_info:

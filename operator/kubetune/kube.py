@@ -18,12 +18,10 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.utils.keepalive import tcp_keepalive_socket_options
 
-from kubetune.api import GROUP, VERSION
-from kubetune.api.defaults import FIELD_MANAGER, LABEL_PREFIX
+from kubetune.api import GROUP, VERSION, label_names
+from kubetune.api.defaults import FIELD_MANAGER
 from kubetune.api.validation import Problem
 
-# The labels that name a child's owner (`kubetune.io/finetunejob: <name>`, `kubetune.io/modelserve: <name>`).
-OWNER_LABELS = (f"{LABEL_PREFIX}/finetunejob", f"{LABEL_PREFIX}/modelserve")
 # Kinds never re-adopted when orphaned: a training Job is an attempt of one FineTuneJob, with its own history
 # (its failures count against that resource's restarts), and a new resource of the same name starts afresh.
 NEVER_ADOPTED = frozenset({"Job"})
@@ -80,7 +78,7 @@ def _our_orphan(existing: dict[str, Any], manifest: dict[str, Any]) -> bool:
     applied_by_us = any(m.get("manager") == FIELD_MANAGER and not m.get("subresource") for m in managers)
     wanted = manifest["metadata"].get("labels") or {}
     labels = meta.get("labels") or {}
-    owner_labels = [key for key in OWNER_LABELS if key in wanted]
+    owner_labels = [key for key in label_names.OWNERS if key in wanted]
     return applied_by_us and bool(owner_labels) and all(labels.get(k) == wanted[k] for k in owner_labels)
 
 

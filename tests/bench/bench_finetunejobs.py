@@ -49,6 +49,7 @@ from kubernetes.watch.watch import iter_resp_lines
 from rich.console import Console
 from rich.table import Table
 
+from kubetune.api import label_names
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import finetunejob_spec
 from kubetune.kube import KINDS, Kube
@@ -245,8 +246,8 @@ class Recorder:
         self.ftj_running: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
         self.watches = [
-            Watch(api, KINDS["Job"].path(None), self._on_job, render.FTJ_LABEL),
-            Watch(api, KINDS["Pod"].path(None), self._on_pod, render.FTJ_LABEL),
+            Watch(api, KINDS["Job"].path(None), self._on_job, label_names.FINETUNEJOB),
+            Watch(api, KINDS["Pod"].path(None), self._on_pod, label_names.FINETUNEJOB),
         ]
         if watch_finetunejobs:
             self.watches.append(Watch(api, FTJ_PATH, self._on_finetunejob))
@@ -259,7 +260,7 @@ class Recorder:
     @staticmethod
     def _owner(obj: dict) -> tuple[str, str]:
         meta = obj["metadata"]
-        return meta.get("namespace", ""), (meta.get("labels") or {}).get(render.FTJ_LABEL, "")
+        return meta.get("namespace", ""), (meta.get("labels") or {}).get(label_names.FINETUNEJOB, "")
 
     def _on_job(self, obj: dict, seen_at: float) -> None:
         self._record(self.job, self._owner(obj), seen_at)

@@ -732,7 +732,7 @@ def test_example_is_a_valid_finetunejob(path: Path) -> None:
     for doc in docs:
         assert doc["apiVersion"] == API_VERSION
         assert doc["kind"] == "FineTuneJob"
-        assert cv.dns_label(doc["metadata"]["name"]) == doc["metadata"]["name"]
+        assert cv.readable_name(doc["metadata"]["name"]) == doc["metadata"]["name"]
         spec = FineTuneJobSpec.model_validate(doc["spec"])
         assert check_config(spec.config) == []
         assert check_template(spec.model.template) is None

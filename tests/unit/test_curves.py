@@ -294,7 +294,8 @@ def test_errors_reading_the_log_are_logged_and_retried(tmp_path, monkeypatch, br
 
 
 def test_the_status_gets_the_overfitting_condition_the_best_checkpoint_and_a_warning() -> None:
-    from kubetune.status.finetunejob import Event, Observation, compute, transitions
+    from kubetune.status.conditions import Event
+    from kubetune.status.finetunejob import Observation, compute, transitions
 
     history = curves.mark_checkpoints(overfitting_curve(), [400, 800])
     running = {"phase": "Running", "reason": "Training", "attempt": 1, "progress": {"history": history}}

@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from kubetune.api.modelserve import ModelServeSpec
+from kubetune.api.modelserve import VLLM_ENV, ModelServeSpec
 from kubetune.api.validation import Problem
 from kubetune.render import modelserve as render
+from kubetune.status.conditions import Event
 from kubetune.status.modelserve import AdapterState, Observation, compute, transitions
 from tests import specs
 
@@ -125,6 +126,18 @@ ANY_TOKEN_MOUNT = {
     "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
     "readOnly": True,
 }
+
+
+def test_the_variables_refused_in_engine_env_are_those_the_operator_sets() -> None:
+    # A name the operator sets would be a duplicate in the container (the Deployment cannot be applied);
+    # a name it does not set must stay the user's.
+    cpu = target(resources={"gpus": 0, "memory": "8Gi"})
+    set_by_operator = {
+        e["name"]
+        for t in (target(), cpu)
+        for e in render.deployment(t)["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert set_by_operator == VLLM_ENV
 
 
 def test_on_cpu_the_pod_gets_vllms_cpu_build_and_a_gpu_pod_is_unchanged() -> None:
@@ -343,7 +356,7 @@ def test_unschedulable_pods_are_quoted() -> None:
 def test_events_for_phase_changes_and_adapters() -> None:
     before = compute(observe(deployment=deployment(1), adapters=[WAITING]))
     after = compute(observe(deployment=deployment(1), adapters=[READY], previous=before, **LOADED))
-    assert transitions(before, after) == [("Normal", "AdapterAdded", "serving ner")]
+    assert transitions(before, after) == [Event("Normal", "AdapterAdded", "serving ner")]
     assert transitions(after, after) == []
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kubetune.api import label_names
 from kubetune.api.common import CLAIM_MOUNT_PATH
 from kubetune.api.validation import finetunejob_spec
 from kubetune.launcher import preprocess as launcher
@@ -95,7 +96,7 @@ def test_the_preprocessing_pod_is_not_selected_by_the_rendezvous_service() -> No
     labels = render.preprocess_job(target)["spec"]["template"]["metadata"]["labels"]
     selector = render.service(target)["spec"]["selector"]
     assert not selector.items() <= labels.items()
-    assert labels[render.PREPROCESS_LABEL] == "ner"
+    assert labels[label_names.PREPROCESS_OF] == "ner"
 
 
 def test_a_hub_model_is_fetched_before_preprocessing_for_its_tokenizer() -> None:
@@ -125,7 +126,7 @@ def test_a_users_own_tokenized_path_is_kept_as_it_is() -> None:
 
 def preprocess_job(*, complete: bool = False, failed: str | None = None) -> dict[str, Any]:
     manifest = job(complete=complete, failed=failed)
-    manifest["metadata"] = {"name": "ner-preprocess", "labels": {render.PREPROCESS_LABEL: "ner"}}
+    manifest["metadata"] = {"name": "ner-preprocess", "labels": {label_names.PREPROCESS_OF: "ner"}}
     return manifest
 
 

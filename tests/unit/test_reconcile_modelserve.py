@@ -110,6 +110,15 @@ def sidecars_loaded(fake: FakeKube) -> None:
     }
 
 
+def a_stranger_with_the_pods_labels(fake: FakeKube) -> None:
+    """A ready pod that copies the vLLM pods' labels, not made by the Deployment, and whose adapter never
+    loads: no replica of this ModelServe."""
+    deployment = fake.get_quietly("Deployment", NS, "qwen-vllm") or {}
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    stranger = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stranger", "labels": dict(labels)}}
+    fake.add(stranger, NS, phase="Running", conditions=[{"type": "Ready", "status": "True"}])
+
+
 def someone_elses_service(fake: FakeKube) -> None:
     new()(fake)
     fake.add({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "qwen-vllm"}}, manager="helm")
@@ -236,6 +245,21 @@ ROWS = [
         "Ready",
         "Serving",
         [STATUS],  # the report is read, the children are as applied
+        [("Normal", "AdapterAdded")],
+        {"AdaptersReady": "True"},
+        adapters={"ner": f"/mnt/claim/{ADAPTER_PATH}"},
+    ),
+    Row(
+        "a pod with the vLLM pods' labels that the Deployment did not make: not a replica",
+        then(
+            finetunejob("Succeeded", **TRAINED),
+            served(ADAPTER),
+            sidecars_loaded,
+            a_stranger_with_the_pods_labels,
+        ),
+        "Ready",
+        "Serving",
+        [STATUS],
         [("Normal", "AdapterAdded")],
         {"AdaptersReady": "True"},
         adapters={"ner": f"/mnt/claim/{ADAPTER_PATH}"},

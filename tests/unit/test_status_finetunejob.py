@@ -9,12 +9,12 @@ import pytest
 
 from kubetune.api.finetunejob import check_output_path, default_path_owner, output_path_of, paths_overlap
 from kubetune.api.validation import Problem
+from kubetune.status.conditions import Event
 from kubetune.status.finetunejob import (
     CHECK_TYPES,
     CONDITION_TYPES,
     KSTATUS_TYPES,
     AttemptEnd,
-    Event,
     History,
     Observation,
     attempt_end,
@@ -22,10 +22,10 @@ from kubetune.status.finetunejob import (
     history,
     job_stopped,
     next_attempt_allowed,
-    owned_by,
     transitions,
     ttl_expired,
 )
+from kubetune.status.pods import owned_by
 
 NOW = "2025-03-04T05:06:07Z"
 EARLIER = "2025-03-01T00:00:00Z"

@@ -7,10 +7,6 @@ from dataclasses import dataclass
 from kubetune import __version__
 
 FIELD_MANAGER = "kubetune"
-LABEL_PREFIX = "kubetune.io"
-MANAGED_BY = "kubetune"
-# On a FineTuneJob's training Job and its pods: the attempt (1, 2, ...); the status counts attempts by it.
-ATTEMPT_LABEL = f"{LABEL_PREFIX}/attempt"
 
 # In the trainer pod: the rendered ConfigMap, and the claim (see common.CLAIM_MOUNT_PATH).
 CONFIG_MOUNT_PATH = "/etc/kubetune"

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from kubetune.api import llamafactory
 from kubetune.api.cel import Rule
 from kubetune.api.common import (
     HUB_TOKEN_ONLY_FOR_HUB,
@@ -457,7 +458,7 @@ class FineTuneJobSpec(Model):
 
     @property
     def finetuning_type(self) -> str:
-        return str(self.config.get("finetuning_type", "lora"))  # LLaMA-Factory's default
+        return llamafactory.finetuning_type(self.config)
 
     def dataset_names(self) -> list[str]:
         """Every dataset the run reads: training, evaluation and prediction."""
@@ -469,7 +470,7 @@ class FineTuneJobSpec(Model):
     @model_validator(mode="after")
     def _post_training_fits(self) -> FineTuneJobSpec:
         post = self.post_training
-        if post and post.merge and self.finetuning_type not in ("lora", "oft"):
+        if post and post.merge and not llamafactory.trains_adapter(self.config):
             raise ValueError(
                 f"postTraining.merge needs an adapter: finetuning_type {self.finetuning_type!r} "
                 "saves a whole model already"

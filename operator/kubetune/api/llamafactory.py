@@ -20,7 +20,9 @@ from importlib import resources
 from typing import Any, Literal
 
 __all__ = [
+    "ADAPTER_FINETUNING_TYPES",
     "ARGUMENTS",
+    "DEFAULT_FINETUNING_TYPE",
     "FINETUNING_TYPES",
     "LLAMAFACTORY_VERSION",
     "MOVED",
@@ -30,7 +32,9 @@ __all__ = [
     "ConfigProblem",
     "check_config",
     "check_template",
+    "finetuning_type",
     "suggest",
+    "trains_adapter",
 ]
 
 Reason = Literal["UnknownArgument", "OwnedArgument", "InvalidValue", "InvalidType"]
@@ -60,6 +64,23 @@ ARGUMENTS: frozenset[str] = frozenset(_DATA["arguments"])
 """Every key `llamafactory-cli train <config.yaml>` accepts."""
 STAGES: frozenset[str] = frozenset(_DATA["stages"])
 FINETUNING_TYPES: frozenset[str] = frozenset(_DATA["finetuning_types"])
+# What LLaMA-Factory trains when a config names no finetuning_type.
+DEFAULT_FINETUNING_TYPE = "lora"
+# The finetuning types whose output is an adapter over the base model; the others (full, freeze) save a
+# whole model in the output directory.
+ADAPTER_FINETUNING_TYPES = frozenset({"lora", "oft"})
+
+
+def finetuning_type(config: Mapping[str, Any]) -> str:
+    """The finetuning type a LLaMA-Factory config trains."""
+    return str(config.get("finetuning_type", DEFAULT_FINETUNING_TYPE))
+
+
+def trains_adapter(config: Mapping[str, Any]) -> bool:
+    """Whether a LLaMA-Factory config's output is an adapter (else a whole model)."""
+    return finetuning_type(config) in ADAPTER_FINETUNING_TYPES
+
+
 TEMPLATES: frozenset[str] = frozenset(_DATA["templates"])
 
 _HUB_TOKEN = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -32,18 +32,19 @@ VLLM_IMAGE = f"vllm/vllm-openai:{VLLM_VERSION}"
 VLLM_CPU_IMAGE = f"public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:{VLLM_VERSION}"
 CPU_KV_CACHE_GIB = 4  # vLLM's CPU default is 4 GiB too; said here so the pod's memory can be sized from it
 # The ranks vLLM accepts for --max-lora-rank (its default is 16: a rank-64 adapter fails to load).
-LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+LoraRank = Literal[8, 16, 32, 64, 128, 256, 320, 512]
+LORA_RANKS: tuple[int, ...] = get_args(LoraRank)
 ADAPTER_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$"
 ADAPTER_PATH = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|[^/].*)$"
-# Served model names go into vLLM's arguments and into the KEDA query's label matcher: no quotes, braces,
-# backslashes or spaces. `Qwen/Qwen2.5-7B-Instruct` and `qwen2.5:7b` are fine.
-# The variables the operator sets in the vLLM container (kubetune.render.modelserve).
+# The variables the operator sets in the vLLM container (kubetune.render.modelserve; a unit test holds the
+# two together): runtime adapter loading, offline hub, the CPU build's KV cache, and the adapter management
+# guard (its module on the path, the token's file).
 VLLM_ENV = frozenset(
-    {"VLLM_PLUGINS", "VLLM_LORA_RESOLVER_CACHE_DIR", "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "HF_HUB_OFFLINE"}
-    | {"VLLM_CPU_KVCACHE_SPACE"}
-    # The adapter management guard: its module on the path, the token's file (render/modelserve.py).
+    {"VLLM_ALLOW_RUNTIME_LORA_UPDATING", "HF_HUB_OFFLINE", "VLLM_CPU_KVCACHE_SPACE"}
     | {"PYTHONPATH", "KUBETUNE_ADAPTER_TOKEN_FILE"}
 )
+# Served model names go into vLLM's arguments and into the KEDA query's label matcher: no quotes, braces,
+# backslashes or spaces. `Qwen/Qwen2.5-7B-Instruct` and `qwen2.5:7b` are fine.
 SERVED_MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"
 
 
@@ -114,7 +115,7 @@ class EngineSpec(Model):
     dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] | None = Field(
         None, description="Weights and activations dtype (--dtype)."
     )
-    max_lora_rank: Literal[8, 16, 32, 64, 128, 256, 320, 512] | None = Field(
+    max_lora_rank: LoraRank | None = Field(
         None, description="Largest adapter rank (default: what the referenced FineTuneJobs trained with)."
     )
     max_loras: int = Field(

@@ -12,7 +12,7 @@ only (never a Kubernetes client), so a config converts the same on a laptop, in 
 - `command`: the `kubetune convert` command.
 """
 
-from kubetune.convert.command import build_parser, default_name, dns_label, main, to_yaml
+from kubetune.convert.command import build_parser, default_name, main, readable_name, to_yaml
 from kubetune.convert.errors import ConversionError, ConversionResult
 from kubetune.convert.kinds import what_it_is
 from kubetune.convert.read import (
@@ -35,13 +35,13 @@ __all__ = [
     "convert",
     "dataset_info_candidates",
     "default_name",
-    "dns_label",
     "is_hub_id",
     "load_lf_config",
     "look_around",
     "main",
     "parse_command",
     "parse_lf_args",
+    "readable_name",
     "to_yaml",
     "what_it_is",
 ]

@@ -45,8 +45,10 @@ def to_yaml(manifests: dict[str, Any] | list[dict[str, Any]]) -> str:
     )
 
 
-def dns_label(text: str) -> str:
-    """Text -> a DNS-1123 label: lowercase letters, digits and `-`, at most 63 characters ('' if none)."""
+def readable_name(text: str) -> str:
+    """Text -> a resource name (a DNS-1123 label: lowercase letters, digits and `-`, at most 63 characters;
+    '' if none). Unlike kubetune.render.names.dns_label, which names children and adds a hash whenever it
+    changes a name (two children must never meet), this name is shown to the user to keep or edit."""
     label = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return label[:63].rstrip("-")
 
@@ -64,7 +66,7 @@ def default_name(config: dict[str, Any], config_file: str | None) -> str:
     if isinstance(output_dir, str) and output_dir.strip():
         candidates.append(PurePosixPath(posixpath.normpath(output_dir)).name)
     for candidate in candidates:
-        label = dns_label(candidate)
+        label = readable_name(candidate)
         if label:
             return label
     return ""

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes.client.rest import ApiException
-
+from kubetune import rfc3339
 from kubetune.kube import Kube
+from kubetune.status import conditions
 
 log = logging.getLogger("kubetune.events")
 COMPONENT = "kubetune-operator"
 
 
-def post(kube: Kube, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    """Records an Event on the resource; a failure to record is logged, never fatal to the reconcile."""
+def post(kube: Kube, body: dict[str, Any], event: conditions.Event) -> None:
+    """Records an Event on the resource. The runtime's client records it off the reconcile's thread and
+    logs a failure (runtime/cache.py: CachedKube.create): an Event is never fatal to the reconcile."""
+    type_, reason, message = event.type, event.reason, event.message
     meta = body["metadata"]
-    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    event = {
+    when = rfc3339.now()
+    record = {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
@@ -41,7 +42,4 @@ def post(kube: Kube, body: dict[str, Any], type_: str, reason: str, message: str
         "count": 1,
     }
     log.info("%s %s/%s %s: %s", type_, meta["namespace"], meta["name"], reason, message)
-    try:
-        kube.create(event)
-    except ApiException as error:
-        log.warning("could not record event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], error)
+    kube.create(record)

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kubetune import rfc3339
 from kubetune.api import finetunejob as ftj
+from kubetune.api import label_names
 from kubetune.api.datasetinfo import dataset_info_problems
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, finetunejob_spec, pod_security_problems
@@ -33,12 +35,10 @@ from kubetune.render.names import label_value
 from kubetune.runtime.metrics import RESTARTS
 from kubetune.runtime.outcome import Key, Outcome
 from kubetune.status import finetunejob as status_of
+from kubetune.status.conditions import Event
+from kubetune.status.pods import owned_by
 
 log = logging.getLogger("kubetune.finetunejob")
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _config_map_json(
@@ -167,7 +167,7 @@ def _age_seconds(obj: dict[str, Any]) -> float:
     created = obj["metadata"].get("creationTimestamp")
     if not created:
         return 0.0
-    then = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    then = rfc3339.parse(created)
     return (datetime.now(UTC) - then).total_seconds()
 
 
@@ -226,9 +226,9 @@ def check_spec(kube: Kube, state: Pass) -> None:
 def find_attempt(kube: Kube, state: Pass) -> None:
     """The current attempt is the newest of this FineTuneJob's own Jobs (by owner uid: a Job left by an
     earlier FineTuneJob of the same name is not ours)."""
-    labelled = kube.list("Job", state.namespace, {render.FTJ_LABEL: label_value(state.name)})
-    state.jobs = [j for j in labelled if status_of.owned_by(j, state.uid)]
-    state.leftovers = [j for j in labelled if not status_of.owned_by(j, state.uid)]
+    labelled = kube.list("Job", state.namespace, {label_names.FINETUNEJOB: label_value(state.name)})
+    state.jobs = [j for j in labelled if owned_by(j, state.uid)]
+    state.leftovers = [j for j in labelled if not owned_by(j, state.uid)]
     state.attempt = max(
         [status_of.attempt_of(j) for j in state.jobs] + [state.previous.get("attempt") or 1, 1]
     )
@@ -252,9 +252,8 @@ def follow_a_failed_attempt(kube: Kube, state: Pass) -> None:
     failure = status_of.pod_failures(failed_pods)
     disrupted = state.end == status_of.AttemptEnd.DISRUPTED
     reason, what = ("AttemptDisrupted", "was disrupted") if disrupted else ("AttemptFailed", "failed")
-    events.post(
-        kube, state.body, "Warning", reason, f"attempt {state.attempt} {what}: {failure or 'the Job failed'}"
-    )
+    message = f"attempt {state.attempt} {what}: {failure or 'the Job failed'}"
+    events.post(kube, state.body, Event("Warning", reason, message))
     state.attempt += 1
     state.job, state.end = None, None
     RESTARTS.inc()
@@ -271,7 +270,7 @@ def follow_a_deleted_job(kube: Kube, state: Pass) -> None:
         state.problems = [*state.problems, status_of.job_deleted_problem(state.attempt, len(orphans))]
     elif status_of.job_deleted_while_running(state.previous, state.attempt):
         message = f"attempt {state.attempt}'s Job was deleted while it ran"
-        events.post(kube, state.body, "Warning", "AttemptDisrupted", message)
+        events.post(kube, state.body, Event("Warning", "AttemptDisrupted", message))
         state.attempt += 1
         state.used = status_of.History(state.used.restarts, state.used.disruptions + 1)
 
@@ -392,7 +391,7 @@ def observe(state: Pass) -> status_of.Observation:
     preprocess = state.preprocess
     return status_of.Observation(
         generation=state.meta.get("generation", 1),
-        now=now(),
+        now=rfc3339.now(),
         previous=previous,
         nodes=nodes,
         gpus_per_node=gpus_per_node,
@@ -422,7 +421,7 @@ def write_status(
     if changed:
         kube.patch_status("FineTuneJob", state.namespace, state.name, status, state.uid)
         for event in status_of.transitions(previous, status):
-            events.post(kube, state.body, event.type, event.reason, event.message)
+            events.post(kube, state.body, event)
     requeue_after = None
     if spec is not None and status_of.ttl_expired(status, spec.ttl_seconds_after_finished, observation.now):
         # ttlSecondsAfterFinished: the children go with it; the claim and its outputs stay.
@@ -458,12 +457,12 @@ def _live(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _preprocess_of(kube: Kube, namespace: str, name: str, uid: str) -> status_of.PreprocessObservation:
     """This FineTuneJob's preprocessing Job (by owner uid) and the pods that Job owns."""
-    selector = {render.PREPROCESS_LABEL: label_value(name)}
-    job = next((j for j in kube.list("Job", namespace, selector) if status_of.owned_by(j, uid)), None)
+    selector = {label_names.PREPROCESS_OF: label_value(name)}
+    job = next((j for j in kube.list("Job", namespace, selector) if owned_by(j, uid)), None)
     if job is None:
         return status_of.PreprocessObservation()
     job_uid = job["metadata"].get("uid", "")
-    pods = [p for p in kube.list("Pod", namespace, selector) if status_of.owned_by(p, job_uid)]
+    pods = [p for p in kube.list("Pod", namespace, selector) if owned_by(p, job_uid)]
     return status_of.PreprocessObservation(job=job, pods=pods)
 
 
@@ -498,21 +497,21 @@ def _pods_of(
     """The attempt's pods: those its Job owns (a label alone could be a leftover's)."""
     if job is None:
         return []
-    labels = {render.FTJ_LABEL: label_value(name), render.ATTEMPT_LABEL: str(attempt)}
+    selector = {label_names.FINETUNEJOB: label_value(name), label_names.ATTEMPT: str(attempt)}
     job_uid = job["metadata"].get("uid", "")
-    return [p for p in kube.list("Pod", namespace, labels) if status_of.owned_by(p, job_uid)]
+    return [p for p in kube.list("Pod", namespace, selector) if owned_by(p, job_uid)]
 
 
 def _pods_without_job(
     kube: Kube, namespace: str, name: str, attempt: int, jobs: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Pods of this attempt that still run though no Job of this FineTuneJob owns them (theirs is gone)."""
-    labels = {render.FTJ_LABEL: label_value(name), render.ATTEMPT_LABEL: str(attempt)}
+    selector = {label_names.FINETUNEJOB: label_value(name), label_names.ATTEMPT: str(attempt)}
     job_uids = {j["metadata"].get("uid") for j in jobs}
     return [
         p
-        for p in kube.list("Pod", namespace, labels)
-        if not any(status_of.owned_by(p, uid) for uid in job_uids)
+        for p in kube.list("Pod", namespace, selector)
+        if not any(owned_by(p, uid) for uid in job_uids)
         and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
     ]
 

@@ -14,11 +14,12 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from kubetune import rfc3339
+from kubetune.api import llamafactory
 from kubetune.api import modelserve as ms
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, modelserve_spec, pod_security_problems
@@ -28,15 +29,12 @@ from kubetune.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.render import modelserve as render
 from kubetune.runtime.outcome import Outcome
 from kubetune.status import modelserve as status_of
+from kubetune.status.pods import of_deployment
 
 log = logging.getLogger("kubetune.modelserve")
 
 LLAMAFACTORY_DEFAULT_LORA_RANK = 8
 ADAPTERS_POLL_SECONDS = 5.0
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def resolve_adapter(
@@ -93,7 +91,7 @@ def resolve_adapter(
     output = status.get("output") or {}
     config = (job.get("spec") or {}).get("config") or {}
     if not output.get("adapterPath"):
-        kind = config.get("finetuning_type", "lora")
+        kind = llamafactory.finetuning_type(config)
         message = (
             f"FineTuneJob {job_name} trained a whole model ({kind}), not an adapter: serve it as a model"
         )
@@ -271,7 +269,9 @@ def find_pods(kube: Kube, state: Pass) -> None:
     """The vLLM pods, and why the Deployment has none, if admission refused them."""
     if state.target is None or state.wanted is None:
         return
-    state.pods = kube.list("Pod", state.namespace, render.selector(state.target))
+    # Listed by label (the index), kept only if the Deployment's: a pod that copies the labels is no replica.
+    labelled = kube.list("Pod", state.namespace, render.selector(state.target))
+    state.pods = [p for p in labelled if of_deployment(p, state.target.deployment_name)]
     refused = _replica_failure(state.deployment)
     if refused and not (state.deployment or {}).get("status", {}).get("readyReplicas"):
         state.problems.append(Problem("PodsRefused", f"the vLLM pods are refused: {refused}", False))
@@ -294,7 +294,7 @@ def observe(state: Pass) -> status_of.Observation:
     selector = render.selector(target) if target else {}
     return status_of.Observation(
         generation=state.meta.get("generation", 1),
-        now=now(),
+        now=rfc3339.now(),
         previous=state.previous,
         endpoint=target.endpoint if target else "",
         served_model_name=target.served_model_name if target else state.name,
@@ -314,8 +314,8 @@ def write_status(kube: Kube, state: Pass, status: dict[str, Any]) -> Outcome:
     changed = any(previous.get(k) != v for k, v in status.items())
     if changed:
         kube.patch_status("ModelServe", state.namespace, state.name, status, state.uid)
-        for type_, reason, message in status_of.transitions(previous, status):
-            events.post(kube, state.body, type_, reason, message)
+        for event in status_of.transitions(previous, status):
+            events.post(kube, state.body, event)
     # The sidecars report what vLLM loaded into a ConfigMap the operator does not watch (that would need
     # the right to read every ConfigMap): while an adapter is not served yet, look again in a few seconds.
     pending = status_of.adapters_pending(status)

@@ -14,8 +14,8 @@ import kopf
 from prometheus_client import start_http_server
 
 from kubetune.api import finetunejob as ftj
+from kubetune.api import label_names
 from kubetune.api import modelserve as ms
-from kubetune.api.defaults import MANAGED_BY
 from kubetune.config import OperatorConfig
 from kubetune.handlers import finetunejob as finetunejob_handler
 from kubetune.handlers import modelserve as modelserve_handler
@@ -24,8 +24,6 @@ from kubetune.runtime.controller import CHILD_KINDS, WATCHED, Controller, Reconc
 from kubetune.runtime.outcome import Outcome
 
 log = logging.getLogger("kubetune.operator")
-# Pods, Jobs and Deployments: only those of a FineTuneJob, its preprocessing, or a ModelServe.
-CHILD_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 
 
 def _reconcile_finetunejob(kube: Kube, body: dict[str, Any], config: OperatorConfig, full: bool) -> Outcome:
@@ -53,10 +51,11 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.watching.connect_timeout = config.api_connect_seconds
     settings.networking.connect_timeout = config.api_connect_seconds
     settings.networking.request_timeout = config.api_timeout_seconds
-    # The API server filters the children's watches (the handlers below need no filter of their own).
+    # The API server filters the children's watches to the operator's own (the handlers below need no
+    # filter of their own).
     for kind, group, version, plural in WATCHED:
         if kind in CHILD_KINDS:
-            settings.watching.label_selectors[group or version, plural] = CHILD_SELECTOR
+            settings.watching.label_selectors[group or version, plural] = label_names.CHILDREN_SELECTOR
     # The handlers below only record and queue: they are async, and run in kopf's own loop.
     settings.execution.max_workers = 2
     # kopf keeps a task per object while its events come; a second of quiet ends it (memory).

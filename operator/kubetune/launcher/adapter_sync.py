@@ -47,12 +47,11 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from kubetune import lora_guard
+from kubetune import lora_guard, rfc3339
 
 log = logging.getLogger("kubetune.adapter-sync")
 
@@ -410,7 +409,7 @@ def report_document(
         if claim and (report.path + "/").startswith(claim.rstrip("/") + "/"):
             entry["claimPath"] = os.path.relpath(report.path, claim)
         adapters[name] = entry
-    return {"adapters": adapters, "updated": now or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return {"adapters": adapters, "updated": now or rfc3339.now()}
 
 
 # ---------------------------------------------------------------------------------------------------------

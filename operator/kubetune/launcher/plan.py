@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubetune.api import llamafactory
+
 # Files LLaMA-Factory (via transformers) leaves as a finished model or adapter in output_dir.
 FINAL_WEIGHTS = (
     "adapter_model.safetensors",
@@ -214,7 +216,7 @@ def export_config(train: dict[str, Any], output_dir: Path, merge: dict[str, Any]
     config = {
         "model_name_or_path": train["model_name_or_path"],
         "adapter_name_or_path": str(output_dir),
-        "finetuning_type": train.get("finetuning_type", "lora"),
+        "finetuning_type": llamafactory.finetuning_type(train),
         "export_dir": str(output_dir / merge.get("dir", "merged")),
         "export_size": merge.get("exportSize", 5),
         "export_device": merge.get("exportDevice", "cpu"),
@@ -233,7 +235,7 @@ def predict_config(train: dict[str, Any], output_dir: Path, predict: dict[str, A
     """A generation pass over the evaluation datasets, with LLaMA-Factory's ROUGE/BLEU metrics."""
     config: dict[str, Any] = {
         "model_name_or_path": train["model_name_or_path"],
-        "finetuning_type": train.get("finetuning_type", "lora"),
+        "finetuning_type": llamafactory.finetuning_type(train),
         "stage": "sft",
         "do_predict": True,
         "predict_with_generate": True,
@@ -244,7 +246,7 @@ def predict_config(train: dict[str, Any], output_dir: Path, predict: dict[str, A
         "max_new_tokens": predict.get("maxNewTokens", 128),
         "report_to": "none",
     }
-    if config["finetuning_type"] in ("lora", "oft"):
+    if llamafactory.trains_adapter(config):
         config["adapter_name_or_path"] = str(output_dir)
     else:  # full and freeze save the whole trained model in the output directory
         config["model_name_or_path"] = str(output_dir)

@@ -17,10 +17,10 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kubetune import rfc3339
 from kubetune.launcher.plan import checkpoints
 from kubetune.status import curves
 
@@ -107,10 +107,6 @@ def with_curves(progress: dict[str, Any], records: list[dict[str, Any]], output_
     return {**progress, "history": curves.thin(curves.mark_checkpoints(points, on_claim))}
 
 
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class Reporter:
     """Follows trainer_log.jsonl and calls `send(progress)` when it changed, rate-limited, in a thread.
 
@@ -171,7 +167,7 @@ class Reporter:
             if state is None:
                 return False
             self._observe(state)
-            progress = with_curves(progress_from_record(state, now_rfc3339()), records, self.log_path.parent)
+            progress = with_curves(progress_from_record(state, rfc3339.now()), records, self.log_path.parent)
         except Exception as error:  # an unreadable log (permissions, a vanished claim): try again later
             self.failures += 1
             self._pending = True

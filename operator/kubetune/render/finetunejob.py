@@ -16,15 +16,13 @@ from typing import Any
 
 import yaml
 
-from kubetune.api import API_VERSION
+from kubetune.api import API_VERSION, label_names, llamafactory
 from kubetune.api import finetunejob as ftj
 from kubetune.api.common import CLAIM_MOUNT_PATH
 from kubetune.api.defaults import (
-    ATTEMPT_LABEL,
     CONFIG_MOUNT_PATH,
     DATASET_INFO_FILE,
     DEEPSPEED_CONFIG_FILE,
-    LABEL_PREFIX,
     LAUNCHER_CONFIG_FILE,
     LLAMAFACTORY_CONFIG_FILE,
     TrainerSettings,
@@ -43,15 +41,10 @@ from kubetune.render.pods import (
     shared_memory,
 )
 
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # libyaml's dumper writes the same text as PyYAML's own, ten times faster (a config per attempt).
 YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-FTJ_LABEL = f"{LABEL_PREFIX}/finetunejob"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 MODEL_READY_MARKER = ".kubetune-complete"
-# The preprocessing Job and its pod carry this label, not FTJ_LABEL: they are no attempt, and the
-# rendezvous Service selects the trainer pods by FTJ_LABEL.
-PREPROCESS_LABEL = f"{LABEL_PREFIX}/preprocess-of"
 LAUNCHER_TOKEN_VOLUME = "launcher-token"
 # On the claim: tokenized datasets by their content key, shared by every job that has the same inputs.
 TOKENIZED_CACHE = ".kubetune/tokenized"
@@ -105,7 +98,7 @@ def model_path(target: FineTuneJobTarget) -> str:
 
 
 def labels(target: FineTuneJobTarget, **extra: str) -> dict[str, str]:
-    return meta.labels("kubetune-trainer", **{FTJ_LABEL: label_value(target.name)}, **extra)
+    return meta.labels("kubetune-trainer", **{label_names.FINETUNEJOB: label_value(target.name)}, **extra)
 
 
 def owner(target: FineTuneJobTarget) -> meta.Owner:
@@ -225,7 +218,7 @@ def service(target: FineTuneJobTarget) -> dict[str, Any]:
             "clusterIP": "None",
             # torchrun's rendezvous happens before any pod is Ready.
             "publishNotReadyAddresses": True,
-            "selector": {FTJ_LABEL: label_value(target.name)},
+            "selector": {label_names.FINETUNEJOB: label_value(target.name)},
             "ports": [
                 {"name": "rendezvous", "port": target.settings.master_port, "protocol": "TCP"},
             ],
@@ -349,10 +342,10 @@ def job(target: FineTuneJobTarget) -> dict[str, Any]:
     spec, names, settings = target.spec, target.names, target.settings
     image = spec.image or settings.image
     volumes, mounts = _volumes(target)
-    attempt_labels = {ATTEMPT_LABEL: str(target.attempt)}
+    attempt_labels = {label_names.ATTEMPT: str(target.attempt)}
     job_labels = dict(attempt_labels)
     if spec.queue_name:
-        job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
+        job_labels[label_names.KUEUE_QUEUE] = spec.queue_name
 
     container: dict[str, Any] = {
         "name": "trainer",
@@ -475,7 +468,7 @@ def preprocess_job(target: FineTuneJobTarget) -> dict[str, Any]:
     )
     place(pod_spec, where)
     secure(pod_spec, spec.pod_security)
-    pod_labels = meta.labels("kubetune-preprocess", **{PREPROCESS_LABEL: label_value(target.name)})
+    pod_labels = meta.labels("kubetune-preprocess", **{label_names.PREPROCESS_OF: label_value(target.name)})
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -503,12 +496,9 @@ def children(target: FineTuneJobTarget) -> list[dict[str, Any]]:
     ]
 
 
-ADAPTER_TYPES = {"lora", "oft"}
-
-
 def output(target: FineTuneJobTarget) -> dict[str, Any]:
     """Where the results are on the claim: an adapter for LoRA and OFT; full and freeze save a model."""
     out = {"claim": target.spec.storage.claim, "path": target.output_path}
-    if target.spec.config.get("finetuning_type", "lora") in ADAPTER_TYPES:
+    if llamafactory.trains_adapter(target.spec.config):
         out["adapterPath"] = target.output_path
     return out

@@ -7,8 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kubetune.api import API_VERSION
-from kubetune.api.defaults import MANAGED_BY
+from kubetune.api import API_VERSION, label_names
 from kubetune.api.podspec import PodMetadata
 
 
@@ -35,7 +34,7 @@ def owner_reference(owner: Owner) -> dict[str, Any]:
 
 def labels(app: str, **own: str) -> dict[str, str]:
     """The recommended app labels, then the operator's own (which select the pods and find the children)."""
-    return {"app.kubernetes.io/name": app, "app.kubernetes.io/managed-by": MANAGED_BY, **own}
+    return {label_names.APP_NAME: app, label_names.APP_MANAGED_BY: label_names.MANAGED_BY, **own}
 
 
 def metadata(owner: Owner, name: str, child_labels: dict[str, str]) -> dict[str, Any]:

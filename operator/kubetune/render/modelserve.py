@@ -25,10 +25,10 @@ from importlib import resources
 from typing import Any
 
 from kubetune import lora_guard
-from kubetune.api import API_VERSION
+from kubetune.api import API_VERSION, label_names
 from kubetune.api import modelserve as ms
 from kubetune.api.common import CLAIM_MOUNT_PATH
-from kubetune.api.defaults import CONFIG_MOUNT_PATH, LABEL_PREFIX, OPERATOR_IMAGE, TRAINER_IMAGE
+from kubetune.api.defaults import CONFIG_MOUNT_PATH, OPERATOR_IMAGE, TRAINER_IMAGE
 from kubetune.api.podspec import VLLM_DEFAULT_UID
 from kubetune.render import meta, model_source, rbac
 from kubetune.render.model_source import claim_path as claim_path  # the handler's, for adapter paths
@@ -36,7 +36,6 @@ from kubetune.render.names import ModelServeNames, label_value
 from kubetune.render.placement import place, resource_requirements
 from kubetune.render.pods import api_token_mount, api_token_volume, secure, shared_memory
 
-MSERVE_LABEL = f"{LABEL_PREFIX}/modelserve"
 VLLM_PORT = 8000
 SYNC_PORT = 8001  # the sidecar's /ready (the vLLM container's readiness probe) and /adapters
 ADAPTERS_FILE = "adapters.json"
@@ -114,7 +113,7 @@ def labels(target: ModelServeTarget) -> dict[str, str]:
 
 
 def selector(target: ModelServeTarget) -> dict[str, str]:
-    return {MSERVE_LABEL: label_value(target.name)}
+    return {label_names.MODELSERVE: label_value(target.name)}
 
 
 def owner(target: ModelServeTarget) -> meta.Owner:

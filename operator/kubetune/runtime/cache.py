@@ -21,13 +21,11 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from kubetune.kube import OWNER_LABELS, Kube
-from kubetune.render.finetunejob import PREPROCESS_LABEL
+from kubetune.api.label_names import INDEXED as INDEXED_LABELS
+from kubetune.kube import Kube
 
 log = logging.getLogger("kubetune.events")
 
-# Labels that name an owner: the index the reconciles' label selectors go through.
-INDEXED_LABELS = (*OWNER_LABELS, PREPROCESS_LABEL)
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 

@@ -22,13 +22,11 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from kubetune.api import GROUP, VERSION
+from kubetune.api import GROUP, VERSION, label_names
 from kubetune.api import finetunejob as ftj
 from kubetune.api import modelserve as ms
 from kubetune.config import OperatorConfig
 from kubetune.kube import Kube
-from kubetune.render.finetunejob import FTJ_LABEL, PREPROCESS_LABEL
-from kubetune.render.modelserve import MSERVE_LABEL
 from kubetune.render.names import label_value
 from kubetune.runtime.cache import Cache, CachedKube
 from kubetune.runtime.metrics import (
@@ -139,7 +137,11 @@ class Controller:
         # The owner label's value is the owner's name (names longer than a label value end in a hash and
         # are found through the cache instead).
         keys = []
-        for label, owner_kind in ((FTJ_LABEL, FTJ), (PREPROCESS_LABEL, FTJ), (MSERVE_LABEL, MS)):
+        for label, owner_kind in (
+            (label_names.FINETUNEJOB, FTJ),
+            (label_names.PREPROCESS_OF, FTJ),
+            (label_names.MODELSERVE, MS),
+        ):
             if label in labels:
                 keys.append(
                     Key(owner_kind, namespace, self._owner_name(owner_kind, namespace, labels[label]))

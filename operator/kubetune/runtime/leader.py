@@ -25,21 +25,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from kubetune import rfc3339
 from kubetune.config import LeaderElection
 from kubetune.kube import Kube
 
 log = logging.getLogger("kubetune.leader")
 MIN_CALL_SECONDS = 0.5
-
-
-def _stamp() -> str:
-    """A MicroTime, as the Lease's renewTime and acquireTime are written."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -73,7 +68,7 @@ class LeaderElector:
         return max(MIN_CALL_SECONDS, budget)
 
     def _spec(self, acquired: str | None, transitions: int) -> dict[str, Any]:
-        now = _stamp()
+        now = rfc3339.now_micro()
         return {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": max(1, round(self.lease_seconds)),

@@ -5,6 +5,7 @@ only when the status flips."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 # Reasons that get a Warning Event when a resource of either kind enters them: a pod that cannot start
@@ -14,6 +15,16 @@ WARNING_REASONS = frozenset(
     {"Unschedulable", "ImagePullError", "ContainerConfigError", "CrashLoopBackOff", "ChildConflict"}
     | {"PodsRefused"}
 )
+
+
+@dataclass(frozen=True)
+class Event:
+    """An Event to record about a resource, of either kind, on a status transition."""
+
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
 
 # (status, reason, message) of one condition; status as a bool or as `True`/`False`/`Unknown`.
 Wanted = tuple[bool | str, str, str]

@@ -11,12 +11,12 @@ whether another attempt follows (`next_attempt_allowed`), and when a finished jo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from kubetune import rfc3339
+from kubetune.api import label_names
 from kubetune.api.common import Problem
-from kubetune.api.defaults import ATTEMPT_LABEL
 from kubetune.api.finetunejob import Phase
 from kubetune.status import conditions, curves
 from kubetune.status.pods import failed_container, pod_pending_reason, terminating
@@ -35,7 +35,6 @@ KSTATUS_TYPES = ("Ready", "Reconciling", "Stalled")
 # The Job's podFailurePolicy fails the attempt on this pod condition (eviction, preemption, a lost node);
 # the Job controller names it in the message of its FailureTarget and Failed conditions.
 DISRUPTION_CONDITION = "DisruptionTarget"
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)
@@ -70,13 +69,6 @@ class Observation:
     preprocess: PreprocessObservation | None = None  # None: the spec does not preprocess
 
 
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
-
-
 # --- reading Kubernetes objects --------------------------------------------------------------------
 
 
@@ -89,14 +81,9 @@ class AttemptEnd(StrEnum):
     DEADLINE_EXCEEDED = "DeadlineExceeded"  # activeDeadlineSeconds: not retried
 
 
-def owned_by(obj: dict[str, Any], uid: str) -> bool:
-    """Whether `uid` is among the object's owners: children are recognised by their owner, not a label."""
-    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
-
-
 def attempt_of(job: dict[str, Any]) -> int:
     try:
-        return int(job["metadata"]["labels"][ATTEMPT_LABEL])
+        return int(job["metadata"]["labels"][label_names.ATTEMPT])
     except (KeyError, TypeError, ValueError):
         return 0
 
@@ -179,12 +166,8 @@ def ttl_remaining(status: dict[str, Any], ttl_seconds: int | None, now: str) -> 
     """Seconds until ttlSecondsAfterFinished deletes the FineTuneJob; None when it never will (as it is)."""
     if ttl_seconds is None or not has_finished(status) or not status.get("completionTime"):
         return None
-    finished = _parse_time(status["completionTime"])
-    return ttl_seconds - (_parse_time(now) - finished).total_seconds()
-
-
-def _parse_time(value: str) -> datetime:
-    return datetime.strptime(value, TIME_FORMAT).replace(tzinfo=UTC)
+    finished = rfc3339.parse(status["completionTime"])
+    return ttl_seconds - (rfc3339.parse(now) - finished).total_seconds()
 
 
 def _pod_rank(pod: dict[str, Any]) -> str:
@@ -536,14 +519,14 @@ def _add_curves(obs: Observation, status: dict[str, Any]) -> None:
         status["output"] = {**status["output"], "bestCheckpoint": best}
 
 
-def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[Event]:
+def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[conditions.Event]:
     """The Events to record for a change of phase, reason or attempt, or a newly refused spec."""
-    events: list[Event] = []
+    events: list[conditions.Event] = []
     # A new attempt after an earlier one (a first status may start above 1: an earlier FineTuneJob's Job
     # held the first names, and nothing restarts).
     if previous.get("attempt") and current.get("attempt", 1) > previous["attempt"]:
         events.append(
-            Event(
+            conditions.Event(
                 "Warning", "Restarting", f"starting attempt {current['attempt']} from the newest checkpoint"
             )
         )
@@ -555,17 +538,19 @@ def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[Event
             "Restarting",
             "Disrupted",
         }
-        events.append(Event("Warning" if failing else "Normal", new_reason or str(new_phase), message))
+        events.append(
+            conditions.Event("Warning" if failing else "Normal", new_reason or str(new_phase), message)
+        )
     # A spec refused while an attempt runs changes no phase: its own Warning names the field.
     old_check, new_check = _status_condition(previous, "SpecValid"), _status_condition(current, "SpecValid")
     refused = new_check.get("status") == "False" and new_check.get("reason") != new_reason
     changed = (old_check.get("status"), old_check.get("message")) != ("False", new_check.get("message"))
     if refused and changed:
         reason = new_check.get("reason") or "InvalidSpec"
-        events.append(Event("Warning", reason, new_check.get("message", "")))
+        events.append(conditions.Event("Warning", reason, new_check.get("message", "")))
     overfitted = curves.became_overfitted(previous.get("conditions") or [], current.get("conditions") or [])
     if overfitted is not None:
-        events.append(Event("Warning", curves.CONDITION, overfitted))
+        events.append(conditions.Event("Warning", curves.CONDITION, overfitted))
     return events
 
 

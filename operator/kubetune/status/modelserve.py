@@ -240,24 +240,26 @@ def _adapter_status(adapter: AdapterState) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(type, reason, message) of the Events to record for a change of phase, reason or served adapters."""
-    events = []
+def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[conditions.Event]:
+    """The Events to record for a change of phase, reason or served adapters."""
+    events: list[conditions.Event] = []
     if (previous.get("phase"), previous.get("reason")) != (current.get("phase"), current.get("reason")):
         warning = (
             current.get("phase") in (Phase.FAILED, Phase.DEGRADED)
             or current.get("reason") in conditions.WARNING_REASONS
         )
         events.append(
-            ("Warning" if warning else "Normal", current.get("reason", ""), current.get("message", ""))
+            conditions.Event(
+                "Warning" if warning else "Normal", current.get("reason", ""), current.get("message", "")
+            )
         )
     before = set(previous.get("servedModels") or [])
     after = set(current.get("servedModels") or [])
     for name in sorted(after - before):
         if before:
-            events.append(("Normal", "AdapterAdded", f"serving {name}"))
+            events.append(conditions.Event("Normal", "AdapterAdded", f"serving {name}"))
     for name in sorted(before - after):
-        events.append(("Normal", "AdapterRemoved", f"no longer serving {name}"))
+        events.append(conditions.Event("Normal", "AdapterRemoved", f"no longer serving {name}"))
     return events
 
 

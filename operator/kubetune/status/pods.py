@@ -21,6 +21,24 @@ WAITING_PROBLEMS = {
 }
 
 
+def owned_by(obj: dict[str, Any], uid: str) -> bool:
+    """Whether `uid` is among the object's owners: children are recognised by their owner, not a label."""
+    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+def of_deployment(pod: dict[str, Any], deployment: str) -> bool:
+    """Whether the pod is one of the Deployment's: its controller is the ReplicaSet the Deployment made for
+    the pod's template (`<deployment>-<pod-template-hash>`). A pod that only copies the labels is not."""
+    meta = pod.get("metadata") or {}
+    template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+    return bool(template_hash) and any(
+        ref.get("controller")
+        and ref.get("kind") == "ReplicaSet"
+        and ref.get("name") == f"{deployment}-{template_hash}"
+        for ref in meta.get("ownerReferences") or []
+    )
+
+
 def terminating(pod: dict[str, Any]) -> bool:
     return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
 
