@@ -109,10 +109,6 @@ class Observation:
     applied_children: str | None = None  # the hash of the children, when this pass saw all of them applied
 
 
-def _condition(status: str, reason: str, message: str) -> conditions.Wanted:
-    return status, reason, message
-
-
 def _rollout(deployment: dict[str, Any], desired: int) -> tuple[int, bool, bool]:
     """(ready replicas, whether the current template is rolled out, whether the rollout is stuck)."""
     status = deployment.get("status") or {}
@@ -130,99 +126,126 @@ def _rollout(deployment: dict[str, Any], desired: int) -> tuple[int, bool, bool]
     return ready, done, stuck
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """Where the ModelServe stands: its phase, why, and what its replicas are doing."""
+
+    phase: Phase
+    reason: str
+    message: str
+    ready_replicas: int = 0
+    rollout_done: bool = False
+    stuck: bool = False
+
+
 def compute(obs: Observation) -> dict[str, Any]:
+    """The status: the adapters as the replicas serve them, the verdict, the conditions, the counts."""
     adapter_states = loaded(obs.adapters, obs.pods, obs.reports)
-    adapters_ready = all(a.ready for a in adapter_states)
-    broken = [a for a in adapter_states if a.broken]
-    waiting_adapters = [a for a in adapter_states if not a.ready and not a.broken]
-    if adapters_ready:
-        adapters_condition = _condition("True", "AdaptersReady", f"{len(adapter_states)} adapter(s) ready")
-    else:
-        first = (broken or waiting_adapters)[0]
-        adapters_condition = _condition(
-            "False",
-            first.reason or "AdapterNotReady",
-            "; ".join(f"{a.name}: {a.message}" for a in adapter_states if not a.ready),
-        )
-
-    terminal = [p for p in obs.problems if p.terminal]
-    waiting = [p for p in obs.problems if not p.terminal]
-    ready_replicas, rollout_done, stuck = 0, False, False
-    if terminal:
-        message = "; ".join(p.message for p in terminal)
-        phase, reason = Phase.FAILED, terminal[0].reason
-        ready = _condition("False", reason, message)
-        progressing = _condition("False", reason, message)
-        degraded = _condition("True", reason, message)
-    elif waiting or obs.deployment is None:
-        message = "; ".join(p.message for p in waiting) or "creating the vLLM Deployment"
-        reason = waiting[0].reason if waiting else "Creating"
-        phase = Phase.PENDING
-        ready = _condition("False", reason, message)
-        progressing = _condition("True", reason, message)
-        degraded = _condition("False", reason, message)
-    else:
-        ready_replicas, rollout_done, stuck = _rollout(obs.deployment, obs.desired_replicas)
-        pending = next((r for r in map(pod_pending_reason, obs.pods) if r), None)
-        if obs.desired_replicas == 0:
-            phase, reason, message = Phase.PENDING, "ScaledToZero", "scaled to zero replicas"
-        elif ready_replicas == 0:
-            phase = Phase.PENDING
-            reason, message = pending or ("Starting", "waiting for vLLM to load the model and pass /health")
-        elif stuck:
-            phase, reason = Phase.DEGRADED, "ProgressDeadlineExceeded"
-            message = f"{ready_replicas} of {obs.desired_replicas} replica(s) ready; the rollout is stuck"
-        elif not rollout_done:
-            phase, reason = Phase.PROGRESSING, "RollingOut"
-            message = f"{ready_replicas} of {obs.desired_replicas} replica(s) ready; rolling out"
-        elif ready_replicas < obs.desired_replicas:
-            phase, reason = Phase.DEGRADED, "ReplicasNotReady"
-            message = f"{ready_replicas} of {obs.desired_replicas} replica(s) ready"
-        else:
-            phase, reason = Phase.READY, "Serving"
-            message = f"{ready_replicas} replica(s) serving {obs.endpoint}"
-        if phase == Phase.READY and broken:
-            phase, reason = Phase.DEGRADED, broken[0].reason or "InvalidAdapter"
-            message = adapters_condition[2]
-        ready = _condition("True" if ready_replicas > 0 else "False", reason, message)
-        progressing = _condition("False" if rollout_done or stuck else "True", reason, message)
-        is_degraded = phase == Phase.DEGRADED
-        degraded = _condition("True" if is_degraded else "False", reason, message)
-
-    # kstatus (Flux): Reconciling while a rollout or the first start is under way; Stalled when only a
-    # change of the spec can help.
-    reconciling = _condition(progressing[0], progressing[1], progressing[2])
-    stalled = _condition("True" if phase == Phase.FAILED else "False", reason, message)
-    wanted = {
-        "Ready": ready,
-        "Progressing": progressing,
-        "Degraded": degraded,
-        "AdaptersReady": adapters_condition,
-        "Reconciling": reconciling,
-        "Stalled": stalled,
-    }
-    built = conditions.build(wanted, CONDITION_TYPES, obs.previous.get("conditions"), obs.now, obs.generation)
-
+    adapters_condition = _adapters_condition(adapter_states)
+    verdict = _verdict(obs, adapter_states, adapters_condition)
+    built = conditions.build(
+        _conditions(verdict, adapters_condition), CONDITION_TYPES, obs.previous.get("conditions"), obs.now,
+        obs.generation,
+    )  # fmt: skip
     # What a request would find: the base once a replica is ready, and the adapters every ready one loaded.
-    served = ([obs.served_model_name] if ready_replicas > 0 else []) + [
+    served = ([obs.served_model_name] if verdict.ready_replicas > 0 else []) + [
         a.name for a in adapter_states if a.ready
     ]
     deployment_status = (obs.deployment or {}).get("status") or {}
     return {
-        "phase": phase.value,
-        "reason": reason,
-        "message": message,
+        "phase": verdict.phase.value,
+        "reason": verdict.reason,
+        "message": verdict.message,
         "conditions": built,
         "observedGeneration": obs.generation,
         "replicas": int(deployment_status.get("replicas") or 0),
-        "readyReplicas": ready_replicas,
-        "replicasDisplay": f"{ready_replicas}/{obs.desired_replicas}",
+        "readyReplicas": verdict.ready_replicas,
+        "replicasDisplay": f"{verdict.ready_replicas}/{obs.desired_replicas}",
         "selector": obs.selector,
         "endpoint": obs.endpoint,
         "servedModels": served,
         "adapters": [_adapter_status(a) for a in adapter_states],
         "adaptersDisplay": f"{sum(a.ready for a in adapter_states)}/{len(adapter_states)}",
         "appliedChildren": obs.applied_children,
+    }
+
+
+def _adapters_condition(adapter_states: list[AdapterState]) -> conditions.Wanted:
+    """AdaptersReady: all ready, else the first broken one's reason (or the first waiting one's)."""
+    not_ready = [a for a in adapter_states if not a.ready]
+    if not not_ready:
+        return "True", "AdaptersReady", f"{len(adapter_states)} adapter(s) ready"
+    first = next((a for a in not_ready if a.broken), not_ready[0])
+    return "False", first.reason or "AdapterNotReady", "; ".join(f"{a.name}: {a.message}" for a in not_ready)
+
+
+def _verdict(
+    obs: Observation, adapter_states: list[AdapterState], adapters_condition: conditions.Wanted
+) -> Verdict:
+    """A spec that cannot be served fails; one waiting for something (a claim, its Deployment) is pending;
+    otherwise the rollout decides, and a served ModelServe with a broken adapter is degraded."""
+    terminal = [p for p in obs.problems if p.terminal]
+    waiting = [p for p in obs.problems if not p.terminal]
+    if terminal:
+        return Verdict(Phase.FAILED, terminal[0].reason, "; ".join(p.message for p in terminal))
+    if waiting:
+        return Verdict(Phase.PENDING, waiting[0].reason, "; ".join(p.message for p in waiting))
+    if obs.deployment is None:
+        return Verdict(Phase.PENDING, "Creating", "creating the vLLM Deployment")
+    verdict = _rollout_verdict(obs, obs.deployment)
+    broken = next((a for a in adapter_states if a.broken), None)
+    if verdict.phase == Phase.READY and broken is not None:
+        return replace(
+            verdict,
+            phase=Phase.DEGRADED,
+            reason=broken.reason or "InvalidAdapter",
+            message=adapters_condition[2],
+        )
+    return verdict
+
+
+def _rollout_verdict(obs: Observation, deployment: dict[str, Any]) -> Verdict:
+    ready, done, stuck = _rollout(deployment, obs.desired_replicas)
+    desired = obs.desired_replicas
+    if desired == 0:
+        phase, reason, message = Phase.PENDING, "ScaledToZero", "scaled to zero replicas"
+    elif ready == 0:
+        pending = next((r for r in map(pod_pending_reason, obs.pods) if r), None)
+        phase = Phase.PENDING
+        reason, message = pending or ("Starting", "waiting for vLLM to load the model and pass /health")
+    elif stuck:
+        phase, reason = Phase.DEGRADED, "ProgressDeadlineExceeded"
+        message = f"{ready} of {desired} replica(s) ready; the rollout is stuck"
+    elif not done:
+        phase, reason, message = (
+            Phase.PROGRESSING,
+            "RollingOut",
+            f"{ready} of {desired} replica(s) ready; rolling out",
+        )
+    elif ready < desired:
+        phase, reason, message = Phase.DEGRADED, "ReplicasNotReady", f"{ready} of {desired} replica(s) ready"
+    else:
+        phase, reason, message = Phase.READY, "Serving", f"{ready} replica(s) serving {obs.endpoint}"
+    return Verdict(phase, reason, message, ready, done, stuck)
+
+
+def _conditions(verdict: Verdict, adapters_condition: conditions.Wanted) -> dict[str, conditions.Wanted]:
+    reason, message = verdict.reason, verdict.message
+    if verdict.phase == Phase.FAILED:  # only a change of the spec can help: nothing is progressing
+        ready, progressing, degraded = "False", "False", "True"
+    else:  # a pending verdict before any rollout (waiting, creating) is progressing, neither ready nor done
+        ready = "True" if verdict.ready_replicas > 0 else "False"
+        progressing = "False" if verdict.rollout_done or verdict.stuck else "True"
+        degraded = "True" if verdict.phase == Phase.DEGRADED else "False"
+    return {
+        "Ready": (ready, reason, message),
+        "Progressing": (progressing, reason, message),
+        "Degraded": (degraded, reason, message),
+        "AdaptersReady": adapters_condition,
+        # kstatus (Flux): Reconciling while a rollout or the first start is under way; Stalled when only a
+        # change of the spec can help.
+        "Reconciling": (progressing, reason, message),
+        "Stalled": ("True" if verdict.phase == Phase.FAILED else "False", reason, message),
     }
 
 
