@@ -38,7 +38,7 @@ from kubernetes.client.rest import ApiException
 from kubetune.api.defaults import FIELD_MANAGER
 from kubetune.handlers import events
 from kubetune.kube import KINDS, ChildRefused, NotOurs, _our_orphan, controller_uid, holder
-from kubetune.status.finetunejob import DISRUPTION_CONDITION
+from kubetune.status.attempts import DISRUPTION_CONDITION
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 READS = frozenset({"get", "list", "pods_refused"})

@@ -9,21 +9,23 @@ import pytest
 
 from kubetune.api.finetunejob import check_output_path, default_path_owner, output_path_of, paths_overlap
 from kubetune.api.validation import Problem
+from kubetune.status.attempts import (
+    AttemptEnd,
+    History,
+    attempt_end,
+    history,
+    job_stopped,
+    next_attempt_allowed,
+    ttl_expired,
+)
 from kubetune.status.conditions import Event
 from kubetune.status.finetunejob import (
     CHECK_TYPES,
     CONDITION_TYPES,
     KSTATUS_TYPES,
-    AttemptEnd,
-    History,
     Observation,
-    attempt_end,
     compute,
-    history,
-    job_stopped,
-    next_attempt_allowed,
     transitions,
-    ttl_expired,
 )
 from kubetune.status.pods import owned_by
 

@@ -34,6 +34,7 @@ from kubetune.render import finetunejob as render
 from kubetune.render.names import label_value
 from kubetune.runtime.metrics import RESTARTS
 from kubetune.runtime.outcome import Key, Outcome
+from kubetune.status import attempts
 from kubetune.status import finetunejob as status_of
 from kubetune.status.conditions import Event
 from kubetune.status.pods import owned_by
@@ -183,8 +184,8 @@ class Pass(ResourcePass):
     leftovers: list[dict[str, Any]] = field(default_factory=list)  # same labels, an earlier one's
     attempt: int = 1
     job: dict[str, Any] | None = None  # the current attempt's Job
-    end: status_of.AttemptEnd | None = None
-    used: status_of.History = field(default_factory=status_of.History)
+    end: attempts.AttemptEnd | None = None
+    used: attempts.History = field(default_factory=attempts.History)
     preprocess: status_of.PreprocessObservation | None = None
     preprocessed: bool = False
     target: render.FineTuneJobTarget | None = None
@@ -193,7 +194,7 @@ class Pass(ResourcePass):
 
     @property
     def finished_before(self) -> bool:
-        return status_of.has_finished(self.previous)
+        return attempts.has_finished(self.previous)
 
     @property
     def may_start(self) -> bool:
@@ -230,11 +231,11 @@ def find_attempt(kube: Kube, state: Pass) -> None:
     state.jobs = [j for j in labelled if owned_by(j, state.uid)]
     state.leftovers = [j for j in labelled if not owned_by(j, state.uid)]
     state.attempt = max(
-        [status_of.attempt_of(j) for j in state.jobs] + [state.previous.get("attempt") or 1, 1]
+        [attempts.attempt_of(j) for j in state.jobs] + [state.previous.get("attempt") or 1, 1]
     )
-    state.job = next((j for j in state.jobs if status_of.attempt_of(j) == state.attempt), None)
-    state.end = status_of.attempt_end(state.job)
-    state.used = status_of.history(state.jobs, state.attempt, state.previous)
+    state.job = next((j for j in state.jobs if attempts.attempt_of(j) == state.attempt), None)
+    state.end = attempts.attempt_end(state.job)
+    state.used = attempts.history(state.jobs, state.attempt, state.previous)
 
 
 def follow_a_failed_attempt(kube: Kube, state: Pass) -> None:
@@ -244,20 +245,20 @@ def follow_a_failed_attempt(kube: Kube, state: Pass) -> None:
     if (
         spec is None
         or state.finished_before
-        or not status_of.next_attempt_allowed(state.end, state.used, spec.max_restarts)
-        or not status_of.job_stopped(state.job)
+        or not attempts.next_attempt_allowed(state.end, state.used, spec.max_restarts)
+        or not attempts.job_stopped(state.job)
     ):
         return
     failed_pods = _pods_of(kube, state.namespace, state.name, state.attempt, state.job)
     failure = status_of.pod_failures(failed_pods)
-    disrupted = state.end == status_of.AttemptEnd.DISRUPTED
+    disrupted = state.end == attempts.AttemptEnd.DISRUPTED
     reason, what = ("AttemptDisrupted", "was disrupted") if disrupted else ("AttemptFailed", "failed")
     message = f"attempt {state.attempt} {what}: {failure or 'the Job failed'}"
     events.post(kube, state.body, Event("Warning", reason, message))
     state.attempt += 1
     state.job, state.end = None, None
     RESTARTS.inc()
-    state.used = status_of.history(state.jobs, state.attempt, state.previous)
+    state.used = attempts.history(state.jobs, state.attempt, state.previous)
 
 
 def follow_a_deleted_job(kube: Kube, state: Pass) -> None:
@@ -267,12 +268,12 @@ def follow_a_deleted_job(kube: Kube, state: Pass) -> None:
         return
     orphans = _pods_without_job(kube, state.namespace, state.name, state.attempt, state.jobs)
     if orphans:
-        state.problems = [*state.problems, status_of.job_deleted_problem(state.attempt, len(orphans))]
-    elif status_of.job_deleted_while_running(state.previous, state.attempt):
+        state.problems = [*state.problems, attempts.job_deleted_problem(state.attempt, len(orphans))]
+    elif attempts.job_deleted_while_running(state.previous, state.attempt):
         message = f"attempt {state.attempt}'s Job was deleted while it ran"
         events.post(kube, state.body, Event("Warning", "AttemptDisrupted", message))
         state.attempt += 1
-        state.used = status_of.History(state.used.restarts, state.used.disruptions + 1)
+        state.used = attempts.History(state.used.restarts, state.used.disruptions + 1)
 
 
 def check_before_starting(kube: Kube, state: Pass) -> None:
@@ -287,7 +288,7 @@ def check_before_starting(kube: Kube, state: Pass) -> None:
     taken = {j["metadata"]["name"] for j in state.leftovers}
     while names.job(state.attempt) in taken:
         state.attempt += 1
-    running = sorted(j["metadata"]["name"] for j in state.leftovers if not status_of.job_stopped(j))
+    running = sorted(j["metadata"]["name"] for j in state.leftovers if not attempts.job_stopped(j))
     if running:
         state.problems = [
             *state.problems,
@@ -423,12 +424,12 @@ def write_status(
         for event in status_of.transitions(previous, status):
             events.post(kube, state.body, event)
     requeue_after = None
-    if spec is not None and status_of.ttl_expired(status, spec.ttl_seconds_after_finished, observation.now):
+    if spec is not None and attempts.ttl_expired(status, spec.ttl_seconds_after_finished, observation.now):
         # ttlSecondsAfterFinished: the children go with it; the claim and its outputs stay.
         log.info("deleting %s/%s: finished at %s", state.namespace, state.name, status.get("completionTime"))
         kube.delete("FineTuneJob", state.namespace, state.name, uid=state.uid)
     elif spec is not None:
-        requeue_after = status_of.ttl_remaining(status, spec.ttl_seconds_after_finished, observation.now)
+        requeue_after = attempts.ttl_remaining(status, spec.ttl_seconds_after_finished, observation.now)
     running = state.job is not None and state.end is None
     if running and state.failed_create is None and len(_live(state.pods)) < observation.nodes:
         # Pods that do not appear are reported by no watch: look again for a FailedCreate Event.
@@ -473,7 +474,7 @@ def _apply_preprocess(
     job = preprocess.job
     if job is None:
         return status_of.PreprocessObservation(job=kube.ensure(render.preprocess_job(target)))
-    if status_of.attempt_end(job) is None and bool(job["spec"].get("suspend")) != target.spec.suspend:
+    if attempts.attempt_end(job) is None and bool(job["spec"].get("suspend")) != target.spec.suspend:
         patched = kube.patch_merge(
             "Job", target.namespace, job["metadata"]["name"], {"spec": {"suspend": target.spec.suspend}}
         )

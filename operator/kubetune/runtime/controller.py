@@ -40,7 +40,7 @@ from kubetune.runtime.metrics import (
 )
 from kubetune.runtime.outcome import Key, Outcome
 from kubetune.runtime.workqueue import WorkQueue
-from kubetune.status import finetunejob as finetunejob_status
+from kubetune.status import attempts
 
 log = logging.getLogger("kubetune.operator")
 CHILD_KINDS = frozenset({"Job", "Pod", "Deployment"})
@@ -243,7 +243,7 @@ class Controller:
             meta, status = body["metadata"], body.get("status") or {}
             phases[status.get("phase") or ftj.Phase.PENDING.value] += 1
             # Finished for good (a spec refused before it ran is not: fixed, it proceeds).
-            finished = finetunejob_status.has_finished(status)
+            finished = attempts.has_finished(status)
             if not finished or (body.get("spec") or {}).get("ttlSecondsAfterFinished") is not None:
                 self.queue.add(Key(FTJ, meta["namespace"], meta["name"]), full=True)
         for namespace, name in self.cache.keys(MS):
