@@ -209,6 +209,50 @@ def test_a_claim_created_wakes_what_waits_for_it(controller: Controller) -> None
     assert queued(controller) == []
 
 
+def serving(name: str, job: str, **reported: Any) -> dict:
+    """A ModelServe serving adapter `ner` of FineTuneJob `job`; its status says `reported` of it."""
+    status = {"adapters": [{"name": "ner", **reported}]} if reported else {}
+    return obj("ModelServe", name, spec={"adapters": [{"name": "ner", "fineTuneJob": job}]}, status=status)
+
+
+def finished(name: str, phase: str) -> dict:
+    body = ftj(name, observed=1)
+    body["status"]["phase"] = phase
+    return body
+
+
+WAITING = {"ready": False, "reason": "WaitingForFineTuneJob"}
+NOT_FOUND = {"ready": False, "reason": "FineTuneJobNotFound"}
+FAILED = {"ready": False, "reason": "FineTuneJobFailed"}
+LOADING = {"ready": False, "reason": "Loading"}
+SERVED = {"ready": True}
+
+
+@pytest.mark.parametrize(
+    ("reported", "event_type", "job", "queued_again"),
+    [
+        (WAITING, "MODIFIED", finished("ner", "Succeeded"), True),  # its adapter is ready now
+        (WAITING, "MODIFIED", finished("ner", "Failed"), True),  # it never will be
+        (WAITING, "MODIFIED", finished("ner", "Running"), False),  # progress: nothing to decide
+        (NOT_FOUND, "ADDED", ftj("ner"), True),  # the job appeared
+        (FAILED, "MODIFIED", finished("ner", "Succeeded"), True),  # created again, and trained
+        (LOADING, "MODIFIED", finished("ner", "Succeeded"), False),  # already knows: the sidecars load it
+        (SERVED, None, finished("ner", "Succeeded"), False),  # the resync's listing: nothing new
+        (FAILED, "MODIFIED", finished("ner", "Failed"), False),
+        (SERVED, "DELETED", finished("ner", "Succeeded"), True),  # serving goes on, saying so
+        ({}, "MODIFIED", finished("ner", "Succeeded"), False),  # not reported yet: its own pass resolves it
+    ],
+)
+def test_a_finetunejob_queues_the_modelserves_whose_status_is_behind_it(
+    controller: Controller, reported: dict, event_type: str | None, job: dict, queued_again: bool
+) -> None:
+    controller.cache.upsert("ModelServe", serving("qwen", "ner", **reported))
+    controller.cache.upsert("ModelServe", serving("other", "sql", **WAITING))
+    controller.observed("FineTuneJob", event_type, job)
+    keys = [k for k in queued(controller) if k.kind == "ModelServe"]
+    assert keys == ([Key("ModelServe", "ns", "qwen")] if queued_again else [])
+
+
 def test_a_modelserves_pods_and_deployment_queue_the_modelserve(controller: Controller) -> None:
     labels = {"metadata": {"labels": {"kubetune.io/modelserve": "qwen"}}}
     controller.observed("Deployment", "MODIFIED", obj("Deployment", "qwen-vllm", **labels))

@@ -33,7 +33,7 @@ from kubetune.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.render import finetunejob as render
 from kubetune.render.names import label_value
 from kubetune.runtime.metrics import RESTARTS
-from kubetune.runtime.outcome import Key, Outcome
+from kubetune.runtime.outcome import Outcome
 from kubetune.status import attempts
 from kubetune.status import finetunejob as status_of
 from kubetune.status.conditions import Event
@@ -434,22 +434,7 @@ def write_status(
     if running and state.failed_create is None and len(_live(state.pods)) < observation.nodes:
         # Pods that do not appear are reported by no watch: look again for a FailedCreate Event.
         requeue_after = min(requeue_after or FAILED_CREATE_AFTER_SECONDS, FAILED_CREATE_AFTER_SECONDS)
-    wake: tuple[Key, ...] = ()
-    if changed and status.get("phase") in (ftj.Phase.SUCCEEDED.value, ftj.Phase.FAILED.value):
-        # Its adapter is ready, or never will be: the ModelServes serving it decide again.
-        wake = tuple(
-            Key("ModelServe", state.namespace, other["metadata"]["name"])
-            for other in kube.list("ModelServe", state.namespace)
-            if any(
-                a.get("fineTuneJob") == state.name for a in (other.get("spec") or {}).get("adapters") or []
-            )
-        )
-    return Outcome(status=status, changed=changed, requeue_after=requeue_after, wake=wake)
-
-
-def _serves_adapter_of(modelserve: dict[str, Any], name: str) -> bool:
-    adapters = (modelserve.get("spec") or {}).get("adapters") or []
-    return any(isinstance(a, dict) and a.get("fineTuneJob") == name for a in adapters)
+    return Outcome(status=status, changed=changed, requeue_after=requeue_after)
 
 
 def _live(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -45,6 +45,8 @@ from kubetune.status import attempts
 log = logging.getLogger("kubetune.operator")
 CHILD_KINDS = frozenset({"Job", "Pod", "Deployment"})
 FTJ, MS = ftj.KIND, ms.KIND
+# What a ModelServe's status says of an adapter while it waits on its FineTuneJob (handlers/modelserve.py).
+JOB_REASONS = frozenset({"WaitingForFineTuneJob", "FineTuneJobNotFound", "FineTuneJobFailed"})
 
 # (kind in the cache, group, version, plural): everything the operator watches.
 WATCHED = (
@@ -67,6 +69,22 @@ def status_only(event_type: str | None, body: Any) -> bool:
         return False
     status = body.get("status") or {}
     return status.get("observedGeneration") == body.get("metadata", {}).get("generation")
+
+
+def adapter_behind(reported: dict[str, Any] | None, event_type: str | None, phase: str | None) -> bool:
+    """Whether a ModelServe's status entry for an adapter (`reported`) is out of date with its FineTuneJob
+    (this watch event, the job's phase): the job was deleted, appeared, or ended (its adapter is ready, or
+    never will be). An adapter the ModelServe has not reported yet is its own first pass's to resolve."""
+    if event_type == "DELETED":
+        return True
+    if reported is None:
+        return False
+    reason = reported.get("reason")
+    if phase == ftj.Phase.SUCCEEDED.value:
+        return not reported.get("ready") and reason in JOB_REASONS
+    if phase == ftj.Phase.FAILED.value:
+        return reason != "FineTuneJobFailed"
+    return reason == "FineTuneJobNotFound"
 
 
 def namespace_terminating(error: ApiException) -> bool:
@@ -121,9 +139,11 @@ class Controller:
         namespace = meta.get("namespace") or ""
         labels = meta.get("labels") or {}
         if kind in (FTJ, MS):
-            if event_type == "DELETED" or status_only(event_type, body):
-                return []
-            return [Key(kind, namespace, meta["name"])]
+            decides = not (event_type == "DELETED" or status_only(event_type, body))
+            keys = [Key(kind, namespace, meta["name"])] if decides else []
+            if kind == FTJ:
+                keys += self._modelserves_behind(namespace, meta["name"], event_type, body)
+            return keys
         if kind == "PersistentVolumeClaim":
             # A claim that appeared: the resources waiting for it (MissingClaim) look again.
             if event_type != "ADDED":  # a claim in use cannot go (its protection finalizer waits)
@@ -146,6 +166,27 @@ class Controller:
                 keys.append(
                     Key(owner_kind, namespace, self._owner_name(owner_kind, namespace, labels[label]))
                 )
+        return keys
+
+    def _modelserves_behind(
+        self, namespace: str, name: str, event_type: str | None, body: dict[str, Any]
+    ) -> list[Key]:
+        """The ModelServes serving an adapter of this FineTuneJob whose status has not caught up with it.
+
+        Level-based: what the ModelServe's status says of the adapter against what the job is now, so the
+        job's later events (its progress, the resync's listing) queue nobody once the ModelServe agrees.
+        """
+        phase = (body.get("status") or {}).get("phase")
+        keys = []
+        for modelserve in self.cache.list(MS, namespace):
+            wanted = [
+                a.get("name")
+                for a in (modelserve.get("spec") or {}).get("adapters") or []
+                if isinstance(a, dict) and a.get("fineTuneJob") == name
+            ]
+            reported = {a.get("name"): a for a in (modelserve.get("status") or {}).get("adapters") or []}
+            if any(adapter_behind(reported.get(a), event_type, phase) for a in wanted):
+                keys.append(Key(MS, namespace, modelserve["metadata"]["name"]))
         return keys
 
     def _owner_name(self, kind: str, namespace: str, label: str) -> str:
@@ -186,11 +227,8 @@ class Controller:
                     log.exception("reconcile of %s failed (again in %.1fs)", item.key, delay)
             else:
                 self.queue.forget(item.key)
-                if outcome is not None:
-                    if outcome.requeue_after is not None:
-                        self.queue.add_after(item.key, outcome.requeue_after)
-                    for other in outcome.wake:
-                        self.queue.add(other)
+                if outcome is not None and outcome.requeue_after is not None:
+                    self.queue.add_after(item.key, outcome.requeue_after)
             finally:
                 self.queue.done(item.key)
 

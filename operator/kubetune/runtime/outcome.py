@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 
@@ -23,5 +23,3 @@ class Outcome:
     changed: bool  # the status was written
     # Look again in this many seconds even if nothing changes (a deadline, a state nobody reports).
     requeue_after: float | None = None
-    # Other resources that decide on this one's status (a ModelServe serving a FineTuneJob's adapter).
-    wake: tuple[Key, ...] = field(default_factory=tuple)
