@@ -20,10 +20,12 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from kubetune.api.defaults import TrainerSettings
+from kubetune.api.finetunejob import FineTuneJobStatus
 from kubetune.handlers import finetunejob
 from kubetune.runtime.outcome import Outcome
 from tests import specs
 from tests.fakekube import Call, FakeKube, timestamp
+from tests.schema import undeclared
 
 NS = "team-a"
 SETTINGS = TrainerSettings()
@@ -468,6 +470,7 @@ def test_reconcile(row: Row) -> None:
 
     status = outcome.status
     assert (status["phase"], status["reason"]) == (row.phase, row.reason), status["message"]
+    assert not undeclared(status, FineTuneJobStatus), "computed but not in the CRD's status schema"
     assert fake.writes() == [Call(*w) for w in row.writes]
     assert fake.events()[events_before:] == row.events
     assert {t: conditions(status).get(t) for t in row.conditions} == row.conditions

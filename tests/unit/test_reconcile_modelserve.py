@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 
 from kubetune.api.defaults import TrainerSettings
+from kubetune.api.modelserve import ModelServeStatus
 from kubetune.handlers import modelserve
 from kubetune.runtime.outcome import Outcome
 from tests import specs
 from tests.fakekube import Call, FakeKube
+from tests.schema import undeclared
 
 NS = "team-a"
 SETTINGS = TrainerSettings()
@@ -353,12 +355,12 @@ def test_reconcile(row: Row) -> None:
 
     status = outcome.status
     assert (status["phase"], status["reason"]) == (row.phase, row.reason), status["message"]
+    assert not undeclared(status, ModelServeStatus), "computed but not in the CRD's status schema"
     assert fake.writes() == [Call(*w) for w in row.writes]
     assert fake.events()[events_before:] == row.events
     assert {t: conditions(status).get(t) for t in row.conditions} == row.conditions
     assert outcome.changed == (STATUS in row.writes)
     assert outcome.requeue_after == row.requeue_after
-    assert outcome.wake == ()
     if ("apply", "ConfigMap", "qwen-adapters") in row.writes and row.phase != "Pending":
         config_map = fake.get_quietly("ConfigMap", NS, "qwen-adapters") or {}
         assert json.loads(config_map["data"]["adapters.json"]) == row.adapters

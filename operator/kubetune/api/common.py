@@ -144,6 +144,59 @@ HUB_TOKEN_ONLY_FOR_HUB = Rule(
 )
 
 
+# A revision names a commit of a hub repository; a directory on a claim has none.
+REVISION_ONLY_FOR_HUB = Rule(
+    "!has(self.revision) || !self.source.startsWith('pvc://')",
+    "revision is only for hub sources (hf:// or ms://), not pvc://",
+    field_path=".revision",
+)
+
+
+class ModelSource(Model):
+    """Where a base model is, for a FineTuneJob and a ModelServe alike."""
+
+    cel_rules = (HUB_TOKEN_ONLY_FOR_HUB, REVISION_ONLY_FOR_HUB)
+
+    source: str = Field(
+        pattern=MODEL_SOURCE,
+        description=(
+            "Where the base model is: `pvc://<claim>/<path>` (a directory on a PersistentVolumeClaim), "
+            "or a hub id, `hf://<org>/<name>` (Hugging Face) or `ms://<org>/<name>` (ModelScope), downloaded "
+            "once into the model cache on the storage claim."
+        ),
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of a hub model.")
+    hub_token_secret: SecretKeyRef | None = Field(
+        None, description="Secret holding the hub token, for gated or private hub models."
+    )
+
+    @property
+    def scheme(self) -> str:
+        return source_scheme(self.source)
+
+    @property
+    def hub_id(self) -> str | None:
+        return source_hub_id(self.source)
+
+    @property
+    def claim_and_path(self) -> tuple[str, str] | None:
+        return source_claim_and_path(self.source)
+
+
+class ClaimStorage(Model):
+    """The shared PersistentVolumeClaim, and where hub models are cached on it."""
+
+    claim: ObjectName = Field(
+        description=(
+            "Name of the PersistentVolumeClaim that holds the models, datasets and outputs (ReadWriteMany "
+            "when pods on several nodes mount it)."
+        )
+    )
+    model_cache: str = Field(
+        "models/hub", pattern=RELATIVE_PATH, description="Where hub models are cached on the claim."
+    )
+
+
 class ConfigMapKeyRef(Model):
     """A key in a ConfigMap of the resource's namespace."""
 
@@ -162,6 +215,17 @@ class Condition(Model):
     message: str | None = Field(None, description="A human-readable explanation.")
     last_transition_time: str | None = Field(None, description="When the status last changed.")
     observed_generation: int | None = Field(None, description="The .metadata.generation it was set for.")
+
+
+class ResourceStatus(Model):
+    """What the status of either kind says first: the phase's why, the conditions, the generation seen."""
+
+    model_config = Model.model_config | {"extra": "allow", "frozen": False}
+
+    reason: str | None = Field(None, description="Why the resource is in its phase, in one CamelCase word.")
+    message: str | None = Field(None, description="What is happening, or what went wrong, for a person.")
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = Field(None, description="The .metadata.generation it was computed for.")
 
 
 def source_scheme(source: str) -> str:

@@ -16,24 +16,20 @@ from pydantic import Field, model_validator
 from kubetune.api import llamafactory
 from kubetune.api.cel import Rule
 from kubetune.api.common import (
-    HUB_TOKEN_ONLY_FOR_HUB,
-    MODEL_SOURCE,
     RELATIVE_PATH,
-    Condition,
+    ClaimStorage,
     ConfigMapKeyRef,
     Model,
-    ObjectName,
-    SecretKeyRef,
-    source_claim_and_path,
-    source_hub_id,
-    source_scheme,
+    ModelSource,
+    ResourceStatus,
 )
 from kubetune.api.datasetinfo import dataset_info_problems
 from kubetune.api.podspec import (
+    TOLERATIONS_SCHEMA,
     LabelValue,
     PodMetadata,
+    PodResources,
     PodSecurity,
-    QualifiedName,
     Quantity,
     SecretEnv,
     label_problems,
@@ -64,26 +60,9 @@ class DeepSpeedPreset(StrEnum):
     ZERO3_OFFLOAD = "zero3-offload"
 
 
-class ModelSpec(Model):
+class ModelSpec(ModelSource):
     """The base model and its chat template."""
 
-    cel_rules = (
-        HUB_TOKEN_ONLY_FOR_HUB,
-        Rule(
-            "!has(self.revision) || !self.source.startsWith('pvc://')",
-            "revision is only for hub sources (hf:// or ms://), not pvc://",
-            field_path=".revision",
-        ),
-    )
-
-    source: str = Field(
-        pattern=MODEL_SOURCE,
-        description=(
-            "Where the base model is: `pvc://<claim>/<path>` (a directory on a PersistentVolumeClaim), "
-            "or a hub id, `hf://<org>/<name>` (Hugging Face) or `ms://<org>/<name>` (ModelScope), downloaded "
-            "once into the model cache on the storage claim."
-        ),
-    )
     template: str | None = Field(
         None,
         min_length=1,
@@ -92,29 +71,13 @@ class ModelSpec(Model):
             "LLaMA-Factory uses the tokenizer's chat template, else `empty` (pre-training needs none)."
         ),
     )
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of a hub model.")
-    hub_token_secret: SecretKeyRef | None = Field(
-        None, description="Secret holding the hub token, for gated or private hub models."
-    )
-
-    @property
-    def scheme(self) -> str:
-        return source_scheme(self.source)
-
-    @property
-    def hub_id(self) -> str | None:
-        return source_hub_id(self.source)
-
-    @property
-    def claim_and_path(self) -> tuple[str, str] | None:
-        return source_claim_and_path(self.source)
 
 
 class PreprocessResources(Model):
     """CPU and memory of the preprocessing pod (it requests no GPU)."""
 
-    cpu: str | None = Field(None, description="CPU request and limit, such as `8`.")
-    memory: str | None = Field(None, description="Memory request and limit, such as `32Gi`.")
+    cpu: Quantity | None = Field(None, description="CPU request and limit, such as `8`.")
+    memory: Quantity | None = Field(None, description="Memory request and limit, such as `32Gi`.")
 
 
 class PreprocessSpec(Model):
@@ -137,8 +100,15 @@ class PreprocessSpec(Model):
     tolerations: list[dict[str, Any]] | None = Field(
         None,
         description="Tolerations of the preprocessing pod, as in a Pod spec (not the trainer's).",
-        json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+        json_schema_extra=TOLERATIONS_SCHEMA,
     )
+
+    @model_validator(mode="after")
+    def _node_selector_labels(self) -> PreprocessSpec:
+        problems = label_problems(self.node_selector, "dataset.preprocess.nodeSelector")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class DatasetSpec(Model):
@@ -199,8 +169,8 @@ class DatasetSpec(Model):
         return self
 
 
-class ResourcesSpec(Model):
-    """How many nodes and GPUs, and where they may run."""
+class ResourcesSpec(PodResources):
+    """How many nodes and GPUs, what each pod asks for, and where the pods may run."""
 
     cel_rules = (
         Rule(
@@ -228,27 +198,6 @@ class ResourcesSpec(Model):
             "without GPUs. Set it only on CPU nodes (`gpusPerNode: 0`), to rehearse a multi-process layout."
         ),
     )
-    gpu_resource: QualifiedName = Field(
-        "nvidia.com/gpu", min_length=1, description="Extended resource name of the GPUs (`nvidia.com/gpu`)."
-    )
-    cpu: Quantity | None = Field(None, description="CPU request and limit per pod, such as `32`.")
-    memory: Quantity | None = Field(None, description="Memory request and limit per pod, such as `256Gi`.")
-    shared_memory: Quantity | None = Field(
-        None,
-        description="Size limit of the memory-backed /dev/shm (default: none; it counts against `memory`).",
-    )
-    node_selector: dict[str, str] | None = Field(None, description="Node labels the pods must match.")
-    tolerations: list[dict[str, Any]] | None = Field(
-        None,
-        description="Pod tolerations, as in a Pod spec.",
-        json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-    )
-    affinity: dict[str, Any] | None = Field(
-        None,
-        description="Pod affinity, as in a Pod spec.",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
-    )
-    priority_class_name: ObjectName | None = Field(None, description="PriorityClass of the pods.")
 
     @property
     def processes(self) -> int:
@@ -256,13 +205,6 @@ class ResourcesSpec(Model):
         if self.processes_per_node is not None:
             return self.processes_per_node
         return max(self.gpus_per_node, 1)
-
-    @model_validator(mode="after")
-    def _node_selector_labels(self) -> ResourcesSpec:
-        problems = label_problems(self.node_selector, "resources.nodeSelector")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
 
 
 class DeepSpeedSpec(Model):
@@ -283,7 +225,7 @@ class DeepSpeedSpec(Model):
     )
 
 
-class StorageSpec(Model):
+class StorageSpec(ClaimStorage):
     """The shared PersistentVolumeClaim that holds datasets, the model cache and the outputs."""
 
     cel_rules = (
@@ -294,7 +236,6 @@ class StorageSpec(Model):
         ),
     )
 
-    claim: ObjectName = Field(description="Name of the PersistentVolumeClaim (ReadWriteMany for many nodes).")
     path: Annotated[
         str | None,
         Rule(
@@ -306,9 +247,6 @@ class StorageSpec(Model):
         pattern=RELATIVE_PATH,
         max_length=1024,
         description="Output directory on the claim (default `runs/<namespace>/<name>`).",
-    )
-    model_cache: str = Field(
-        "models/hub", pattern=RELATIVE_PATH, description="Where hub models are cached on the claim."
     )
     working_dir: str | None = Field(
         None,
@@ -548,14 +486,8 @@ class Output(Model):
     )
 
 
-class FineTuneJobStatus(Model):
-    model_config = Model.model_config | {"extra": "allow", "frozen": False}
-
+class FineTuneJobStatus(ResourceStatus):
     phase: Phase | None = None
-    reason: str | None = Field(None, description="Why the resource is in its phase, in one CamelCase word.")
-    message: str | None = Field(None, description="What is happening, or what went wrong, for a person.")
-    conditions: list[Condition] = Field(default_factory=list)
-    observed_generation: int | None = None
     progress: Progress | None = None
     restarts: int = Field(
         0, description="Failed attempts followed by another (they count against maxRestarts)."

@@ -10,16 +10,14 @@ from pydantic import Field, model_validator
 
 from kubetune.api.cel import Rule
 from kubetune.api.common import (
-    HUB_TOKEN_ONLY_FOR_HUB,
-    MODEL_SOURCE,
-    RELATIVE_PATH,
-    Condition,
+    ClaimStorage,
     Model,
+    ModelSource,
     ObjectName,
-    SecretKeyRef,
+    ResourceStatus,
     keyed_by_name,
 )
-from kubetune.api.podspec import ENV_NAME, PodMetadata, PodSecurity, QualifiedName, Quantity, label_problems
+from kubetune.api.podspec import ENV_NAME, PodMetadata, PodResources, PodSecurity
 
 KIND = "ModelServe"
 PLURAL = "modelserves"
@@ -56,16 +54,9 @@ class Phase(StrEnum):
     FAILED = "Failed"
 
 
-class ServedModelSpec(Model):
+class ServedModelSpec(ModelSource):
     """The base model vLLM serves."""
 
-    cel_rules = (HUB_TOKEN_ONLY_FOR_HUB,)
-
-    source: str = Field(
-        pattern=MODEL_SOURCE,
-        description="`pvc://<claim>/<path>`, `hf://<org>/<name>` or `ms://<org>/<name>` (the same forms as a "
-        "FineTuneJob's model.source).",
-    )
     served_model_name: str | None = Field(
         None,
         min_length=1,
@@ -73,8 +64,6 @@ class ServedModelSpec(Model):
         pattern=SERVED_MODEL_NAME,
         description="The name clients ask for (default: the ModelServe's name).",
     )
-    revision: str | None = Field(None, description="Hub revision of a hub model.")
-    hub_token_secret: SecretKeyRef | None = Field(None, description="Secret with the hub token.")
 
 
 class AdapterSpec(Model):
@@ -157,29 +146,10 @@ class EngineSpec(Model):
         return self
 
 
-class ServeResources(Model):
-    gpus: int | None = Field(None, ge=0, le=64, description="GPUs per replica (default: tensorParallelSize).")
-    gpu_resource: QualifiedName = Field(
-        "nvidia.com/gpu", min_length=1, description="Extended resource of the GPUs."
-    )
-    cpu: Quantity | None = Field(None, description="CPU request and limit per replica.")
-    memory: Quantity | None = Field(None, description="Memory request and limit per replica.")
-    shared_memory: Quantity | None = Field(None, description="Size limit of the memory-backed /dev/shm.")
-    node_selector: dict[str, str] | None = None
-    tolerations: list[dict[str, Any]] | None = Field(
-        None, json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
-    )
-    affinity: dict[str, Any] | None = Field(
-        None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
-    )
-    priority_class_name: ObjectName | None = None
+class ServeResources(PodResources):
+    """GPUs per replica, what each replica's pod asks for, and where the pods may run."""
 
-    @model_validator(mode="after")
-    def _node_selector_labels(self) -> ServeResources:
-        problems = label_problems(self.node_selector, "resources.nodeSelector")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+    gpus: int | None = Field(None, ge=0, le=64, description="GPUs per replica (default: tensorParallelSize).")
 
 
 class AutoscalingSpec(Model):
@@ -211,9 +181,8 @@ class AutoscalingSpec(Model):
     prometheus_address: str | None = Field(None, description="Prometheus URL for KEDA's trigger (keda).")
 
 
-class ServeStorage(Model):
-    claim: ObjectName = Field(description="The PersistentVolumeClaim with the model and the adapters.")
-    model_cache: str = Field("models/hub", pattern=RELATIVE_PATH, description="Where hub models are cached.")
+class ServeStorage(ClaimStorage):
+    """The shared PersistentVolumeClaim with the model and the adapters."""
 
 
 class ModelServeSpec(Model):
@@ -276,14 +245,8 @@ class AdapterStatus(Model):
     message: str | None = Field(None, description="Why it is not served (vLLM's own error when it refused).")
 
 
-class ModelServeStatus(Model):
-    model_config = Model.model_config | {"extra": "allow", "frozen": False}
-
+class ModelServeStatus(ResourceStatus):
     phase: Phase | None = None
-    reason: str | None = None
-    message: str | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    observed_generation: int | None = None
     replicas: int | None = None
     ready_replicas: int | None = None
     selector: str | None = Field(None, description="The pods' label selector (for the /scale subresource).")

@@ -8,12 +8,12 @@ before the operator ever renders it.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from kubetune.api.cel import Rule
-from kubetune.api.common import HUB_TOKEN_ENV, Model, SecretKeyRef, keyed_by_name
+from kubetune.api.common import HUB_TOKEN_ENV, Model, ObjectName, SecretKeyRef, keyed_by_name
 
 # A resource quantity as Kubernetes parses it: `32`, `500m`, `256Gi`, `1.5`, `2e3`.
 QUANTITY = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
@@ -174,6 +174,48 @@ def label_problems(labels: dict[str, str] | None, field: str) -> list[str]:
         if not isinstance(value, str) or not re.fullmatch(LABEL_VALUE, value) or len(value) > 63:
             problems.append(f"{field}.{key}: {value!r} is not a valid label value (63 characters at most)")
     return problems
+
+
+TOLERATIONS_SCHEMA = {"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
+
+
+class Placement(Model):
+    """Where a resource's pods may run, for both kinds."""
+
+    # The field a refused node selector label is reported under.
+    node_selector_field: ClassVar[str] = "resources.nodeSelector"
+
+    node_selector: dict[str, str] | None = Field(None, description="Node labels the pods must match.")
+    tolerations: list[dict[str, Any]] | None = Field(
+        None, description="Pod tolerations, as in a Pod spec.", json_schema_extra=TOLERATIONS_SCHEMA
+    )
+    affinity: dict[str, Any] | None = Field(
+        None,
+        description="Pod affinity, as in a Pod spec.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    priority_class_name: ObjectName | None = Field(None, description="PriorityClass of the pods.")
+
+    @model_validator(mode="after")
+    def _node_selector_labels(self) -> Placement:
+        problems = label_problems(self.node_selector, self.node_selector_field)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class PodResources(Placement):
+    """What each pod asks for besides its GPUs' count, and where the pods may run, for both kinds."""
+
+    gpu_resource: QualifiedName = Field(
+        "nvidia.com/gpu", min_length=1, description="Extended resource name of the GPUs (`nvidia.com/gpu`)."
+    )
+    cpu: Quantity | None = Field(None, description="CPU request and limit per pod, such as `32`.")
+    memory: Quantity | None = Field(None, description="Memory request and limit per pod, such as `256Gi`.")
+    shared_memory: Quantity | None = Field(
+        None,
+        description="Size limit of the memory-backed /dev/shm (default: none; it counts against `memory`).",
+    )
 
 
 class PodMetadata(Model):
