@@ -184,6 +184,12 @@ def serve_edit(path: str, value: Any) -> dict[str, Any]:
     return body
 
 
+def serve_with_model(model: dict[str, Any]) -> dict[str, Any]:
+    body = modelserve("bad")
+    body["spec"]["model"] = copy.deepcopy(model)
+    return body
+
+
 SERVE_REFUSED_BY_THE_API_SERVER = [
     (
         "a pod label of the operator's",
@@ -225,6 +231,18 @@ SERVE_REFUSED_BY_THE_API_SERVER = [
     ("root without consent", serve_edit("podSecurity", {"runAsUser": 0}), ["runAsUser 0 is root"]),
     ("unknown model scheme", serve_edit("model.source", "s3://bucket/qwen"), ["spec.model.source"]),
     ("token for a pvc model", serve_edit("model.hubTokenSecret", {"name": "hf"}), ["only for hub sources"]),
+    ("a revision for a pvc model", serve_edit("model.revision", "main"), ["only for hub sources"]),
+    (
+        "a model from a source and a FineTuneJob",
+        serve_edit("model.fineTuneJob", "ner"),
+        ["spec.model", "exactly one of source and fineTuneJob"],
+    ),
+    ("a model from nowhere", serve_edit("model.source", None), ["exactly one of source and fineTuneJob"]),
+    (
+        "a hub token for a FineTuneJob's model",
+        serve_with_model({"fineTuneJob": "ner", "hubTokenSecret": {"name": "hf"}}),
+        ["only for hub sources"],
+    ),
     ("no storage", serve_edit("storage", None), ["spec.storage", "Required"]),
     (
         "adapter without a source",

@@ -161,6 +161,49 @@ def test_a_finetunejob_adapter_waits_then_is_served_with_its_rank(
     assert "serving its adapter from the claim" in adapter["message"]
 
 
+def test_a_finetunejobs_merged_model_is_served_once_the_job_has_succeeded(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, core: client.CoreV1Api
+) -> None:
+    ftjs, serves = FineTuneJobs(api, namespace), ModelServes(api, namespace)
+    training = finetunejob("merge-me", postTraining={"merge": {"dir": "merged"}})
+    ftjs.create(with_pod_annotations(training, **{"test.kubetune.io/hold": "true"}))
+    ftjs.wait_phase("merge-me", "Running", timeout=30)
+
+    served = modelserve("merged")
+    served["spec"]["model"] = {"fineTuneJob": "merge-me", "servedModelName": "ner-merged"}
+    serves.create(served)
+    status = serves.wait(
+        "merged", lambda s: s.get("reason") == "WaitingForFineTuneJob", "the wait", timeout=30
+    )
+    assert status["phase"] == "Pending" and "merge-me" in status["message"]
+    apps = client.AppsV1Api(api)
+    assert not apps.list_namespaced_deployment(
+        namespace, label_selector="kubetune.io/modelserve=merged"
+    ).items
+
+    for pod in core.list_namespaced_pod(namespace, label_selector="kubetune.io/finetunejob=merge-me").items:
+        core.patch_namespaced_pod(
+            pod.metadata.name, namespace, {"metadata": {"annotations": {"test.kubetune.io/hold": None}}}
+        )
+    assert ftjs.wait_phase("merge-me", "Succeeded", timeout=60)["output"]["mergedPath"] == (
+        f"runs/{namespace}/merge-me/merged"
+    )
+    status = serves.wait("merged", lambda s: s.get("model"), "the model resolved", timeout=60)
+    assert status["model"] == {"fineTuneJob": "merge-me", "path": f"runs/{namespace}/merge-me/merged"}
+    args = wait_until(lambda: deployment_args_if_any(apps, namespace, "merged"), "the Deployment", timeout=30)
+    assert args[0] == f"/mnt/claim/runs/{namespace}/merge-me/merged"
+    assert args[args.index("--served-model-name") + 1] == "ner-merged"
+
+
+def deployment_args_if_any(apps: client.AppsV1Api, namespace: str, name: str) -> list[str] | None:
+    try:
+        return deployment_args(apps, namespace, name)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
 def test_a_failed_finetunejob_is_reported_not_waited_on(
     namespace: str, claim: tuple[str, object], api: client.ApiClient
 ) -> None:

@@ -93,6 +93,18 @@ ADAPTER = [{"name": "ner", "fineTuneJob": "ner"}]
 TRAINED = {"output": {"claim": "shared", "path": "runs/team-a/ner", "adapterPath": ADAPTER_PATH}}
 
 
+# A ModelServe of the model FineTuneJob `ner` made (spec.model.fineTuneJob), and that job's outputs.
+JOB_MODEL = {"fineTuneJob": "ner"}
+MERGED = {"output": {**TRAINED["output"], "mergedPath": "runs/team-a/ner/merged"}}
+
+
+def job_model_gone(fake: FakeKube) -> None:
+    """Served from the merged model of `ner`, which is then deleted."""
+    finetunejob("Succeeded", **MERGED)(fake)
+    served(model=JOB_MODEL)(fake)
+    fake.delete("FineTuneJob", NS, "ner")
+
+
 def then(*steps: Callable[[FakeKube], None]) -> Callable[[FakeKube], None]:
     def given(fake: FakeKube) -> None:
         for step in steps:
@@ -267,6 +279,61 @@ ROWS = [
         adapters={"ner": f"/mnt/claim/{ADAPTER_PATH}"},
     ),
     Row(
+        "model from a FineTuneJob that runs: waits, creates nothing",
+        then(finetunejob("Running"), new(model=JOB_MODEL)),
+        "Pending",
+        "WaitingForFineTuneJob",
+        [STATUS],
+        [("Normal", "WaitingForFineTuneJob")],
+        {"Ready": "False", "Progressing": "True"},
+        exists={("Deployment", "qwen-vllm"): False},
+    ),
+    Row(
+        "model from a FineTuneJob not there: waits, creates nothing",
+        new(model=JOB_MODEL),
+        "Pending",
+        "FineTuneJobNotFound",
+        [STATUS],
+        [("Normal", "FineTuneJobNotFound")],
+        exists={("Deployment", "qwen-vllm"): False},
+    ),
+    Row(
+        "model from a FineTuneJob that failed: a warning, creates nothing",
+        then(finetunejob("Failed", message="attempt 1 failed"), new(model=JOB_MODEL)),
+        "Pending",
+        "FineTuneJobFailed",
+        [STATUS],
+        [("Warning", "FineTuneJobFailed")],
+        exists={("Deployment", "qwen-vllm"): False},
+    ),
+    Row(
+        "model from a FineTuneJob that merged: its merged model served",
+        then(finetunejob("Succeeded", **MERGED), new(model=JOB_MODEL)),
+        "Pending",
+        "Starting",
+        [*CHILDREN, *PRUNED_AUTOSCALERS, STATUS],
+        [("Normal", "Starting")],
+        exists={("Deployment", "qwen-vllm"): True},
+    ),
+    Row(
+        "model from a LoRA FineTuneJob that merged nothing: refused, naming the fix",
+        then(finetunejob("Succeeded", **TRAINED), new(model=JOB_MODEL)),
+        "Failed",
+        "InvalidModel",
+        [STATUS],
+        [("Warning", "InvalidModel")],
+        exists={("Deployment", "qwen-vllm"): False},
+    ),
+    Row(
+        "model's FineTuneJob deleted after it was served: served on from the claim",
+        job_model_gone,
+        "Ready",
+        "Serving",
+        [STATUS],  # status.model says so
+        [],
+        {"Ready": "True"},
+    ),
+    Row(
         "adapter's FineTuneJob failed: degraded, naming it",
         then(served(ADAPTER), finetunejob("Failed", message="attempt 1 failed")),
         "Degraded",
@@ -389,6 +456,40 @@ def test_a_settled_modelserve_writes_nothing() -> None:
     fake.forget_calls()
     reconcile(fake)
     assert fake.writes() == []
+
+
+def test_a_finetunejobs_model_is_what_vllm_serves() -> None:
+    fake = FakeKube()
+    then(finetunejob("Succeeded", **MERGED), new(model=JOB_MODEL))(fake)
+    outcome = reconcile(fake)
+    deployment = fake.get_quietly("Deployment", NS, "qwen-vllm") or {}
+    vllm = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert vllm["args"][0] == "/mnt/claim/runs/team-a/ner/merged"
+    assert not [
+        c for c in deployment["spec"]["template"]["spec"].get("initContainers") or [] if "fetch" in c["name"]
+    ]
+    assert outcome.status["model"] == {"fineTuneJob": "ner", "path": "runs/team-a/ner/merged"}
+    # A full fine-tune's output is itself the model.
+    fake = FakeKube()
+    full = specs.finetunejob("ner", config={**specs.FINETUNEJOB_SPEC["config"], "finetuning_type": "full"})
+    fake.set_status(fake.add(full), phase="Succeeded", output={"claim": "shared", "path": "runs/team-a/ner"})
+    new(model=JOB_MODEL)(fake)
+    reconcile(fake)
+    deployment = fake.get_quietly("Deployment", NS, "qwen-vllm") or {}
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["args"][0] == "/mnt/claim/runs/team-a/ner"
+
+
+def test_a_served_finetunejob_model_goes_on_when_its_job_is_deleted_and_says_so() -> None:
+    fake = FakeKube()
+    job_model_gone(fake)
+    outcome = reconcile(fake)
+    assert outcome.status["model"]["path"] == "runs/team-a/ner/merged"
+    assert "was deleted" in outcome.status["model"]["message"]
+    deployment = fake.get_quietly("Deployment", NS, "qwen-vllm") or {}
+    assert (
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"][0]
+        == "/mnt/claim/runs/team-a/ner/merged"
+    )
 
 
 def test_keda_not_installed_says_so() -> None:

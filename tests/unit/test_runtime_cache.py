@@ -253,6 +253,26 @@ def test_a_finetunejob_queues_the_modelserves_whose_status_is_behind_it(
     assert keys == ([Key("ModelServe", "ns", "qwen")] if queued_again else [])
 
 
+@pytest.mark.parametrize(
+    ("status", "job", "queued_again"),
+    [
+        ({"reason": "WaitingForFineTuneJob"}, finished("ner", "Succeeded"), True),
+        ({"reason": "WaitingForFineTuneJob"}, finished("ner", "Running"), False),
+        ({"reason": "FineTuneJobNotFound"}, ftj("ner"), True),
+        ({"reason": "Serving", "model": {"path": "runs/ns/ner/merged"}}, finished("ner", "Succeeded"), False),
+        ({}, finished("ner", "Succeeded"), False),  # not reconciled yet: its own first pass resolves it
+    ],
+)
+def test_a_finetunejob_queues_the_modelserves_of_its_model_whose_status_is_behind_it(
+    controller: Controller, status: dict, job: dict, queued_again: bool
+) -> None:
+    modelserve = obj("ModelServe", "qwen", spec={"model": {"fineTuneJob": "ner"}}, status=status)
+    controller.cache.upsert("ModelServe", modelserve)
+    controller.observed("FineTuneJob", "MODIFIED", job)
+    keys = [k for k in queued(controller) if k.kind == "ModelServe"]
+    assert keys == ([Key("ModelServe", "ns", "qwen")] if queued_again else [])
+
+
 def test_a_modelserves_pods_and_deployment_queue_the_modelserve(controller: Controller) -> None:
     labels = {"metadata": {"labels": {"kubetune.io/modelserve": "qwen"}}}
     controller.observed("Deployment", "MODIFIED", obj("Deployment", "qwen-vllm", **labels))

@@ -138,7 +138,7 @@ class SecretKeyRef(Model):
 
 # A hub token means nothing for a model on a claim (either kind's `model`).
 HUB_TOKEN_ONLY_FOR_HUB = Rule(
-    "!has(self.hubTokenSecret) || !self.source.startsWith('pvc://')",
+    "!has(self.hubTokenSecret) || (has(self.source) && !self.source.startsWith('pvc://'))",
     "hubTokenSecret is only for hub sources (hf:// or ms://), not pvc://",
     field_path=".hubTokenSecret",
 )
@@ -146,7 +146,7 @@ HUB_TOKEN_ONLY_FOR_HUB = Rule(
 
 # A revision names a commit of a hub repository; a directory on a claim has none.
 REVISION_ONLY_FOR_HUB = Rule(
-    "!has(self.revision) || !self.source.startsWith('pvc://')",
+    "!has(self.revision) || (has(self.source) && !self.source.startsWith('pvc://'))",
     "revision is only for hub sources (hf:// or ms://), not pvc://",
     field_path=".revision",
 )

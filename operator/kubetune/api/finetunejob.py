@@ -480,6 +480,9 @@ class Output(Model):
     adapter_path: str | None = Field(
         None, description="Where the trained adapter (or model) is on the claim."
     )
+    merged_path: str | None = Field(
+        None, description="Where the merged model is written on the claim (`postTraining.merge`)."
+    )
     best_checkpoint: str | None = Field(
         None,
         description="The evaluated checkpoint with the lowest eval loss, on the claim (with eval_strategy).",

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from kubetune.api.cel import Rule
 from kubetune.api.common import (
+    MODEL_SOURCE,
     ClaimStorage,
     Model,
     ModelSource,
@@ -55,7 +56,32 @@ class Phase(StrEnum):
 
 
 class ServedModelSpec(ModelSource):
-    """The base model vLLM serves."""
+    """The model vLLM serves: a base model by its source, or the whole model a FineTuneJob made."""
+
+    cel_rules = (
+        *ModelSource.cel_rules,
+        Rule(
+            "has(self.source) != has(self.fineTuneJob)",
+            "model needs exactly one of source and fineTuneJob",
+        ),
+    )
+
+    source: str | None = Field(  # type: ignore[assignment]
+        None,
+        pattern=MODEL_SOURCE,
+        description=(
+            "Where the base model is: `pvc://<claim>/<path>` (a directory on the storage claim), or a hub "
+            "id, `hf://<org>/<name>` (Hugging Face) or `ms://<org>/<name>` (ModelScope), downloaded once "
+            "into the model cache on the storage claim."
+        ),
+    )
+    fine_tune_job: ObjectName | None = Field(
+        None,
+        description=(
+            "A FineTuneJob in the same namespace whose model to serve, once it has Succeeded: its merged "
+            "export (`postTraining.merge`), or its output for `finetuning_type` full or freeze."
+        ),
+    )
 
     served_model_name: str | None = Field(
         None,
@@ -245,8 +271,23 @@ class AdapterStatus(Model):
     message: str | None = Field(None, description="Why it is not served (vLLM's own error when it refused).")
 
 
+class ServedModelStatus(Model):
+    """The model a FineTuneJob made, as served (`spec.model.fineTuneJob`)."""
+
+    model_config = Model.model_config | {"frozen": False}
+
+    fine_tune_job: str | None = Field(None, description="The FineTuneJob it came from.")
+    path: str | None = Field(None, description="Its directory on the claim.")
+    message: str | None = Field(
+        None, description="Said of it while served: e.g. its FineTuneJob was deleted."
+    )
+
+
 class ModelServeStatus(ResourceStatus):
     phase: Phase | None = None
+    model: ServedModelStatus | None = Field(
+        None, description="The model a FineTuneJob made, when `spec.model.fineTuneJob` names one."
+    )
     replicas: int | None = None
     ready_replicas: int | None = None
     selector: str | None = Field(None, description="The pods' label selector (for the /scale subresource).")

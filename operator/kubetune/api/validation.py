@@ -102,7 +102,7 @@ def modelserve_spec(
     except ValidationError as error:
         return None, [Problem("InvalidSpec", describe(error), terminal=True)]
     problems = []
-    on_claim = source_claim_and_path(spec.model.source)
+    on_claim = source_claim_and_path(spec.model.source) if spec.model.source else None
     if on_claim is not None:
         model_claim = on_claim[0]
         if model_claim != spec.storage.claim:

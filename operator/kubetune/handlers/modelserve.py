@@ -1,11 +1,11 @@
 """The ModelServe reconcile: one level-based pass, the same whatever woke it up.
 
 `STEPS`, in order, each adding what it found or decided to the pass (`Pass`): `check_spec`;
-`resolve_adapters` (a FineTuneJob reference waits, as a condition, until that job has Succeeded);
-`check_claim`; `render_children` (only the ready adapters go into the adapters ConfigMap);
-`apply_children`; `prune_children`; `find_pods`. Then the status is computed once (`observe`,
-status/modelserve.py's pure `compute`), and `write_status` patches it when it changed and records an Event
-per transition.
+`resolve_model` (a model a FineTuneJob made: nothing is served until it is there); `resolve_adapters` (a
+FineTuneJob reference waits, as a condition, until that job has Succeeded); `check_claim`;
+`render_children` (only the ready adapters go into the adapters ConfigMap); `apply_children`;
+`prune_children`; `find_pods`. Then the status is computed once (`observe`, status/modelserve.py's pure
+`compute`), and `write_status` patches it when it changed and records an Event per transition.
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ def resolve_adapter(
     if not output.get("adapterPath"):
         kind = llamafactory.finetuning_type(config)
         message = (
-            f"FineTuneJob {job_name} trained a whole model ({kind}), not an adapter: serve it as a model"
+            f"FineTuneJob {job_name} trained a whole model ({kind}), not an adapter: serve it as the "
+            "ModelServe's model (spec.model.fineTuneJob)"
         )
         return status_of.AdapterState(adapter.name, False, None, "InvalidAdapter", message), None
     if output.get("claim") != claim:
@@ -133,6 +134,7 @@ class Pass(ResourcePass):
     full: bool
     spec: ms.ModelServeSpec | None = None
     problems: list[Problem] = field(default_factory=list)
+    model: status_of.ModelState | None = None  # spec.model.fineTuneJob's, once resolved
     adapters: list[status_of.AdapterState] = field(default_factory=list)
     resolved: list[render.ResolvedAdapter] = field(default_factory=list)
     target: render.ModelServeTarget | None = None
@@ -165,6 +167,65 @@ def check_spec(kube: Kube, state: Pass) -> None:
     state.spec, state.problems = modelserve_spec(state.body.get("spec") or {})
     if state.spec is not None:
         state.problems += pod_security_problems(state.spec.pod_security, state.settings.pod_security_limit)
+
+
+def resolve_model(kube: Kube, state: Pass) -> None:
+    """The model a FineTuneJob made, when `spec.model` names one: nothing is served until it is there."""
+    if state.spec is None or state.spec.model.fine_tune_job is None:
+        return
+    previous = state.previous.get("model")
+    model, problem = resolve_job_model(
+        kube, state.namespace, state.spec, previous if isinstance(previous, dict) else None
+    )
+    state.model = model
+    if problem is not None:
+        state.problems.append(problem)
+
+
+def resolve_job_model(
+    kube: Kube, namespace: str, spec: ms.ModelServeSpec, previous: dict[str, Any] | None
+) -> tuple[status_of.ModelState | None, Problem | None]:
+    """Where the FineTuneJob's model is (its merged export, or the output of a full or freeze training),
+    or why it is not (yet) there. As for adapters, a model once served goes on being served from the
+    claim if its job is deleted or runs again."""
+    job_name = spec.model.fine_tune_job or ""
+    job = kube.get("FineTuneJob", namespace, job_name)
+    status = (job or {}).get("status") or {}
+    phase = status.get("phase")
+    kept = (previous or {}).get("path") if (previous or {}).get("fineTuneJob") == job_name else None
+    if kept and phase != "Succeeded":
+        if job is None:
+            note = f"FineTuneJob {job_name} was deleted; serving its model from the claim ({kept})"
+        else:
+            note = f"FineTuneJob {job_name} is {phase or 'Pending'} again; serving its earlier model ({kept})"
+        return status_of.ModelState(job_name, kept, note), None
+    where = "spec.model.fineTuneJob"
+    if job is None:
+        message = f"{where}: FineTuneJob {job_name} not found in namespace {namespace}"
+        return None, Problem("FineTuneJobNotFound", message, terminal=False)
+    if phase == "Failed":
+        message = f"{where}: FineTuneJob {job_name} failed: {status.get('message', '')}".rstrip(": ")
+        return None, Problem("FineTuneJobFailed", message + "; create it again to serve its model", False)
+    if phase != "Succeeded":
+        now = phase or "Pending"
+        message = f"waiting for FineTuneJob {job_name} to succeed (now {now}): its model is served then"
+        return None, Problem("WaitingForFineTuneJob", message, terminal=False)
+    output = status.get("output") or {}
+    if output.get("claim") != spec.storage.claim:
+        message = (
+            f"{where}: FineTuneJob {job_name} wrote its model on claim {output.get('claim')}, not on "
+            f"spec.storage.claim ({spec.storage.claim})"
+        )
+        return None, Problem("InvalidModel", message, terminal=True)
+    config = (job.get("spec") or {}).get("config") or {}
+    path = output.get("mergedPath") or (None if llamafactory.trains_adapter(config) else output.get("path"))
+    if not path:
+        message = (
+            f"{where}: FineTuneJob {job_name} trained an adapter ({llamafactory.finetuning_type(config)}) "
+            "and merged none: serve it under spec.adapters, or set its postTraining.merge"
+        )
+        return None, Problem("InvalidModel", message, terminal=True)
+    return status_of.ModelState(job_name, path), None
 
 
 def resolve_adapters(kube: Kube, state: Pass) -> None:
@@ -208,6 +269,7 @@ def render_children(kube: Kube, state: Pass) -> None:
         observed_max_lora_rank=_observed_max_lora_rank(state.deployment),
         trainer_image=state.settings.image,
         sidecar_image=state.sidecar_image,
+        model_dir=render.claim_path(state.model.path) if state.model is not None else None,
     )
     if state.problems:
         return
@@ -279,6 +341,7 @@ def find_pods(kube: Kube, state: Pass) -> None:
 
 STEPS: tuple[Callable[[Kube, Pass], None], ...] = (
     check_spec,
+    resolve_model,
     resolve_adapters,
     check_claim,
     render_children,
@@ -306,6 +369,7 @@ def observe(state: Pass) -> status_of.Observation:
         adapters=state.adapters,
         reports=state.reports,
         applied_children=state.applied_children,
+        model=state.model,
     )
 
 

@@ -497,8 +497,12 @@ def children(target: FineTuneJobTarget) -> list[dict[str, Any]]:
 
 
 def output(target: FineTuneJobTarget) -> dict[str, Any]:
-    """Where the results are on the claim: an adapter for LoRA and OFT; full and freeze save a model."""
+    """Where the results are on the claim: an adapter for LoRA and OFT (and the merged model, when asked
+    for); full and freeze save a model."""
     out = {"claim": target.spec.storage.claim, "path": target.output_path}
     if llamafactory.trains_adapter(target.spec.config):
         out["adapterPath"] = target.output_path
+    merge = target.spec.post_training.merge if target.spec.post_training else None
+    if merge is not None:
+        out["mergedPath"] = posixpath.join(target.output_path, merge.dir)
     return out

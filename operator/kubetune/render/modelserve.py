@@ -70,6 +70,8 @@ class ModelServeTarget:
     observed_max_lora_rank: int | None = None
     trainer_image: str = TRAINER_IMAGE
     sidecar_image: str = OPERATOR_IMAGE
+    # The model a FineTuneJob made (`spec.model.fineTuneJob`), resolved by the handler: its path in the pod.
+    model_dir: str | None = None
 
     @property
     def names(self) -> ModelServeNames:
@@ -125,7 +127,12 @@ def metadata(target: ModelServeTarget, name: str) -> dict[str, Any]:
 
 
 def model_path(target: ModelServeTarget) -> str:
-    """The base model's path in the pod: the same string the trainer used, so adapters match it."""
+    """The model's path in the pod: for a base model, the same string the trainer used, so adapters match
+    it; for a FineTuneJob's model, where that job wrote it."""
+    if target.spec.model.fine_tune_job is not None:
+        if target.model_dir is None:
+            raise ValueError(f"ModelServe {target.name}: the FineTuneJob's model is not resolved")
+        return target.model_dir
     storage = target.spec.storage
     return model_source.model_path(target.spec.model, storage.claim, storage.model_cache)
 
@@ -277,7 +284,7 @@ def deployment(target: ModelServeTarget) -> dict[str, Any]:
     shm_volume, shm_mount = shared_memory(spec.resources.shared_memory)
     # vLLM only reads the claim; fetch-model writes a hub model's cache into it, so then the volume is
     # writable and each mount says read-only on its own.
-    fetches = model_source.is_hub(spec.model)
+    fetches = spec.model.source is not None and model_source.is_hub(spec.model)
     claim_mount = {"name": model_source.CLAIM_VOLUME, "mountPath": CLAIM_MOUNT_PATH, "readOnly": True}
     readiness = _probe("/ready", 5, 3)
     readiness["httpGet"]["port"] = SYNC_PORT  # vLLM healthy and its adapters loaded (the sidecar says)

@@ -171,7 +171,7 @@ class Controller:
     def _modelserves_behind(
         self, namespace: str, name: str, event_type: str | None, body: dict[str, Any]
     ) -> list[Key]:
-        """The ModelServes serving an adapter of this FineTuneJob whose status has not caught up with it.
+        """The ModelServes serving this FineTuneJob's adapter or model whose status has not caught up with it.
 
         Level-based: what the ModelServe's status says of the adapter against what the job is now, so the
         job's later events (its progress, the resync's listing) queue nobody once the ModelServe agrees.
@@ -179,13 +179,19 @@ class Controller:
         phase = (body.get("status") or {}).get("phase")
         keys = []
         for modelserve in self.cache.list(MS, namespace):
-            wanted = [
-                a.get("name")
-                for a in (modelserve.get("spec") or {}).get("adapters") or []
+            spec, status = modelserve.get("spec") or {}, modelserve.get("status") or {}
+            reported = {a.get("name"): a for a in status.get("adapters") or []}
+            said = [
+                reported.get(a.get("name"))
+                for a in spec.get("adapters") or []
                 if isinstance(a, dict) and a.get("fineTuneJob") == name
             ]
-            reported = {a.get("name"): a for a in (modelserve.get("status") or {}).get("adapters") or []}
-            if any(adapter_behind(reported.get(a), event_type, phase) for a in wanted):
+            if (spec.get("model") or {}).get("fineTuneJob") == name:
+                # The served model: what the status says of it, read as an adapter's entry.
+                reason = status.get("reason")
+                ready = reason not in JOB_REASONS and bool(status.get("model"))
+                said.append({"ready": ready, "reason": reason} if status else None)
+            if any(adapter_behind(entry, event_type, phase) for entry in said):
                 keys.append(Key(MS, namespace, modelserve["metadata"]["name"]))
         return keys
 

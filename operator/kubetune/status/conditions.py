@@ -13,7 +13,7 @@ from typing import Any
 # refused by admission.
 WARNING_REASONS = frozenset(
     {"Unschedulable", "ImagePullError", "ContainerConfigError", "CrashLoopBackOff", "ChildConflict"}
-    | {"PodsRefused"}
+    | {"PodsRefused", "FineTuneJobFailed"}
 )
 
 

@@ -39,6 +39,19 @@ class AdapterState:
         return self.reason in ("FineTuneJobFailed", "InvalidAdapter", "AdapterLoadFailed")
 
 
+@dataclass(frozen=True)
+class ModelState:
+    """The model a FineTuneJob made (`spec.model.fineTuneJob`), as served."""
+
+    fine_tune_job: str
+    path: str  # on the claim
+    note: str | None = None  # e.g. its FineTuneJob was deleted: served on from the claim
+
+    def status(self) -> dict[str, Any]:
+        entry = {"fineTuneJob": self.fine_tune_job, "path": self.path, "message": self.note}
+        return {k: v for k, v in entry.items() if v is not None}
+
+
 def parse_reports(data: dict[str, str] | None) -> dict[str, Any]:
     """The report ConfigMap's data ({pod: JSON}) -> {pod: report}; a key that is not JSON is ignored."""
     reports = {}
@@ -107,6 +120,7 @@ class Observation:
     adapters: list[AdapterState] = field(default_factory=list)  # as resolved from the spec
     reports: dict[str, Any] = field(default_factory=dict)  # {pod name: its sidecar's report}
     applied_children: str | None = None  # the hash of the children, when this pass saw all of them applied
+    model: ModelState | None = None  # spec.model.fineTuneJob's, once resolved
 
 
 def _rollout(deployment: dict[str, Any], desired: int) -> tuple[int, bool, bool]:
@@ -167,6 +181,8 @@ def compute(obs: Observation) -> dict[str, Any]:
         "adapters": [_adapter_status(a) for a in adapter_states],
         "adaptersDisplay": f"{sum(a.ready for a in adapter_states)}/{len(adapter_states)}",
         "appliedChildren": obs.applied_children,
+        # None removes an entry an earlier spec had (the status is written as a merge patch).
+        "model": obs.model.status() if obs.model is not None else None,
     }
 
 
