@@ -23,7 +23,6 @@ from typing import Any
 
 from kubetune import rfc3339
 from kubetune.api import finetunejob as ftj
-from kubetune.api import label_names
 from kubetune.api.datasetinfo import dataset_info_problems
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, finetunejob_spec, pod_security_problems
@@ -31,7 +30,6 @@ from kubetune.handlers import events
 from kubetune.handlers.reconcile_pass import ResourcePass
 from kubetune.kube import ChildRefused, Kube, NotOurs, child_problem
 from kubetune.render import finetunejob as render
-from kubetune.render.names import label_value
 from kubetune.runtime.metrics import RESTARTS
 from kubetune.runtime.outcome import Outcome
 from kubetune.status import attempts
@@ -227,7 +225,7 @@ def check_spec(kube: Kube, state: Pass) -> None:
 def find_attempt(kube: Kube, state: Pass) -> None:
     """The current attempt is the newest of this FineTuneJob's own Jobs (by owner uid: a Job left by an
     earlier FineTuneJob of the same name is not ours)."""
-    labelled = kube.list("Job", state.namespace, {label_names.FINETUNEJOB: label_value(state.name)})
+    labelled = kube.list("Job", state.namespace, render.selector(state.name))
     state.jobs = [j for j in labelled if owned_by(j, state.uid)]
     state.leftovers = [j for j in labelled if not owned_by(j, state.uid)]
     state.attempt = max(
@@ -443,7 +441,7 @@ def _live(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _preprocess_of(kube: Kube, namespace: str, name: str, uid: str) -> status_of.PreprocessObservation:
     """This FineTuneJob's preprocessing Job (by owner uid) and the pods that Job owns."""
-    selector = {label_names.PREPROCESS_OF: label_value(name)}
+    selector = render.preprocess_selector(name)
     job = next((j for j in kube.list("Job", namespace, selector) if owned_by(j, uid)), None)
     if job is None:
         return status_of.PreprocessObservation()
@@ -483,7 +481,7 @@ def _pods_of(
     """The attempt's pods: those its Job owns (a label alone could be a leftover's)."""
     if job is None:
         return []
-    selector = {label_names.FINETUNEJOB: label_value(name), label_names.ATTEMPT: str(attempt)}
+    selector = render.selector(name, attempt)
     job_uid = job["metadata"].get("uid", "")
     return [p for p in kube.list("Pod", namespace, selector) if owned_by(p, job_uid)]
 
@@ -492,7 +490,7 @@ def _pods_without_job(
     kube: Kube, namespace: str, name: str, attempt: int, jobs: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Pods of this attempt that still run though no Job of this FineTuneJob owns them (theirs is gone)."""
-    selector = {label_names.FINETUNEJOB: label_value(name), label_names.ATTEMPT: str(attempt)}
+    selector = render.selector(name, attempt)
     job_uids = {j["metadata"].get("uid") for j in jobs}
     return [
         p

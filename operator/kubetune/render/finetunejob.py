@@ -97,8 +97,20 @@ def model_path(target: FineTuneJobTarget) -> str:
     return model_source.model_path(target.spec.model, storage.claim, storage.model_cache)
 
 
+def selector(name: str, attempt: int | None = None) -> dict[str, str]:
+    """The labels that select a FineTuneJob's training Jobs and pods (of one attempt, when given): the
+    rendezvous Service's selector, and how the reconcile finds them."""
+    found = {label_names.FINETUNEJOB: label_value(name)}
+    return found | ({label_names.ATTEMPT: str(attempt)} if attempt is not None else {})
+
+
+def preprocess_selector(name: str) -> dict[str, str]:
+    """The labels that select a FineTuneJob's preprocessing Job and pod."""
+    return {label_names.PREPROCESS_OF: label_value(name)}
+
+
 def labels(target: FineTuneJobTarget, **extra: str) -> dict[str, str]:
-    return meta.labels("kubetune-trainer", **{label_names.FINETUNEJOB: label_value(target.name)}, **extra)
+    return meta.labels("kubetune-trainer", **selector(target.name), **extra)
 
 
 def owner(target: FineTuneJobTarget) -> meta.Owner:
@@ -218,7 +230,7 @@ def service(target: FineTuneJobTarget) -> dict[str, Any]:
             "clusterIP": "None",
             # torchrun's rendezvous happens before any pod is Ready.
             "publishNotReadyAddresses": True,
-            "selector": {label_names.FINETUNEJOB: label_value(target.name)},
+            "selector": selector(target.name),
             "ports": [
                 {"name": "rendezvous", "port": target.settings.master_port, "protocol": "TCP"},
             ],
@@ -468,7 +480,7 @@ def preprocess_job(target: FineTuneJobTarget) -> dict[str, Any]:
     )
     place(pod_spec, where)
     secure(pod_spec, spec.pod_security)
-    pod_labels = meta.labels("kubetune-preprocess", **{label_names.PREPROCESS_OF: label_value(target.name)})
+    pod_labels = meta.labels("kubetune-preprocess", **preprocess_selector(target.name))
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
