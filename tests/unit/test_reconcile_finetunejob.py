@@ -1,10 +1,7 @@
 """The FineTuneJob reconcile's decisions in a table: the cluster found -> the status, the writes, what next.
 
 Each row sets up a cluster in the in-memory client (tests/fakekube.py), playing the Job controller and the
-kubelet where the row needs them, and runs one reconcile. The row says the phase and reason it reports, the
-conditions it sets, every write it makes (so, also, the ones it must not make), the Events, and when it wants
-to look again. A second pass on the state the first one left must change
-nothing, and, once nothing is waiting on the API server's answer, write nothing at all.
+kubelet where the row needs them; tests/reconcile_table.py runs it and checks what the row says.
 
 What the API server, the Job controller and the kubelet really do is tested in the integration tier.
 """
@@ -13,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -25,7 +21,7 @@ from kubetune.handlers import finetunejob
 from kubetune.runtime.outcome import Outcome
 from tests import specs
 from tests.fakekube import Call, FakeKube, timestamp
-from tests.schema import undeclared
+from tests.reconcile_table import Row, Table, run, run_twice
 
 NS = "team-a"
 SETTINGS = TrainerSettings()
@@ -202,21 +198,6 @@ def dataset_config_map(present: bool) -> Callable[[FakeKube], None]:
 
 
 # --- the table ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Row:
-    id: str
-    given: Callable[[FakeKube], None]
-    phase: str
-    reason: str
-    writes: list[tuple[str, str, str]]
-    events: list[tuple[str, str]] = field(default_factory=list)
-    conditions: dict[str, str] = field(default_factory=dict)  # type -> status, of those the row cares about
-    status: dict[str, Any] = field(default_factory=dict)  # other status fields
-    requeue_after: float | None = None
-    # A second pass writes nothing at all; False where it asks again (a conflict waits on someone else).
-    settled: bool = True
 
 
 ROWS = [
@@ -455,48 +436,22 @@ ROWS = [
 ]
 
 
-def conditions(status: dict[str, Any]) -> dict[str, str]:
-    return {c["type"]: c["status"] for c in status.get("conditions") or []}
+TABLE = Table(
+    reconcile=lambda fake, full: reconcile(fake),
+    status_write=STATUS,
+    status_model=FineTuneJobStatus,
+    namespace=NS,
+)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
 def test_reconcile(row: Row) -> None:
-    fake = FakeKube()
-    row.given(fake)
-    fake.forget_calls()
-    events_before = len(fake.events())
-
-    outcome = reconcile(fake)
-
-    status = outcome.status
-    assert (status["phase"], status["reason"]) == (row.phase, row.reason), status["message"]
-    assert not undeclared(status, FineTuneJobStatus), "computed but not in the CRD's status schema"
-    assert fake.writes() == [Call(*w) for w in row.writes]
-    assert fake.events()[events_before:] == row.events
-    assert {t: conditions(status).get(t) for t in row.conditions} == row.conditions
-    assert {k: status.get(k) for k in row.status} == row.status
-    assert outcome.changed == (STATUS in row.writes)
-    if row.requeue_after is None:
-        assert outcome.requeue_after is None
-    else:
-        assert outcome.requeue_after == pytest.approx(row.requeue_after, abs=5)
+    run(TABLE, row)
 
 
 @pytest.mark.parametrize("row", [r for r in ROWS if r.id != "TTL expired: deleted"], ids=lambda r: r.id)
 def test_a_second_pass_changes_nothing(row: Row) -> None:
-    fake = FakeKube()
-    row.given(fake)
-    first = reconcile(fake)
-    fake.forget_calls()
-    events_before = len(fake.events())
-
-    second = reconcile(fake)
-
-    assert fake.changes() == []
-    assert fake.events()[events_before:] == []
-    assert not second.changed and second.status == first.status
-    if row.settled:
-        assert fake.writes() == []
+    run_twice(TABLE, row)
 
 
 def test_pods_missing_looks_for_their_refusal() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -20,8 +19,8 @@ from kubetune.api.modelserve import ModelServeStatus
 from kubetune.handlers import modelserve
 from kubetune.runtime.outcome import Outcome
 from tests import specs
-from tests.fakekube import Call, FakeKube
-from tests.schema import undeclared
+from tests.fakekube import FakeKube
+from tests.reconcile_table import Row, Table, run, run_twice
 
 NS = "team-a"
 SETTINGS = TrainerSettings()
@@ -179,21 +178,6 @@ def replicas_refused(fake: FakeKube) -> None:
 # --- the table ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Row:
-    id: str
-    given: Callable[[FakeKube], None]
-    phase: str
-    reason: str
-    writes: list[tuple[str, str, str]]
-    events: list[tuple[str, str]] = field(default_factory=list)
-    conditions: dict[str, str] = field(default_factory=dict)  # type -> status, of those the row cares about
-    adapters: dict[str, Any] = field(default_factory=dict)  # the adapters ConfigMap's {name: path in the pod}
-    requeue_after: float | None = None
-    full: bool = False
-    exists: dict[tuple[str, str], bool] = field(default_factory=dict)  # (kind, name) -> there after the pass
-
-
 ROWS = [
     Row(
         "new: children applied, the Deployment after what it uses",
@@ -222,6 +206,7 @@ ROWS = [
         [*CHILDREN[:7], STATUS],  # nothing pruned either while a child is someone else's
         [("Warning", "ChildConflict")],
         exists={("Deployment", "qwen-vllm"): False},
+        settled=False,  # a full pass (the resync) applies every child; a conflict asks again
     ),
     Row(
         "rolled out: serving",
@@ -377,6 +362,7 @@ ROWS = [
         [*CHILDREN, *PRUNED_AUTOSCALERS, STATUS],
         full=True,
         exists={("HorizontalPodAutoscaler", "qwen-vllm"): False},
+        settled=False,  # a full pass (the resync) applies every child; a conflict asks again
     ),
     Row(
         "someone else's HPA under the autoscaler's name: left alone by the prune",
@@ -386,6 +372,7 @@ ROWS = [
         [*CHILDREN, *PRUNED_AUTOSCALERS],
         full=True,
         exists={("HorizontalPodAutoscaler", "qwen-vllm"): True},
+        settled=False,  # a full pass (the resync) applies every child; a conflict asks again
     ),
     Row(
         "autoscaling kept: applied, not pruned",
@@ -395,6 +382,7 @@ ROWS = [
         [*CHILDREN, HPA, *[d for d in PRUNED_AUTOSCALERS if d[1:] != HPA[1:]]],
         full=True,
         exists={("HorizontalPodAutoscaler", "qwen-vllm"): True},
+        settled=False,  # a full pass (the resync) applies every child; a conflict asks again
     ),
     Row(
         "the vLLM pods refused by admission: says so",
@@ -407,47 +395,25 @@ ROWS = [
 ]
 
 
-def conditions(status: dict[str, Any]) -> dict[str, str]:
-    return {c["type"]: c["status"] for c in status.get("conditions") or []}
+TABLE = Table(
+    reconcile=lambda fake, full: reconcile(fake, full=full),
+    status_write=STATUS,
+    status_model=ModelServeStatus,
+    namespace=NS,
+)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
 def test_reconcile(row: Row) -> None:
-    fake = FakeKube()
-    row.given(fake)
-    fake.forget_calls()
-    events_before = len(fake.events())
-
-    outcome = reconcile(fake, full=row.full)
-
-    status = outcome.status
-    assert (status["phase"], status["reason"]) == (row.phase, row.reason), status["message"]
-    assert not undeclared(status, ModelServeStatus), "computed but not in the CRD's status schema"
-    assert fake.writes() == [Call(*w) for w in row.writes]
-    assert fake.events()[events_before:] == row.events
-    assert {t: conditions(status).get(t) for t in row.conditions} == row.conditions
-    assert outcome.changed == (STATUS in row.writes)
-    assert outcome.requeue_after == row.requeue_after
+    fake, _ = run(TABLE, row)
     if ("apply", "ConfigMap", "qwen-adapters") in row.writes and row.phase != "Pending":
         config_map = fake.get_quietly("ConfigMap", NS, "qwen-adapters") or {}
         assert json.loads(config_map["data"]["adapters.json"]) == row.adapters
-    for (kind, name), there in row.exists.items():
-        assert (fake.get_quietly(kind, NS, name) is not None) == there, (kind, name)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
 def test_a_second_pass_changes_nothing(row: Row) -> None:
-    fake = FakeKube()
-    row.given(fake)
-    first = reconcile(fake, full=row.full)
-    fake.forget_calls()
-    events_before = len(fake.events())
-
-    second = reconcile(fake, full=row.full)
-
-    assert fake.changes() == []
-    assert fake.events()[events_before:] == []
-    assert not second.changed and second.status == first.status
+    run_twice(TABLE, row)
 
 
 def test_a_settled_modelserve_writes_nothing() -> None:
