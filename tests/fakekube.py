@@ -8,7 +8,7 @@ writers and no garbage collector's delays. What it keeps is what the reconciles 
   changes, a generation that moves when its spec changes, a creationTimestamp, and its ownerReferences;
 - `apply` (and `ensure` over an existing object) refuses, with `NotOurs`, an object that exists under the
   child's name and is controlled by another uid, unless it is the operator's own orphan: the same
-  `controller_uid` / `_our_orphan` / `holder` as `Kube.apply`. An apply sets the fields the manifest
+  `controller_uid` / `adoptable` / `holder` as `Kube.apply`. An apply sets the fields the manifest
   sets, removes those the operator applied before and renders no more, and leaves what others wrote
   (status, the sidecars' report keys); an apply that changes nothing changes nothing;
 - `ChildRefused` for a child a test marked invalid (`refuse`), as the API server's 422;
@@ -37,7 +37,7 @@ from kubernetes.client.rest import ApiException
 
 from kubetune.api.defaults import FIELD_MANAGER
 from kubetune.handlers import events
-from kubetune.kube import KINDS, ChildRefused, NotOurs, _our_orphan, controller_uid, holder
+from kubetune.kube import KINDS, ChildRefused, NotOurs, adoptable, controller_uid, holder
 from kubetune.status.attempts import DISRUPTION_CONDITION
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -98,7 +98,7 @@ def timestamp(seconds_ago: float = 0) -> str:
 class FakeKube:
     """The methods of `kubetune.kube.Kube` the reconciles use, over a dict of objects."""
 
-    def __init__(self, *, not_installed: frozenset[str] | set[str] = frozenset()):
+    def __init__(self, *, not_installed: frozenset[str] | set[str] = frozenset(), adopt_orphans: bool = True):
         # (kind, namespace, name) -> object
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.calls: list[Call] = []
@@ -109,6 +109,7 @@ class FakeKube:
         self._applied: dict[tuple[str, str, str], dict[str, Any]] = {}
         # Kinds whose API is not served (a CRD not installed, such as KEDA's ScaledObject): a 404.
         self.not_installed = frozenset(not_installed)
+        self.adopt_orphans = adopt_orphans  # as Kube's: take back the operator's own orphans
         self._uids = itertools.count(1)
         self._versions = itertools.count(1)
 
@@ -285,9 +286,9 @@ class FakeKube:
             owner is not None
             and existing is not None
             and controller_uid(existing) != owner
-            and not _our_orphan(existing, manifest)
+            and not adoptable(existing, manifest, self.adopt_orphans)
         ):
-            raise NotOurs(kind, meta["name"], holder(existing))
+            raise NotOurs(kind, meta["name"], holder(existing, manifest))
         self._check_refused(manifest)
         if existing is None:
             self._applied[key] = copy.deepcopy(manifest)

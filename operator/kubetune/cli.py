@@ -188,6 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.kubeconfig,
         pool_size=config.workers * 4,
         timeout=(config.api_connect_seconds, config.api_timeout_seconds),
+        adopt_orphans=config.adopt_orphans,
     )
     election = config.leader_election
     if election is not None:

@@ -11,6 +11,15 @@ from kubetune.api.defaults import OPERATOR_IMAGE, TrainerSettings
 from kubetune.api.podspec import POD_SECURITY_LEVELS
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in ("true", "false"):
+        raise ValueError(f"{name}={env[name]!r}: true or false")
+    return value == "true"
+
+
 @dataclass(frozen=True)
 class LeaderElection:
     """A Lease that one replica holds at a time (runtime/leader.py); None in OperatorConfig: no election."""
@@ -36,6 +45,8 @@ class OperatorConfig:
     api_connect_seconds: float = 5.0
     api_timeout_seconds: float = 30.0
     watch_seconds: int = 30  # the API server ends each watch after this (whole seconds); kopf resumes it
+    # Take back this operator's own orphaned children (the chart's adoptOrphans grants the verbs it needs).
+    adopt_orphans: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> OperatorConfig:
@@ -72,5 +83,6 @@ class OperatorConfig:
             api_connect_seconds=float(env.get("KUBETUNE_API_CONNECT_SECONDS", "5")),
             api_timeout_seconds=float(env.get("KUBETUNE_API_TIMEOUT_SECONDS", "30")),
             watch_seconds=int(env.get("KUBETUNE_WATCH_SECONDS", "30")),
+            adopt_orphans=_flag(env, "KUBETUNE_ADOPT_ORPHANS", True),
         )
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})

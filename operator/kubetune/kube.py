@@ -54,15 +54,27 @@ def controller_uid(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def holder(obj: dict[str, Any]) -> str:
-    """Who an object belongs to, in words: its controller, or the field managers that wrote it."""
+def holder(obj: dict[str, Any], manifest: dict[str, Any] | None = None) -> str:
+    """Who an object belongs to, in words: its controller, or the field managers that wrote it; or, when
+    the operator does not adopt orphans, that it is the operator's own orphan (for `manifest`)."""
     meta = obj.get("metadata") or {}
+    if manifest is not None and _our_orphan(obj, manifest):
+        return (
+            "no controller: this operator's own, orphaned by `kubectl delete --cascade=orphan` of an earlier "
+            "resource of this name; the installation does not adopt orphans (the chart's adoptOrphans), so "
+            "delete it to go on"
+        )
     for ref in meta.get("ownerReferences") or []:
         if ref.get("controller"):
             gone = ", being deleted" if meta.get("deletionTimestamp") else ""
             return f"controlled by {ref.get('kind')} {ref.get('name')} uid {ref.get('uid')}{gone}"
     managers = sorted({m.get("manager", "?") for m in meta.get("managedFields") or []})
     return f"no controller; written by {', '.join(managers) or 'an unknown client'}"
+
+
+def adoptable(existing: dict[str, Any], manifest: dict[str, Any], adopt_orphans: bool) -> bool:
+    """Whether the operator may take `existing` for `manifest`'s owner: its own orphan, if it adopts them."""
+    return adopt_orphans and _our_orphan(existing, manifest)
 
 
 def _our_orphan(existing: dict[str, Any], manifest: dict[str, Any]) -> bool:
@@ -130,10 +142,14 @@ class Kube:
     """A thin, synchronous wrapper: JSON in, JSON out, no client models. Every call has a timeout."""
 
     def __init__(
-        self, api_client: client.ApiClient | None = None, timeout: tuple[float, float] = DEFAULT_TIMEOUT
+        self,
+        api_client: client.ApiClient | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        adopt_orphans: bool = True,
     ):
         self.api = api_client or client.ApiClient()
         self.timeout = timeout
+        self.adopt_orphans = adopt_orphans  # take back the operator's own orphans (see `_our_orphan`)
 
     @classmethod
     def from_environment(
@@ -141,6 +157,7 @@ class Kube:
         kubeconfig: str | None = None,
         pool_size: int = 32,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        adopt_orphans: bool = True,
     ) -> Kube:
         configuration = client.Configuration()
         try:
@@ -154,7 +171,7 @@ class Kube:
         # A stale pooled connection is dialled again, but a call that timed out is not sent twice: the
         # caller (the work queue's backoff, the Lease's deadline) decides what happens next.
         configuration.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0)
-        return cls(client.ApiClient(configuration), timeout)
+        return cls(client.ApiClient(configuration), timeout, adopt_orphans)
 
     def _call(
         self,
@@ -226,8 +243,8 @@ class Kube:
                     # Created, not applied: an object someone makes meanwhile refuses the create (409),
                     # where a forced apply would take it over; `ensure` then checks it as here.
                     return self.ensure(manifest)
-            if controller_uid(existing) != owner and not _our_orphan(existing, manifest):
-                raise NotOurs(manifest["kind"], meta["name"], holder(existing))
+            if controller_uid(existing) != owner and not adoptable(existing, manifest, self.adopt_orphans):
+                raise NotOurs(manifest["kind"], meta["name"], holder(existing, manifest))
             version = self._adopt_created_fields(manifest["kind"], existing)
             if read_here:
                 # The object as checked, or a conflict (409): it changed hands between the read and now.

@@ -68,6 +68,38 @@ def test_default_install_is_cluster_wide_and_restricted(cluster: localcluster.Cl
     assert not any("*" in v for v in verbs.values()) and ("", "*") not in verbs
 
 
+ADOPTION_ONLY = [
+    ("apps", "deployments"), ("", "configmaps"), ("", "services"), ("", "serviceaccounts"),
+    ("rbac.authorization.k8s.io", "roles"), ("rbac.authorization.k8s.io", "rolebindings"),
+]  # fmt: skip
+
+
+def test_without_orphan_adoption_the_operator_may_delete_none_of_its_childrens_kinds(
+    cluster: localcluster.ClusterInfo,
+) -> None:
+    def verbs_and_env(*values: str) -> tuple[dict, dict]:
+        kinds = by_kind(template(cluster, *values))
+        rules = kinds["ClusterRole"][0]["rules"]
+        verbs = {(group, resource): set(rule["verbs"]) for rule in rules for group in rule["apiGroups"]
+                 for resource in rule["resources"]}  # fmt: skip
+        env = {
+            e["name"]: e.get("value")
+            for e in kinds["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        return verbs, env
+
+    adopting, env = verbs_and_env()
+    assert env["KUBETUNE_ADOPT_ORPHANS"] == "true"
+    assert all("delete" in adopting[kind] for kind in ADOPTION_ONLY)
+    strict, env = verbs_and_env("--set", "adoptOrphans=false")
+    assert env["KUBETUNE_ADOPT_ORPHANS"] == "false"
+    assert not [kind for kind in ADOPTION_ONLY if "delete" in strict[kind]]
+    # What the operator does delete keeps the verb: a pruned autoscaler, a FineTuneJob past its TTL.
+    assert "delete" in strict[("autoscaling", "horizontalpodautoscalers")]
+    assert "delete" in strict[("kubetune.io", "finetunejobs")]
+    assert {k: v - {"delete"} for k, v in strict.items()} == {k: v - {"delete"} for k, v in adopting.items()}
+
+
 def test_namespaced_install_with_leader_election_and_monitoring(cluster: localcluster.ClusterInfo) -> None:
     kinds = by_kind(
         template(

@@ -95,6 +95,18 @@ def test_apply_readopts_its_own_orphan() -> None:
     assert kube.methods() == ["GET", "PATCH"]
 
 
+def test_without_adoption_its_own_orphan_is_named_for_deletion_and_left_alone() -> None:
+    # The chart's adoptOrphans: false grants no delete verb, without which the API server refuses to set
+    # an ownerReference (OwnerReferencesPermissionEnforcement).
+    kube = Exchange(config_map(owner_uid=None, **{"kubetune.io/finetunejob": "ner"}))
+    kube.adopt_orphans = False
+    with pytest.raises(NotOurs) as refused:
+        kube.apply(manifest())
+    assert kube.methods() == ["GET"]
+    assert "orphaned by `kubectl delete --cascade=orphan`" in str(refused.value)
+    assert "adoptOrphans" in str(refused.value) and "delete it" in str(refused.value)
+
+
 def test_an_object_that_changed_hands_after_the_check_is_not_taken_over() -> None:
     kube = Exchange(config_map())
     real_get = kube._call
@@ -124,3 +136,12 @@ def test_ensure_over_another_owners_object_refuses() -> None:
     with pytest.raises(NotOurs):
         kube.ensure(manifest())
     assert kube.methods() == ["POST", "GET"]
+
+
+def test_orphan_adoption_is_on_unless_the_installation_says_false() -> None:
+    from kubetune.config import OperatorConfig
+
+    assert OperatorConfig.from_env({}).adopt_orphans is True
+    assert OperatorConfig.from_env({"KUBETUNE_ADOPT_ORPHANS": "false"}).adopt_orphans is False
+    with pytest.raises(ValueError, match="KUBETUNE_ADOPT_ORPHANS"):
+        OperatorConfig.from_env({"KUBETUNE_ADOPT_ORPHANS": "no"})

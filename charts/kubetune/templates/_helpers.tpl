@@ -46,18 +46,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [get, list, watch, create, patch]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch, delete]  # delete: see configmaps
+  verbs: [get, list, watch, create, patch{{ if .Values.adoptOrphans }}, delete{{ end }}]  # delete: see configmaps
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
 - apiGroups: [""]
   resources: [configmaps]
-  # delete: taking back the operator's own orphan (after --cascade=orphan) sets its ownerReferences, which
-  # OwnerReferencesPermissionEnforcement allows only to who may delete it. The operator deletes none.
-  verbs: [get, create, patch, delete]
+  # delete (adoptOrphans): taking back the operator's own orphan (after --cascade=orphan) sets its
+  # ownerReferences, which OwnerReferencesPermissionEnforcement allows only to who may delete it. The
+  # operator deletes none of these.
+  verbs: [get, create, patch{{ if .Values.adoptOrphans }}, delete{{ end }}]
 - apiGroups: [""]
   resources: [services, serviceaccounts]
-  verbs: [get, create, patch, delete]  # get: a child is written only if it is the resource's own
+  # get: a child is written only if it is the resource's own; delete: see configmaps
+  verbs: [get, create, patch{{ if .Values.adoptOrphans }}, delete{{ end }}]
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get, list, watch]  # watched: a missing claim is reported, and a claim created later wakes its users
@@ -66,7 +68,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [create, list]  # list: the Job controller's FailedCreate (pods refused by admission)
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [get, create, patch, delete]
+  verbs: [get, create, patch{{ if .Values.adoptOrphans }}, delete{{ end }}]  # delete: see configmaps
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, create, patch, delete]
