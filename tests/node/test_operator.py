@@ -19,20 +19,22 @@ def test_runs_on_the_real_node_ready_with_its_probes_answered(
     assert operator_pod.spec.containers[0].image == OPERATOR_IMAGE
     (status,) = operator_pod.status.container_statuses
     assert status.ready and status.restart_count == 0
-    # The kubelet's own count of the probes it ran against the pod (the API server dials the kubelet).
-    probes = localcluster.kubectl(
-        cluster, "get", "--raw", f"/api/v1/nodes/{realnode.NODE_NAME}/proxy/metrics/probes"
-    )
+    # The kubelet's own count of the probes it ran against the pod, read through the API server (which dials
+    # the kubelet with its client certificate). The liveness probe starts after its initial delay.
     pod = operator_pod.metadata.name
-    for probe in ("Liveness", "Readiness"):
-        assert any(
-            line.startswith("prober_probe_total")
-            and f'probe_type="{probe}"' in line
-            and f'pod="{pod}"' in line
-            and 'result="successful"' in line
-            and not line.endswith(" 0")
-            for line in probes.splitlines()
-        ), f"no successful {probe} probe of {pod} in the kubelet's metrics"
+
+    def probed(probe: str) -> bool:
+        metrics = localcluster.kubectl(
+            cluster, "get", "--raw", f"/api/v1/nodes/{realnode.NODE_NAME}/proxy/metrics/probes"
+        )
+        return any(
+            line.startswith("prober_probe_total{") and f'probe_type="{probe}"' in line
+            and f'pod="{pod}"' in line and 'result="successful"' in line and not line.endswith(" 0")
+            for line in metrics.splitlines()
+        )  # fmt: skip
+
+    for probe in ("Readiness", "Liveness"):
+        wait_until(lambda probe=probe: probed(probe), f"a successful {probe} probe of {pod}", timeout=60)
 
 
 def test_its_metrics_are_scraped_through_its_service(
