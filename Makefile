@@ -126,8 +126,13 @@ test-node: cluster-build image-tools node-tools
 	KUBETUNE_IMAGES_ARCHIVE=no images/build.sh $(IMAGES)
 	$(MAKE) --no-print-directory run-test-node
 
-run-test-node:
-	KUBETUNE_REAL_NODE=1 KUBETUNE_CLUSTER_DIR=$(NODE_CLUSTER_DIR) $(PYTEST) tests/node -p no:cacheprovider
+# The chart's images, imported into the node's containerd before the tests (the trainer's 7 GB: minutes, the
+# first time only; containerd's images are kept in ~/.cache/kubetune/node-images).
+NODE_IMAGES ?= ghcr.io/kubetune/operator:0.1.0 ghcr.io/kubetune/trainer:0.1.0
+run-test-node: venv
+	export KUBETUNE_REAL_NODE=1 KUBETUNE_CLUSTER_DIR=$(NODE_CLUSTER_DIR); \
+	KUBETUNE_NODE_IMAGES="$(NODE_IMAGES)" $(PY) -m tests.cluster up >/dev/null && \
+	{ $(PYTEST) tests/node -p no:cacheprovider; status=$$?; $(PY) -m tests.cluster down; exit $$status; }
 
 # A benchmark, not a test: N FineTuneJobs through the operator against a floor without it, then a
 # ModelServe edited while a 64-node FineTuneJob starts (tests/bench). Its own cluster (KUBETUNE_CLUSTER_DIR,

@@ -421,7 +421,7 @@ def up(pool: NodePool | None = None, real_node: bool | None = None) -> ClusterIn
     real_node = real_node_wanted() if real_node is None else real_node
     info = running()
     if info is not None and (info.real_node is not None or not real_node):
-        return info
+        return with_node_images(info)
     if info is not None:
         log("the running cluster has no real node; starting it again with one")
     if ClusterInfo.load() is not None or STATE.exists():
@@ -601,6 +601,15 @@ def up(pool: NodePool | None = None, real_node: bool | None = None) -> ClusterIn
         timings = realnode.start(info, node_ip)
         log(f"real node {realnode.NODE_NAME} Ready in {timings['node']:.1f}s "
             f"(kubelet start to Ready {timings['kubelet-to-ready']:.1f}s)")  # fmt: skip
+    return with_node_images(info)
+
+
+def with_node_images(info: ClusterInfo) -> ClusterInfo:
+    """Imports the images KUBETUNE_NODE_IMAGES names into the real node (no registry to pull them from)."""
+    names = os.environ.get("KUBETUNE_NODE_IMAGES", "").split()
+    if info.real_node is not None and names:
+        for name, took in realnode.import_images(info, names).items():
+            log(f"{name}: {'already in the node' if took is None else f'imported in {took:.0f}s'}")
     return info
 
 

@@ -66,7 +66,8 @@ def host_ip() -> str:
 
 def missing_prerequisites() -> list[str]:
     """What this machine lacks to run the node (tests/cluster/install-node-tools.sh installs it)."""
-    missing = [tool for tool in ("containerd", "ctr", "runc", "iptables", "podman") if not shutil.which(tool)]
+    tools = ("containerd", "ctr", "runc", "iptables", "podman", "skopeo", "buildah")
+    missing = [tool for tool in tools if not shutil.which(tool)]
     if not Path("/usr/lib/cni/bridge").exists():
         missing.append("containernetworking-plugins")
     if os.geteuid() != 0:
@@ -423,13 +424,18 @@ def import_image(socket: Path, name: str, stamps: Path) -> float | None:
     if present and stamp.exists() and stamp.read_text() == wanted:
         return None
     started = time.monotonic()
-    save = subprocess.Popen(["podman", "save", "--format", "docker-archive", name], stdout=subprocess.PIPE)
+    # Streamed into ctr; skopeo (as `podman save`) still spools each layer to a temporary file first (a
+    # docker-archive names a layer's size before its bytes): the trainer's 7 GB pass through /var/tmp once.
+    save = subprocess.Popen(
+        ["skopeo", "copy", "--quiet", f"containers-storage:{name}", f"docker-archive:/dev/stdout:{name}"],
+        stdout=subprocess.PIPE,
+    )
     try:
-        ctr(socket, "images", "import", "--no-unpack=false", "-", input_stream=save.stdout)
+        ctr(socket, "images", "import", "-", input_stream=save.stdout)
     finally:
         save.stdout.close()
         if save.wait() != 0:
-            raise RuntimeError(f"podman save {name} failed")
+            raise RuntimeError(f"skopeo copy {name} failed")
     stamp.write_text(wanted)
     return time.monotonic() - started
 
@@ -510,8 +516,6 @@ def start(info, address: str) -> dict[str, float]:
     )
     build_pause_image(bins["pause"], folder)
     import_image(socket, PAUSE_IMAGE, images)
-    for name in filter(None, os.environ.get("KUBETUNE_NODE_IMAGES", "").split()):
-        import_image(socket, name, images)
     timings["containerd"] = time.monotonic() - started
 
     for user in ("kubelet", "kube-proxy", "coredns"):
@@ -572,7 +576,18 @@ def start(info, address: str) -> dict[str, float]:
     )
     timings["kubelet-to-ready"] = time.monotonic() - kubelet_started
     timings["node"] = time.monotonic() - started
+    info.real_node["timings"] = {k: round(v, 1) for k, v in timings.items()}
+    info.save()
     return timings
+
+
+def import_images(info, names: list[str]) -> dict[str, float | None]:
+    """The images named, from the local containers storage into the node's containerd (skipped when there
+    already); the seconds each took."""
+    from tests.cluster import localcluster as lc
+
+    socket = socket_of(Path(info.state_dir))
+    return {name: import_image(socket, name, images_root(lc.CACHE)) for name in names}
 
 
 def node_ready(info) -> bool:
