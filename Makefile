@@ -14,12 +14,13 @@ include mk/vllm.mk
 
 help:
 	@echo "make demo          bring up the local control plane and run the demo"
-	@echo "make test          lint, then every test tier (unit, integration, serve, chart, worker)"
+	@echo "make test          lint, then every test tier (unit, integration, serve, chart, images, node, worker)"
 	@echo "make cluster       build (first time) and start the local control plane; prints KUBECONFIG"
 	@echo "make cluster-down  stop it and remove its state"
 	@echo "                   (KUBETUNE_REAL_NODE=1 make cluster: a real node too, containerd and a kubelet)"
 	@echo "make images        the operator and trainer images (buildah, no Docker engine) as OCI archives in build/images"
 	@echo "make test-images   those images run as containers (podman): the chart's operator, a trainer pod training"
+	@echo "make test-node     those images run by a real kubelet on a real node beside the fake GPU nodes"
 	@echo "make bench         FineTuneJobs through the operator vs. the same children created directly"
 
 # The virtual environment, from the pins in pyproject.toml; rebuilt when they change.
@@ -81,7 +82,7 @@ test: lint cluster-build trainer-venv vllm-venv image-tools node-tools
 	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PYTEST) tests --ignore=tests/images --ignore=tests/node
 	$(MAKE) --no-print-directory test-chart-rbac
 	KUBETUNE_IMAGES="$(TEST_IMAGES)" $(PYTEST) tests/images
-	$(MAKE) --no-print-directory run-test-node
+	KUBETUNE_IMAGES="$(TEST_IMAGES)" $(MAKE) --no-print-directory run-test-node
 	$(TRAINER_PY) -m pytest tests/worker -p no:cacheprovider
 
 test-unit: venv vllm-venv
@@ -124,7 +125,7 @@ node-tools:
 NODE_CLUSTER_DIR ?= $(HOME)/.cache/kubetune/node-cluster
 test-node: cluster-build image-tools node-tools
 	KUBETUNE_IMAGES_ARCHIVE=no images/build.sh $(IMAGES)
-	$(MAKE) --no-print-directory run-test-node
+	KUBETUNE_IMAGES="$(IMAGES)" $(MAKE) --no-print-directory run-test-node
 
 # The chart's images, imported into the node's containerd before the tests (the trainer's 7 GB: minutes, the
 # first time only; containerd's images are kept in ~/.cache/kubetune/node-images).

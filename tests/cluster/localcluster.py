@@ -607,6 +607,9 @@ def up(pool: NodePool | None = None, real_node: bool | None = None) -> ClusterIn
 def with_node_images(info: ClusterInfo) -> ClusterInfo:
     """Imports the images KUBETUNE_NODE_IMAGES names into the real node (no registry to pull them from)."""
     names = os.environ.get("KUBETUNE_NODE_IMAGES", "").split()
+    for name in [n for n in names if realnode.image_id(n) is None]:
+        log(f"{name}: not in the local containers storage (make images); not imported")
+        names.remove(name)
     if info.real_node is not None and names:
         for name, took in realnode.import_images(info, names).items():
             log(f"{name}: {'already in the node' if took is None else f'imported in {took:.0f}s'}")
