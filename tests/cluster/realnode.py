@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -96,45 +97,38 @@ def restore_sysctls(path: Path) -> None:
                 target.write_text(value)
 
 
-def remove_iptables_rules(network: str = CNI_NETWORK) -> None:
-    """What kube-proxy, the kubelet and the CNI plugins left: the KUBE-* chains and the jumps to them, and the
-    CNI masquerade/portmap chains of this node's network (their rules name it in a comment). Other programs'
-    rules (podman's) are left alone."""
+def iptables_cleanup(listing: str, network: str = CNI_NETWORK) -> tuple[list[list[str]], list[str]]:
+    """From one table's `iptables -S`: the rules to delete (as `-D` arguments) and the chains to flush and
+    remove. Those of kube-proxy and the kubelet (KUBE-*) and of this node's CNI network (its masquerade and
+    portmap chains, whose rules name the network in a comment); other programs' rules (podman's) stay."""
+    lines = listing.splitlines()
+    names_us = f'name: \\"{network}\\"'
+    chains = {line.split()[1] for line in lines if line.startswith("-N KUBE-")}
+    for line in lines:
+        if line.startswith("-A ") and names_us in line and (jump := re.search(r"-j (CNI-[\w-]+)", line)):
+            chains.add(jump.group(1))
+    rules = []
+    for line in lines:
+        if not line.startswith("-A ") or line.split()[1] in chains:
+            continue  # a chain's own rules go with it
+        jump = re.search(r"-j (\S+)", line)
+        if (jump and jump.group(1) in chains) or names_us in line:
+            rules.append(shlex.split(line[3:]))
+    return rules, sorted(chains)
+
+
+def remove_iptables_rules() -> None:
+    """Deletes what iptables_cleanup finds, in the nat, filter and mangle tables."""
     for table in ("nat", "filter", "mangle"):
         listing = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True)
         if listing.returncode != 0:
             continue
-        ours: set[str] = set()
-        for line in listing.stdout.splitlines():
-            if line.startswith("-N KUBE-"):
-                ours.add(line.split()[1])
-        for line in listing.stdout.splitlines():
-            if line.startswith("-A ") and (f'name: \\"{network}\\"' in line or f"name: {network}" in line):
-                jump = re.search(r"-j (CNI-[\w-]+)", line)
-                if jump:
-                    ours.add(jump.group(1))
-        rules = []
-        for line in listing.stdout.splitlines():
-            if not line.startswith("-A "):
-                continue
-            chain = line.split()[1]
-            jump = re.search(r"-j (\S+)", line)
-            names_us = f'\\"{network}\\"' in line or f"name: {network}" in line
-            if chain not in ours and ((jump and jump.group(1) in ours) or names_us):
-                rules.append(line)
-        for line in rules:
-            args = _split_rule(line[3:])
-            subprocess.run(["iptables", "-t", table, "-D", *args], capture_output=True)
-        for chain in ours:
-            subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True)
-        for chain in ours:
-            subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
-
-
-def _split_rule(rule: str) -> list[str]:
-    import shlex
-
-    return shlex.split(rule)
+        rules, chains = iptables_cleanup(listing.stdout)
+        for rule in rules:
+            subprocess.run(["iptables", "-t", table, "-D", *rule], capture_output=True)
+        for flag in ("-F", "-X"):
+            for chain in chains:
+                subprocess.run(["iptables", "-t", table, flag, chain], capture_output=True)
 
 
 def remove_pod_cgroups() -> None:
