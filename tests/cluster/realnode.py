@@ -430,8 +430,31 @@ def import_image(socket: Path, name: str, stamps: Path) -> float | None:
         save.stdout.close()
         if save.wait() != 0:
             raise RuntimeError(f"skopeo copy {name} failed")
+    discard_unpacked_layers(socket, name)
     stamp.write_text(wanted)
     return time.monotonic() - started
+
+
+def image_layers(socket: Path, manifest_digest: str) -> set[str]:
+    manifest = json.loads(ctr(socket, "content", "get", manifest_digest).stdout)
+    if "manifests" in manifest:  # an index: the linux/amd64 image's
+        platform = {"os": "linux", "architecture": "amd64"}
+        chosen = next(m for m in manifest["manifests"] if m.get("platform", platform) == platform)
+        return image_layers(socket, chosen["digest"])
+    return {layer["digest"] for layer in manifest["layers"]}
+
+
+def discard_unpacked_layers(socket: Path, name: str) -> None:
+    """Removes the image's layer archives once they are unpacked into snapshots, as the CRI's
+    `discard_unpacked_layers` does for pulled images: containers start from the snapshots (every image here
+    is unpacked at import), and the trainer's 7 GB are kept once on the disk, not twice."""
+    digests = {
+        line.split()[0]: line.split()[2] for line in ctr(socket, "images", "ls").stdout.splitlines()[1:]
+    }
+    present = set(ctr(socket, "content", "ls", "-q").stdout.split())
+    layers = image_layers(socket, digests[name]) & present
+    if layers:
+        ctr(socket, "content", "rm", *sorted(layers))
 
 
 def build_pause_image(pause_binary: Path, workdir: Path) -> None:
