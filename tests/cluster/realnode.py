@@ -57,6 +57,9 @@ SYSCTLS = (
     "net/netfilter/nf_conntrack_tcp_timeout_close_wait",
 )
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Folders the node's programs make at fixed places whatever they are told: libcni's cache, the kubelet's
+# device-plugin socket folder, the shims' runtime state. Removed at stop when they were not there at start.
+FIXED_FOLDERS = ("/var/lib/cni", "/var/lib/kubelet", "/run/containerd")
 
 
 def host_ip() -> str:
@@ -79,22 +82,42 @@ def missing_prerequisites() -> list[str]:
 # --- host state ------------------------------------------------------------------------------------
 
 
-def save_sysctls(path: Path) -> None:
+def save_host(path: Path) -> None:
+    """The sysctls' values and which fixed folders exist, before the node changes them."""
     values = {}
     for name in SYSCTLS:
         with contextlib.suppress(OSError):
             values[name] = (Path("/proc/sys") / name).read_text().strip()
-    path.write_text(json.dumps(values, indent=2))
+    absent = [folder for folder in FIXED_FOLDERS if not Path(folder).exists()]
+    path.write_text(json.dumps({"sysctls": values, "absent": absent}, indent=2))
 
 
-def restore_sysctls(path: Path) -> None:
+def restore_host(path: Path) -> None:
     if not path.exists():
         return
-    for name, value in json.loads(path.read_text()).items():
+    saved = json.loads(path.read_text())
+    for name, value in saved["sysctls"].items():
         with contextlib.suppress(OSError):
             target = Path("/proc/sys") / name
             if target.read_text().strip() != value:
                 target.write_text(value)
+    for folder in saved["absent"]:
+        remove_if_emptied(Path(folder))
+
+
+def remove_if_emptied(folder: Path) -> None:
+    """Removes the folder's sockets and empty folders, deepest first: what another program (podman's CNI
+    state in /var/lib/cni) put there since keeps it."""
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
+        with contextlib.suppress(OSError):
+            if path.is_socket():
+                path.unlink()
+            elif path.is_dir() and not path.is_symlink():
+                path.rmdir()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def iptables_cleanup(listing: str, network: str = CNI_NETWORK) -> tuple[list[list[str]], list[str]]:
@@ -507,7 +530,7 @@ def start(info, address: str) -> dict[str, float]:
     started = time.monotonic()
     for sub in ("containerd", "cni", "cni-ipam", "pod-logs", "kubelet", "certs"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    save_sysctls(folder / "sysctls.json")
+    save_host(folder / "host.json")
     images = images_root(lc.CACHE)
     images.mkdir(parents=True, exist_ok=True)
     (folder / "containerd" / "config.toml").write_text(containerd_config(folder, images))
@@ -650,7 +673,7 @@ def stop(info) -> None:
     remove_pod_cgroups()
     remove_iptables_rules()
     remove_bridge()
-    restore_sysctls(folder / "sysctls.json")
+    restore_host(folder / "host.json")
 
 
 def terminate(pid: int | None, timeout: float = 15.0) -> None:
