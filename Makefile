@@ -7,18 +7,20 @@ PYTEST := $(PY) -m pytest
 
 .PHONY: help venv lint cluster cluster-build cluster-down cluster-status demo demo-down \
         test test-unit test-integration test-worker test-serve test-chart test-chart-rbac crds bench clean \
-        images image-tools test-images
+        images image-tools test-images node-tools test-node run-test-node
 
 include mk/trainer.mk
 include mk/vllm.mk
 
 help:
 	@echo "make demo          bring up the local control plane and run the demo"
-	@echo "make test          lint, then every test tier (unit, integration, serve, chart, worker)"
+	@echo "make test          lint, then every test tier (unit, integration, serve, chart, images, node, worker)"
 	@echo "make cluster       build (first time) and start the local control plane; prints KUBECONFIG"
 	@echo "make cluster-down  stop it and remove its state"
+	@echo "                   (KUBETUNE_REAL_NODE=1 make cluster: a real node too, containerd and a kubelet)"
 	@echo "make images        the operator and trainer images (buildah, no Docker engine) as OCI archives in build/images"
 	@echo "make test-images   those images run as containers (podman): the chart's operator, a trainer pod training"
+	@echo "make test-node     those images run by a real kubelet on a real node beside the fake GPU nodes"
 	@echo "make bench         FineTuneJobs through the operator vs. the same children created directly"
 
 # The virtual environment, from the pins in pyproject.toml; rebuilt when they change.
@@ -57,7 +59,8 @@ crds: venv
 cluster-build: venv
 	@$(PY) -m tests.cluster build
 
-cluster: venv
+# KUBETUNE_REAL_NODE=1: a real node (containerd, kubelet, kube-proxy, CoreDNS) beside the fake GPU nodes.
+cluster: venv $(if $(filter 1,$(KUBETUNE_REAL_NODE)),node-tools)
 	@$(PY) -m tests.cluster up
 
 cluster-down: venv
@@ -74,11 +77,12 @@ demo-down: cluster-down
 # Unit, integration, serve and chart tiers in one pytest session (the local control plane and the operator
 # start once); the image tier in a session of its own (its operator is the container); then the worker tier
 # under the trainer environment (LLaMA-Factory, PyTorch).
-test: lint cluster-build trainer-venv vllm-venv image-tools
+test: lint cluster-build trainer-venv vllm-venv image-tools node-tools
 	KUBETUNE_IMAGES_ARCHIVE=no images/build.sh $(TEST_IMAGES)
-	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PYTEST) tests --ignore=tests/images
+	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PYTEST) tests --ignore=tests/images --ignore=tests/node
 	$(MAKE) --no-print-directory test-chart-rbac
 	KUBETUNE_IMAGES="$(TEST_IMAGES)" $(PYTEST) tests/images
+	KUBETUNE_IMAGES="$(TEST_IMAGES)" $(MAKE) --no-print-directory run-test-node
 	$(TRAINER_PY) -m pytest tests/worker -p no:cacheprovider
 
 test-unit: venv vllm-venv
@@ -110,6 +114,26 @@ test-chart: cluster-build
 test-chart-rbac: cluster-build
 	KUBETUNE_OPERATOR_AS=chart $(PYTEST) tests/integration/test_finetunejob.py tests/integration/test_modelserve.py \
 		tests/integration/test_leader_election.py
+
+# The real node's runtime from Debian's packages (containerd, the CNI plugins, conntrack).
+node-tools:
+	@tests/cluster/install-node-tools.sh
+
+# The built images run by a real kubelet on a real node beside the fake GPU nodes: the chart's operator as its
+# Deployment, FineTuneJobs training in the trainer image. A cluster of its own (NODE_CLUSTER_DIR), so the
+# node's bring-up never restarts the one the other tiers use.
+NODE_CLUSTER_DIR ?= $(HOME)/.cache/kubetune/node-cluster
+test-node: cluster-build image-tools node-tools
+	KUBETUNE_IMAGES_ARCHIVE=no images/build.sh $(IMAGES)
+	KUBETUNE_IMAGES="$(IMAGES)" $(MAKE) --no-print-directory run-test-node
+
+# The chart's images, imported into the node's containerd before the tests (the trainer's 7 GB: minutes, the
+# first time only; containerd's images are kept in ~/.cache/kubetune/node-images).
+NODE_IMAGES ?= ghcr.io/kubetune/operator:0.1.0 ghcr.io/kubetune/trainer:0.1.0
+run-test-node: venv
+	export KUBETUNE_REAL_NODE=1 KUBETUNE_CLUSTER_DIR=$(NODE_CLUSTER_DIR); \
+	KUBETUNE_NODE_IMAGES="$(NODE_IMAGES)" $(PY) -m tests.cluster up >/dev/null && \
+	{ $(PYTEST) tests/node -p no:cacheprovider; status=$$?; $(PY) -m tests.cluster down; exit $$status; }
 
 # A benchmark, not a test: N FineTuneJobs through the operator against a floor without it, then a
 # ModelServe edited while a 64-node FineTuneJob starts (tests/bench). Its own cluster (KUBETUNE_CLUSTER_DIR,

@@ -103,6 +103,7 @@ def namespace(request: pytest.FixtureRequest, api: client.ApiClient) -> Iterator
 
 
 IMAGE_TIER = REPO / "tests" / "images"
+NODE_TIER = REPO / "tests" / "node"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -114,6 +115,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if item not in images]
         warnings.warn(
             "tests/images deselected: it runs in a pytest session of its own (make test-images)", stacklevel=1
+        )
+    # The real-node tier too: its operator is the chart's pod, on a cluster of its own (make test-node).
+    node = [item for item in items if NODE_TIER in item.path.parents]
+    if node and len(node) < len(items):
+        config.hook.pytest_deselected(items=node)
+        items[:] = [item for item in items if item not in node]
+        warnings.warn(
+            "tests/node deselected: it runs in a pytest session of its own (make test-node)", stacklevel=1
         )
     for item in items:
         if {"cluster", "namespace", "api"} & set(getattr(item, "fixturenames", ())):

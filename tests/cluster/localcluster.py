@@ -7,6 +7,10 @@ the state. Everything listens on 127.0.0.1, on ports picked free at start.
 
 KWOK plays the kubelet of fake nodes that advertise `nvidia.com/gpu`; kwok-stages.yaml says how pods
 on them live and die (and how a test makes one fail with a chosen exit code).
+
+With KUBETUNE_REAL_NODE=1 a real node joins them (realnode.py: containerd, the kubelet, kube-proxy,
+CoreDNS): the API server then listens on the host's address too, so that pods reach it through the
+`kubernetes` Service, and dials the kubelet with a client certificate.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from tests.cluster import realnode
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("KUBETUNE_CACHE", Path.home() / ".cache" / "kubetune"))
@@ -68,6 +74,11 @@ def binaries() -> dict[str, Path]:
         "kwok": CACHE / f"kwok-{v['KWOK_VERSION']}" / "bin" / "kwok",
         "kubectl": tools / "kubectl",
         "helm": tools / "helm",
+        # The real node's (KUBETUNE_REAL_NODE=1).
+        "kubelet": kube / "kubelet",
+        "kube-proxy": kube / "kube-proxy",
+        "coredns": CACHE / f"coredns-{v['COREDNS_VERSION']}" / "bin" / "coredns",
+        "pause": CACHE / f"pause-{v['PAUSE_VERSION']}" / "bin" / "pause",
     }
 
 
@@ -151,6 +162,7 @@ class ClusterInfo:
     versions: dict[str, str]
     bin_dir: str
     nodes: dict
+    real_node: dict | None = None  # realnode.start's: its name, address, ports and folder
 
     @classmethod
     def load(cls) -> ClusterInfo | None:
@@ -222,8 +234,9 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 # --- certificates ----------------------------------------------------------------------------------
 
 
-def make_pki(pki: Path) -> None:
-    """A CA, the API server's serving certificate, client certificates and the service-account keys."""
+def make_pki(pki: Path, node_ip: str | None = None) -> None:
+    """A CA, the API server's serving certificate, client certificates and the service-account keys; with a
+    real node (at node_ip), the host's address in the serving certificate and its components' clients."""
     pki.mkdir(parents=True, exist_ok=True)
     openssl = shutil.which("openssl") or "openssl"
     run(
@@ -296,6 +309,7 @@ def make_pki(pki: Path) -> None:
             "DNS:kubernetes.default.svc.cluster.local",
             "IP:127.0.0.1",
             f"IP:{KUBERNETES_SERVICE_IP}",
+            *([f"IP:{node_ip}"] if node_ip else []),
         ]
     )
     issue(
@@ -308,6 +322,11 @@ def make_pki(pki: Path) -> None:
     issue("controller-manager", "/CN=system:kube-controller-manager", client_ext)
     issue("scheduler", "/CN=system:kube-scheduler", client_ext)
     issue("kwok", "/O=system:masters/CN=kwok-controller", client_ext)
+    if node_ip:
+        issue("kubelet", "/O=system:nodes/CN=system:node:kubetune-node", client_ext)
+        issue("kube-proxy", "/CN=system:kube-proxy", client_ext)
+        issue("coredns", "/CN=system:coredns", client_ext)
+        issue("apiserver-kubelet-client", "/CN=kube-apiserver-kubelet-client", client_ext)
     run([openssl, "genrsa", "-out", str(pki / "sa.key"), "2048"])
     run([openssl, "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")])
 
@@ -385,18 +404,26 @@ def running() -> ClusterInfo | None:
     info = ClusterInfo.load()
     if info is None:
         return None
-    if not all(pid_alive(info.pids.get(c, -1)) for c in COMPONENTS):
+    components = COMPONENTS + (realnode.NODE_COMPONENTS if info.real_node else ())
+    if not all(pid_alive(info.pids.get(c, -1)) for c in components):
         return None
     if not apiserver_ready(info.server, Path(info.state_dir) / "pki"):
         return None
     return info
 
 
-def up(pool: NodePool | None = None) -> ClusterInfo:
-    """Starts the control plane, or returns the one already running."""
+def real_node_wanted() -> bool:
+    return os.environ.get("KUBETUNE_REAL_NODE") == "1"
+
+
+def up(pool: NodePool | None = None, real_node: bool | None = None) -> ClusterInfo:
+    """Starts the control plane (and the real node when asked), or returns the one already running."""
+    real_node = real_node_wanted() if real_node is None else real_node
     info = running()
+    if info is not None and (info.real_node is not None or not real_node):
+        return with_node_images(info)
     if info is not None:
-        return info
+        log("the running cluster has no real node; starting it again with one")
     if ClusterInfo.load() is not None or STATE.exists():
         log("found a stopped or broken cluster; removing its state")
         down()
@@ -406,7 +433,10 @@ def up(pool: NodePool | None = None) -> ClusterInfo:
     bins = binaries()
     STATE.mkdir(parents=True, exist_ok=True)
     pki = STATE / "pki"
-    make_pki(pki)
+    node_ip = realnode.host_ip() if real_node else None
+    if real_node and (missing := realnode.missing_prerequisites()):
+        raise RuntimeError(f"the real node needs {', '.join(missing)} (tests/cluster/install-node-tools.sh)")
+    make_pki(pki, node_ip)
 
     ports = {
         name: free_port()
@@ -419,6 +449,22 @@ def up(pool: NodePool | None = None) -> ClusterInfo:
             "kwok",
         )
     }
+    if node_ip:
+        # Pods reach the API server at the host's address (the `kubernetes` Service's endpoint).
+        apiserver_network = [
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={node_ip}",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+        ]
+    else:
+        # 127.0.0.1 cannot be a Service's endpoint: nothing reconciles the `kubernetes` Service's.
+        apiserver_network = [
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",
+        ]
     server = f"https://127.0.0.1:{ports['kube-apiserver']}"
     for user in ("admin", "controller-manager", "scheduler", "kwok"):
         write_kubeconfig(STATE / f"{user}.kubeconfig", server, pki, user)
@@ -461,8 +507,7 @@ def up(pool: NodePool | None = None) -> ClusterInfo:
         "kube-apiserver",
         [
             str(bins["kube-apiserver"]),
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            *apiserver_network,
             f"--secure-port={ports['kube-apiserver']}",
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -477,7 +522,6 @@ def up(pool: NodePool | None = None) -> ClusterInfo:
             # blockOwnerDeletion needs `update` on the owner's finalizers, so the chart's RBAC is proven.
             f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",
             "--allow-privileged=true",
-            "--endpoint-reconciler-type=none",
             "--event-ttl=2h",
             "--max-requests-inflight=800",
             "--max-mutating-requests-inflight=400",
@@ -553,6 +597,22 @@ def up(pool: NodePool | None = None) -> ClusterInfo:
         logs=STATE / "logs" / "kube-controller-manager.log",
     )
     log(f"control plane up in {time.monotonic() - started:.1f}s at {server}")
+    if node_ip:
+        timings = realnode.start(info, node_ip)
+        log(f"real node {realnode.NODE_NAME} Ready in {timings['node']:.1f}s "
+            f"(kubelet start to Ready {timings['kubelet-to-ready']:.1f}s)")  # fmt: skip
+    return with_node_images(info)
+
+
+def with_node_images(info: ClusterInfo) -> ClusterInfo:
+    """Imports the images KUBETUNE_NODE_IMAGES names into the real node (no registry to pull them from)."""
+    names = os.environ.get("KUBETUNE_NODE_IMAGES", "").split()
+    for name in [n for n in names if realnode.image_id(n) is None]:
+        log(f"{name}: not in the local containers storage (make images); not imported")
+        names.remove(name)
+    if info.real_node is not None and names:
+        for name, took in realnode.import_images(info, names).items():
+            log(f"{name}: {'already in the node' if took is None else f'imported in {took:.0f}s'}")
     return info
 
 
@@ -654,6 +714,8 @@ def _has_default_service_account(info: ClusterInfo) -> bool:
 def down() -> None:
     """Stops every process of the cluster and removes its state."""
     info = ClusterInfo.load()
+    if info is not None and info.real_node is not None:
+        realnode.stop(info)
     if info is not None:
         # Reverse order: the clients first, etcd last.
         for name in reversed(COMPONENTS):
@@ -692,6 +754,8 @@ def main(argv: list[str] | None = None) -> int:
     up_parser.add_argument("--nodes", type=int, help="fake GPU nodes (default 2, or KUBETUNE_GPU_NODES)")
     up_parser.add_argument("--gpus-per-node", type=int, help="GPUs per node (default 8)")
     up_parser.add_argument("--label", action="append", default=[], help="extra node label k=v")
+    up_parser.add_argument("--real-node", action="store_true", default=None,
+                           help="a real node too (containerd, kubelet; or KUBETUNE_REAL_NODE=1)")  # fmt: skip
     sub.add_parser("down", help="stop the cluster and remove its state")
     sub.add_parser("status", help="print the running cluster, its versions and memory")
     sub.add_parser("build", help="build the binaries only")
@@ -716,6 +780,7 @@ def main(argv: list[str] | None = None) -> int:
                     "kubeconfig": info.kubeconfig,
                     "versions": info.versions,
                     "memory_mib": memory_mib(info),
+                    **({"real_node": info.real_node} if info.real_node else {}),
                 },
                 indent=2,
             )
@@ -730,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     for pair in args.label:
         key, _, value = pair.partition("=")
         pool.labels[key] = value
-    info = up(pool)
+    info = up(pool, real_node=args.real_node)
     print(f"export PATH={info.bin_dir}:$PATH")
     print(f"export KUBECONFIG={info.kubeconfig}")
     return 0

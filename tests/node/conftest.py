@@ -1,0 +1,92 @@
+"""The real-node tier: the built images run by a real kubelet (containerd, runc, CNI, kube-proxy, CoreDNS)
+on a node beside the fake GPU nodes (tests/cluster/realnode.py).
+
+It runs in a pytest session of its own, on a cluster of its own (`make test-node` sets KUBETUNE_CLUSTER_DIR
+and KUBETUNE_REAL_NODE): its operator is the chart's Deployment on the real node, and bringing the node up
+must not restart the cluster the other tiers use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tests.chart.install import NAMESPACE, RELEASE, helm, install_chart
+from tests.cluster import localcluster, realnode
+from tests.images.kubelet import OPERATOR_IMAGE, TRAINER_IMAGE
+from tests.images.podman import require_image
+from tests.kube import wait_until
+
+FIGURES: dict[str, object] = {}
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[localcluster.ClusterInfo]:
+    if not os.environ.get("KUBETUNE_CLUSTER_DIR") or os.environ.get("KUBETUNE_REAL_NODE") != "1":
+        pytest.fail(
+            "tests/node runs on a cluster of its own with a real node: `make test-node`", pytrace=False
+        )
+    if missing := realnode.missing_prerequisites():
+        pytest.fail(f"the real node needs {', '.join(missing)} (make node-tools)", pytrace=False)
+    reused = localcluster.running()
+    started = time.monotonic()
+    info = localcluster.up(real_node=True)
+    if reused is None:
+        FIGURES["cluster_up_s"] = round(time.monotonic() - started, 1)
+    FIGURES["node_bring_up_s"] = info.real_node["timings"]
+    os.environ["KUBECONFIG"] = info.kubeconfig
+    yield info
+    FIGURES["memory_mib"] = {k: round(v) for k, v in realnode.memory_mib(info).items()}
+    (Path(info.state_dir).parent / "node-figures.json").write_text(json.dumps(FIGURES, indent=2))
+    if reused is None and os.environ.get("KUBETUNE_KEEP_CLUSTER") != "1":
+        localcluster.down()
+
+
+@pytest.fixture(scope="session")
+def node_images(cluster: localcluster.ClusterInfo) -> None:
+    """The operator and trainer images, from the local containers storage into the node's containerd (once:
+    containerd's images are kept across clusters)."""
+    for image in (OPERATOR_IMAGE, TRAINER_IMAGE):
+        require_image(image)
+    for image, took in realnode.import_images(cluster, [OPERATOR_IMAGE, TRAINER_IMAGE]).items():
+        FIGURES[f"import_s {image}"] = None if took is None else round(took, 1)
+
+
+def on_the_real_node() -> list[str]:
+    """helm values that put the chart's operator on the real node."""
+    return [
+        "--set-json",
+        f"nodeSelector={json.dumps(realnode.PLACEMENT['nodeSelector'])}",
+        "--set-json",
+        f"tolerations={json.dumps(realnode.PLACEMENT['tolerations'])}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def operator_pod(
+    cluster: localcluster.ClusterInfo, crds: None, node_images: None, api: client.ApiClient
+) -> Iterator[client.V1Pod]:
+    """The chart installed with the built operator image, its Deployment's pod Running on the real node."""
+    started = time.monotonic()
+    install_chart(cluster, *on_the_real_node())
+    FIGURES["helm_install_to_ready_s"] = round(time.monotonic() - started, 1)
+    core = client.CoreV1Api(api)
+    pods = wait_until(
+        lambda: [
+            p
+            for p in core.list_namespaced_pod(
+                NAMESPACE, label_selector=f"app.kubernetes.io/instance={RELEASE}"
+            ).items
+            if p.status.phase == "Running"
+        ],
+        "the operator's pod Running",
+        timeout=60,
+    )
+    yield pods[0]
+    helm(cluster, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait")
