@@ -11,6 +11,7 @@ PYTEST := $(PY) -m pytest
 
 include mk/trainer.mk
 include mk/vllm.mk
+include mk/model.mk
 
 help:
 	@echo "make demo          bring up the local control plane and run the demo"
@@ -66,7 +67,7 @@ cluster-down: venv
 cluster-status: venv
 	@$(PY) -m tests.cluster status
 
-demo: venv trainer-venv vllm-venv
+demo: venv trainer-venv vllm-venv real-model
 	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PY) -m tests.cluster.demo
 
 demo-down: cluster-down
@@ -74,7 +75,7 @@ demo-down: cluster-down
 # Unit, integration, serve and chart tiers in one pytest session (the local control plane and the operator
 # start once); the image tier in a session of its own (its operator is the container); then the worker tier
 # under the trainer environment (LLaMA-Factory, PyTorch).
-test: lint cluster-build trainer-venv vllm-venv image-tools
+test: lint cluster-build trainer-venv vllm-venv real-model image-tools
 	KUBETUNE_IMAGES_ARCHIVE=no images/build.sh $(TEST_IMAGES)
 	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PYTEST) tests --ignore=tests/images
 	$(MAKE) --no-print-directory test-chart-rbac
@@ -97,8 +98,9 @@ test-images: cluster-build image-tools
 	KUBETUNE_IMAGES="$(IMAGES)" $(PYTEST) tests/images
 
 # The real vLLM engine (its CPU build) and the adapter-sync sidecar as a ModelServe's pod runs them, serving
-# the tiny model and adapters the real LLaMA-Factory trained (the trainer environment trains them).
-test-serve: cluster-build trainer-venv vllm-venv
+# the tiny model and adapters the real LLaMA-Factory trained (the trainer environment trains them); one test
+# trains and serves the real model (make real-model).
+test-serve: cluster-build trainer-venv vllm-venv real-model
 	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PYTEST) tests/serve
 
 test-chart: cluster-build
