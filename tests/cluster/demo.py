@@ -152,7 +152,7 @@ def prepare_namespace(info: localcluster.ClusterInfo, kubectl) -> Path:
 
 def place_real_model(claim: Path) -> Path:
     """The prepared model (scripts/real_model.py: a no-op once done) onto the claim, hard-linked if it can."""
-    cache = Path.home() / ".cache" / "kubetune" / "models" / entities.MODEL_DIR_NAME
+    cache = entities.real_model_dir()
     subprocess.run([TRAINER_PYTHON, "scripts/real_model.py", str(cache)], cwd=REPO, check=True)
     dest = claim / "models" / entities.MODEL_DIR_NAME
     dest.mkdir(parents=True, exist_ok=True)

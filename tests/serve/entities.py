@@ -8,6 +8,7 @@ Shared by `make demo` and the serve test on the real model. The model itself: sc
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,12 @@ DATA = REPO / "examples" / "demo" / "data"
 TRAIN, HELDOUT = DATA / "entities-train.json", DATA / "entities-heldout.json"
 LABELS = {"person", "organisation", "place"}
 MODEL_DIR_NAME = "smollm2-135m-instruct"  # under models/ on the claim, and in the cache
+
+
+def real_model_dir() -> Path:
+    """Where `make real-model` (scripts/real_model.py) prepares SmolLM2-135M-Instruct."""
+    cache = Path(os.environ.get("KUBETUNE_CACHE", Path.home() / ".cache" / "kubetune"))
+    return cache / "models" / MODEL_DIR_NAME
 
 
 def heldout() -> list[dict[str, str]]:
