@@ -154,18 +154,7 @@ def place_real_model(claim: Path) -> Path:
     """The prepared model (scripts/real_model.py: a no-op once done) onto the claim, hard-linked if it can."""
     cache = entities.real_model_dir()
     subprocess.run([TRAINER_PYTHON, "scripts/real_model.py", str(cache)], cwd=REPO, check=True)
-    dest = claim / "models" / entities.MODEL_DIR_NAME
-    dest.mkdir(parents=True, exist_ok=True)
-    for source in cache.iterdir():
-        target = dest / source.name
-        if target.exists() and target.stat().st_ino == source.stat().st_ino:
-            continue
-        target.unlink(missing_ok=True)
-        try:
-            os.link(source, target)
-        except OSError:  # another filesystem
-            shutil.copyfile(source, target)
-    return dest
+    return entities.place_model(claim)
 
 
 def start_operator(info: localcluster.ClusterInfo) -> tuple[subprocess.Popen, Path]:

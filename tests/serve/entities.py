@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,22 @@ def real_model_dir() -> Path:
     """Where `make real-model` (scripts/real_model.py) prepares SmolLM2-135M-Instruct."""
     cache = Path(os.environ.get("KUBETUNE_CACHE", Path.home() / ".cache" / "kubetune"))
     return cache / "models" / MODEL_DIR_NAME
+
+
+def place_model(claim: Path) -> Path:
+    """The prepared model at models/ on the claim (hard links where it can: 540 MB that nothing writes)."""
+    dest = claim / "models" / MODEL_DIR_NAME
+    dest.mkdir(parents=True, exist_ok=True)
+    for source in real_model_dir().iterdir():
+        target = dest / source.name
+        if target.exists() and target.stat().st_ino == source.stat().st_ino:
+            continue
+        target.unlink(missing_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:  # another filesystem
+            shutil.copyfile(source, target)
+    return dest
 
 
 def heldout() -> list[dict[str, str]]:

@@ -87,7 +87,7 @@ def served(
     (root / "datasets").mkdir(parents=True)
     for data in (entities.TRAIN, entities.HELDOUT):
         shutil.copyfile(data, root / "datasets" / data.name)
-    shutil.copytree(MODEL, root / "models" / entities.MODEL_DIR_NAME, copy_function=os.link)
+    entities.place_model(root)
     claims = bound_claim(core, namespace, root)
     next(claims)
     workdir = tmp_path_factory.mktemp("real-work")
