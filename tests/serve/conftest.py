@@ -75,13 +75,16 @@ def serve_claim(
         ],
         root.parent,
     )
-    volume, claim = localcluster.shared_claim(serve_namespace, root)
+    yield from bound_claim(core, serve_namespace, root)
+
+
+def bound_claim(core: client.CoreV1Api, namespace: str, root: Path) -> Iterator[Path]:
+    """The claim `shared` in `namespace`, bound to a volume on the directory `root` (deleted after)."""
+    volume, claim = localcluster.shared_claim(namespace, root)
     core.create_persistent_volume(volume)
-    core.create_namespaced_persistent_volume_claim(serve_namespace, claim)
+    core.create_namespaced_persistent_volume_claim(namespace, claim)
     wait_until(
-        lambda: (
-            core.read_namespaced_persistent_volume_claim("shared", serve_namespace).status.phase == "Bound"
-        ),
+        lambda: core.read_namespaced_persistent_volume_claim("shared", namespace).status.phase == "Bound",
         "the claim to bind",
         timeout=30,
     )
@@ -89,9 +92,14 @@ def serve_claim(
     core.delete_persistent_volume(volume["metadata"]["name"])
 
 
-def train_adapter(claim: Path, namespace: str, name: str, workdir: Path, **config: object) -> Path:
-    """A LoRA trained by `kubetune launch` in the trainer pod's layout; its directory on the claim."""
-    body = finetunejob_body(name, config=dict(config))
+def train_adapter(
+    claim: Path, namespace: str, name: str, workdir: Path, body: dict | None = None, **config: object
+) -> Path:
+    """A LoRA trained by `kubetune launch` in the trainer pod's layout; its directory on the claim.
+
+    `body`: the FineTuneJob to train (default: the tiny model's, with `config` over its settings).
+    """
+    body = body or finetunejob_body(name, config=dict(config))
     pod = materialise(body, namespace=namespace, uid=f"uid-{name}", claim=claim, workdir=workdir / name)
     pod.python = str(trainer_python())
     code = pod.run(workdir / f"{name}.log", timeout=900)

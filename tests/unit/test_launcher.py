@@ -300,7 +300,7 @@ def test_a_trainer_log_record_becomes_status_progress() -> None:
         "step": 120,
         "totalSteps": 900,
         "epoch": 0.4,
-        "loss": 1.2345,
+        "loss": 1.234,  # 1.2345 to 4 significant digits
         "learningRate": 9.5e-05,
         "percent": 13.33,
         "eta": "6m30s",
@@ -308,6 +308,13 @@ def test_a_trainer_log_record_becomes_status_progress() -> None:
         "updatedAt": "2026-11-23T10:00:00Z",
         "display": "120/900 13% eta 6m30s",
     }
+
+
+def test_the_loss_is_shown_to_four_significant_digits() -> None:
+    """`kubectl get ftj` prints the status's number as it is: 5.734, not 5.734044551849365."""
+    record = {**RECORD, "loss": 5.734044551849365, "eval_loss": 0.000123456}
+    progress = progress_from_record(record, "2026-11-23T10:00:00Z")
+    assert (progress["loss"], progress["evalLoss"]) == (5.734, 0.0001235)
 
 
 def test_the_newest_complete_record_is_read(tmp_path: Path) -> None:

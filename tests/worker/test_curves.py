@@ -74,7 +74,7 @@ def test_a_run_with_evaluations_fills_a_bounded_history_that_kubetune_plot_draws
     )
     best = min((r for r in records if "eval_loss" in r), key=lambda r: r["eval_loss"])
     assert progress["bestEvalStep"] == best["current_steps"]
-    assert progress["bestEvalLoss"] == pytest.approx(best["eval_loss"], rel=1e-4)
+    assert progress["bestEvalLoss"] == pytest.approx(best["eval_loss"], rel=1e-3)  # 4 significant digits
     assert len(json.dumps(progress)) < 30 * 1024, "the status stays small"
 
     # `kubetune plot` reads the FineTuneJob from the API server and writes the PNG.

@@ -49,8 +49,9 @@ def progress_from_record(record: dict[str, Any], now: str) -> dict[str, Any]:
         "step": step,
         "totalSteps": total,
         "epoch": record.get("epoch"),
-        "loss": record.get("loss"),
-        "evalLoss": record.get("eval_loss"),
+        # Rounded as `kubectl get ftj` shows them; trainer_log.jsonl on the claim keeps every digit.
+        "loss": curves.significant(record.get("loss"), curves.LOSS_DIGITS),
+        "evalLoss": curves.significant(record.get("eval_loss"), curves.LOSS_DIGITS),
         "learningRate": record.get("lr"),
         "percent": record.get("percentage"),
         "eta": duration_words(record.get("remaining_time")),
@@ -102,7 +103,11 @@ def with_curves(progress: dict[str, Any], records: list[dict[str, Any]], output_
         return progress
     best = curves.best_evaluation(points)
     if best is not None:
-        progress = {**progress, "bestEvalLoss": best["evalLoss"], "bestEvalStep": best["step"]}
+        progress = {
+            **progress,
+            "bestEvalLoss": curves.significant(best["evalLoss"], curves.LOSS_DIGITS),
+            "bestEvalStep": best["step"],
+        }
     on_claim = [step for step, _ in checkpoints(output_dir)]
     return {**progress, "history": curves.thin(curves.mark_checkpoints(points, on_claim))}
 

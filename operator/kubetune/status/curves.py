@@ -32,7 +32,11 @@ CONDITION = "Overfitting"
 Point = dict[str, Any]
 
 
-def _significant(value: Any, digits: int = 5) -> float | None:
+LOSS_DIGITS = 4  # significant digits of the loss shown in `kubectl get ftj` (status.progress)
+
+
+def significant(value: Any, digits: int = 5) -> float | None:
+    """`value` to `digits` significant digits; None for anything but a finite number."""
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         return None
     return float(f"{value:.{digits}g}")
@@ -52,10 +56,10 @@ def points_from_records(records: Iterable[dict[str, Any]]) -> list[Point]:
         if not isinstance(step, int) or isinstance(step, bool):
             continue
         values = {
-            "loss": _significant(record.get("loss")),
-            "evalLoss": _significant(record.get("eval_loss")),
-            "learningRate": _significant(record.get("lr"), 4),
-            "epoch": _significant(record.get("epoch"), 6),
+            "loss": significant(record.get("loss")),
+            "evalLoss": significant(record.get("eval_loss")),
+            "learningRate": significant(record.get("lr"), 4),
+            "epoch": significant(record.get("epoch"), 6),
         }
         if values["loss"] is None and values["evalLoss"] is None:
             continue  # a progress-only record (the closing summary, prediction steps)
