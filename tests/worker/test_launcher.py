@@ -20,7 +20,7 @@ from kubernetes import client
 
 from tests.cluster import localcluster
 from tests.kube import wait_until
-from tests.worker.pod import finetunejob_body, materialise, scoped_kubeconfig, trainer_log
+from tests.worker.pod import REPO, finetunejob_body, materialise, scoped_kubeconfig, trainer_log
 
 GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "finetunejobs"
 
@@ -172,8 +172,11 @@ def test_a_finished_output_is_never_overwritten(claim: Path, tmp_path: Path) -> 
 def test_launch_outside_a_pod_says_so() -> None:
     import sys
 
+    # No pod's environment at all; kubetune from this checkout (the environment's editable install may
+    # point at another one).
+    env = {"PYTHONPATH": str(REPO / "operator")}
     out = subprocess.run(
-        [sys.executable, "-m", "kubetune.cli", "launch"], capture_output=True, text=True, env={}
+        [sys.executable, "-m", "kubetune.cli", "launch"], capture_output=True, text=True, env=env
     )
     assert out.returncode == 2
     assert "KUBETUNE_OUTPUT_DIR" in out.stderr
