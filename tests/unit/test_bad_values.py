@@ -183,6 +183,8 @@ def test_a_dataset_info_config_map_is_refused_or_renders(info: Any) -> None:
         ("queueName", "team a/gpus", "queueName"),
         ("podMetadata.labels", {"team": "a b"}, "podMetadata.labels"),
         ("resources.nodeSelector", {"bad key!": "x"}, "resources.nodeSelector"),
+        ("dataset.preprocess", {"nodeSelector": {"bad key!": "x"}}, "dataset.preprocess.nodeSelector"),
+        ("dataset.preprocess", {"resources": {"cpu": "8 cores"}}, "dataset.preprocess.resources.cpu"),
         ("dataset.info.clue", None, "dataset.info"),
         ("dataset.info.clue", "clue.json", "dataset.info"),
         ("dataset.info.clue", 3, "dataset.info"),

@@ -32,7 +32,7 @@ from kubetune.api.podspec import (
     PodSecurity,
     Quantity,
     SecretEnv,
-    label_problems,
+    require_valid_labels,
 )
 
 KIND = "FineTuneJob"
@@ -105,9 +105,7 @@ class PreprocessSpec(Model):
 
     @model_validator(mode="after")
     def _node_selector_labels(self) -> PreprocessSpec:
-        problems = label_problems(self.node_selector, "dataset.preprocess.nodeSelector")
-        if problems:
-            raise ValueError("; ".join(problems))
+        require_valid_labels(self.node_selector, "dataset.preprocess.nodeSelector")
         return self
 
 

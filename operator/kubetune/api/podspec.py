@@ -176,6 +176,13 @@ def label_problems(labels: dict[str, str] | None, field: str) -> list[str]:
     return problems
 
 
+def require_valid_labels(labels: dict[str, str] | None, field: str) -> None:
+    """Refuses (ValueError, naming `field`) labels the API server would refuse in a pod."""
+    problems = label_problems(labels, field)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 TOLERATIONS_SCHEMA = {"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
 
 
@@ -198,9 +205,7 @@ class Placement(Model):
 
     @model_validator(mode="after")
     def _node_selector_labels(self) -> Placement:
-        problems = label_problems(self.node_selector, self.node_selector_field)
-        if problems:
-            raise ValueError("; ".join(problems))
+        require_valid_labels(self.node_selector, self.node_selector_field)
         return self
 
 
@@ -237,9 +242,7 @@ class PodMetadata(Model):
 
     @model_validator(mode="after")
     def _valid_labels(self) -> PodMetadata:
-        problems = label_problems(self.labels, "podMetadata.labels")
-        if problems:
-            raise ValueError("; ".join(problems))
+        require_valid_labels(self.labels, "podMetadata.labels")
         return self
 
 
