@@ -234,6 +234,7 @@ SERVED = {"ready": True}
         (WAITING, "MODIFIED", finished("ner", "Succeeded"), True),  # its adapter is ready now
         (WAITING, "MODIFIED", finished("ner", "Failed"), True),  # it never will be
         (WAITING, "MODIFIED", finished("ner", "Running"), False),  # progress: nothing to decide
+        (NOT_FOUND, None, ftj("ner"), True),  # listed at start: it exists now
         (NOT_FOUND, "ADDED", ftj("ner"), True),  # the job appeared
         (FAILED, "MODIFIED", finished("ner", "Succeeded"), True),  # created again, and trained
         (LOADING, "MODIFIED", finished("ner", "Succeeded"), False),  # already knows: the sidecars load it
@@ -258,7 +259,7 @@ def test_a_finetunejob_queues_the_modelserves_whose_status_is_behind_it(
     [
         ({"reason": "WaitingForFineTuneJob"}, finished("ner", "Succeeded"), True),
         ({"reason": "WaitingForFineTuneJob"}, finished("ner", "Running"), False),
-        ({"reason": "FineTuneJobNotFound"}, ftj("ner"), True),
+        ({"reason": "FineTuneJobNotFound"}, ftj("ner"), True),  # the job created (ADDED)
         ({"reason": "Serving", "model": {"path": "runs/ns/ner/merged"}}, finished("ner", "Succeeded"), False),
         ({}, finished("ner", "Succeeded"), False),  # not reconciled yet: its own first pass resolves it
     ],
@@ -268,7 +269,8 @@ def test_a_finetunejob_queues_the_modelserves_of_its_model_whose_status_is_behin
 ) -> None:
     modelserve = obj("ModelServe", "qwen", spec={"model": {"fineTuneJob": "ner"}}, status=status)
     controller.cache.upsert("ModelServe", modelserve)
-    controller.observed("FineTuneJob", "MODIFIED", job)
+    event_type = "MODIFIED" if (job.get("status") or {}).get("phase") else "ADDED"
+    controller.observed("FineTuneJob", event_type, job)
     keys = [k for k in queued(controller) if k.kind == "ModelServe"]
     assert keys == ([Key("ModelServe", "ns", "qwen")] if queued_again else [])
 

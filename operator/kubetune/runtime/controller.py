@@ -177,6 +177,10 @@ class Controller:
         job's later events (its progress, the resync's listing) queue nobody once the ModelServe agrees.
         """
         phase = (body.get("status") or {}).get("phase")
+        if event_type == "MODIFIED" and phase not in (ftj.Phase.SUCCEEDED.value, ftj.Phase.FAILED.value):
+            # A running job's progress, many a minute: nothing a ModelServe waits for (it waits for the job
+            # to appear, end or go), and this runs in the watches' loop.
+            return []
         keys = []
         for modelserve in self.cache.list(MS, namespace):
             spec, status = modelserve.get("spec") or {}, modelserve.get("status") or {}
