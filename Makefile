@@ -7,7 +7,7 @@ PYTEST := $(PY) -m pytest
 
 .PHONY: help venv lint cluster cluster-build cluster-down cluster-status demo demo-down \
         test test-unit test-integration test-worker test-serve test-chart test-chart-rbac crds bench clean \
-        images image-tools test-images node-tools test-node run-test-node
+        images image-tools test-images node-tools test-node run-test-node test-gpu
 
 include mk/trainer.mk
 include mk/vllm.mk
@@ -101,6 +101,12 @@ test-integration: cluster-build
 
 test-worker: cluster-build trainer-venv
 	$(TRAINER_PY) -m pytest tests/worker -p no:cacheprovider
+
+# DeepSpeed ZeRO on an NVIDIA GPU (NCCL, bfloat16, CPU Adam built for the GPU), with timings in
+# build/bench-gpu.json; skipped where there is no GPU (CI). The trainer environment, or any interpreter with
+# the trainer extra's packages: make test-gpu TRAINER_PY=python3.
+test-gpu:
+	$(TRAINER_PY) -m pytest tests/gpu -p no:cacheprovider -v
 
 # The built images run as containers (podman, runc), as a kubelet would run them: the operator image as the
 # chart's Deployment against the local control plane, the trainer image training the tiny model on the CPU.

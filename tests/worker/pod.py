@@ -156,7 +156,11 @@ def materialise(
             "KUBETUNE_TERMINATION_LOG": str(termination_log),
             "KUBETUNE_PROGRESS_INTERVAL": str(progress_interval),
             "KUBETUNE_METRICS_PORT": str(metrics_port),
-            "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO)]),
+            # This checkout's kubetune first, then whatever the interpreter was given (packages installed
+            # beside it with --target, say).
+            "PYTHONPATH": os.pathsep.join(
+                [str(REPO / "operator"), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
         }
     )
     if kubeconfig is not None:

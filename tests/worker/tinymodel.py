@@ -128,8 +128,24 @@ def _train_tokenizer(texts: list[str], tokens: _TemplateTokens, vocab_size: int)
     return tokenizer
 
 
-def build_tiny_model(dest: Path, corpus_files: list[Path], template: str = "qwen") -> Path:
-    """Build the tokenizer and the random model into `dest` (created if missing) and return `dest`."""
+# The model's dimensions: 2 layers of 64 (the CPU tiers). The GPU tier passes its own, a model large enough
+# that a step is real work for a GPU.
+TINY_SHAPE: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    # Heads of 32: vLLM's CPU attention refuses a head size of 16 (the serve tier runs this model).
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "dtype": "float32",
+}
+
+
+def build_tiny_model(
+    dest: Path, corpus_files: list[Path], template: str = "qwen", shape: dict[str, Any] | None = None
+) -> Path:
+    """Build the tokenizer and the random model into `dest` (created if missing) and return `dest`.
+    `shape`: the model's dimensions and dtype (TINY_SHAPE's keys), TINY_SHAPE where not given."""
     if template not in _TEMPLATES:
         raise ValueError(f"no tiny model for template {template!r}; known: {sorted(_TEMPLATES)}")
     tokens = _TEMPLATES[template]
@@ -166,26 +182,21 @@ def build_tiny_model(dest: Path, corpus_files: list[Path], template: str = "qwen
 
     eos_id = tokenizer.convert_tokens_to_ids(tokens.eos)
     pad_id = tokenizer.convert_tokens_to_ids(tokens.pad)
+    dims = {**TINY_SHAPE, **(shape or {})}
     config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        # Heads of 32: vLLM's CPU attention refuses a head size of 16 (the serve tier runs this model).
-        num_attention_heads=2,
-        num_key_value_heads=1,
         max_position_embeddings=512,
-        max_window_layers=2,
+        max_window_layers=dims["num_hidden_layers"],
         use_sliding_window=False,
         tie_word_embeddings=True,
         bos_token_id=None,
         eos_token_id=eos_id,
         pad_token_id=pad_id,
-        dtype="float32",
+        **dims,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
-        model = Qwen2ForCausalLM(config)
+        model = Qwen2ForCausalLM(config).to(getattr(torch, dims["dtype"]))
     model.generation_config = GenerationConfig(
         bos_token_id=None, eos_token_id=[eos_id, pad_id], pad_token_id=pad_id, do_sample=False
     )
