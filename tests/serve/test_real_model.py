@@ -2,7 +2,8 @@
 real LLaMA-Factory trains with examples/demo/finetunejob.yaml's settings on the entity-extraction data, and
 the real vLLM engine serving both. Evidence that the served adapter is the trained one: its greedy answers
 to held-out sentences (never trained on) are the trained JSON, the base model's are not; and once removed
-from the ModelServe, its name answers 404.
+from the ModelServe, its name answers 404. The training also merges the adapter into the model
+(`postTraining.merge`), and a second ModelServe serving that merged model answers as base plus adapter did.
 
 Every other serve test uses the tiny random model (seconds to train); this one trains for a few minutes.
 """
@@ -15,6 +16,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,6 +47,10 @@ class Served:
     api: client.ApiClient
     pod: ServePod
     figures: dict[str, float]
+    cluster: localcluster.ClusterInfo
+    claim: Path
+    workdir: Path
+    merged: Path  # the merged model's folder on the claim
 
     def set_adapters(self, adapters: list[dict[str, str]]) -> None:
         client.CustomObjectsApi(self.api).patch_namespaced_custom_object(
@@ -67,7 +73,48 @@ def demo_job(name: str) -> dict[str, Any]:
     body["spec"]["config"] = {
         k: v for k, v in demo["config"].items() if not k.startswith(("eval_", "per_device_eval"))
     }
+    body["spec"]["postTraining"] = {"merge": {}}  # the merged model beside the adapter
     return body
+
+
+def start_pod(
+    cluster: localcluster.ClusterInfo,
+    api: client.ApiClient,
+    namespace: str,
+    body: dict,
+    claim: Path,
+    workdir: Path,
+) -> ServePod:
+    """Create the ModelServe `body` (one replica) and run its pod as the kubelet would, once KWOK has placed
+    it; returns it once vLLM answers."""
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    name = body["metadata"]["name"]
+    client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    pods = wait_until(
+        lambda: [
+            p
+            for p in core.list_namespaced_pod(
+                namespace, label_selector=f"kubetune.io/modelserve={name}"
+            ).items
+            if p.status.phase == "Running"
+        ],
+        "KWOK to run the ModelServe's pod",
+        timeout=60,
+    )
+    pod = ServePod(
+        deployment=api.sanitize_for_serialization(apps.read_namespaced_deployment(f"{name}-vllm", namespace)),
+        pod_name=pods[0].metadata.name,
+        namespace=namespace,
+        claim=claim,
+        workdir=workdir / name,
+        sidecar_kubeconfig=token_kubeconfig(
+            cluster, namespace, f"{name}-adapter-sync", workdir / f"{name}-sa.kubeconfig"
+        ),
+    )
+    pod.write_adapters(core.read_namespaced_config_map(f"{name}-adapters", namespace).data)
+    pod.mount_lora_guard(core.read_namespaced_config_map(f"{name}-lora-guard", namespace).data)
+    pod.start()
+    return pod
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +128,7 @@ def served(
 ) -> Iterator[Served]:
     if not (MODEL / "config.json").exists():
         pytest.skip(f"no SmolLM2-135M-Instruct at {MODEL}: run `make real-model`")
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    core = client.CoreV1Api(api)
     namespace = create_namespace(core, f"t-real-{os.urandom(3).hex()}")
     root = tmp_path_factory.mktemp("real") / "claim"
     (root / "datasets").mkdir(parents=True)
@@ -104,34 +151,8 @@ def served(
             resources={"gpus": 0, "cpu": "2", "memory": "6Gi"},
             engine={"dtype": "float32", "maxModelLen": 512, "cpuKvCacheGib": 1},
         )
-        client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-        pods = wait_until(
-            lambda: [
-                p
-                for p in core.list_namespaced_pod(
-                    namespace, label_selector=f"kubetune.io/modelserve={NAME}"
-                ).items
-                if p.status.phase == "Running"
-            ],
-            "KWOK to run the ModelServe's pod",
-            timeout=60,
-        )
-        pod = ServePod(
-            deployment=api.sanitize_for_serialization(
-                apps.read_namespaced_deployment(f"{NAME}-vllm", namespace)
-            ),
-            pod_name=pods[0].metadata.name,
-            namespace=namespace,
-            claim=root,
-            workdir=workdir,
-            sidecar_kubeconfig=token_kubeconfig(
-                cluster, namespace, f"{NAME}-adapter-sync", workdir / "sa.kubeconfig"
-            ),
-        )
-        stack = Served(namespace, api, pod, figures)
-        stack.kubelet_sync()
-        pod.mount_lora_guard(core.read_namespaced_config_map(f"{NAME}-lora-guard", namespace).data)
-        pod.start()
+        pod = start_pod(cluster, api, namespace, body, root, workdir)
+        stack = Served(namespace, api, pod, figures, cluster, root, workdir, merged=trained / "merged")
         try:
             figures["vllm_ready_seconds"] = pod.wait_ready()
             figures["vllm_rss_mib"] = tree_rss_mib(pod.processes["vllm"].pid)
@@ -160,6 +181,36 @@ def test_the_adapter_answers_held_out_sentences_in_the_trained_format_and_the_ba
     print(f"\nheld-out answers ({exact}/{len(records)} of the adapter's exactly right):\n{shown}")
     assert sum(p is not None for p in parsed) >= 0.75 * len(records), shown
     assert sum(entities.entities(a) is not None for a in base) <= 0.25 * len(records), shown
+
+
+def test_the_merged_model_answers_as_the_base_with_the_adapter(served: Served) -> None:
+    assert (served.merged / "config.json").exists(), "postTraining.merge wrote the merged model"
+    body = modelserve(
+        f"{NAME}-merged",
+        [],
+        model={
+            "source": f"pvc://shared/{served.merged.relative_to(served.claim)}",
+            "servedModelName": "merged",
+        },
+        replicas=1,
+        resources={"gpus": 0, "cpu": "2", "memory": "6Gi"},
+        engine={"dtype": "float32", "maxModelLen": 512, "cpuKvCacheGib": 1},
+    )
+    merged = start_pod(served.cluster, served.api, served.namespace, body, served.claim, served.workdir)
+    try:
+        served.figures["merged_vllm_ready_seconds"] = merged.wait_ready()
+        records = entities.heldout()
+        answers = [entities.ask(merged, "merged", r) for r in records]
+    finally:
+        merged.stop()
+    with_adapter = [entities.ask(served.pod, ADAPTER, r) for r in records]
+    same = sum(a == b for a, b in zip(answers, with_adapter, strict=True))
+    served.figures["merged_answers_equal"] = same
+    shown = json.dumps({"merged": answers, "base+adapter": with_adapter}, indent=1)
+    print(f"\nmerged against base+adapter ({same}/{len(records)} identical):\n{shown}")
+    # Greedy decoding of the same weights, summed once (merged) or at each step (LoRA): float32 rounding
+    # may flip a near-tie token, so one sentence of the eight may differ.
+    assert same >= len(records) - 1, shown
 
 
 def test_the_adapter_removed_answers_404(served: Served) -> None:
