@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(1200)
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_model(trainer_image: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/worker's tiny model, built once by the trainer image's own torch and transformers."""
     root = tmp_path_factory.mktemp("tiny-model")
     os.chown(root, IMAGE_UID, IMAGE_UID)  # the image's user writes it
