@@ -91,7 +91,7 @@ test: lint cluster-build trainer-venv vllm-venv real-model image-tools node-tool
 	$(MAKE) --no-print-directory test-chart-rbac
 	KUBETUNE_IMAGES="$(TEST_IMAGES)" $(PYTEST) tests/images
 	KUBETUNE_IMAGES="$(TEST_IMAGES)" $(MAKE) --no-print-directory run-test-node
-	$(TRAINER_PY) -m pytest tests/worker -p no:cacheprovider
+	$(TRAINER_PY) -m pytest tests/worker -p no:cacheprovider --durations=0
 
 test-unit: venv vllm-venv
 	$(PYTEST) tests/unit
@@ -100,7 +100,7 @@ test-integration: cluster-build
 	$(PYTEST) tests/integration
 
 test-worker: cluster-build trainer-venv
-	$(TRAINER_PY) -m pytest tests/worker -p no:cacheprovider
+	$(TRAINER_PY) -m pytest tests/worker -p no:cacheprovider --durations=0
 
 # DeepSpeed ZeRO on an NVIDIA GPU (NCCL, bfloat16, CPU Adam built for the GPU), with timings in
 # build/bench-gpu.json; skipped where there is no GPU (CI). The trainer environment, or any interpreter with
