@@ -24,10 +24,15 @@ from typing import Any
 
 import pytest
 
-from kubetune.launcher import compiled_ops
-from tests.kube import wait_until
-from tests.worker.pod import REPO, finetunejob_body, trainer_log
-from tests.worker.ranks import Attempt, attempt, process_ranks
+torch = pytest.importorskip("torch")
+pytest.importorskip("llamafactory")
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA GPU here: the GPU tier runs only where there is one", allow_module_level=True)
+
+from kubetune.launcher import compiled_ops  # noqa: E402
+from tests.kube import wait_until  # noqa: E402
+from tests.worker.pod import REPO, finetunejob_body, trainer_log  # noqa: E402
+from tests.worker.ranks import Attempt, attempt, process_ranks  # noqa: E402
 
 pytestmark = pytest.mark.timeout(900)
 
