@@ -180,6 +180,16 @@ def test_the_same_lora_without_deepspeed(claim: Path, tmp_path: Path) -> None:
     assert len(losses(pods.leader.pod.output_dir)) == STEPS
 
 
+def test_zero2_lora_trains_on_nccl(claim: Path, tmp_path: Path) -> None:
+    """ZeRO-2 partitions only gradients and optimizer state: the preset to try first for a model that fits."""
+    pods = on_the_gpu(attempt(gpu_body("zero2-lora", "zero2"), claim=claim, workdir=tmp_path))
+    timed_run("zero2_lora", pods)
+    log = pods.logs(chars=10**7)
+    assert _NCCL.search(log), "a communicator of NCCL's"
+    assert len(losses(pods.leader.pod.output_dir)) == STEPS
+    assert (pods.leader.pod.output_dir / "adapter_model.safetensors").is_file()
+
+
 def test_zero3_full_fine_tuning_saves_the_whole_model(claim: Path, tmp_path: Path, gpu_model: Path) -> None:
     job = gpu_body("zero3-full", "zero3", steps=10, learning_rate=1.0e-4)
     for key in ("lora_target", "lora_rank"):
