@@ -209,7 +209,7 @@ def test_the_merged_model_answers_as_the_base_with_the_adapter(served: Served) -
     shown = json.dumps({"merged": answers, "base+adapter": with_adapter}, indent=1)
     print(f"\nmerged against base+adapter ({same}/{len(records)} identical):\n{shown}")
     # Greedy decoding of the same weights, summed once (merged) or at each step (LoRA): float32 rounding
-    # may flip a near-tie token, so one sentence of the eight may differ.
+    # may flip a near-tie token, so one held-out sentence may differ.
     assert same >= len(records) - 1, shown
 
 
