@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: help venv lint cluster cluster-build cluster-down cluster-status demo demo-down \
+.PHONY: help venv lint cluster cluster-build control-plane-build cluster-down cluster-status demo demo-down \
         test test-unit test-integration test-worker test-serve test-chart test-chart-rbac crds bench clean \
         images image-tools test-images node-tools test-node run-test-node test-gpu
 
@@ -61,6 +61,10 @@ crds: venv
 cluster-build: venv
 	@$(PY) -m tests.cluster build
 
+# The control plane's alone, without the real node's CoreDNS and pause (the demo's cluster has no real node).
+control-plane-build: venv
+	@$(PY) -m tests.cluster build --no-real-node
+
 # KUBETUNE_REAL_NODE=1: a real node (containerd, kubelet, kube-proxy, CoreDNS) beside the fake GPU nodes.
 cluster: venv $(if $(filter 1,$(KUBETUNE_REAL_NODE)),node-tools)
 	@$(PY) -m tests.cluster up
@@ -76,7 +80,7 @@ cluster-status: venv
 ifeq ($(MAKECMDGOALS),demo)
 MAKEFLAGS += -j4
 endif
-demo: venv trainer-venv vllm-venv cluster-build real-model
+demo: venv trainer-venv vllm-venv control-plane-build real-model
 	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PY) -m tests.cluster.demo
 
 demo-down: cluster-down

@@ -96,3 +96,29 @@ def test_versions_are_pinned_in_one_place() -> None:
 def test_owner_references_are_enforced_as_on_openshift() -> None:
     # Children with blockOwnerDeletion then prove the chart grants update on the resources' finalizers.
     assert "OwnerReferencesPermissionEnforcement" in ADMISSION_PLUGINS
+
+
+@pytest.mark.parametrize(
+    ("real_node", "missing", "build_args"),
+    [
+        (False, [], None),  # everything cached: no build
+        (False, ["coredns", "pause"], None),  # the demo's cluster needs no CoreDNS
+        (False, ["kube-apiserver"], ["kubectl", "etcd", "kwok", "kubernetes"]),
+        (True, ["coredns"], []),  # build.sh with no component builds them all
+        (True, [], None),
+    ],
+)
+def test_build_makes_the_real_nodes_binaries_only_when_a_node_is_wanted(
+    monkeypatch, tmp_path: Path, real_node: bool, missing: list[str], build_args: list[str] | None
+) -> None:
+    from tests.cluster import localcluster
+
+    paths = {name: tmp_path / name for name in binaries()}
+    for name, path in paths.items():
+        if name not in missing:
+            path.touch()
+    calls: list[list[str]] = []
+    monkeypatch.setattr(localcluster, "binaries", lambda: paths)
+    monkeypatch.setattr(localcluster.subprocess, "run", lambda argv, check: calls.append(argv[2:]))
+    localcluster.build(real_node=real_node)
+    assert calls == ([] if build_args is None else [build_args])
