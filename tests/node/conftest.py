@@ -19,7 +19,7 @@ from kubernetes import client
 
 from tests.chart.install import NAMESPACE, RELEASE, helm, install_chart
 from tests.cluster import localcluster, realnode
-from tests.images.kubelet import OPERATOR_IMAGE, TRAINER_IMAGE
+from tests.images.kubelet import OPERATOR_IMAGE, TRAINER_IMAGE, VLLM_CPU_IMAGE
 from tests.images.podman import require_image
 from tests.kube import wait_until
 
@@ -66,6 +66,12 @@ def trainer_image(cluster: localcluster.ClusterInfo) -> None:
     """The trainer image, for the FineTuneJobs' tests alone: `make test` builds it only when its inputs
     changed, and the operator's tests need only theirs."""
     _in_the_node(cluster, TRAINER_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def vllm_image(cluster: localcluster.ClusterInfo) -> None:
+    """The stand-in for vLLM's CPU image (images/vllm-cpu), for the ModelServe's tests alone."""
+    _in_the_node(cluster, VLLM_CPU_IMAGE)
 
 
 def on_the_real_node() -> list[str]:

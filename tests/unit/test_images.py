@@ -19,6 +19,9 @@ from tests import specs
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = {name: REPO / "images" / name / "Dockerfile" for name in ("trainer", "operator")}
+# The real-node tier's stand-in for vLLM's CPU image: linted, but like vLLM's own it has no USER (the
+# ModelServe's pod sets the uid).
+LINTED = {**IMAGES, "vllm-cpu": REPO / "images" / "vllm-cpu" / "Dockerfile"}
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
@@ -29,9 +32,9 @@ def hadolint() -> str:
     return found
 
 
-@pytest.mark.parametrize("name", sorted(IMAGES))
+@pytest.mark.parametrize("name", sorted(LINTED))
 def test_dockerfile_passes_hadolint(name: str) -> None:
-    result = subprocess.run([hadolint(), "--no-color", str(IMAGES[name])], capture_output=True, text=True)
+    result = subprocess.run([hadolint(), "--no-color", str(LINTED[name])], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
