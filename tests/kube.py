@@ -19,6 +19,21 @@ def wait_until(check, what: str, timeout: float = 60.0, interval: float = 0.25):
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last seen: {last!r})")
 
 
+def wait_for_running_pods(
+    core, namespace: str, label_selector: str, what: str, timeout: float = 60.0
+) -> list:
+    """The pods matching `label_selector` that are Running, once there is at least one."""
+    return wait_until(
+        lambda: [
+            p
+            for p in core.list_namespaced_pod(namespace, label_selector=label_selector).items
+            if p.status.phase == "Running"
+        ],
+        what,
+        timeout=timeout,
+    )
+
+
 def create_namespace(core, name: str) -> str:
     """A test namespace (labelled so that a clean-up finds it), ready for pods."""
     from kubernetes import client

@@ -14,7 +14,7 @@ from kubernetes import client
 from tests.chart.install import CHART
 from tests.cluster import localcluster
 from tests.images.podman import PodContainer
-from tests.kube import wait_until
+from tests.kube import wait_for_running_pods
 
 CHART_VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
 OPERATOR_IMAGE = "{repository}:{tag}".format(
@@ -38,14 +38,7 @@ def running_pod(api: client.ApiClient, namespace: str, selector: str, what: str)
     """The first Running pod matching `selector`, as the API server has it (on a fake node: KWOK runs
     nothing)."""
     core = client.CoreV1Api(api)
-    pods = wait_until(
-        lambda: [
-            p for p in core.list_namespaced_pod(namespace, label_selector=selector).items
-            if p.status.phase == "Running"
-        ],
-        what,
-        timeout=90,
-    )  # fmt: skip
+    pods = wait_for_running_pods(core, namespace, selector, what, timeout=90)
     return api.sanitize_for_serialization(pods[0])
 
 

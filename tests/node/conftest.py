@@ -21,7 +21,7 @@ from tests.chart.install import NAMESPACE, RELEASE, helm, install_chart
 from tests.cluster import localcluster, realnode
 from tests.images.kubelet import OPERATOR_IMAGE, TRAINER_IMAGE, VLLM_CPU_IMAGE
 from tests.images.podman import require_image
-from tests.kube import wait_until
+from tests.kube import wait_for_running_pods
 
 FIGURES: dict[str, object] = {}
 
@@ -93,16 +93,8 @@ def operator_pod(
     install_chart(cluster, *on_the_real_node())
     FIGURES["helm_install_to_ready_s"] = round(time.monotonic() - started, 1)
     core = client.CoreV1Api(api)
-    pods = wait_until(
-        lambda: [
-            p
-            for p in core.list_namespaced_pod(
-                NAMESPACE, label_selector=f"app.kubernetes.io/instance={RELEASE}"
-            ).items
-            if p.status.phase == "Running"
-        ],
-        "the operator's pod Running",
-        timeout=60,
+    pods = wait_for_running_pods(
+        core, NAMESPACE, f"app.kubernetes.io/instance={RELEASE}", "the operator's pod Running"
     )
     yield pods[0]
     helm(cluster, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait")

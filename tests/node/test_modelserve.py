@@ -8,8 +8,6 @@ refresh of the mounted ConfigMap (how long that takes is recorded)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -21,43 +19,38 @@ from tests.cluster import realnode
 from tests.images.kubelet import VLLM_CPU_IMAGE
 from tests.kube import wait_until
 from tests.node.conftest import FIGURES
+from tests.serve.conftest import run_trainer_python, train_adapter, trainer_python
 from tests.specs import modelserve
 from tests.worker.fixtures import SAMPLE_NER
-from tests.worker.pod import REPO, finetunejob_body, materialise
 
 pytestmark = pytest.mark.timeout(1500)
 
 GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "modelserves"
-TRAINER_PYTHON = Path(
-    os.environ.get("KUBETUNE_TRAINER_PYTHON")
-    or Path.home() / ".cache" / "kubetune" / "trainer-venv" / "bin" / "python"
-)
 
 
 @pytest.fixture
 def served_claim(claim: tuple[str, Path], tmp_path: Path) -> Path:
     """The claim with the tiny model and an adapter the real LLaMA-Factory trained on it (on this machine,
     with the trainer environment: the trainer image may not be built), readable by vLLM's uid."""
-    if not TRAINER_PYTHON.exists():
-        pytest.skip(f"no trainer environment at {TRAINER_PYTHON}: run `make trainer-venv`")
+    if not trainer_python().exists():
+        pytest.skip(f"no trainer environment at {trainer_python()}: run `make trainer-venv`")
     _, root = claim
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO)])}
-    subprocess.run(
-        [str(TRAINER_PYTHON), "-c", "import sys; from pathlib import Path; "
-         "from tests.worker.tinymodel import build_tiny_model; from tests.worker.fixtures import SAMPLE_NER; "
-         "build_tiny_model(Path(sys.argv[1]), [SAMPLE_NER])", str(root / "models" / "tiny")],
-        check=True, env=env, cwd=REPO, capture_output=True,
-    )  # fmt: skip
+    run_trainer_python(
+        [
+            "-c",
+            "import sys; from pathlib import Path; from tests.worker.tinymodel import build_tiny_model; "
+            "build_tiny_model(Path(sys.argv[1]), [Path(sys.argv[2])])",
+            str(root / "models" / "tiny"),
+            str(SAMPLE_NER),
+        ],
+        tmp_path,
+    )
     (root / "datasets").mkdir()
     (root / "datasets" / SAMPLE_NER.name).write_bytes(SAMPLE_NER.read_bytes())
-    pod = materialise(
-        finetunejob_body("ner"), namespace="serve", uid="uid-ner", claim=root, workdir=tmp_path / "ner"
-    )
-    pod.python = str(TRAINER_PYTHON)
-    assert pod.run(tmp_path / "ner.log", timeout=900) == 0, (tmp_path / "ner.log").read_text()[-3000:]
+    adapter = train_adapter(root, "serve", "ner", tmp_path)
     for path in (root, *root.rglob("*")):
-        path.chmod(path.stat().st_mode | 0o755 if path.is_dir() else path.stat().st_mode | 0o644)
-    return pod.output_dir.relative_to(root)
+        path.chmod(path.stat().st_mode | (0o755 if path.is_dir() else 0o644))
+    return adapter.relative_to(root)
 
 
 def complete(address: str, model: str) -> tuple[int, dict]:

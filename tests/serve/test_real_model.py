@@ -23,7 +23,7 @@ import pytest
 import yaml
 from kubernetes import client
 from tests.cluster import localcluster
-from tests.kube import create_namespace, wait_until
+from tests.kube import create_namespace, wait_for_running_pods, wait_until
 from tests.serve import entities
 from tests.serve.conftest import bound_claim, train_adapter
 from tests.serve.pod import ServePod, token_kubeconfig
@@ -90,16 +90,8 @@ def start_pod(
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     name = body["metadata"]["name"]
     client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-    pods = wait_until(
-        lambda: [
-            p
-            for p in core.list_namespaced_pod(
-                namespace, label_selector=f"kubetune.io/modelserve={name}"
-            ).items
-            if p.status.phase == "Running"
-        ],
-        "KWOK to run the ModelServe's pod",
-        timeout=60,
+    pods = wait_for_running_pods(
+        core, namespace, f"kubetune.io/modelserve={name}", "KWOK to run the ModelServe's pod"
     )
     pod = ServePod(
         deployment=api.sanitize_for_serialization(apps.read_namespaced_deployment(f"{name}-vllm", namespace)),

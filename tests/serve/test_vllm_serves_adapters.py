@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from tests.cluster import localcluster
-from tests.kube import wait_until
+from tests.kube import wait_for_running_pods, wait_until
 from tests.serve.conftest import run_trainer_python, train_adapter
 from tests.serve.pod import ServePod, token_kubeconfig
 from tests.specs import modelserve
@@ -170,16 +170,8 @@ def stack(
         "the vLLM Deployment",
         timeout=60,
     )
-    pods = wait_until(
-        lambda: [
-            p
-            for p in core.list_namespaced_pod(
-                serve_namespace, label_selector=f"kubetune.io/modelserve={NAME}"
-            ).items
-            if p.status.phase == "Running"
-        ],
-        "KWOK to run the ModelServe's pod",
-        timeout=60,
+    pods = wait_for_running_pods(
+        core, serve_namespace, f"kubetune.io/modelserve={NAME}", "KWOK to run the ModelServe's pod"
     )
     deployment = api.sanitize_for_serialization(
         apps.read_namespaced_deployment(deployment_name, serve_namespace)
