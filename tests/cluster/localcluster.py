@@ -173,14 +173,14 @@ class ClusterInfo:
     real_node: dict | None = None  # realnode.start's: its name, address, ports and folder
 
     @classmethod
-    def load(cls) -> ClusterInfo | None:
-        path = STATE / "cluster.json"
+    def load(cls, state: Path = STATE) -> ClusterInfo | None:
+        path = state / "cluster.json"
         if not path.exists():
             return None
         return cls(**json.loads(path.read_text()))
 
     def save(self) -> None:
-        (STATE / "cluster.json").write_text(json.dumps(asdict(self), indent=2))
+        (Path(self.state_dir) / "cluster.json").write_text(json.dumps(asdict(self), indent=2))
 
     @property
     def kubectl(self) -> str:
@@ -435,6 +435,11 @@ def up(pool: NodePool | None = None, real_node: bool | None = None) -> ClusterIn
     if ClusterInfo.load() is not None or STATE.exists():
         log("found a stopped or broken cluster; removing its state")
         down()
+    if real_node and (other := realnode.holder()) not in (None, STATE):
+        # A node is the machine's (its bridge, folders, containerd root): the last cluster asking takes it.
+        log(f"the real node is the cluster's in {other}: stopping that cluster (one real node per machine)")
+        down(other)
+        realnode.HOLDER.unlink(missing_ok=True)
     build(real_node=real_node)
     pool = pool or NodePool.from_env()
     started = time.monotonic()
@@ -719,9 +724,9 @@ def _has_default_service_account(info: ClusterInfo) -> bool:
     return out.strip() == "serviceaccount/default"
 
 
-def down() -> None:
-    """Stops every process of the cluster and removes its state."""
-    info = ClusterInfo.load()
+def down(state: Path = STATE) -> None:
+    """Stops every process of the cluster in `state` (this one's by default) and removes its state."""
+    info = ClusterInfo.load(state)
     if info is not None and info.real_node is not None:
         realnode.stop(info)
     if info is not None:
@@ -738,8 +743,8 @@ def down() -> None:
             if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
-    if STATE.exists():
-        shutil.rmtree(STATE, ignore_errors=True)
+    if state.exists():
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def memory_mib(info: ClusterInfo) -> dict[str, float]:

@@ -60,6 +60,9 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Folders the node's programs make at fixed places whatever they are told: libcni's cache, the kubelet's
 # device-plugin socket folder, the shims' runtime state. Removed at stop when they were not there at start.
 FIXED_FOLDERS = ("/var/lib/cni", "/var/lib/kubelet", "/run/containerd")
+# One real node per machine (its bridge, its fixed folders and the images' containerd root are the
+# machine's): the state folder of the cluster that holds it.
+HOLDER = Path("/run/kubetune-real-node")
 
 
 def host_ip() -> str:
@@ -77,6 +80,14 @@ def missing_prerequisites() -> list[str]:
     if os.geteuid() != 0:
         missing.append("root")
     return missing
+
+
+def holder() -> Path | None:
+    """The state folder of the cluster whose real node runs on this machine, if any."""
+    try:
+        return Path(HOLDER.read_text().strip())
+    except OSError:
+        return None
 
 
 # --- host state ------------------------------------------------------------------------------------
@@ -531,6 +542,7 @@ def start(info, address: str) -> dict[str, float]:
     for sub in ("containerd", "cni", "cni-ipam", "pod-logs", "kubelet", "certs"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     save_host(folder / "host.json")
+    HOLDER.write_text(str(state))
     images = images_root(lc.CACHE)
     images.mkdir(parents=True, exist_ok=True)
     (folder / "containerd" / "config.toml").write_text(containerd_config(folder, images))
@@ -645,7 +657,8 @@ def stop(info) -> None:
 
     state = Path(info.state_dir)
     folder = folder_of(state)
-    if info.pids.get("kubelet") and lc.pid_alive(info.pids["kubelet"]) and lc.running() is not None:
+    api_answers = lc.apiserver_ready(info.server, state / "pki")
+    if info.pids.get("kubelet") and lc.pid_alive(info.pids["kubelet"]) and api_answers:
         with contextlib.suppress(Exception):
             lc.kubectl(info, "cordon", NODE_NAME)
             lc.run(
@@ -674,6 +687,8 @@ def stop(info) -> None:
     remove_iptables_rules()
     remove_bridge()
     restore_host(folder / "host.json")
+    if holder() == state:
+        HOLDER.unlink(missing_ok=True)
 
 
 def terminate(pid: int | None, timeout: float = 15.0) -> None:

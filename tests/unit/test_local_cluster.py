@@ -122,3 +122,40 @@ def test_build_makes_the_real_nodes_binaries_only_when_a_node_is_wanted(
     monkeypatch.setattr(localcluster.subprocess, "run", lambda argv, check: calls.append(argv[2:]))
     localcluster.build(real_node=real_node)
     assert calls == ([] if build_args is None else [build_args])
+
+
+class Built(Exception):
+    """Raised by a stand-in for build(): up() got as far as building."""
+
+
+def test_a_cluster_asking_for_the_real_node_stops_the_cluster_that_holds_it(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """One real node per machine (its bridge, folders and containerd root are the machine's): `make test`'s
+    node tier after a `make demo` that used the node stops the demo's cluster instead of failing on it."""
+    from tests.cluster import localcluster, realnode
+
+    ours, theirs = tmp_path / "node-cluster", tmp_path / "cluster"
+    theirs.mkdir()
+    info = localcluster.ClusterInfo(str(theirs), "", "https://127.0.0.1:1", {}, {}, {}, "", {})
+    info.save()
+    holder = tmp_path / "holder"
+    holder.write_text(str(theirs))
+    monkeypatch.setattr(localcluster, "STATE", ours)
+    monkeypatch.setattr(realnode, "HOLDER", holder)
+
+    def build(real_node: bool) -> None:
+        raise Built
+
+    monkeypatch.setattr(localcluster, "build", build)
+    with pytest.raises(Built):
+        localcluster.up(real_node=True)
+    assert not theirs.exists() and not holder.exists()
+
+    # Without a node wanted, another cluster's node is left alone.
+    theirs.mkdir()
+    info.save()
+    holder.write_text(str(theirs))
+    with pytest.raises(Built):
+        localcluster.up(real_node=False)
+    assert theirs.exists() and realnode.holder() == theirs
