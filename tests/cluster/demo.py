@@ -159,10 +159,13 @@ def import_images(
 
 
 def operator_on_the_node() -> list[str]:
-    """helm values that put the chart's operator Deployment on the real node."""
+    """helm values that put the chart's operator Deployment on the real node; the image's ID as a pod
+    annotation, so that an image rebuilt under the same tag rolls out on a demo run again."""
+    image = {"demo.kubetune.io/image-id": realnode.image_id(OPERATOR_IMAGE) or ""}
     return [
         "--set-json", f"nodeSelector={json.dumps(realnode.PLACEMENT['nodeSelector'])}",
         "--set-json", f"tolerations={json.dumps(realnode.PLACEMENT['tolerations'])}",
+        "--set-json", f"podAnnotations={json.dumps(image)}",
     ]  # fmt: skip
 
 
@@ -191,7 +194,7 @@ def show_nodes(console: Console, nodes: list[dict[str, Any]]) -> None:
         ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}.get("Ready", "?")
         labels = node["metadata"]["labels"]
         gpus = node["status"]["allocatable"].get("nvidia.com/gpu", "0")
-        kind = "real (containerd)" if labels.get(realnode.NODE_LABEL) == "true" else "KWOK"
+        kind = "real" if labels.get(realnode.NODE_LABEL) == "true" else "KWOK"
         product = labels.get("nvidia.com/gpu.product", "")
         table.add_row(node["metadata"]["name"], kind, ready, gpus, product)
     console.print(table)

@@ -81,7 +81,9 @@ def modelserve_on_the_node(body: dict[str, Any], vllm_image: str) -> dict[str, A
     """The demo's ModelServe with its pod on the real node, vLLM's engine from the locally built CPU image
     (no registry to pull from: IfNotPresent finds it in the node's containerd)."""
     placed = copy.deepcopy(body)
-    placed["spec"]["resources"] = {**placed["spec"]["resources"], **copy.deepcopy(realnode.PLACEMENT)}
+    # One core requested: the example's two are all a small machine has, and the operator's pod asks 100m.
+    resources = {**placed["spec"]["resources"], "cpu": "1", **copy.deepcopy(realnode.PLACEMENT)}
+    placed["spec"]["resources"] = resources
     placed["spec"]["engine"] = {
         **placed["spec"].get("engine", {}),
         "image": vllm_image,

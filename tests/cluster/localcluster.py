@@ -173,8 +173,8 @@ class ClusterInfo:
     real_node: dict | None = None  # realnode.start's: its name, address, ports and folder
 
     @classmethod
-    def load(cls, state: Path = STATE) -> ClusterInfo | None:
-        path = state / "cluster.json"
+    def load(cls, state: Path | None = None) -> ClusterInfo | None:
+        path = (state or STATE) / "cluster.json"
         if not path.exists():
             return None
         return cls(**json.loads(path.read_text()))
@@ -724,8 +724,9 @@ def _has_default_service_account(info: ClusterInfo) -> bool:
     return out.strip() == "serviceaccount/default"
 
 
-def down(state: Path = STATE) -> None:
+def down(state: Path | None = None) -> None:
     """Stops every process of the cluster in `state` (this one's by default) and removes its state."""
+    state = state or STATE
     info = ClusterInfo.load(state)
     if info is not None and info.real_node is not None:
         realnode.stop(info)

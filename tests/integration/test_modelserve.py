@@ -315,6 +315,56 @@ def test_the_sidecar_token_may_remove_the_report_of_a_pod_gone(
     assert set(core.read_namespaced_config_map("qwen-adapter-report", namespace).data) == live
 
 
+def test_the_sidecar_watches_its_adapters_with_its_token_and_sees_an_edit_at_once(
+    namespace: str, claim: tuple[str, object], api: client.ApiClient, cluster: localcluster.ClusterInfo,
+    tmp_path: Any,
+) -> None:  # fmt: skip
+    """The sidecar learns of an added or removed adapter from a watch of its one ConfigMap, not from the
+    kubelet's refresh of the mounted copy (about a minute); its token lists and watches that ConfigMap and
+    no other."""
+    import threading
+
+    from kubernetes import config as kube_config
+
+    from kubetune.launcher.adapter_watch import AdapterWatch
+
+    serves = ModelServes(api, namespace)
+    serves.create(modelserve("qwen", [{"name": "a", "path": "runs/a"}]))
+    serves.wait("qwen", lambda s: s.get("phase") in ("Ready", "Degraded", "Progressing"), "a phase")
+    kubeconfig = token_kubeconfig(cluster, namespace, "qwen-adapter-sync", tmp_path / "sa.kubeconfig")
+    core = client.CoreV1Api(kube_config.new_client_from_config(config_file=str(kubeconfig)))
+    wake, stop = threading.Event(), threading.Event()
+    watch = AdapterWatch(core, "qwen-adapters", namespace, "adapters.json", wake)
+    watch.start(stop)
+    try:
+        wait_until(lambda: watch.current() is not None, "the watch to read the ConfigMap", timeout=30)
+        assert set(watch.current()) == {"a"}
+        for adapters, names in (
+            ([{"name": "a", "path": "runs/a"}, {"name": "b", "path": "runs/b"}], {"a", "b"}),
+            ([{"name": "b", "path": "runs/b"}], {"b"}),
+        ):
+            wake.clear()
+            serves.patch("qwen", {"spec": {"adapters": adapters}})
+            # No refresh of a mounted file in between: the watch's event alone.
+            wait_until(
+                lambda names=names: set(watch.current() or {}) == names, f"the watch to see {names}", 30
+            )
+            assert wake.is_set(), "the sync loop is woken"
+    finally:
+        stop.set()
+    client.CoreV1Api(api).create_namespaced_config_map(
+        namespace, {"metadata": {"name": "other"}, "data": {"k": "v"}}
+    )
+    for attempt in (
+        lambda: core.list_namespaced_config_map(namespace, field_selector="metadata.name=other"),
+        lambda: core.list_namespaced_config_map(namespace),
+        lambda: core.read_namespaced_config_map("other", namespace),
+    ):
+        with pytest.raises(client.ApiException) as refused:
+            attempt()
+        assert refused.value.status == 403
+
+
 def test_the_documented_network_policy_is_accepted_by_the_api_server(
     namespace: str, api: client.ApiClient
 ) -> None:

@@ -84,7 +84,7 @@ def test_the_examples_are_placed_on_the_real_node_without_changing_the_files_sha
 
     mserve = {"spec": {"resources": {"gpus": 0, "cpu": "2"}, "engine": {"dtype": "float32"}}}
     placed = demo_placement.modelserve_on_the_node(mserve, "ghcr.io/kubetune/vllm-cpu:0.1.0")
-    assert placed["spec"]["resources"] == {"gpus": 0, "cpu": "2", **realnode.PLACEMENT}
+    assert placed["spec"]["resources"] == {"gpus": 0, "cpu": "1", **realnode.PLACEMENT}
     assert placed["spec"]["engine"] == {
         "dtype": "float32", "image": "ghcr.io/kubetune/vllm-cpu:0.1.0", "imagePullPolicy": "IfNotPresent"
     }  # fmt: skip

@@ -96,7 +96,7 @@ def test_deployment_mounts_the_claim_read_only_and_probes_health() -> None:
     assert next(v for v in pod["volumes"] if v["name"] == "dshm")["emptyDir"]["medium"] == "Memory"
 
 
-def test_only_the_sidecar_has_an_api_token_and_it_may_only_write_its_report() -> None:
+def test_only_the_sidecar_has_an_api_token_and_it_may_only_watch_its_adapters_and_write_its_report() -> None:
     t = target()
     pod = render.deployment(t)["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
@@ -106,13 +106,21 @@ def test_only_the_sidecar_has_an_api_token_and_it_may_only_write_its_report() ->
         for c in pod["containers"] + pod["initContainers"]
     }
     assert token_mounts == {"vllm": [], "adapter-sync": [ANY_TOKEN_MOUNT]}
-    [rule] = render.sidecar_role(t)["rules"]
-    assert rule == {
+    report, adapters = render.sidecar_role(t)["rules"]
+    assert report == {
         "apiGroups": [""],
         "resources": ["configmaps"],
         "resourceNames": [t.report_config_map_name],
         "verbs": ["get", "patch"],
     }
+    assert adapters == {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "resourceNames": [t.config_map_name],
+        "verbs": ["get", "list", "watch"],
+    }
+    sidecar = next(c for c in pod["initContainers"] if c["name"] == "adapter-sync")
+    assert sidecar["args"][sidecar["args"].index("--configmap") + 1] == t.config_map_name
     assert "data" not in render.report_config_map(t), "the pods' reports are theirs: the operator owns no key"
     kinds = [c["kind"] for c in render.children(t)]
     assert kinds.index("RoleBinding") < kinds.index("Deployment")

@@ -54,8 +54,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [configmaps]
   # delete (adoptOrphans): taking back the operator's own orphan (after --cascade=orphan) sets its
   # ownerReferences, which OwnerReferencesPermissionEnforcement allows only to who may delete it. The
-  # operator deletes none of these.
-  verbs: [get, create, patch{{ if .Values.adoptOrphans }}, delete{{ end }}]
+  # operator deletes none of these. list, watch: each ModelServe pod's sidecar watches its own adapters
+  # ConfigMap (its Role's resourceNames), and RBAC lets the operator grant only what it holds.
+  verbs: [get, list, watch, create, patch{{ if .Values.adoptOrphans }}, delete{{ end }}]
 - apiGroups: [""]
   resources: [services, serviceaccounts]
   # get: a child is written only if it is the resource's own; delete: see configmaps

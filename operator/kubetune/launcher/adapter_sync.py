@@ -1,9 +1,12 @@
 """`kubetune adapter-sync`: the ModelServe pods' sidecar that loads the adapters into vLLM and says which it
 actually serves.
 
-The operator writes the adapters a ModelServe should serve into a ConfigMap (`{name: path in the pod}`),
-mounted here; the kubelet refreshes the mounted file when the ConfigMap changes, without a restart. Every
-few seconds this sidecar compares that file with what vLLM has (`GET /v1/models`) and:
+The operator writes the adapters a ModelServe should serve into a ConfigMap (`{name: path in the pod}`).
+The sidecar watches that one ConfigMap through the API (`--configmap`, launcher/adapter_watch.py) and acts
+on an edit at once; the same ConfigMap is mounted here, and its file (which the kubelet refreshes only about
+a minute later) decides while the watch has not read it yet or cannot reach the API server. On each edit,
+and every few seconds anyway, this sidecar compares the desired adapters with what vLLM has
+(`GET /v1/models`) and:
 
 - loads an adapter that vLLM does not have through `POST /v1/load_lora_adapter` (a restarted vLLM has none);
 - reloads one whose path or files changed, or that vLLM serves from another path than the desired one
@@ -25,8 +28,8 @@ the claim are never changed. Before asking vLLM, the sidecar checks what it can 
 names the problem.
 
 What vLLM serves is reported per pod into the ModelServe's report ConfigMap (key: the pod's name), with
-the pod's own token, whose Role allows `get` and `patch` on that one ConfigMap; the operator turns the
-reports into `status.adapters`. Each pod writes its report again every few minutes, and removes the
+the pod's own token, whose Role allows `get` and `patch` on that one ConfigMap (and get, list and watch on
+the adapters ConfigMap, nothing else); the operator turns the reports into `status.adapters`. Each pod writes its report again every few minutes, and removes the
 entries of other pods that it has seen unchanged for much longer (pods killed without SIGTERM).
 
 `GET /ready` on `--listen` answers 200 once vLLM is healthy and every adapter was tried once: the vLLM
@@ -52,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune import lora_guard, rfc3339
+from kubetune.launcher.adapter_watch import AdapterWatch
 
 log = logging.getLogger("kubetune.adapter-sync")
 
@@ -441,6 +445,19 @@ def stale_reports(
     return observed, stale
 
 
+def core_api(kubeconfig: str | None = None) -> Any:
+    """The API with the pod's own token (a kubeconfig where a test plays the pod)."""
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    if kubeconfig or not (SERVICE_ACCOUNT_DIR / "token").exists():
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        config.load_incluster_config(client_configuration=configuration)
+    configuration.retries = 0  # the next round tries again: a retry would only stretch the deadline
+    return client.CoreV1Api(client.ApiClient(configuration))
+
+
 class Reporter:
     """Patches `data.<pod>` of the report ConfigMap; a failure is logged and retried on the next round.
 
@@ -460,15 +477,7 @@ class Reporter:
         stale_after: float = STALE_AFTER_SECONDS,
     ):
         if api is None:
-            from kubernetes import client, config
-
-            configuration = client.Configuration()
-            if kubeconfig or not (SERVICE_ACCOUNT_DIR / "token").exists():
-                config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-            else:
-                config.load_incluster_config(client_configuration=configuration)
-            configuration.retries = 0  # the next round tries again: a retry would only stretch the deadline
-            api = client.CoreV1Api(client.ApiClient(configuration))
+            api = core_api(kubeconfig)
         self.api = api
         self.configmap, self.namespace, self.pod = configmap, namespace, pod
         self.clock, self.heartbeat, self.stale_after = clock, heartbeat, stale_after
@@ -551,6 +560,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="kubetune adapter-sync", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True, help="the mounted adapters.json")
+    parser.add_argument(
+        "--configmap",
+        help="the adapters ConfigMap (in POD_NAMESPACE), watched through the API: an edit is acted on at "
+        "once, not when the kubelet refreshes the mounted file",
+    )
     parser.add_argument("--vllm", required=True, help="vLLM's URL in the pod")
     parser.add_argument("--model", help="the base model's path, to check adapters' shapes against it")
     parser.add_argument("--claim", help="where the claim is mounted: reports name adapters relative to it")
@@ -570,29 +584,40 @@ def main(argv: list[str] | None = None) -> int:
 
     token = ensure_token(args.token_file) if args.token_file else None
     syncer = Syncer(VLLM(args.vllm, token=token), base_model=args.model, max_lora_rank=args.max_lora_rank)
+    namespace, kubeconfig = os.environ.get("POD_NAMESPACE", "default"), os.environ.get("KUBECONFIG")
+    api = core_api(kubeconfig) if args.configmap or args.report_configmap else None
     reporter = None
     if args.report_configmap and os.environ.get("POD_NAME"):
-        reporter = Reporter(
-            args.report_configmap,
-            os.environ.get("POD_NAMESPACE", "default"),
-            os.environ["POD_NAME"],
-            kubeconfig=os.environ.get("KUBECONFIG"),
-        )
+        reporter = Reporter(args.report_configmap, namespace, os.environ["POD_NAME"], api=api)
     server = None if args.once else _serve_ready(args.listen, syncer)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop, wake = threading.Event(), threading.Event()
+    watcher = None
+    if args.configmap and not args.once:
+        watcher = AdapterWatch(api, args.configmap, namespace, args.config.name, wake)
+        watcher.start(stop)
+
+    def terminate(*_: Any) -> None:
+        stop.set()
+        wake.set()
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         while True:
+            wake.clear()
             try:
                 if syncer.vllm.healthy():
-                    reports = syncer.sync(read_desired(args.config))
+                    from_api = watcher.current() if watcher is not None else None
+                    desired = from_api if from_api is not None else read_desired(args.config)
+                    reports = syncer.sync(desired)
                     if reporter is not None:
                         reporter.send(report_document(reports, claim=args.claim))
             except (OSError, ValueError) as error:
                 log.warning("sync failed, will retry: %s", error)
             except Exception as error:  # the API server's refusals: the next round tries again
                 log.warning("report failed, will retry: %s", error)
-            if args.once or stop.wait(args.interval):
+            # The next round: at once when the watch saw the adapters change, else after the interval.
+            wake.wait(args.interval)
+            if args.once or stop.is_set():
                 break
     finally:
         if server is not None:

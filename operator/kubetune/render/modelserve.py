@@ -3,9 +3,10 @@ a Service, the adapters ConfigMap, the adapter report ConfigMap with the sidecar
 RoleBinding, and an HPA or a KEDA ScaledObject when autoscaling is set.
 
 Adapters never change the pod template. The operator writes the adapters to serve into a ConfigMap; the
-sidecar (`kubetune adapter-sync`) loads them into vLLM through its load endpoint as the mounted file
-changes, unloads removed ones, and reports per pod what vLLM really serves into the report ConfigMap (its
-token, mounted into the sidecar alone, may patch that one ConfigMap and nothing else). Adding or removing an
+sidecar (`kubetune adapter-sync`) watches it through the API, loads them into vLLM through its load endpoint
+as it changes, unloads removed ones, and reports per pod what vLLM really serves into the report ConfigMap
+(its token, mounted into the sidecar alone, may read the adapters ConfigMap and patch the report one, and
+nothing else). Adding or removing an
 adapter changes the ConfigMap only: no pod restarts. The one exception is an adapter whose rank is above
 every earlier one: `--max-lora-rank` must grow, and the pods roll one at a time (maxUnavailable 0), so the
 endpoint stays up.
@@ -235,6 +236,8 @@ def _sidecar(target: ModelServeTarget, claim_mount: dict[str, Any]) -> dict[str,
             "adapter-sync",
             "--config",
             posixpath.join(CONFIG_MOUNT_PATH, ADAPTERS_FILE),
+            "--configmap",
+            target.config_map_name,
             "--vllm",
             f"http://127.0.0.1:{VLLM_PORT}",
             "--model",
@@ -384,7 +387,15 @@ def sidecar_role(target: ModelServeTarget) -> dict[str, Any]:
             "resources": ["configmaps"],
             "resourceNames": [target.report_config_map_name],
             "verbs": ["get", "patch"],
-        }
+        },
+        # The adapters to serve, watched (the kubelet's refresh of the mounted copy takes about a minute). A
+        # list or watch names its one object by fieldSelector, so resourceNames holds it to that ConfigMap.
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [target.config_map_name],
+            "verbs": ["get", "list", "watch"],
+        },
     ]
     return rbac.role(metadata(target, target.sidecar_account_name), rules)
 
