@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
 .PHONY: help venv lint cluster cluster-build control-plane-build cluster-down cluster-status demo demo-images demo-down \
-        test test-unit test-integration test-worker test-serve test-chart test-chart-rbac crds bench clean \
+        test test-unit test-integration test-worker test-serve test-chart test-chart-rbac crds bench bench-serve clean \
         images image-tools test-images node-tools test-node run-test-node test-gpu
 
 include mk/trainer.mk
@@ -25,6 +25,7 @@ help:
 	@echo "make test-images   those images run as containers (podman): the chart's operator, a trainer pod training"
 	@echo "make test-node     those images run by a real kubelet on a real node beside the fake GPU nodes"
 	@echo "make bench         FineTuneJobs through the operator vs. the same children created directly"
+	@echo "make bench-serve   an adapter added to a ModelServe until it answers, with 1, 10 and 30 served"
 
 # The virtual environment, from the pins in pyproject.toml; rebuilt when they change.
 venv: $(VENV)/.installed
@@ -177,6 +178,16 @@ BENCH_JSON ?= bench.json
 bench: cluster-build
 	$(PY) -m tests.bench.bench_finetunejobs $(foreach n,$(BENCH_COUNTS),--count $(n)) --json $(BENCH_JSON)
 	$(PY) -m tests.bench.bench_latency --nodes 64 --json $(basename $(BENCH_JSON))-latency.json
+
+# A benchmark, not a test: an adapter added to a ModelServe until its first completion, and removed until
+# 404, with 1, 10 and 30 adapters served (tests/bench/bench_serve.py: the real operator, sidecar and vLLM CPU
+# engine, the mounted file never refreshed); writes bench-serve.json. About 10 minutes on 2 cores. On the
+# bench's own cluster, as `make bench`.
+BENCH_SERVE_JSON ?= bench-serve.json
+bench-serve: cluster-build trainer-venv vllm-venv
+	KUBETUNE_CLUSTER_DIR=$${KUBETUNE_CLUSTER_DIR:-$(HOME)/.cache/kubetune/bench-cluster} \
+	BENCH_SERVE_JSON=$(abspath $(BENCH_SERVE_JSON)) KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) \
+		$(PYTEST) tests/bench/bench_serve.py -p no:cacheprovider -s
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

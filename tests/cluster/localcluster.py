@@ -428,10 +428,12 @@ def up(pool: NodePool | None = None, real_node: bool | None = None) -> ClusterIn
     """Starts the control plane (and the real node when asked), or returns the one already running."""
     real_node = real_node_wanted() if real_node is None else real_node
     info = running()
-    if info is not None and (info.real_node is not None or not real_node):
+    if info is not None and (info.real_node is not None) == real_node:
         return with_node_images(info)
     if info is not None:
-        log("the running cluster has no real node; starting it again with one")
+        # Both ways: a test session must not find a demo's in-cluster operator on a node it did not ask for.
+        log(f"the running cluster {'has no' if real_node else 'has a'} real node; starting it again "
+            f"{'with' if real_node else 'without'} one")  # fmt: skip
     if ClusterInfo.load() is not None or STATE.exists():
         log("found a stopped or broken cluster; removing its state")
         down()

@@ -22,6 +22,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -454,16 +455,19 @@ def import_image(socket: Path, name: str, stamps: Path) -> float | None:
     started = time.monotonic()
     # Streamed into ctr; skopeo (as `podman save`) still spools each layer to a temporary file first (a
     # docker-archive names a layer's size before its bytes): the trainer's 7 GB pass through /var/tmp once.
-    save = subprocess.Popen(
-        ["skopeo", "copy", "--quiet", f"containers-storage:{name}", f"docker-archive:/dev/stdout:{name}"],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        ctr(socket, "images", "import", "-", input_stream=save.stdout)
-    finally:
-        save.stdout.close()
-        if save.wait() != 0:
-            raise RuntimeError(f"skopeo copy {name} failed")
+    with tempfile.TemporaryFile() as errors:  # the storage library's info lines stay out of the demo's screen
+        save = subprocess.Popen(
+            ["skopeo", "copy", "--quiet", f"containers-storage:{name}", f"docker-archive:/dev/stdout:{name}"],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        )
+        try:
+            ctr(socket, "images", "import", "-", input_stream=save.stdout)
+        finally:
+            save.stdout.close()
+            if save.wait() != 0:
+                errors.seek(0)
+                raise RuntimeError(f"skopeo copy {name} failed: {errors.read().decode(errors='replace')}")
     discard_unpacked_layers(socket, name)
     stamp.write_text(wanted)
     return time.monotonic() - started

@@ -39,6 +39,9 @@ def place_model(claim: Path) -> Path:
             os.link(source, target)
         except OSError:  # another filesystem
             shutil.copyfile(source, target)
+    for target in dest.iterdir():
+        # Readable by the images' users (the trainer's uid 1000, vLLM's): safetensors writes its file 0600.
+        target.chmod(target.stat().st_mode | 0o444)
     return dest
 
 

@@ -228,7 +228,7 @@ ROWS = [
         adapters={},
     ),
     Row(
-        "adapter's FineTuneJob succeeded: in the ConfigMap, polled until loaded",
+        "adapter's FineTuneJob succeeded: in the ConfigMap; no polling, the sidecars' report wakes it",
         then(finetunejob("Running"), served(ADAPTER), finetunejob("Succeeded", **TRAINED)),
         "Ready",
         "Serving",
@@ -236,10 +236,9 @@ ROWS = [
         [],
         {"AdaptersReady": "False"},
         adapters={"ner": f"/mnt/claim/{ADAPTER_PATH}"},
-        requeue_after=5,
     ),
     Row(
-        "adapter loaded by every ready replica: ready, no more polling",
+        "adapter loaded by every ready replica: ready",
         then(finetunejob("Succeeded", **TRAINED), served(ADAPTER), sidecars_loaded),
         "Ready",
         "Serving",

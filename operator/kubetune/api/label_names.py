@@ -21,6 +21,10 @@ OWNERS = (FINETUNEJOB, MODELSERVE)
 # The preprocessing Job and its pod carry this, not FINETUNEJOB: they are no attempt, and the rendezvous
 # Service selects the trainer pods by FINETUNEJOB.
 PREPROCESS_OF = f"{PREFIX}/preprocess-of"
+# On a ModelServe's report ConfigMap, where its pods' sidecars say what vLLM serves: the one kind of
+# ConfigMap the operator watches (a report wakes its ModelServe; the others are the operator's own writes).
+ADAPTER_REPORT = f"{PREFIX}/adapter-report"
+REPORTS_SELECTOR = f"{CHILDREN_SELECTOR},{ADAPTER_REPORT}=true"
 # Labels that name an owner: the index the reconciles' label selectors go through.
 INDEXED = (*OWNERS, PREPROCESS_OF)
 # On a FineTuneJob's training Job and its pods: the attempt (1, 2, ...); the status counts attempts by it.

@@ -34,7 +34,6 @@ from kubetune.status.pods import of_deployment
 log = logging.getLogger("kubetune.modelserve")
 
 LLAMAFACTORY_DEFAULT_LORA_RANK = 8
-ADAPTERS_POLL_SECONDS = 5.0
 
 
 def resolve_adapter(
@@ -380,7 +379,6 @@ def write_status(kube: Kube, state: Pass, status: dict[str, Any]) -> Outcome:
         kube.patch_status("ModelServe", state.namespace, state.name, status, state.uid)
         for event in status_of.transitions(previous, status):
             events.post(kube, state.body, event)
-    # The sidecars report what vLLM loaded into a ConfigMap the operator does not watch (that would need
-    # the right to read every ConfigMap): while an adapter is not served yet, look again in a few seconds.
-    pending = status_of.adapters_pending(status)
-    return Outcome(status=status, changed=changed, requeue_after=ADAPTERS_POLL_SECONDS if pending else None)
+    # No look again while an adapter loads: the sidecars' reports come through the watch of the report
+    # ConfigMaps (runtime/controller.py), and a FineTuneJob's end through its own.
+    return Outcome(status=status, changed=changed)

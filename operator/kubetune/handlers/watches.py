@@ -14,13 +14,12 @@ import kopf
 from prometheus_client import start_http_server
 
 from kubetune.api import finetunejob as ftj
-from kubetune.api import label_names
 from kubetune.api import modelserve as ms
 from kubetune.config import OperatorConfig
 from kubetune.handlers import finetunejob as finetunejob_handler
 from kubetune.handlers import modelserve as modelserve_handler
 from kubetune.kube import Kube
-from kubetune.runtime.controller import CHILD_KINDS, WATCHED, Controller, Reconcile
+from kubetune.runtime.controller import SELECTORS, WATCHED, Controller, Reconcile
 from kubetune.runtime.outcome import Outcome
 
 log = logging.getLogger("kubetune.operator")
@@ -54,8 +53,8 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     # The API server filters the children's watches to the operator's own (the handlers below need no
     # filter of their own).
     for kind, group, version, plural in WATCHED:
-        if kind in CHILD_KINDS:
-            settings.watching.label_selectors[group or version, plural] = label_names.CHILDREN_SELECTOR
+        if kind in SELECTORS:
+            settings.watching.label_selectors[group or version, plural] = SELECTORS[kind]
     # The handlers below only record and queue: they are async, and run in kopf's own loop.
     settings.execution.max_workers = 2
     # kopf keeps a task per object while its events come; a second of quiet ends it (memory).

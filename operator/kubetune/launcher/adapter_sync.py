@@ -29,8 +29,9 @@ names the problem.
 
 What vLLM serves is reported per pod into the ModelServe's report ConfigMap (key: the pod's name), with
 the pod's own token, whose Role allows `get` and `patch` on that one ConfigMap (and get, list and watch on
-the adapters ConfigMap, nothing else); the operator turns the reports into `status.adapters`. Each pod writes its report again every few minutes, and removes the
-entries of other pods that it has seen unchanged for much longer (pods killed without SIGTERM).
+the adapters ConfigMap, nothing else); the operator, which watches the report ConfigMaps, turns the reports
+into `status.adapters`. Each pod writes its report again every few minutes, and removes the entries of
+other pods that it has seen unchanged for much longer (pods killed without SIGTERM).
 
 `GET /ready` on `--listen` answers 200 once vLLM is healthy and every adapter was tried once: the vLLM
 container's readiness probe, so a new pod takes no traffic for an adapter it has not loaded yet.

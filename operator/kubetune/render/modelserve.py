@@ -369,11 +369,9 @@ def deployment(target: ModelServeTarget) -> dict[str, Any]:
 
 def report_config_map(target: ModelServeTarget) -> dict[str, Any]:
     """Where each pod's sidecar writes what its vLLM serves (`data.<pod>`); the operator owns no data key."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": metadata(target, target.report_config_map_name),
-    }
+    report = metadata(target, target.report_config_map_name)
+    report["labels"] = {**report["labels"], label_names.ADAPTER_REPORT: "true"}  # the operator watches these
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": report}
 
 
 def sidecar_service_account(target: ModelServeTarget) -> dict[str, Any]:

@@ -74,6 +74,11 @@ def slim_claim(obj: dict[str, Any]) -> dict[str, Any]:
     return {"metadata": _meta(obj), "status": {"phase": (obj.get("status") or {}).get("phase")}}
 
 
+def slim_report(obj: dict[str, Any]) -> dict[str, Any]:
+    """A report ConfigMap wakes its ModelServe; the reconcile reads the report itself (GET)."""
+    return {"metadata": _meta(obj)}
+
+
 SLIMMERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "FineTuneJob": slim_resource,
     "ModelServe": slim_resource,
@@ -81,6 +86,7 @@ SLIMMERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "Pod": slim_pod,
     "Deployment": slim_deployment,
     "PersistentVolumeClaim": slim_claim,
+    "AdapterReport": slim_report,
 }
 
 

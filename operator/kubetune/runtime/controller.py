@@ -45,6 +45,7 @@ from kubetune.status import attempts
 log = logging.getLogger("kubetune.operator")
 CHILD_KINDS = frozenset({"Job", "Pod", "Deployment"})
 FTJ, MS = ftj.KIND, ms.KIND
+ADAPTER_REPORT = "AdapterReport"  # the cache's name for the report ConfigMaps (a ConfigMap is read by GET)
 # What a ModelServe's status says of an adapter while it waits on its FineTuneJob (handlers/modelserve.py).
 JOB_REASONS = frozenset({"WaitingForFineTuneJob", "FineTuneJobNotFound", "FineTuneJobFailed"})
 
@@ -56,7 +57,15 @@ WATCHED = (
     ("Pod", "", "v1", "pods"),
     ("Deployment", "apps", "v1", "deployments"),
     ("PersistentVolumeClaim", "", "v1", "persistentvolumeclaims"),
+    # The ModelServes' report ConfigMaps alone (label_names.REPORTS_SELECTOR): a sidecar's report wakes its
+    # ModelServe, instead of a look every few seconds while an adapter loads. Cached as their metadata only.
+    (ADAPTER_REPORT, "", "v1", "configmaps"),
 )
+# The label selector of each watched child kind: the API server sends the operator its own objects only.
+SELECTORS = {
+    **dict.fromkeys(CHILD_KINDS, label_names.CHILDREN_SELECTOR),
+    ADAPTER_REPORT: label_names.REPORTS_SELECTOR,
+}
 
 
 def status_only(event_type: str | None, body: Any) -> bool:
@@ -128,7 +137,7 @@ class Controller:
             meta = body.get("metadata") or {}
             self.cache.remove(kind, meta.get("namespace"), meta["name"], meta.get("uid"))
         # A child's change goes before new resources: the status follows the pods (workqueue.py).
-        soon = kind in CHILD_KINDS
+        soon = kind in CHILD_KINDS or kind == ADAPTER_REPORT
         for key in self.keys_for(kind, event_type, body):
             self.queue.add(key, soon=soon)
         QUEUE_DEPTH.set(len(self.queue))

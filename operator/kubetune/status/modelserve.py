@@ -300,11 +300,3 @@ def transitions(previous: dict[str, Any], current: dict[str, Any]) -> list[condi
     for name in sorted(before - after):
         events.append(conditions.Event("Normal", "AdapterRemoved", f"no longer serving {name}"))
     return events
-
-
-def adapters_pending(status: dict[str, Any]) -> bool:
-    """An adapter that the replicas have not loaded yet (or failed to, and may yet): worth a look soon."""
-    return any(
-        not a.get("ready") and a.get("reason") in ("Loading", "AdapterLoadFailed")
-        for a in (status or {}).get("adapters") or []
-    )
