@@ -21,6 +21,7 @@ from kubernetes.utils.keepalive import tcp_keepalive_socket_options
 from kubetune.api import GROUP, VERSION, label_names
 from kubetune.api.defaults import FIELD_MANAGER
 from kubetune.api.validation import Problem
+from kubetune.runtime.metrics import API_REQUESTS
 
 # Kinds never re-adopted when orphaned: a training Job is an attempt of one FineTuneJob, with its own history
 # (its failures count against that resource's restarts), and a new resource of the same name starts afresh.
@@ -138,6 +139,23 @@ DEFAULT_TIMEOUT = (5.0, 30.0)
 Timeout = tuple[float, float] | float
 
 
+def request_kind(method: str, path: str) -> tuple[str, str]:
+    """(verb, resource) of a request, as the API server's audit names them: `list` for a GET of a
+    collection; the resource with its subresource (`modelserves/status`)."""
+    parts = path.strip("/").split("/")
+    core = parts[0] == "api"
+    rest = parts[2:] if core else parts[3:]  # after /api/v1 or /apis/group/version
+    if rest[:1] == ["namespaces"] and len(rest) > 2:
+        rest = rest[2:]
+    resource = rest[0] if rest else ""
+    named = len(rest) > 1
+    if len(rest) > 2:
+        resource = f"{resource}/{rest[2]}"
+    verb = {"GET": "get" if named else "list", "POST": "create", "PATCH": "patch", "PUT": "update",
+            "DELETE": "delete"}.get(method, method.lower())  # fmt: skip
+    return verb, resource
+
+
 class Kube:
     """A thin, synchronous wrapper: JSON in, JSON out, no client models. Every call has a timeout."""
 
@@ -191,6 +209,7 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
+        API_REQUESTS.labels(*request_kind(method, path)).inc()
         response = self.api.call_api(
             method_,
             url,

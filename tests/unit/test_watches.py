@@ -26,4 +26,8 @@ def test_the_childrens_watches_are_filtered_by_the_api_server_and_nothing_else_i
         for resource in (("v1", "pods"), ("batch", "jobs"), ("apps", "deployments"))
     }
     assert set(selected.values()) == {"app.kubernetes.io/managed-by=kubetune"}
+    # Of the ConfigMaps, the ModelServes' report ConfigMaps alone.
+    assert settings.watching.label_selectors["v1", "configmaps"] == (
+        "app.kubernetes.io/managed-by=kubetune,kubetune.io/adapter-report=true"
+    )
     assert settings.peering.standalone

@@ -24,3 +24,8 @@ RETRIES = Counter(
     "kubetune_workqueue_retries_total", "Reconciles that failed and were queued again.", ["kind"]
 )
 CACHED_OBJECTS = Gauge("kubetune_cached_objects", "Objects held by the watch caches, by kind.", ["kind"])
+API_REQUESTS = Counter(
+    "kubetune_api_requests_total",
+    "Requests the reconciles made to the API server (the watches are kopf's own), by verb and resource.",
+    ["verb", "resource"],
+)
