@@ -63,3 +63,22 @@ def test_a_copy_completed_by_another_pod_after_our_check_is_never_moved_aside(tm
     assert not move_into_place(partial, dest, complete_after_the_first_check)
     assert (dest / "data").read_text() == "other pod"
     assert not partial.exists()
+
+
+def test_a_finished_output_is_made_readable_by_the_serving_pods_user(tmp_path: Path) -> None:
+    """transformers writes the weights 0600; vLLM's pods run as another user than the trainer's."""
+    from kubetune.launcher.publish import readable_by_all
+
+    out = tmp_path / "run"
+    (out / "checkpoint-4").mkdir(parents=True)
+    weights, state = out / "adapter_model.safetensors", out / "checkpoint-4" / "optimizer.pt"
+    for path in (weights, state):
+        path.write_bytes(b"x")
+        path.chmod(0o600)
+    (out / "checkpoint-4").chmod(0o700)
+    (out / "link").symlink_to("/etc/hostname")
+
+    assert readable_by_all(out) == 3
+    assert weights.stat().st_mode & 0o777 == 0o644 and state.stat().st_mode & 0o777 == 0o644
+    assert (out / "checkpoint-4").stat().st_mode & 0o777 == 0o755
+    assert readable_by_all(out) == 0

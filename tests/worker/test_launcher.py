@@ -48,8 +48,10 @@ def test_lora_sft_reports_progress_merges_and_predicts(
 
     assert pod.run(tmp_path / "pod.log") == 0, (tmp_path / "pod.log").read_text()[-3000:]
 
-    # The adapter where the FineTuneJob's status says it is.
+    # The adapter where the FineTuneJob's status says it is, readable by vLLM's user (not the trainer's).
     assert (pod.output_dir / "adapter_model.safetensors").is_file()
+    assert all(p.stat().st_mode & 0o444 == 0o444 for p in pod.output_dir.rglob("*")), "readable by all"
+    assert (pod.output_dir / "merged" / "model.safetensors").stat().st_mode & 0o004
     assert json.loads((pod.output_dir / "adapter_config.json").read_text())["r"] == 8
     assert [r["current_steps"] for r in trainer_log(pod.output_dir) if "loss" in r] == [1, 2, 3, 4]
 

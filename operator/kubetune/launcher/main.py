@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from kubetune.api.defaults import LAUNCHER_CONFIG_FILE, LLAMAFACTORY_CONFIG_FILE
-from kubetune.launcher import compiled_ops, plan
+from kubetune.launcher import compiled_ops, plan, publish
 from kubetune.launcher.fetch import write_termination_message
 from kubetune.launcher.progress import TRAINER_LOG, Reporter
 from kubetune.launcher.reasons import termination_reason
@@ -166,6 +166,7 @@ def launch(env: plan.PodEnvironment) -> int:
 
     results: dict[str, Any] = {}
     if env.is_leader:
+        publish.readable_by_all(env.output_dir)  # for the ModelServes' pods, which run as vLLM's user
         results["train"] = read_metrics(env.output_dir / "train_results.json")
         code = post_training(env, train, post, child_env, results)
         if status is not None and any(results.values()):
@@ -192,6 +193,7 @@ def post_training(
         code = run_streaming([python, "-m", "llamafactory.cli", "export", str(path)], child_env, tail)
         if code != 0:
             return fail(env, code, "merge failed: " + termination_reason(tail, code))
+        publish.readable_by_all(Path(config["export_dir"]))
         log.info("merged model written to %s", config["export_dir"])
     if post.get("predict"):
         config = plan.predict_config(train, env.output_dir, post["predict"])

@@ -50,3 +50,23 @@ def move_into_place(partial: Path, dest: Path, complete: Callable[[Path], bool])
         log.warning("%s existed but was not marked complete; moved it to %s", dest, aside)
     partial.rename(dest)
     return True
+
+
+def readable_by_all(root: Path) -> int:
+    """Makes a finished output readable by every user of the claim: the serving pods run as vLLM's user,
+    not the trainer's, and transformers writes the weights 0600 (safetensors' file). Who may read the claim
+    at all is the namespace's business (who may mount it). Returns the files changed; one that cannot be
+    changed (another user's) is logged and left."""
+    changed = 0
+    for path in (root, *root.rglob("*")):
+        try:
+            mode = path.lstat().st_mode
+            if path.is_symlink():
+                continue
+            wanted = mode | (0o555 if path.is_dir() else 0o444)
+            if wanted != mode:
+                path.chmod(wanted & 0o7777)
+                changed += 1
+        except OSError as error:
+            log.warning("could not make %s readable: %s", path, error)
+    return changed
