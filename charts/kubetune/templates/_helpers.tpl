@@ -54,8 +54,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [configmaps]
   # delete (adoptOrphans): taking back the operator's own orphan (after --cascade=orphan) sets its
   # ownerReferences, which OwnerReferencesPermissionEnforcement allows only to who may delete it. The
-  # operator deletes none of these. list, watch: each ModelServe pod's sidecar watches its own adapters
-  # ConfigMap (its Role's resourceNames), and RBAC lets the operator grant only what it holds.
+  # operator deletes none of these. list, watch: the operator watches the ModelServes' report ConfigMaps
+  # (by label), and each ModelServe pod's sidecar watches its own adapters ConfigMap (its Role's
+  # resourceNames), which RBAC lets the operator grant only when it holds it.
   verbs: [get, list, watch, create, patch{{ if .Values.adoptOrphans }}, delete{{ end }}]
 - apiGroups: [""]
   resources: [services, serviceaccounts]
