@@ -2,8 +2,9 @@
 
 The operator renders the Deployment on the local control plane and KWOK runs its pod there as a stand-in;
 this module plays the kubelet for that pod: it starts the two containers' exact commands, arguments and
-environment, with the mount points mapped onto directories of the test (the claim, the adapters and
-lora-guard ConfigMaps, the adapter token's emptyDir) and the ports onto free ones of 127.0.0.1, and
+environment, the claim bind-mounted where the pod mounts it (in a mount namespace of each process's own),
+the other mount points mapped onto directories of the test (the adapters and lora-guard ConfigMaps, the
+adapter token's emptyDir) and the ports onto free ones of 127.0.0.1, and
 refreshes the mounted adapters file when the ConfigMap changes, as the kubelet does. The sidecar's API
 token is its ServiceAccount's, as the projected volume gives it.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import subprocess
 import sys
 import time
@@ -73,8 +75,7 @@ class ServePod:
 
     def _map(self, text: str) -> str:
         return (
-            text.replace(CLAIM_MOUNT_PATH, str(self.claim))
-            .replace(CONFIG_MOUNT_PATH, str(self.config_dir))
+            text.replace(CONFIG_MOUNT_PATH, str(self.config_dir))
             .replace(render.LORA_GUARD_DIR, str(self.lora_guard_dir))
             .replace(render.ADAPTER_TOKEN_DIR, str(self.token_dir))
             .replace(f"0.0.0.0:{render.SYNC_PORT}", f"127.0.0.1:{self.sync_port}")
@@ -153,7 +154,26 @@ class ServePod:
         )
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        """The container's process, seeing the claim where the pod mounts it: paths the operator writes into
+        the adapters ConfigMap (read by the sidecar's watch, passed on to vLLM) are the pod's own. A mount
+        namespace of its own (the host's /mnt is left alone), as the kubelet gives each container."""
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - the process owns it until it exits
+        parent = posixpath.dirname(CLAIM_MOUNT_PATH)
+        mount_claim = (
+            f"mount -t tmpfs kubetune-pod {parent} && mkdir -p {CLAIM_MOUNT_PATH}"
+            f' && mount --bind "$0" {CLAIM_MOUNT_PATH} && exec "$@"'
+        )
+        argv = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            mount_claim,
+            str(self.claim),
+            *argv,
+        ]
         return subprocess.Popen(argv, env=env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 600) -> float:
