@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
 .PHONY: help venv lint cluster cluster-build control-plane-build cluster-down cluster-status demo demo-images demo-down \
-        test test-unit test-integration test-worker test-serve test-chart test-chart-rbac crds bench bench-serve clean \
+        test test-unit test-integration test-worker test-serve test-chart test-chart-rbac crds bench bench-serve bench-launcher clean \
         images image-tools test-images node-tools test-node run-test-node test-gpu
 
 include mk/trainer.mk
@@ -26,6 +26,7 @@ help:
 	@echo "make test-node     those images run by a real kubelet on a real node beside the fake GPU nodes"
 	@echo "make bench         FineTuneJobs through the operator vs. the same children created directly"
 	@echo "make bench-serve   an adapter added to a ModelServe until it answers, with 1, 10 and 30 served"
+	@echo "make bench-launcher  kubetune launch against a bare llamafactory-cli train, same config"
 
 # The virtual environment, from the pins in pyproject.toml; rebuilt when they change.
 venv: $(VENV)/.installed
@@ -188,6 +189,12 @@ bench-serve: cluster-build trainer-venv vllm-venv
 	KUBETUNE_CLUSTER_DIR=$${KUBETUNE_CLUSTER_DIR:-$(HOME)/.cache/kubetune/bench-cluster} \
 	BENCH_SERVE_JSON=$(abspath $(BENCH_SERVE_JSON)) KUBETUNE_TRAINER_PYTHON=$(TRAINER_PY) \
 		$(PYTEST) tests/bench/bench_serve.py -p no:cacheprovider -s
+
+# A benchmark, not a test: `kubetune launch` against a bare `llamafactory-cli train` on the tiny model, the
+# same config, rounds alternated (tests/bench/bench_launcher.py); writes bench-launcher.json.
+BENCH_LAUNCHER_JSON ?= bench-launcher.json
+bench-launcher: trainer-venv
+	PYTHONPATH=$(CURDIR)/operator:$(CURDIR) $(TRAINER_PY) -m tests.bench.bench_launcher --json $(abspath $(BENCH_LAUNCHER_JSON))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
