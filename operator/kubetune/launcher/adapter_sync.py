@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune import lora_guard, rfc3339
-from kubetune.launcher.adapter_watch import AdapterWatch
+from kubetune.launcher.adapter_watch import AdapterWatch, parse_adapters
 
 log = logging.getLogger("kubetune.adapter-sync")
 
@@ -390,14 +390,11 @@ def same_path(served: str | None, wanted: str) -> bool:
 
 def read_desired(config: Path) -> dict[str, str]:
     try:
-        data = json.loads(config.read_text())
+        return parse_adapters(config.read_text())
     except FileNotFoundError:
         return {}
-    except json.JSONDecodeError as error:  # a half-written file: try again on the next round
+    except ValueError as error:  # a half-written file: try again on the next round
         raise ValueError(f"{config}: {error}") from error
-    if not isinstance(data, dict):
-        raise ValueError(f"{config}: not a JSON object")
-    return {str(k): str(v) for k, v in data.items()}
 
 
 def report_document(

@@ -31,16 +31,22 @@ LIST_TIMEOUT = 10.0
 RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0)  # after a failure, then the last one until the API server answers
 
 
+def parse_adapters(text: str) -> dict[str, str]:
+    """{name: path} from the adapters document, the ConfigMap's value or the mounted file's text; ValueError
+    when it is not a JSON object (a half-written file, say)."""
+    document = json.loads(text)  # json.JSONDecodeError is a ValueError
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    return {str(k): str(v) for k, v in document.items()}
+
+
 def desired_from(data: dict[str, str] | None, key: str) -> dict[str, str] | None:
     """{name: path} from the ConfigMap's data; None when it has no valid document under `key` (the mounted
     file decides then)."""
     try:
-        document = json.loads((data or {})[key])
+        return parse_adapters((data or {})[key])
     except (KeyError, TypeError, ValueError):
         return None
-    if not isinstance(document, dict):
-        return None
-    return {str(k): str(v) for k, v in document.items()}
 
 
 class AdapterWatch:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import stat
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -54,16 +55,16 @@ def move_into_place(partial: Path, dest: Path, complete: Callable[[Path], bool])
 
 def readable_by_all(root: Path) -> int:
     """Makes a finished output readable by every user of the claim: the serving pods run as vLLM's user,
-    not the trainer's, and transformers writes the weights 0600 (safetensors' file). Who may read the claim
-    at all is the namespace's business (who may mount it). Returns the files changed; one that cannot be
-    changed (another user's) is logged and left."""
+    not the trainer's, and the trainer leaves the adapter's weights 0600. Who may read the claim at all is
+    the namespace's business (who may mount it). Returns the files changed; one that cannot be changed
+    (another user's) is logged and left."""
     changed = 0
     for path in (root, *root.rglob("*")):
         try:
             mode = path.lstat().st_mode
-            if path.is_symlink():
+            if stat.S_ISLNK(mode):
                 continue
-            wanted = mode | (0o555 if path.is_dir() else 0o444)
+            wanted = mode | (0o555 if stat.S_ISDIR(mode) else 0o444)
             if wanted != mode:
                 path.chmod(wanted & 0o7777)
                 changed += 1

@@ -6,10 +6,9 @@ Adapters never change the pod template. The operator writes the adapters to serv
 sidecar (`kubetune adapter-sync`) watches it through the API, loads them into vLLM through its load endpoint
 as it changes, unloads removed ones, and reports per pod what vLLM really serves into the report ConfigMap
 (its token, mounted into the sidecar alone, may read the adapters ConfigMap and patch the report one, and
-nothing else). Adding or removing an
-adapter changes the ConfigMap only: no pod restarts. The one exception is an adapter whose rank is above
-every earlier one: `--max-lora-rank` must grow, and the pods roll one at a time (maxUnavailable 0), so the
-endpoint stays up.
+nothing else). Adding or removing an adapter changes the ConfigMap only: no pod restarts. The one exception
+is an adapter whose rank is above every earlier one: `--max-lora-rank` must grow, and the pods roll one at a
+time (maxUnavailable 0), so the endpoint stays up.
 
 With `resources.gpus: 0` the replicas run vLLM's CPU build: its image, `VLLM_CPU_KVCACHE_SPACE` for the
 KV cache, and no GPU flags; a GPU replica's pod is the same as ever.
