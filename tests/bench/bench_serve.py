@@ -28,9 +28,9 @@ import pytest
 from kubernetes import client
 
 from tests.cluster import localcluster
-from tests.kube import wait_for_running_pods, wait_until
+from tests.kube import wait_until
 from tests.serve.conftest import environments, serve_claim, serve_namespace, train_adapter  # noqa: F401
-from tests.serve.pod import ServePod, token_kubeconfig
+from tests.serve.pod import ServePod, play
 from tests.specs import modelserve
 
 pytestmark = pytest.mark.timeout(3600)
@@ -81,7 +81,7 @@ def pod(
         shutil.copytree(
             trained, serve_claim / "adapters" / f"a{i}", ignore=shutil.ignore_patterns("checkpoint-*")
         )
-    custom, apps, core = client.CustomObjectsApi(api), client.AppsV1Api(api), client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
     custom.create_namespaced_custom_object(
         GROUP, VERSION, serve_namespace, PLURAL,
         modelserve(
@@ -92,31 +92,8 @@ def pod(
             engine={"dtype": "float32", "maxModelLen": 256, "cpuKvCacheGib": 1},
         ),
     )  # fmt: skip
-    wait_until(
-        lambda: (
-            apps.list_namespaced_deployment(
-                serve_namespace, field_selector=f"metadata.name={NAME}-vllm"
-            ).items
-        ),
-        "the vLLM Deployment",
-        timeout=60,
-    )
-    pods = wait_for_running_pods(core, serve_namespace, f"kubetune.io/modelserve={NAME}", "the pod")
-    played = ServePod(
-        deployment=api.sanitize_for_serialization(
-            apps.read_namespaced_deployment(f"{NAME}-vllm", serve_namespace)
-        ),
-        pod_name=pods[0].metadata.name,
-        namespace=serve_namespace,
-        claim=serve_claim,
-        workdir=workdir,
-        sidecar_kubeconfig=token_kubeconfig(
-            cluster, serve_namespace, f"{NAME}-adapter-sync", workdir / "sa.kubeconfig"
-        ),
-    )
     # The mounted copies, written once at the pod's start as a kubelet does; never refreshed after.
-    played.write_adapters(core.read_namespaced_config_map(f"{NAME}-adapters", serve_namespace).data)
-    played.mount_lora_guard(core.read_namespaced_config_map(f"{NAME}-lora-guard", serve_namespace).data)
+    played = play(cluster, api, serve_namespace, NAME, serve_claim, workdir)
     played.start()
     try:
         played.wait_ready()

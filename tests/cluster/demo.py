@@ -162,11 +162,7 @@ def operator_on_the_node() -> list[str]:
     """helm values that put the chart's operator Deployment on the real node; the image's ID as a pod
     annotation, so that an image rebuilt under the same tag rolls out on a demo run again."""
     image = {"demo.kubetune.io/image-id": realnode.image_id(OPERATOR_IMAGE) or ""}
-    return [
-        "--set-json", f"nodeSelector={json.dumps(realnode.PLACEMENT['nodeSelector'])}",
-        "--set-json", f"tolerations={json.dumps(realnode.PLACEMENT['tolerations'])}",
-        "--set-json", f"podAnnotations={json.dumps(image)}",
-    ]  # fmt: skip
+    return [*realnode.chart_values(), "--set-json", f"podAnnotations={json.dumps(image)}"]
 
 
 def operator_pod(kubectl) -> dict[str, Any]:

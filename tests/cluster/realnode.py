@@ -33,6 +33,16 @@ PLACEMENT = {
     "nodeSelector": {NODE_LABEL: "true"},
     "tolerations": [{"key": NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
 }
+
+
+def chart_values() -> list[str]:
+    """helm values that put the chart's operator Deployment on the real node."""
+    return [
+        "--set-json", f"nodeSelector={json.dumps(PLACEMENT['nodeSelector'])}",
+        "--set-json", f"tolerations={json.dumps(PLACEMENT['tolerations'])}",
+    ]  # fmt: skip
+
+
 POD_CIDR = "10.244.0.0/24"
 BRIDGE = "kubetune0"
 CNI_NETWORK = "kubetune-node"

@@ -74,23 +74,13 @@ def vllm_image(cluster: localcluster.ClusterInfo) -> None:
     _in_the_node(cluster, VLLM_CPU_IMAGE)
 
 
-def on_the_real_node() -> list[str]:
-    """helm values that put the chart's operator on the real node."""
-    return [
-        "--set-json",
-        f"nodeSelector={json.dumps(realnode.PLACEMENT['nodeSelector'])}",
-        "--set-json",
-        f"tolerations={json.dumps(realnode.PLACEMENT['tolerations'])}",
-    ]
-
-
 @pytest.fixture(scope="session")
 def operator_pod(
     cluster: localcluster.ClusterInfo, crds: None, operator_image: None, api: client.ApiClient
 ) -> Iterator[client.V1Pod]:
     """The chart installed with the built operator image, its Deployment's pod Running on the real node."""
     started = time.monotonic()
-    install_chart(cluster, *on_the_real_node())
+    install_chart(cluster, *realnode.chart_values())
     FIGURES["helm_install_to_ready_s"] = round(time.monotonic() - started, 1)
     core = client.CoreV1Api(api)
     pods = wait_for_running_pods(

@@ -20,7 +20,7 @@ from tests.cluster import realnode
 from tests.images.kubelet import VLLM_CPU_IMAGE
 from tests.kube import wait_until
 from tests.node.conftest import FIGURES
-from tests.serve.conftest import run_trainer_python, train_adapter, trainer_python
+from tests.serve.conftest import build_tiny_model_here, train_adapter, trainer_python
 from tests.specs import modelserve
 from tests.worker.fixtures import SAMPLE_NER
 
@@ -36,16 +36,7 @@ def served_claim(claim: tuple[str, Path], tmp_path: Path) -> Path:
     if not trainer_python().exists():
         pytest.skip(f"no trainer environment at {trainer_python()}: run `make trainer-venv`")
     _, root = claim
-    run_trainer_python(
-        [
-            "-c",
-            "import sys; from pathlib import Path; from tests.worker.tinymodel import build_tiny_model; "
-            "build_tiny_model(Path(sys.argv[1]), [Path(sys.argv[2])])",
-            str(root / "models" / "tiny"),
-            str(SAMPLE_NER),
-        ],
-        tmp_path,
-    )
+    build_tiny_model_here(root / "models" / "tiny", tmp_path)
     (root / "datasets").mkdir()
     (root / "datasets" / SAMPLE_NER.name).write_bytes(SAMPLE_NER.read_bytes())
     adapter = train_adapter(root, "serve", "ner", tmp_path)

@@ -48,6 +48,20 @@ def run_trainer_python(args: list[str], workdir: Path, timeout: float = 600) -> 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
+def build_tiny_model_here(dest: Path, workdir: Path) -> None:
+    """tests/worker's tiny model at `dest`, built by the trainer environment's torch and transformers."""
+    run_trainer_python(
+        [
+            "-c",
+            "import sys; from pathlib import Path; from tests.worker.tinymodel import build_tiny_model; "
+            "build_tiny_model(Path(sys.argv[1]), [Path(sys.argv[2])])",
+            str(dest),
+            str(SAMPLE_NER),
+        ],
+        workdir,
+    )
+
+
 @pytest.fixture(scope="module")
 def serve_namespace(api: client.ApiClient, environments: None) -> Iterator[str]:
     core = client.CoreV1Api(api)
@@ -65,16 +79,7 @@ def serve_claim(
     root = tmp_path_factory.mktemp("serve") / "claim"
     (root / "datasets").mkdir(parents=True)
     shutil.copyfile(SAMPLE_NER, root / "datasets" / "sample-ner.json")
-    run_trainer_python(
-        [
-            "-c",
-            "import sys; from pathlib import Path; from tests.worker.tinymodel import build_tiny_model; "
-            "build_tiny_model(Path(sys.argv[1]), [Path(sys.argv[2])])",
-            str(root / "models" / "tiny"),
-            str(SAMPLE_NER),
-        ],
-        root.parent,
-    )
+    build_tiny_model_here(root / "models" / "tiny", root.parent)
     yield from bound_claim(core, serve_namespace, root)
 
 

@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client
 from tests.cluster import localcluster
 from tests.cluster.localcluster import token_kubeconfig
+from tests.kube import wait_for_running_pods
 
-__all__ = ["ServePod", "token_kubeconfig", "vllm_bin"]
+__all__ = ["ServePod", "play", "token_kubeconfig", "vllm_bin"]
 
 from kubetune import lora_guard
 from kubetune.api.common import CLAIM_MOUNT_PATH
@@ -40,6 +42,32 @@ VLLM_BIN = Path.home() / ".cache" / "kubetune" / "vllm-venv" / "bin"
 def vllm_bin() -> Path:
     python = os.environ.get("KUBETUNE_VLLM_PYTHON")
     return Path(python).parent if python else VLLM_BIN
+
+
+def play(
+    cluster: localcluster.ClusterInfo, api: Any, namespace: str, name: str, claim: Path, workdir: Path
+) -> ServePod:
+    """The ModelServe `name`'s pod, once KWOK runs it, as this machine will play it: its Deployment's
+    containers, the sidecar's ServiceAccount token, the adapters and lora-guard ConfigMaps mounted as the
+    kubelet mounts them at the pod's start. Not started."""
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    pods = wait_for_running_pods(
+        core, namespace, f"kubetune.io/modelserve={name}", "KWOK to run the ModelServe's pod"
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    pod = ServePod(
+        deployment=api.sanitize_for_serialization(apps.read_namespaced_deployment(f"{name}-vllm", namespace)),
+        pod_name=pods[0].metadata.name,
+        namespace=namespace,
+        claim=claim,
+        workdir=workdir,
+        sidecar_kubeconfig=token_kubeconfig(
+            cluster, namespace, f"{name}-adapter-sync", workdir / "sa.kubeconfig"
+        ),
+    )
+    pod.write_adapters(core.read_namespaced_config_map(f"{name}-adapters", namespace).data)
+    pod.mount_lora_guard(core.read_namespaced_config_map(f"{name}-lora-guard", namespace).data)
+    return pod
 
 
 @dataclass

@@ -23,10 +23,10 @@ import pytest
 import yaml
 from kubernetes import client
 from tests.cluster import localcluster
-from tests.kube import create_namespace, wait_for_running_pods, wait_until
+from tests.kube import create_namespace, wait_until
 from tests.serve import entities
 from tests.serve.conftest import bound_claim, train_adapter
-from tests.serve.pod import ServePod, token_kubeconfig
+from tests.serve.pod import ServePod, play
 from tests.serve.test_vllm_serves_adapters import tree_rss_mib
 from tests.specs import modelserve
 from tests.worker.pod import finetunejob_body
@@ -87,24 +87,9 @@ def start_pod(
 ) -> ServePod:
     """Create the ModelServe `body` (one replica) and run its pod as the kubelet would, once KWOK has placed
     it; returns it once vLLM answers."""
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     name = body["metadata"]["name"]
     client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-    pods = wait_for_running_pods(
-        core, namespace, f"kubetune.io/modelserve={name}", "KWOK to run the ModelServe's pod"
-    )
-    pod = ServePod(
-        deployment=api.sanitize_for_serialization(apps.read_namespaced_deployment(f"{name}-vllm", namespace)),
-        pod_name=pods[0].metadata.name,
-        namespace=namespace,
-        claim=claim,
-        workdir=workdir / name,
-        sidecar_kubeconfig=token_kubeconfig(
-            cluster, namespace, f"{name}-adapter-sync", workdir / f"{name}-sa.kubeconfig"
-        ),
-    )
-    pod.write_adapters(core.read_namespaced_config_map(f"{name}-adapters", namespace).data)
-    pod.mount_lora_guard(core.read_namespaced_config_map(f"{name}-lora-guard", namespace).data)
+    pod = play(cluster, api, namespace, name, claim, workdir / name)
     pod.start()
     return pod
 

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 from tests.cluster import localcluster
-from tests.kube import wait_for_running_pods, wait_until
+from tests.kube import wait_until
 from tests.serve.conftest import run_trainer_python, train_adapter
-from tests.serve.pod import ServePod, token_kubeconfig
+from tests.serve.pod import ServePod, play
 from tests.specs import modelserve
 
 from kubetune import lora_guard
@@ -159,36 +159,8 @@ def stack(
     custom.create_namespaced_custom_object(
         GROUP, VERSION, serve_namespace, PLURAL, modelserve_body([{"name": "ner", "path": ner_path}])
     )
-    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-    deployment_name = f"{NAME}-vllm"
-    wait_until(
-        lambda: (
-            apps.list_namespaced_deployment(
-                serve_namespace, field_selector=f"metadata.name={deployment_name}"
-            ).items
-        ),
-        "the vLLM Deployment",
-        timeout=60,
-    )
-    pods = wait_for_running_pods(
-        core, serve_namespace, f"kubetune.io/modelserve={NAME}", "KWOK to run the ModelServe's pod"
-    )
-    deployment = api.sanitize_for_serialization(
-        apps.read_namespaced_deployment(deployment_name, serve_namespace)
-    )
-    pod = ServePod(
-        deployment=deployment,
-        pod_name=pods[0].metadata.name,
-        namespace=serve_namespace,
-        claim=serve_claim,
-        workdir=workdir,
-        sidecar_kubeconfig=token_kubeconfig(
-            cluster, serve_namespace, f"{NAME}-adapter-sync", workdir / "sa.kubeconfig"
-        ),
-    )
+    pod = play(cluster, api, serve_namespace, NAME, serve_claim, workdir)
     stack = Stack(serve_namespace, serve_claim, api, pod, figures)
-    stack.kubelet_sync()
-    pod.mount_lora_guard(core.read_namespaced_config_map(f"{NAME}-lora-guard", serve_namespace).data)
     pod.start()
     try:
         figures["ready_seconds"] = pod.wait_ready()
