@@ -32,11 +32,13 @@ class OperatorProcess:
         log_path: Path,
         kubeconfig: str | None = None,
         env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
     ):
         self.cluster = cluster
         self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.log_path = log_path
         self.env = env or {}
+        self.args = args
         self.process: subprocess.Popen | None = None
         self.liveness_port = localcluster.free_port()
         self.metrics_port = localcluster.free_port()
@@ -49,6 +51,7 @@ class OperatorProcess:
                 sys.executable, "-m", "kubetune.cli", "run",
                 "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
                 "--metrics-port", str(self.metrics_port),
+                *self.args,
             ],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
         )  # fmt: skip

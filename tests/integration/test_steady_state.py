@@ -23,12 +23,19 @@ QUIET_SECONDS = 10.0  # a window with nothing changing: no request may fall in i
 
 @pytest.fixture
 def quiet_operator(
-    operator: OperatorProcess, cluster: localcluster.ClusterInfo, tmp_path: Path
+    operator: OperatorProcess, cluster: localcluster.ClusterInfo, namespace: str, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
-    """The session's operator steps aside for one whose resync never comes during the test."""
+    """The session's operator steps aside for one whose resync never comes during the test.
+
+    It watches the test's namespace alone: other tests' resources, still finishing or being deleted in
+    the shared cluster, would otherwise bring requests into the quiet window."""
     operator.stop()
     quiet = OperatorProcess(
-        cluster, tmp_path / "operator.log", operator.kubeconfig, env={"KUBETUNE_RESYNC_SECONDS": "3600"}
+        cluster,
+        tmp_path / "operator.log",
+        operator.kubeconfig,
+        env={"KUBETUNE_RESYNC_SECONDS": "3600"},
+        args=("--namespace", namespace),
     )
     quiet.start()
     try:
