@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
 .PHONY: help venv lint cluster cluster-build control-plane-build cluster-down cluster-status demo demo-images demo-down \
-        test test-unit test-integration test-worker test-serve test-chart test-chart-rbac crds bench bench-serve bench-launcher clean \
+        test test-unit test-integration test-worker test-serve test-chart test-chart-rbac crds bench bench-serve bench-launcher bench-steady clean \
         images image-tools test-images node-tools test-node run-test-node test-gpu
 
 include mk/trainer.mk
@@ -27,6 +27,7 @@ help:
 	@echo "make bench         FineTuneJobs through the operator vs. the same children created directly"
 	@echo "make bench-serve   an adapter added to a ModelServe until it answers, with 1, 10 and 30 served"
 	@echo "make bench-launcher  kubetune launch against a bare llamafactory-cli train, same config"
+	@echo "make bench-steady  the operator's requests and CPU in a quiet cluster (500 ModelServes), then one edit"
 
 # The virtual environment, from the pins in pyproject.toml; rebuilt when they change.
 venv: $(VENV)/.installed
@@ -195,6 +196,13 @@ bench-serve: cluster-build trainer-venv vllm-venv
 BENCH_LAUNCHER_JSON ?= bench-launcher.json
 bench-launcher: trainer-venv
 	PYTHONPATH=$(CURDIR)/operator:$(CURDIR) $(TRAINER_PY) -m tests.bench.bench_launcher --json $(abspath $(BENCH_LAUNCHER_JSON))
+
+# A benchmark, not a test: 1000 finished FineTuneJobs and 500 ModelServes with 5 adapters each, nothing
+# changing: the operator's requests and CPU over two resyncs, then one edit (tests/bench/bench_steady.py);
+# writes bench-steady.json. About 20 minutes on 2 cores, on the bench's own cluster, as `make bench`.
+BENCH_STEADY_JSON ?= bench-steady.json
+bench-steady: cluster-build
+	$(PY) -m tests.bench.bench_steady --json $(BENCH_STEADY_JSON)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -37,7 +37,7 @@ from kubernetes.client.rest import ApiException
 
 from kubetune.api.defaults import FIELD_MANAGER
 from kubetune.handlers import events
-from kubetune.kube import KINDS, ChildRefused, NotOurs, adoptable, controller_uid, holder
+from kubetune.kube import ADAPTER_REPORT, KINDS, ChildRefused, NotOurs, adoptable, controller_uid, holder
 from kubetune.status.attempts import DISRUPTION_CONDITION
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -166,7 +166,9 @@ class FakeKube:
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         with self._recorded("get", kind, name):
             _known(kind)  # any 404 is "not there" to Kube.get, a kind the API server does not serve too
-            return self.get_quietly(kind, namespace or "", name)
+            # A report ConfigMap read under its own kind (the operator's cache answers it) is a ConfigMap.
+            stored = "ConfigMap" if kind == ADAPTER_REPORT else kind
+            return self.get_quietly(stored, namespace or "", name)
 
     def list(self, kind: str, namespace: str | None, labels: dict[str, str] | None = None) -> list[dict]:
         with self._recorded("list", kind, None):

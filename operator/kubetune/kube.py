@@ -112,8 +112,13 @@ class Kind:
         return base
 
 
+ADAPTER_REPORT = "AdapterReport"
+
 KINDS = {
     "ConfigMap": Kind("v1", "configmaps"),
+    # A ModelServe's report ConfigMap, read under its own kind so that the operator's cache, which keeps
+    # those ConfigMaps alone (runtime/controller.py), answers it: a settled ModelServe asks the API nothing.
+    ADAPTER_REPORT: Kind("v1", "configmaps"),
     "Secret": Kind("v1", "secrets"),
     "Service": Kind("v1", "services"),
     "ServiceAccount": Kind("v1", "serviceaccounts"),

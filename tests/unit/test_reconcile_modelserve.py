@@ -17,6 +17,8 @@ import pytest
 from kubetune.api.defaults import TrainerSettings
 from kubetune.api.modelserve import ModelServeStatus
 from kubetune.handlers import modelserve
+from kubetune.kube import ADAPTER_REPORT
+from kubetune.runtime.cache import SLIMMERS, Cache, CachedKube
 from kubetune.runtime.outcome import Outcome
 from tests import specs
 from tests.fakekube import FakeKube
@@ -421,6 +423,24 @@ def test_a_settled_modelserve_writes_nothing() -> None:
     fake.forget_calls()
     reconcile(fake)
     assert fake.writes() == []
+
+
+def test_a_settled_modelserve_reads_its_report_from_the_cache_and_asks_the_api_nothing() -> None:
+    """At 500 ModelServes, a GET of each one's report per resync was most of a quiet operator's requests."""
+    fake = FakeKube()
+    then(finetunejob("Succeeded", **TRAINED), served(ADAPTER), sidecars_loaded)(fake)
+    reconcile(fake)  # the report reaches the status
+    cache = Cache()
+    for kind in SLIMMERS:
+        stored = "ConfigMap" if kind == ADAPTER_REPORT else kind
+        for obj in fake.list_quietly(stored, NS):
+            if kind != ADAPTER_REPORT or "kubetune.io/adapter-report" in obj["metadata"].get("labels", {}):
+                cache.upsert(kind, obj)
+    fake.forget_calls()
+    body = fake.get_quietly("ModelServe", NS, "qwen") or {}
+    outcome = modelserve.reconcile(CachedKube(fake, cache), body, SETTINGS, SIDECAR_IMAGE, full=False)
+    assert fake.calls == []
+    assert [a["ready"] for a in outcome.status["adapters"]] == [True]
 
 
 def test_a_finetunejobs_model_is_what_vllm_serves() -> None:

@@ -25,7 +25,7 @@ from kubetune.api.defaults import TrainerSettings
 from kubetune.api.validation import Problem, modelserve_spec, pod_security_problems
 from kubetune.handlers import events
 from kubetune.handlers.reconcile_pass import ResourcePass
-from kubetune.kube import ChildRefused, Kube, NotOurs, child_problem
+from kubetune.kube import ADAPTER_REPORT, ChildRefused, Kube, NotOurs, child_problem
 from kubetune.render import modelserve as render
 from kubetune.runtime.outcome import Outcome
 from kubetune.status import modelserve as status_of
@@ -290,7 +290,7 @@ def apply_children(kube: Kube, state: Pass) -> None:
     if target is None or state.wanted is None or state.problems:
         return
     if state.settled:
-        report = kube.get("ConfigMap", state.namespace, target.report_config_map_name)
+        report = kube.get(ADAPTER_REPORT, state.namespace, target.report_config_map_name)
         state.reports = status_of.parse_reports((report or {}).get("data"))
         return
     for child in state.wanted:

@@ -26,7 +26,7 @@ from kubetune.api import GROUP, VERSION, label_names
 from kubetune.api import finetunejob as ftj
 from kubetune.api import modelserve as ms
 from kubetune.config import OperatorConfig
-from kubetune.kube import Kube
+from kubetune.kube import ADAPTER_REPORT, Kube
 from kubetune.render.names import label_value
 from kubetune.runtime.cache import Cache, CachedKube
 from kubetune.runtime.metrics import (
@@ -45,7 +45,6 @@ from kubetune.status import attempts
 log = logging.getLogger("kubetune.operator")
 CHILD_KINDS = frozenset({"Job", "Pod", "Deployment"})
 FTJ, MS = ftj.KIND, ms.KIND
-ADAPTER_REPORT = "AdapterReport"  # the cache's name for the report ConfigMaps (a ConfigMap is read by GET)
 # What a ModelServe's status says of an adapter while it waits on its FineTuneJob (handlers/modelserve.py).
 JOB_REASONS = frozenset({"WaitingForFineTuneJob", "FineTuneJobNotFound", "FineTuneJobFailed"})
 
@@ -58,7 +57,8 @@ WATCHED = (
     ("Deployment", "apps", "v1", "deployments"),
     ("PersistentVolumeClaim", "", "v1", "persistentvolumeclaims"),
     # The ModelServes' report ConfigMaps alone (label_names.REPORTS_SELECTOR): a sidecar's report wakes its
-    # ModelServe, instead of a look every few seconds while an adapter loads. Cached as their metadata only.
+    # ModelServe, instead of a look every few seconds while an adapter loads, and a settled one reads its
+    # report here instead of a GET (kube.ADAPTER_REPORT).
     (ADAPTER_REPORT, "", "v1", "configmaps"),
 )
 # The label selector of each watched child kind: the API server sends the operator its own objects only.
