@@ -180,6 +180,10 @@ class FakeKube:
                 if all((o["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())
             ]
 
+    def stands(self, manifest: dict[str, Any]) -> bool:
+        """As the real client without the operator's cache: nothing is known to stand."""
+        return False
+
     def apply(self, manifest: dict[str, Any], existing: dict[str, Any] | None = None) -> dict[str, Any]:
         with self._recorded("apply", manifest["kind"], manifest["metadata"]["name"]):
             return self._apply(manifest)

@@ -245,6 +245,11 @@ class Kube:
             query.append(("labelSelector", ",".join(f"{k}={v}" for k, v in sorted(labels.items()))))
         return self._call("GET", KINDS[kind].path(namespace), query=query).get("items", [])
 
+    def stands(self, manifest: dict[str, Any]) -> bool:
+        """Whether the child is as this operator last wrote it. Only the cache knows (runtime/cache.py):
+        without it, nothing is known to stand, and a resync's pass writes every child."""
+        return False
+
     def apply(self, manifest: dict[str, Any], existing: dict[str, Any] | None = None) -> dict[str, Any]:
         """Server-side apply, forced: the operator's rendering is the truth for the fields it sets.
 

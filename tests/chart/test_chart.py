@@ -66,6 +66,16 @@ def test_default_install_is_cluster_wide_and_restricted(cluster: localcluster.Cl
     assert verbs[("kubetune.io", "modelserves/finalizers")] == {"update"}
     assert "delete" not in verbs[("batch", "jobs")], "Jobs go with their FineTuneJob (owner references)"
     assert not any("*" in v for v in verbs.values()) and ("", "*") not in verbs
+    # Everything the operator watches it may list and watch: a kind it may not is a watch that never fills.
+    from kubetune.runtime.controller import WATCHED
+
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    for _, group, _, plural in WATCHED:
+        assert {"list", "watch"} <= granted[(group, plural)], plural
 
 
 ADOPTION_ONLY = [

@@ -1,5 +1,6 @@
-"""A quiet cluster costs the API server nothing: with no resync due, a settled ModelServe makes no request,
-and a sidecar's report reaches the status through the watch of the report ConfigMaps, not a poll."""
+"""A quiet cluster costs the API server nothing: a settled ModelServe makes no request, resyncs or not; a
+sidecar's report reaches the status through the watch of the report ConfigMaps, not a poll; and a child
+changed or deleted by hand is written back at once, not at the next resync."""
 
 from __future__ import annotations
 
@@ -21,11 +22,19 @@ from tests.specs import modelserve
 QUIET_SECONDS = 10.0  # a window with nothing changing: no request may fall in it
 
 
+NEVER = "3600"  # a resync that does not come during a test
+
+
 @pytest.fixture
 def quiet_operator(
-    operator: OperatorProcess, cluster: localcluster.ClusterInfo, namespace: str, tmp_path: Path
+    operator: OperatorProcess,
+    cluster: localcluster.ClusterInfo,
+    namespace: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[OperatorProcess]:
-    """The session's operator steps aside for one whose resync never comes during the test.
+    """The session's operator steps aside for one with the resync interval the test asks (indirect
+    parametrization; by default one that never comes during the test).
 
     It watches the test's namespace alone: other tests' resources, still finishing or being deleted in
     the shared cluster, would otherwise bring requests into the quiet window."""
@@ -34,7 +43,7 @@ def quiet_operator(
         cluster,
         tmp_path / "operator.log",
         operator.kubeconfig,
-        env={"KUBETUNE_RESYNC_SECONDS": "3600"},
+        env={"KUBETUNE_RESYNC_SECONDS": getattr(request, "param", NEVER)},
         args=("--namespace", namespace),
     )
     quiet.start()
@@ -51,6 +60,31 @@ def requests_made(operator: OperatorProcess) -> float:
         float(value)
         for value in re.findall(r"^kubetune_api_requests_total\{[^}]*\} (\S+)$", operator.metrics(), re.M)
     )
+
+
+def reconciles_of(operator: OperatorProcess) -> float:
+    """kubetune_reconciles_total of ModelServes."""
+    return sum(
+        float(value)
+        for value in re.findall(
+            r'^kubetune_reconciles_total\{kind="ModelServe"[^}]*\} (\S+)$', operator.metrics(), re.M
+        )
+    )
+
+
+def settle(operator: OperatorProcess) -> None:
+    def quiet() -> bool:
+        before = requests_made(operator)
+        time.sleep(2)
+        return requests_made(operator) == before
+
+    wait_until(quiet, "the operator to settle", timeout=60)
+
+
+def nothing_asked_for(operator: OperatorProcess, seconds: float = QUIET_SECONDS) -> None:
+    before = requests_made(operator)
+    time.sleep(seconds)
+    assert requests_made(operator) == before, operator.metrics()
 
 
 def test_a_report_wakes_the_modelserve_and_a_settled_one_asks_nothing(
@@ -76,12 +110,34 @@ def test_a_report_wakes_the_modelserve_and_a_settled_one_asks_nothing(
     # No poll and no resync: only the report's watch event can bring this.
     serves.wait("qwen", lambda s: (s.get("adapters") or [{}])[0].get("ready") is True, "the adapter ready")
 
-    def quiet() -> bool:
-        before = requests_made(quiet_operator)
-        time.sleep(2)
-        return requests_made(quiet_operator) == before
+    settle(quiet_operator)
+    nothing_asked_for(quiet_operator)
 
-    wait_until(quiet, "the operator to settle", timeout=60)
-    before = requests_made(quiet_operator)
-    time.sleep(QUIET_SECONDS)
-    assert requests_made(quiet_operator) == before, quiet_operator.metrics()
+    # Someone's edit of a child, and someone's deletion of one: written back at once, with no resync.
+    core = client.CoreV1Api(api)
+    wanted = core.read_namespaced_config_map("qwen-adapters", namespace).data
+    core.patch_namespaced_config_map("qwen-adapters", namespace, {"data": {"adapters.json": "{}"}})
+    core.delete_namespaced_service("qwen-vllm", namespace)
+    wait_until(
+        lambda: core.read_namespaced_config_map("qwen-adapters", namespace).data == wanted,
+        "the adapters ConfigMap written back",
+    )
+    wait_until(
+        lambda: core.list_namespaced_service(namespace, field_selector="metadata.name=qwen-vllm").items,
+        "the Service written back",
+    )
+
+
+@pytest.mark.parametrize("quiet_operator", ["1"], indirect=True)
+def test_resyncs_ask_nothing_of_a_settled_modelserve(
+    quiet_operator: OperatorProcess, namespace: str, claim: tuple[str, object], api: client.ApiClient
+) -> None:
+    """A resync every second: each pass finds every child as the operator wrote it, and writes nothing
+    (it wrote all of them again, 17 requests a ModelServe a resync)."""
+    serves = ModelServes(api, namespace)
+    serves.create(modelserve("qwen"))
+    serves.wait("qwen", lambda s: s.get("phase") == "Ready", "the ModelServe Ready", timeout=120)
+    settle(quiet_operator)
+    reconciles = reconciles_of(quiet_operator)
+    nothing_asked_for(quiet_operator)
+    assert reconciles_of(quiet_operator) >= reconciles + 3, "the resyncs came, and passed over it"

@@ -18,7 +18,7 @@ from kubetune.api.defaults import TrainerSettings
 from kubetune.api.modelserve import ModelServeStatus
 from kubetune.handlers import modelserve
 from kubetune.kube import ADAPTER_REPORT
-from kubetune.runtime.cache import SLIMMERS, Cache, CachedKube
+from kubetune.runtime.cache import Cache, CachedKube
 from kubetune.runtime.outcome import Outcome
 from tests import specs
 from tests.fakekube import FakeKube
@@ -425,22 +425,59 @@ def test_a_settled_modelserve_writes_nothing() -> None:
     assert fake.writes() == []
 
 
+def ready(fake: FakeKube) -> None:
+    """The Deployment controller and the kubelet: its replica runs and is ready."""
+    fake.deployment_ready(fake.get_quietly("Deployment", NS, "qwen-vllm") or {})
+
+
+def as_watched(fake: FakeKube, cache: Cache) -> None:
+    """What the operator's watches bring of the fake cluster into its cache (runtime/controller.py)."""
+    for kind in cache.kinds:
+        for found in fake.list_quietly("ConfigMap" if kind == ADAPTER_REPORT else kind, NS):
+            cache.upsert(kind, found)
+
+
+def cached_operator(fake: FakeKube, *steps: Callable[[FakeKube], None]) -> tuple[CachedKube, Cache]:
+    """The steps played with the operator's own cache between the client and the fake cluster."""
+    cache = Cache()
+    client = CachedKube(fake, cache)  # type: ignore[arg-type]
+    for step in steps:
+        step(fake)
+        as_watched(fake, cache)
+        body = fake.get_quietly("ModelServe", NS, "qwen")
+        if body is not None:
+            modelserve.reconcile(client, body, SETTINGS, SIDECAR_IMAGE)
+            as_watched(fake, cache)
+    return client, cache
+
+
 def test_a_settled_modelserve_reads_its_report_from_the_cache_and_asks_the_api_nothing() -> None:
     """At 500 ModelServes, a GET of each one's report per resync was most of a quiet operator's requests."""
     fake = FakeKube()
-    then(finetunejob("Succeeded", **TRAINED), served(ADAPTER), sidecars_loaded)(fake)
-    reconcile(fake)  # the report reaches the status
-    cache = Cache()
-    for kind in SLIMMERS:
-        stored = "ConfigMap" if kind == ADAPTER_REPORT else kind
-        for obj in fake.list_quietly(stored, NS):
-            if kind != ADAPTER_REPORT or "kubetune.io/adapter-report" in obj["metadata"].get("labels", {}):
-                cache.upsert(kind, obj)
+    client, _ = cached_operator(
+        fake, finetunejob("Succeeded", **TRAINED), new(ADAPTER), ready, sidecars_loaded
+    )
     fake.forget_calls()
     body = fake.get_quietly("ModelServe", NS, "qwen") or {}
-    outcome = modelserve.reconcile(CachedKube(fake, cache), body, SETTINGS, SIDECAR_IMAGE, full=False)
+    outcome = modelserve.reconcile(client, body, SETTINGS, SIDECAR_IMAGE, full=False)
     assert fake.calls == []
     assert [a["ready"] for a in outcome.status["adapters"]] == [True]
+
+
+def test_a_resync_writes_nothing_while_every_child_stands_and_writes_back_one_changed_by_hand() -> None:
+    """The resync's pass (full) asked the API server 17 times per ModelServe to change nothing."""
+    fake = FakeKube()
+    client, cache = cached_operator(fake, new(ADAPTER), ready)
+    fake.forget_calls()
+    modelserve.reconcile(client, fake.get_quietly("ModelServe", NS, "qwen") or {}, SETTINGS, SIDECAR_IMAGE)
+    assert fake.calls == []
+
+    edited = fake.get_quietly("ConfigMap", NS, "qwen-adapters") or {}
+    fake.objects[("ConfigMap", NS, "qwen-adapters")] = {**edited, "data": {"adapters.json": "{}"}}
+    as_watched(fake, cache)
+    modelserve.reconcile(client, fake.get_quietly("ModelServe", NS, "qwen") or {}, SETTINGS, SIDECAR_IMAGE)
+    assert ("apply", "ConfigMap", "qwen-adapters") in [tuple(c) for c in fake.writes()]
+    assert (fake.get_quietly("ConfigMap", NS, "qwen-adapters") or {})["data"] == edited["data"]
 
 
 def test_a_finetunejobs_model_is_what_vllm_serves() -> None:

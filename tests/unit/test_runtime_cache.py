@@ -315,3 +315,83 @@ def test_the_resync_queues_what_can_still_change(controller: Controller) -> None
         items.append((item.key.name, item.full))
         controller.queue.done(item.key)
     assert sorted(items) == [("expiring", True), ("qwen", True), ("refused", True), ("running", True)]
+
+
+# --- a ModelServe's children: do they stand as the operator wrote them? ---------------------------------
+
+CHILD_LABELS = {"app.kubernetes.io/managed-by": "kubetune", "kubetune.io/modelserve": "qwen"}
+OWNED = [{"kind": "ModelServe", "name": "qwen", "uid": "uid-qwen", "controller": True}]
+
+
+def child(rv: str, data: dict[str, str] | None = None, **meta: Any) -> dict:
+    """The ModelServe's adapters ConfigMap, as the API server returns it."""
+    metadata = {"labels": CHILD_LABELS, "ownerReferences": OWNED, **meta}
+    return obj("ConfigMap", "qwen-adapters", rv=rv, metadata=metadata, data=data or {"adapters.json": "{}"})
+
+
+def test_a_child_stands_from_the_operators_write_until_someone_changes_it() -> None:
+    cache = Cache()
+    assert cache.upsert("ConfigMap", child("1"))  # listed at start: who wrote it last is not known
+    assert not cache.stands("ConfigMap", "ns", "qwen-adapters")
+    cache.upsert("ConfigMap", child("2"), written=True)  # what the operator's apply returned
+    assert cache.stands("ConfigMap", "ns", "qwen-adapters", "uid-qwen")
+    assert not cache.stands("ConfigMap", "ns", "qwen-adapters", "uid-other")
+    cache.upsert("ConfigMap", child("2"))  # the watch's event of that write
+    cache.upsert("ConfigMap", child("3", annotations={"note": "x"}))  # someone's annotation: no content
+    assert cache.stands("ConfigMap", "ns", "qwen-adapters")
+    cache.upsert("ConfigMap", child("4", data={"adapters.json": '{"x": "/mnt/claim/x"}'}))  # an edit
+    assert not cache.stands("ConfigMap", "ns", "qwen-adapters")
+    cache.upsert("ConfigMap", child("5"), written=True)  # written back
+    assert cache.stands("ConfigMap", "ns", "qwen-adapters")
+    cache.remove("ConfigMap", "ns", "qwen-adapters")
+    assert not cache.stands("ConfigMap", "ns", "qwen-adapters")
+
+
+def test_only_a_modelserves_children_are_tracked_and_none_is_read_in_place_of_a_get() -> None:
+    from kubetune.runtime.cache import CachedKube
+
+    cache = Cache()
+    theirs = obj("ConfigMap", "dataset", data={"dataset_info.json": "{}"})
+    assert not cache.upsert("ConfigMap", theirs, written=True)  # no watch would bring its deletion
+    cache.upsert("ConfigMap", child("1"), written=True)
+
+    class Api:
+        def get(self, kind: str, namespace: str, name: str) -> dict:
+            return {"from": "the API server"}
+
+    client = CachedKube(Api(), cache)  # type: ignore[arg-type]
+    assert client.get("ConfigMap", "ns", "qwen-adapters") == {"from": "the API server"}
+    assert client.stands({"kind": "ConfigMap", "metadata": {"name": "qwen-adapters", "namespace": "ns",
+                                                            "ownerReferences": OWNED}})  # fmt: skip
+    assert not client.stands({"kind": "ScaledObject", "metadata": {"name": "qwen-vllm", "namespace": "ns"}})
+
+
+def test_a_report_configmap_is_kept_with_its_data_and_goes_with_it() -> None:
+    cache = Cache()
+    labels = {**CHILD_LABELS, "kubetune.io/adapter-report": "true"}
+    report = obj("ConfigMap", "qwen-adapter-report", metadata={"labels": labels}, data={"pod": "{}"})
+    cache.upsert("ConfigMap", report)
+    assert (cache.get("AdapterReport", "ns", "qwen-adapter-report") or {})["data"] == {"pod": "{}"}
+    cache.remove("ConfigMap", "ns", "qwen-adapter-report", "uid-qwen-adapter-report")
+    assert cache.get("AdapterReport", "ns", "qwen-adapter-report") is None
+
+
+def queued_items(controller: Controller) -> list[tuple[Key, bool]]:
+    out = []
+    while (item := controller.queue.get(timeout=0)) is not None:
+        out.append((item.key, item.full))
+        controller.queue.done(item.key)
+    return out
+
+
+def test_someone_elses_change_or_deletion_of_a_child_is_written_back_at_once(controller: Controller) -> None:
+    qwen = Key("ModelServe", "ns", "qwen")
+    controller.cache.upsert("ConfigMap", child("2"), written=True)
+    controller.observed("ConfigMap", "MODIFIED", child("2"))  # the event of the operator's own write
+    assert queued_items(controller) == [(qwen, False)]
+    controller.observed("ConfigMap", "MODIFIED", child("3", data={"adapters.json": "{}", "x": "y"}))
+    assert queued_items(controller) == [(qwen, True)]  # a full pass: it writes back what no longer stands
+    controller.observed("ConfigMap", "DELETED", child("3"))
+    assert queued_items(controller) == [(qwen, True)]
+    controller.observed("ConfigMap", None, child("4"))  # the initial listing: the resync writes, once
+    assert queued_items(controller) == [(qwen, False)]

@@ -26,8 +26,14 @@ def test_the_childrens_watches_are_filtered_by_the_api_server_and_nothing_else_i
         for resource in (("v1", "pods"), ("batch", "jobs"), ("apps", "deployments"))
     }
     assert set(selected.values()) == {"app.kubernetes.io/managed-by=kubetune"}
-    # Of the ConfigMaps, the ModelServes' report ConfigMaps alone.
-    assert settings.watching.label_selectors["v1", "configmaps"] == (
-        "app.kubernetes.io/managed-by=kubetune,kubetune.io/adapter-report=true"
-    )
+    # Of the ConfigMaps, Services, ServiceAccounts, Roles, RoleBindings and autoscalers, a ModelServe's
+    # children alone: never a FineTuneJob's, nor a user's.
+    for resource in (
+        ("v1", "configmaps"), ("v1", "services"), ("v1", "serviceaccounts"),
+        ("rbac.authorization.k8s.io", "roles"), ("rbac.authorization.k8s.io", "rolebindings"),
+        ("autoscaling", "horizontalpodautoscalers"),
+    ):  # fmt: skip
+        assert settings.watching.label_selectors[resource] == (
+            "app.kubernetes.io/managed-by=kubetune,kubetune.io/modelserve"
+        ), resource
     assert settings.peering.standalone

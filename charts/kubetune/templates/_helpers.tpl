@@ -54,14 +54,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [configmaps]
   # delete (adoptOrphans): taking back the operator's own orphan (after --cascade=orphan) sets its
   # ownerReferences, which OwnerReferencesPermissionEnforcement allows only to who may delete it. The
-  # operator deletes none of these. list, watch: the operator watches the ModelServes' report ConfigMaps
-  # (by label), and each ModelServe pod's sidecar watches its own adapters ConfigMap (its Role's
-  # resourceNames), which RBAC lets the operator grant only when it holds it.
+  # operator deletes none of these. list, watch: the operator watches its ModelServes' ConfigMaps (by
+  # label: whether each stands as written, and the sidecars' reports), and each ModelServe pod's sidecar
+  # watches its own adapters ConfigMap (its Role's resourceNames), which RBAC lets the operator grant only
+  # when it holds it.
   verbs: [get, list, watch, create, patch{{ if .Values.adoptOrphans }}, delete{{ end }}]
 - apiGroups: [""]
   resources: [services, serviceaccounts]
-  # get: a child is written only if it is the resource's own; delete: see configmaps
-  verbs: [get, create, patch{{ if .Values.adoptOrphans }}, delete{{ end }}]
+  # get: a child is written only if it is the resource's own; list, watch: a ModelServe's (by label), to
+  # tell whether each stands as written; delete: see configmaps
+  verbs: [get, list, watch, create, patch{{ if .Values.adoptOrphans }}, delete{{ end }}]
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get, list, watch]  # watched: a missing claim is reported, and a claim created later wakes its users
@@ -70,10 +72,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [create, list]  # list: the Job controller's FailedCreate (pods refused by admission)
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [get, create, patch{{ if .Values.adoptOrphans }}, delete{{ end }}]  # delete: see configmaps
+  # list, watch: a ModelServe's, as services; delete: see configmaps
+  verbs: [get, list, watch, create, patch{{ if .Values.adoptOrphans }}, delete{{ end }}]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]  # list, watch: a ModelServe's, as services
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
   verbs: [get, create, patch, delete]  # get before apply and delete: only this resource's own

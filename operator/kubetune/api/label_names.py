@@ -21,10 +21,13 @@ OWNERS = (FINETUNEJOB, MODELSERVE)
 # The preprocessing Job and its pod carry this, not FINETUNEJOB: they are no attempt, and the rendezvous
 # Service selects the trainer pods by FINETUNEJOB.
 PREPROCESS_OF = f"{PREFIX}/preprocess-of"
-# On a ModelServe's report ConfigMap, where its pods' sidecars say what vLLM serves: the one kind of
-# ConfigMap the operator watches (a report wakes its ModelServe; the others are the operator's own writes).
+# On a ModelServe's report ConfigMap, where its pods' sidecars say what vLLM serves: a report wakes its
+# ModelServe at once.
 ADAPTER_REPORT = f"{PREFIX}/adapter-report"
-REPORTS_SELECTOR = f"{CHILDREN_SELECTOR},{ADAPTER_REPORT}=true"
+# A ModelServe's children of every kind (its ConfigMaps, Service, ServiceAccount, Role, RoleBinding and
+# autoscaler): the operator watches them by it, to tell whether each still stands as it wrote it, so that
+# a settled ModelServe costs the API server nothing (runtime/cache.py).
+MODELSERVE_CHILDREN_SELECTOR = f"{CHILDREN_SELECTOR},{MODELSERVE}"
 # Labels that name an owner: the index the reconciles' label selectors go through.
 INDEXED = (*OWNERS, PREPROCESS_OF)
 # On a FineTuneJob's training Job and its pods: the attempt (1, 2, ...); the status counts attempts by it.

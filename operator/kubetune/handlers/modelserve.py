@@ -252,8 +252,9 @@ def check_claim(kube: Kube, state: Pass) -> None:
 
 def render_children(kube: Kube, state: Pass) -> None:
     """The children as the spec wants them, and whether they are as last applied (nothing to write: the
-    Deployment is in the cache, not deleted since; the periodic resync, `full`, applies them all anyway,
-    which repairs a child changed or deleted by hand)."""
+    Deployment is in the cache, not deleted since). A resync's pass, `full`, writes them all unless every
+    one stands as the operator last wrote it; someone's edit or deletion of one brings such a pass at
+    once (runtime/controller.py), which writes it back."""
     spec = state.spec
     if spec is None:
         return
@@ -274,11 +275,13 @@ def render_children(kube: Kube, state: Pass) -> None:
         return
     state.wanted = render.children(state.target)
     rendered = render.children_hash(state.wanted)
+    # A resync's pass (full) is settled too when every child stands as last written (runtime/cache.py):
+    # writing it again would change nothing.
     state.settled = (
-        not state.full
-        and state.deployment is not None
+        state.deployment is not None
         and state.previous.get("appliedChildren") == rendered
         and not state.spec_changed
+        and (not state.full or all(kube.stands(child) for child in state.wanted))
     )
     state.applied_children = rendered
 
@@ -319,7 +322,7 @@ def prune_children(kube: Kube, state: Pass) -> None:
     spec changes that set, so it is checked then, and on the periodic resync."""
     if state.target is None or state.wanted is None or state.conflict:
         return
-    if not (state.full or state.spec_changed):
+    if state.settled or not (state.full or state.spec_changed):
         return
     kept = {(c["kind"], c["metadata"]["name"]) for c in state.wanted}
     for kind, old_name in sorted(render.possible_children(state.target) - kept):

@@ -4,6 +4,12 @@ Each object is kept slim: only the fields a reconcile reads (a pod's status, not
 `suspend`, not its pod template), so that memory grows by a few KiB per object. Objects are found by kind,
 namespace and name, and by the labels that name their owner (the reconciles list children by those).
 
+A ModelServe's other children (TRACKED) are kept only to tell whether each still stands as the operator
+last wrote it (`Cache.stands`): a copy the operator's own write returned is marked written, a watch event
+with the same content keeps the mark, and one that changed the content (someone else's edit) or a
+deletion loses it. A resync's pass then writes only what no longer stands, and a quiet cluster costs the
+API server nothing. The marks are this process's own: after a restart, the first resync writes once.
+
 A cache can be stale (an event still on its way): the reconciles tolerate it. Creation is by deterministic
 name and is refused by the API server for an object that exists (`Kube.ensure`), the owner uid is checked on
 everything read, and status is compared with what was written last (`CachedKube` keeps its own writes).
@@ -12,6 +18,8 @@ everything read, and status is compared with what was written last (`CachedKube`
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import threading
 from collections import OrderedDict, defaultdict
@@ -21,8 +29,9 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from kubetune.api import label_names
 from kubetune.api.label_names import INDEXED as INDEXED_LABELS
-from kubetune.kube import Kube
+from kubetune.kube import ADAPTER_REPORT, Kube, controller_uid
 
 log = logging.getLogger("kubetune.events")
 
@@ -74,6 +83,11 @@ def slim_claim(obj: dict[str, Any]) -> dict[str, Any]:
     return {"metadata": _meta(obj), "status": {"phase": (obj.get("status") or {}).get("phase")}}
 
 
+def slim_tracked(obj: dict[str, Any]) -> dict[str, Any]:
+    """A tracked child: who owns it and its labels; its content is in its fingerprint."""
+    return {"metadata": _meta(obj)}
+
+
 def slim_report(obj: dict[str, Any]) -> dict[str, Any]:
     """A report ConfigMap wakes its ModelServe, and a settled ModelServe reads its report here (a few
     hundred bytes per adapter): at 500 ModelServes, a GET each per resync would be most of the operator's
@@ -88,8 +102,34 @@ SLIMMERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "Pod": slim_pod,
     "Deployment": slim_deployment,
     "PersistentVolumeClaim": slim_claim,
-    "AdapterReport": slim_report,
+    ADAPTER_REPORT: slim_report,
 }
+# Watched only to tell whether each of a ModelServe's children stands as written: never read in place of
+# a GET (a FineTuneJob's ConfigMap or Service is not among them, nor a user's ConfigMap).
+TRACKED = ("ConfigMap", "Service", "ServiceAccount", "Role", "RoleBinding", "HorizontalPodAutoscaler")
+# The kinds whose copies carry a fingerprint and the written mark (a ModelServe's children).
+FINGERPRINTED = frozenset({*TRACKED, "Deployment"})
+FINGERPRINT, WRITTEN = "kubetune/fingerprint", "kubetune/written"
+# What is not content: the API server's bookkeeping, others' annotations (the Deployment controller's
+# revision), and status, which controllers write all the time.
+NOT_CONTENT = ("apiVersion", "kind", "metadata", "status")
+
+
+def fingerprint(obj: dict[str, Any]) -> str:
+    """The content the operator writes: every field but NOT_CONTENT, its labels and its owner."""
+    meta = obj.get("metadata") or {}
+    content = {k: v for k, v in obj.items() if k not in NOT_CONTENT}
+    content["metadata"] = {"labels": meta.get("labels"), "ownerReferences": meta.get("ownerReferences")}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def also_kept_as(kind: str, obj: dict[str, Any]) -> str | None:
+    """A ModelServe's report ConfigMap is a tracked child and, with its data, the ADAPTER_REPORT the
+    reconcile reads."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return (
+        ADAPTER_REPORT if kind == "ConfigMap" and labels.get(label_names.ADAPTER_REPORT) == "true" else None
+    )
 
 
 def _version(obj: dict[str, Any]) -> int | None:
@@ -108,8 +148,10 @@ TOMBSTONES = 20_000
 class Cache:
     """Slim copies of the watched objects, by kind; safe to use from the watch loop and the workers."""
 
-    def __init__(self, kinds: Iterable[str] = SLIMMERS, tombstones: int = TOMBSTONES):
+    def __init__(self, kinds: Iterable[str] = (*SLIMMERS, *TRACKED), tombstones: int = TOMBSTONES):
         self.kinds = frozenset(kinds)
+        # What the reconciles read here instead of a GET or a LIST.
+        self.served = frozenset(k for k in self.kinds if k in SLIMMERS)
         self._lock = threading.Lock()
         self._deleted: OrderedDict[str, None] = OrderedDict()
         self._tombstones = tombstones
@@ -117,11 +159,20 @@ class Cache:
         # (kind, namespace, label, value) -> names
         self._by_label: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
 
-    def upsert(self, kind: str, obj: dict[str, Any]) -> bool:
-        """Keeps the object, unless the cache holds a newer version of it already. Returns whether kept."""
-        slim = SLIMMERS[kind](obj)
+    def upsert(self, kind: str, obj: dict[str, Any], written: bool = False) -> bool:
+        """Keeps the object, unless the cache holds a newer version of it already. Returns whether kept.
+        `written`: the object as the operator's own write returned it."""
+        alias = also_kept_as(kind, obj)
+        if alias is not None and alias in self.kinds:
+            self.upsert(alias, obj)
+        if kind in TRACKED and label_names.MODELSERVE not in (
+            (obj.get("metadata") or {}).get("labels") or {}
+        ):
+            return False  # not a ModelServe's child: no watch would ever bring its deletion
+        slim = SLIMMERS.get(kind, slim_tracked)(obj)
         meta = slim["metadata"]
         key = (meta.get("namespace") or "", meta["name"])
+        mark = fingerprint(obj) if kind in FINGERPRINTED else None
         with self._lock:
             if meta.get("uid") in self._deleted:
                 return False  # deleted already: a late reply of a write to it
@@ -132,6 +183,14 @@ class Cache:
                 if same_object and old is not None and new is not None and new < old:
                     return False
                 self._unindex(kind, key, held)
+            if mark is not None:
+                unchanged = (
+                    held is not None
+                    and held["metadata"].get("uid") == meta.get("uid")
+                    and held.get(FINGERPRINT) == mark
+                )
+                slim[FINGERPRINT] = mark
+                slim[WRITTEN] = written or (unchanged and bool(held and held.get(WRITTEN)))
             self._objects[kind][key] = slim
             for label in INDEXED_LABELS:
                 value = (meta.get("labels") or {}).get(label)
@@ -142,6 +201,11 @@ class Cache:
     def remove(self, kind: str, namespace: str | None, name: str, uid: str | None = None) -> None:
         """Drops the object, and remembers it as deleted. With `uid`, only if it is that very object (a new
         one of the same name stays)."""
+        if kind == "ConfigMap" and ADAPTER_REPORT in self.kinds:
+            self._remove(ADAPTER_REPORT, namespace, name, uid)
+        self._remove(kind, namespace, name, uid)
+
+    def _remove(self, kind: str, namespace: str | None, name: str, uid: str | None) -> None:
         key = (namespace or "", name)
         with self._lock:
             held = self._objects[kind].get(key)
@@ -170,6 +234,14 @@ class Cache:
                 names.discard(key[1])
                 if not names:
                     del self._by_label[(kind, key[0], label, value)]
+
+    def stands(self, kind: str, namespace: str | None, name: str, owner_uid: str | None = None) -> bool:
+        """Whether the object is as the operator's last write left it (and controlled by `owner_uid`)."""
+        with self._lock:
+            held = self._objects[kind].get((namespace or "", name))
+            if held is None or not held.get(WRITTEN):
+                return False
+            return owner_uid is None or controller_uid(held) == owner_uid
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         """A copy (the reconciles may change what they read)."""
@@ -221,18 +293,27 @@ class CachedKube:
         return getattr(self.kube, name)
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
-        if kind in self.cache.kinds:
+        if kind in self.cache.served:
             return self.cache.get(kind, namespace, name)
         return self.kube.get(kind, namespace, name)
 
     def list(self, kind: str, namespace: str | None, labels: dict[str, str] | None = None) -> list[dict]:
-        if kind in self.cache.kinds:
+        if kind in self.cache.served:
             return self.cache.list(kind, namespace, labels)
         return self.kube.list(kind, namespace, labels)
 
+    def stands(self, manifest: dict[str, Any]) -> bool:
+        """Whether this child is as the operator last wrote it, so that writing it again would change
+        nothing (see the module's docstring); a kind not watched is not known to stand."""
+        meta = manifest["metadata"]
+        kind = manifest["kind"]
+        if kind not in FINGERPRINTED or kind not in self.cache.kinds:
+            return False
+        return self.cache.stands(kind, meta.get("namespace"), meta["name"], controller_uid(manifest))
+
     def _kept(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
         if kind in self.cache.kinds and obj.get("metadata"):
-            self.cache.upsert(kind, obj)
+            self.cache.upsert(kind, obj, written=True)
         return obj
 
     def apply(self, manifest: dict[str, Any], existing: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -26,9 +26,9 @@ from kubetune.api import GROUP, VERSION, label_names
 from kubetune.api import finetunejob as ftj
 from kubetune.api import modelserve as ms
 from kubetune.config import OperatorConfig
-from kubetune.kube import ADAPTER_REPORT, Kube
+from kubetune.kube import Kube
 from kubetune.render.names import label_value
-from kubetune.runtime.cache import Cache, CachedKube
+from kubetune.runtime.cache import FINGERPRINTED, TRACKED, Cache, CachedKube, also_kept_as
 from kubetune.runtime.metrics import (
     CACHED_OBJECTS,
     JOBS_BY_PHASE,
@@ -56,15 +56,21 @@ WATCHED = (
     ("Pod", "", "v1", "pods"),
     ("Deployment", "apps", "v1", "deployments"),
     ("PersistentVolumeClaim", "", "v1", "persistentvolumeclaims"),
-    # The ModelServes' report ConfigMaps alone (label_names.REPORTS_SELECTOR): a sidecar's report wakes its
-    # ModelServe, instead of a look every few seconds while an adapter loads, and a settled one reads its
-    # report here instead of a GET (kube.ADAPTER_REPORT).
-    (ADAPTER_REPORT, "", "v1", "configmaps"),
+    # A ModelServe's other children (label_names.MODELSERVE_CHILDREN_SELECTOR), to tell whether each stands
+    # as written (runtime/cache.py): a resync's pass writes only what does not, and someone's edit or
+    # deletion is repaired at once. A sidecar's report (a ConfigMap among them) wakes its ModelServe, and a
+    # settled one reads the report from the cache (kube.ADAPTER_REPORT).
+    ("ConfigMap", "", "v1", "configmaps"),
+    ("Service", "", "v1", "services"),
+    ("ServiceAccount", "", "v1", "serviceaccounts"),
+    ("Role", "rbac.authorization.k8s.io", "v1", "roles"),
+    ("RoleBinding", "rbac.authorization.k8s.io", "v1", "rolebindings"),
+    ("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers"),
 )
 # The label selector of each watched child kind: the API server sends the operator its own objects only.
 SELECTORS = {
     **dict.fromkeys(CHILD_KINDS, label_names.CHILDREN_SELECTOR),
-    ADAPTER_REPORT: label_names.REPORTS_SELECTOR,
+    **dict.fromkeys(TRACKED, label_names.MODELSERVE_CHILDREN_SELECTOR),
 }
 
 
@@ -131,15 +137,26 @@ class Controller:
             self.cache.upsert(kind, body)
         self.react(kind, event_type, body)
 
+    def repaired(self, kind: str, event_type: str | None, body: dict[str, Any]) -> bool:
+        """Whether the event is someone else's change to a ModelServe's child, or its deletion: its owner
+        writes it again at once (a full pass), instead of at the next resync."""
+        if kind not in FINGERPRINTED or event_type not in ("MODIFIED", "DELETED"):
+            return False
+        meta = body.get("metadata") or {}
+        if label_names.MODELSERVE not in (meta.get("labels") or {}):
+            return False
+        return event_type == "DELETED" or not self.cache.stands(kind, meta.get("namespace"), meta["name"])
+
     def react(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
         """The second half of `observed`, for an event whose object the cache holds already."""
         if event_type == "DELETED":
             meta = body.get("metadata") or {}
             self.cache.remove(kind, meta.get("namespace"), meta["name"], meta.get("uid"))
         # A child's change goes before new resources: the status follows the pods (workqueue.py).
-        soon = kind in CHILD_KINDS or kind == ADAPTER_REPORT
+        soon = kind in CHILD_KINDS or also_kept_as(kind, body) is not None
+        full = self.repaired(kind, event_type, body)
         for key in self.keys_for(kind, event_type, body):
-            self.queue.add(key, soon=soon)
+            self.queue.add(key, full=full, soon=soon)
         QUEUE_DEPTH.set(len(self.queue))
 
     def keys_for(self, kind: str, event_type: str | None, body: dict[str, Any]) -> list[Key]:
