@@ -480,6 +480,21 @@ def test_a_resync_writes_nothing_while_every_child_stands_and_writes_back_one_ch
     assert (fake.get_quietly("ConfigMap", NS, "qwen-adapters") or {})["data"] == edited["data"]
 
 
+def test_an_adapter_added_writes_what_its_rendering_changed_and_nothing_else() -> None:
+    """Target: one edit, the writes it needs. It wrote all eight children, each after a GET."""
+    fake = FakeKube()
+    client, _ = cached_operator(fake, new([{"name": "a", "path": "runs/a"}]), ready)
+    fake.edit(
+        fake.get_quietly("ModelServe", NS, "qwen") or {},
+        adapters=[{"name": "a", "path": "runs/a"}, {"name": "b", "path": "runs/b"}],
+    )
+    fake.forget_calls()
+    modelserve.reconcile(client, fake.get_quietly("ModelServe", NS, "qwen") or {}, SETTINGS, SIDECAR_IMAGE)
+    written = [tuple(c) for c in fake.writes()]
+    assert ("apply", "ConfigMap", "qwen-adapters") in written
+    assert not [w for w in written if w[1] in ("Deployment", "Service", "ServiceAccount", "Role")], written
+
+
 def test_a_finetunejobs_model_is_what_vllm_serves() -> None:
     fake = FakeKube()
     then(finetunejob("Succeeded", **MERGED), new(model=JOB_MODEL))(fake)

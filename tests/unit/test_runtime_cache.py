@@ -333,7 +333,7 @@ def test_a_child_stands_from_the_operators_write_until_someone_changes_it() -> N
     cache = Cache()
     assert cache.upsert("ConfigMap", child("1"))  # listed at start: who wrote it last is not known
     assert not cache.stands("ConfigMap", "ns", "qwen-adapters")
-    cache.upsert("ConfigMap", child("2"), written=True)  # what the operator's apply returned
+    cache.upsert("ConfigMap", child("2"), written="w")  # what the operator's apply returned
     assert cache.stands("ConfigMap", "ns", "qwen-adapters", "uid-qwen")
     assert not cache.stands("ConfigMap", "ns", "qwen-adapters", "uid-other")
     cache.upsert("ConfigMap", child("2"))  # the watch's event of that write
@@ -341,7 +341,7 @@ def test_a_child_stands_from_the_operators_write_until_someone_changes_it() -> N
     assert cache.stands("ConfigMap", "ns", "qwen-adapters")
     cache.upsert("ConfigMap", child("4", data={"adapters.json": '{"x": "/mnt/claim/x"}'}))  # an edit
     assert not cache.stands("ConfigMap", "ns", "qwen-adapters")
-    cache.upsert("ConfigMap", child("5"), written=True)  # written back
+    cache.upsert("ConfigMap", child("5"), written="w")  # written back
     assert cache.stands("ConfigMap", "ns", "qwen-adapters")
     cache.remove("ConfigMap", "ns", "qwen-adapters")
     assert not cache.stands("ConfigMap", "ns", "qwen-adapters")
@@ -352,17 +352,22 @@ def test_only_a_modelserves_children_are_tracked_and_none_is_read_in_place_of_a_
 
     cache = Cache()
     theirs = obj("ConfigMap", "dataset", data={"dataset_info.json": "{}"})
-    assert not cache.upsert("ConfigMap", theirs, written=True)  # no watch would bring its deletion
-    cache.upsert("ConfigMap", child("1"), written=True)
+    assert not cache.upsert("ConfigMap", theirs, written="x")  # no watch would ever bring its deletion
 
     class Api:
         def get(self, kind: str, namespace: str, name: str) -> dict:
             return {"from": "the API server"}
 
+        def apply(self, manifest: dict, existing: dict | None = None) -> dict:
+            return child("2")
+
     client = CachedKube(Api(), cache)  # type: ignore[arg-type]
+    meta = {"name": "qwen-adapters", "namespace": "ns", "ownerReferences": OWNED}
+    manifest = {"kind": "ConfigMap", "metadata": meta, "data": {"adapters.json": "{}"}}
+    client.apply(manifest)
+    assert client.stands(manifest)
+    assert not client.stands({**manifest, "data": {"adapters.json": '{"x": "/mnt/claim/x"}'}}), "re-rendered"
     assert client.get("ConfigMap", "ns", "qwen-adapters") == {"from": "the API server"}
-    assert client.stands({"kind": "ConfigMap", "metadata": {"name": "qwen-adapters", "namespace": "ns",
-                                                            "ownerReferences": OWNED}})  # fmt: skip
     assert not client.stands({"kind": "ScaledObject", "metadata": {"name": "qwen-vllm", "namespace": "ns"}})
 
 
@@ -386,7 +391,7 @@ def queued_items(controller: Controller) -> list[tuple[Key, bool]]:
 
 def test_someone_elses_change_or_deletion_of_a_child_is_written_back_at_once(controller: Controller) -> None:
     qwen = Key("ModelServe", "ns", "qwen")
-    controller.cache.upsert("ConfigMap", child("2"), written=True)
+    controller.cache.upsert("ConfigMap", child("2"), written="w")
     controller.observed("ConfigMap", "MODIFIED", child("2"))  # the event of the operator's own write
     assert queued_items(controller) == [(qwen, False)]
     controller.observed("ConfigMap", "MODIFIED", child("3", data={"adapters.json": "{}", "x": "y"}))

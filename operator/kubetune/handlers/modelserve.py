@@ -287,16 +287,16 @@ def render_children(kube: Kube, state: Pass) -> None:
 
 
 def apply_children(kube: Kube, state: Pass) -> None:
-    """Every child in order (nothing further beside someone else's object: the Deployment would mount it);
-    settled, only the sidecars' report is read."""
+    """Every child in order (nothing further beside someone else's object: the Deployment would mount it),
+    but one that stands as the operator last wrote it from this very rendering (runtime/cache.py: an edit
+    that adds an adapter writes the adapters ConfigMap alone); settled, only the sidecars' report is read."""
     target = state.target
     if target is None or state.wanted is None or state.problems:
         return
-    if state.settled:
-        report = kube.get(ADAPTER_REPORT, state.namespace, target.report_config_map_name)
-        state.reports = status_of.parse_reports((report or {}).get("data"))
-        return
-    for child in state.wanted:
+    report_read = False
+    for child in [] if state.settled else state.wanted:
+        if kube.stands(child):
+            continue
         try:
             applied = kube.apply(child)
         except (NotOurs, ChildRefused) as error:
@@ -314,6 +314,10 @@ def apply_children(kube: Kube, state: Pass) -> None:
             state.deployment = applied
         if child["metadata"]["name"] == target.report_config_map_name:
             state.reports = status_of.parse_reports(applied.get("data"))
+            report_read = True
+    if not report_read:
+        report = kube.get(ADAPTER_REPORT, state.namespace, target.report_config_map_name)
+        state.reports = status_of.parse_reports((report or {}).get("data"))
 
 
 def prune_children(kube: Kube, state: Pass) -> None:

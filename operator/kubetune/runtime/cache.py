@@ -5,10 +5,11 @@ Each object is kept slim: only the fields a reconcile reads (a pod's status, not
 namespace and name, and by the labels that name their owner (the reconciles list children by those).
 
 A ModelServe's other children (TRACKED) are kept only to tell whether each still stands as the operator
-last wrote it (`Cache.stands`): a copy the operator's own write returned is marked written, a watch event
-with the same content keeps the mark, and one that changed the content (someone else's edit) or a
-deletion loses it. A resync's pass then writes only what no longer stands, and a quiet cluster costs the
-API server nothing. The marks are this process's own: after a restart, the first resync writes once.
+last wrote it (`Cache.stands`): a copy the operator's own write returned is marked with the manifest it
+wrote, a watch event with the same content keeps the mark, and one that changed the content (someone
+else's edit) or a deletion loses it. A reconcile then writes only the children whose rendering changed or
+that no longer stand, and a quiet cluster costs the API server nothing. The marks are this process's own:
+after a restart, the first resync writes every child once.
 
 A cache can be stale (an event still on its way): the reconciles tolerate it. Creation is by deterministic
 name and is refused by the API server for an object that exists (`Kube.ensure`), the owner uid is checked on
@@ -107,7 +108,8 @@ SLIMMERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 # Watched only to tell whether each of a ModelServe's children stands as written: never read in place of
 # a GET (a FineTuneJob's ConfigMap or Service is not among them, nor a user's ConfigMap).
 TRACKED = ("ConfigMap", "Service", "ServiceAccount", "Role", "RoleBinding", "HorizontalPodAutoscaler")
-# The kinds whose copies carry a fingerprint and the written mark (a ModelServe's children).
+# The kinds whose copies carry a fingerprint and the written mark (a ModelServe's children): the
+# fingerprint is of the object's content, the mark of the manifest the operator last wrote.
 FINGERPRINTED = frozenset({*TRACKED, "Deployment"})
 FINGERPRINT, WRITTEN = "kubetune/fingerprint", "kubetune/written"
 # What is not content: the API server's bookkeeping, others' annotations (the Deployment controller's
@@ -121,6 +123,11 @@ def fingerprint(obj: dict[str, Any]) -> str:
     content = {k: v for k, v in obj.items() if k not in NOT_CONTENT}
     content["metadata"] = {"labels": meta.get("labels"), "ownerReferences": meta.get("ownerReferences")}
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def manifest_hash(manifest: dict[str, Any]) -> str:
+    """The written mark: which rendering of a child the operator wrote."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def also_kept_as(kind: str, obj: dict[str, Any]) -> str | None:
@@ -159,9 +166,9 @@ class Cache:
         # (kind, namespace, label, value) -> names
         self._by_label: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
 
-    def upsert(self, kind: str, obj: dict[str, Any], written: bool = False) -> bool:
+    def upsert(self, kind: str, obj: dict[str, Any], written: str | None = None) -> bool:
         """Keeps the object, unless the cache holds a newer version of it already. Returns whether kept.
-        `written`: the object as the operator's own write returned it."""
+        `written`: the object as the operator's write of this manifest (its `manifest_hash`) returned it."""
         alias = also_kept_as(kind, obj)
         if alias is not None and alias in self.kinds:
             self.upsert(alias, obj)
@@ -190,7 +197,7 @@ class Cache:
                     and held.get(FINGERPRINT) == mark
                 )
                 slim[FINGERPRINT] = mark
-                slim[WRITTEN] = written or (unchanged and bool(held and held.get(WRITTEN)))
+                slim[WRITTEN] = written or (held.get(WRITTEN) if held is not None and unchanged else None)
             self._objects[kind][key] = slim
             for label in INDEXED_LABELS:
                 value = (meta.get("labels") or {}).get(label)
@@ -235,11 +242,14 @@ class Cache:
                 if not names:
                     del self._by_label[(kind, key[0], label, value)]
 
-    def stands(self, kind: str, namespace: str | None, name: str, owner_uid: str | None = None) -> bool:
-        """Whether the object is as the operator's last write left it (and controlled by `owner_uid`)."""
+    def stands(
+        self, kind: str, namespace: str | None, name: str, owner_uid: str | None = None, rendered: str = ""
+    ) -> bool:
+        """Whether the object is as the operator's last write left it, that write was of the manifest
+        `rendered` (its hash; any, if empty), and `owner_uid` controls it."""
         with self._lock:
             held = self._objects[kind].get((namespace or "", name))
-            if held is None or not held.get(WRITTEN):
+            if held is None or not held.get(WRITTEN) or (rendered and held[WRITTEN] != rendered):
                 return False
             return owner_uid is None or controller_uid(held) == owner_uid
 
@@ -303,24 +313,27 @@ class CachedKube:
         return self.kube.list(kind, namespace, labels)
 
     def stands(self, manifest: dict[str, Any]) -> bool:
-        """Whether this child is as the operator last wrote it, so that writing it again would change
-        nothing (see the module's docstring); a kind not watched is not known to stand."""
+        """Whether this child is as the operator last wrote it, from this very manifest, so that writing it
+        again would change nothing (see the module's docstring); a kind not watched is not known to."""
         meta = manifest["metadata"]
         kind = manifest["kind"]
         if kind not in FINGERPRINTED or kind not in self.cache.kinds:
             return False
-        return self.cache.stands(kind, meta.get("namespace"), meta["name"], controller_uid(manifest))
+        return self.cache.stands(
+            kind, meta.get("namespace"), meta["name"], controller_uid(manifest), manifest_hash(manifest)
+        )
 
-    def _kept(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    def _kept(self, kind: str, obj: dict[str, Any], manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What a write returned, into the cache; `manifest`: what was written, whole (an apply's)."""
         if kind in self.cache.kinds and obj.get("metadata"):
-            self.cache.upsert(kind, obj, written=True)
+            self.cache.upsert(kind, obj, written=manifest_hash(manifest) if manifest is not None else None)
         return obj
 
     def apply(self, manifest: dict[str, Any], existing: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self._kept(manifest["kind"], self.kube.apply(manifest, existing))
+        return self._kept(manifest["kind"], self.kube.apply(manifest, existing), manifest)
 
     def ensure(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        return self._kept(manifest["kind"], self.kube.ensure(manifest))
+        return self._kept(manifest["kind"], self.kube.ensure(manifest), manifest)
 
     def ensure_all(self, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """`ensure` for objects that do not depend on one another, all at once; the first error is raised
@@ -333,7 +346,7 @@ class CachedKube:
         if manifest["kind"] == "Event":
             self._events.submit(self._record, manifest)
             return manifest
-        return self._kept(manifest["kind"], self.kube.create(manifest))
+        return self._kept(manifest["kind"], self.kube.create(manifest), manifest)
 
     def _record(self, event: dict[str, Any]) -> None:
         involved = event.get("involvedObject") or {}
