@@ -375,8 +375,15 @@ def test_a_report_configmap_is_kept_with_its_data_and_goes_with_it() -> None:
     cache = Cache()
     labels = {**CHILD_LABELS, "kubetune.io/adapter-report": "true"}
     report = obj("ConfigMap", "qwen-adapter-report", metadata={"labels": labels}, data={"pod": "{}"})
-    cache.upsert("ConfigMap", report)
+    cache.upsert("ConfigMap", report, written="w")
     assert (cache.get("AdapterReport", "ns", "qwen-adapter-report") or {})["data"] == {"pod": "{}"}
+    # A sidecar's report is the sidecars' to write: the operator's ConfigMap still stands (no write back).
+    reported = obj(
+        "ConfigMap", "qwen-adapter-report", rv="2", metadata={"labels": labels}, data={"pod": "[]"}
+    )
+    cache.upsert("ConfigMap", reported)
+    assert cache.stands("ConfigMap", "ns", "qwen-adapter-report")
+    assert (cache.get("AdapterReport", "ns", "qwen-adapter-report") or {})["data"] == {"pod": "[]"}
     cache.remove("ConfigMap", "ns", "qwen-adapter-report", "uid-qwen-adapter-report")
     assert cache.get("AdapterReport", "ns", "qwen-adapter-report") is None
 

@@ -117,10 +117,12 @@ FINGERPRINT, WRITTEN = "kubetune/fingerprint", "kubetune/written"
 NOT_CONTENT = ("apiVersion", "kind", "metadata", "status")
 
 
-def fingerprint(obj: dict[str, Any]) -> str:
-    """The content the operator writes: every field but NOT_CONTENT, its labels and its owner."""
+def fingerprint(kind: str, obj: dict[str, Any]) -> str:
+    """The content the operator writes: every field but NOT_CONTENT, its labels and its owner; of a report
+    ConfigMap, not its data, which the sidecars write (their reports keep it standing)."""
     meta = obj.get("metadata") or {}
-    content = {k: v for k, v in obj.items() if k not in NOT_CONTENT}
+    skipped = (*NOT_CONTENT, "data") if also_kept_as(kind, obj) else NOT_CONTENT
+    content = {k: v for k, v in obj.items() if k not in skipped}
     content["metadata"] = {"labels": meta.get("labels"), "ownerReferences": meta.get("ownerReferences")}
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -179,7 +181,7 @@ class Cache:
         slim = SLIMMERS.get(kind, slim_tracked)(obj)
         meta = slim["metadata"]
         key = (meta.get("namespace") or "", meta["name"])
-        mark = fingerprint(obj) if kind in FINGERPRINTED else None
+        mark = fingerprint(kind, obj) if kind in FINGERPRINTED else None
         with self._lock:
             if meta.get("uid") in self._deleted:
                 return False  # deleted already: a late reply of a write to it
