@@ -173,10 +173,27 @@ def test_a_leader_that_sees_another_holder_exits(store: LeaseStore, clock: Clock
     lost: list[str] = []
     leader = elector(store, clock, "a", lost)
     leader.wait_until_leader()
-    store.lease["spec"]["holderIdentity"] = "b"  # type: ignore[index]
-    store.lease["spec"]["renewTime"] = "2001-01-01T00:00:00.000000Z"  # type: ignore[index]
+    taken = copy.deepcopy(store.lease) or {}
+    taken["spec"]["holderIdentity"] = "b"
+    taken["spec"]["renewTime"] = "2001-01-01T00:00:00.000000Z"
+    store.replace(taken, timeout=1.0)  # b's write: a new resourceVersion
     leader.keep_renewing().join(timeout=30)
     assert lost == ["a"]
+    assert store.holder() == "b", "a wrote over b's Lease"
+
+
+def test_a_leader_renews_with_one_request_and_a_candidate_looks_with_one(
+    store: LeaseStore, clock: Clock
+) -> None:
+    """client-go's fast path: the leader writes from its last write's reply, without a read first."""
+    first, second = elector(store, clock, "a", []), elector(store, clock, "b", [])
+    first.wait_until_leader()
+    store.timeouts.clear()
+    for _ in range(5):
+        clock.now += 2
+        assert first.try_acquire_or_renew()
+        assert not second.try_acquire_or_renew()
+    assert len(store.timeouts) == 10  # a request per renewal, and a request per look
 
 
 def test_a_conflict_on_its_own_renewal_is_retried_not_taken_as_lost(store: LeaseStore, clock: Clock) -> None:
