@@ -131,10 +131,23 @@ def wait_phases(
     return round(time.monotonic() - started, 1)
 
 
-def labelled(body: dict[str, Any], namespace: str, run_id: str) -> dict[str, Any]:
-    body["metadata"]["namespace"] = namespace
-    body["metadata"]["labels"] = {BENCH_LABEL: run_id}
-    return body
+def create_all(
+    custom: client.CustomObjectsApi,
+    plural: str,
+    bodies: list[dict[str, Any]],
+    namespaces: list[str],
+    run_id: str,
+) -> None:
+    """Created from 16 threads, spread over the namespaces, labelled as the bench's."""
+    for index, body in enumerate(bodies):
+        body["metadata"]["namespace"] = namespaces[index % len(namespaces)]
+        body["metadata"]["labels"] = {BENCH_LABEL: run_id}
+    in_parallel(
+        bodies,
+        lambda b: custom.create_namespaced_custom_object(
+            GROUP, VERSION, b["metadata"]["namespace"], plural, b
+        ),
+    )
 
 
 def adapters_of(index: int, count: int) -> list[dict[str, str]]:
@@ -237,38 +250,14 @@ def main(argv: list[str] | None = None) -> int:
 
         setup: dict[str, Any] = {}
         started_at = time.monotonic()
-        jobs = [
-            labelled(
-                finetunejob(f"done-{i:05d}", resources={"nodes": 1, "gpusPerNode": 1}),
-                namespaces[i % len(namespaces)],
-                run_id,
-            )
-            for i in range(args.finished)
-        ]
-        in_parallel(
-            jobs,
-            lambda b: custom.create_namespaced_custom_object(
-                GROUP, VERSION, b["metadata"]["namespace"], "finetunejobs", b
-            ),
-        )
+        one_gpu = {"nodes": 1, "gpusPerNode": 1}
+        jobs = [finetunejob(f"done-{i:05d}", resources=one_gpu) for i in range(args.finished)]
+        create_all(custom, "finetunejobs", jobs, namespaces, run_id)
         setup["finetunejobs_succeeded_s"] = wait_phases(
             custom, "finetunejobs", "Succeeded", args.finished, 1800
         )
-
-        serves = [
-            labelled(
-                modelserve(f"ms-{i:04d}", adapters_of(i, args.adapters)),
-                namespaces[i % len(namespaces)],
-                run_id,
-            )
-            for i in range(args.modelserves)
-        ]
-        in_parallel(
-            serves,
-            lambda b: custom.create_namespaced_custom_object(
-                GROUP, VERSION, b["metadata"]["namespace"], "modelserves", b
-            ),
-        )
+        serves = [modelserve(f"ms-{i:04d}", adapters_of(i, args.adapters)) for i in range(args.modelserves)]
+        create_all(custom, "modelserves", serves, namespaces, run_id)
         setup["modelserves_ready_s"] = wait_phases(custom, "modelserves", "Ready", args.modelserves, 1800)
         mark = time.monotonic()
         in_parallel(serves, lambda b: report_loaded(core, b["metadata"]["namespace"], b["metadata"]["name"]))
