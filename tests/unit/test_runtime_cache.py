@@ -400,10 +400,34 @@ def test_someone_elses_change_or_deletion_of_a_child_is_written_back_at_once(con
     qwen = Key("ModelServe", "ns", "qwen")
     controller.cache.upsert("ConfigMap", child("2"), written="w")
     controller.observed("ConfigMap", "MODIFIED", child("2"))  # the event of the operator's own write
-    assert queued_items(controller) == [(qwen, False)]
+    assert queued_items(controller) == [], "its echo: the reconcile that wrote it decided on the reply"
+    controller.observed("ConfigMap", "MODIFIED", child("3", annotations={"note": "x"}))  # not content
+    assert queued_items(controller) == [], "no reconcile reads the adapters ConfigMap: nothing to decide"
     controller.observed("ConfigMap", "MODIFIED", child("3", data={"adapters.json": "{}", "x": "y"}))
     assert queued_items(controller) == [(qwen, True)]  # a full pass: it writes back what no longer stands
     controller.observed("ConfigMap", "DELETED", child("3"))
     assert queued_items(controller) == [(qwen, True)]
     controller.observed("ConfigMap", None, child("4"))  # the initial listing: the resync writes, once
     assert queued_items(controller) == [(qwen, False)]
+
+
+def test_the_echo_of_its_own_deployment_write_queues_nothing_its_status_does(controller: Controller) -> None:
+    qwen = Key("ModelServe", "ns", "qwen")
+    meta = {"labels": CHILD_LABELS, "ownerReferences": OWNED}
+    written = obj("Deployment", "qwen-vllm", rv="7", metadata=meta, spec={"replicas": 1})
+    controller.cache.upsert("Deployment", written, written="w")
+    controller.observed("Deployment", "MODIFIED", written)
+    assert queued_items(controller) == []
+    rolled_out = obj("Deployment", "qwen-vllm", rv="8", metadata=meta, spec={"replicas": 1},
+                     status={"readyReplicas": 1})  # fmt: skip
+    controller.observed("Deployment", "MODIFIED", rolled_out)
+    assert queued_items(controller) == [(qwen, False)]
+
+
+def test_a_sidecars_report_always_wakes_its_modelserve(controller: Controller) -> None:
+    labels = {**CHILD_LABELS, "kubetune.io/adapter-report": "true"}
+    meta = {"labels": labels, "ownerReferences": OWNED}
+    controller.cache.upsert("ConfigMap", obj("ConfigMap", "qwen-adapter-report", metadata=meta), written="w")
+    reported = obj("ConfigMap", "qwen-adapter-report", rv="2", metadata=meta, data={"pod": "{}"})
+    controller.observed("ConfigMap", "MODIFIED", reported)
+    assert queued_items(controller) == [(Key("ModelServe", "ns", "qwen"), False)]

@@ -112,6 +112,8 @@ TRACKED = ("ConfigMap", "Service", "ServiceAccount", "Role", "RoleBinding", "Hor
 # fingerprint is of the object's content, the mark of the manifest the operator last wrote.
 FINGERPRINTED = frozenset({*TRACKED, "Deployment"})
 FINGERPRINT, WRITTEN = "kubetune/fingerprint", "kubetune/written"
+# The resourceVersion the operator's own write returned: the watch event of that version is its echo.
+WRITTEN_VERSION = "kubetune/written-version"
 # What is not content: the API server's bookkeeping, others' annotations (the Deployment controller's
 # revision), and status, which controllers write all the time.
 NOT_CONTENT = ("apiVersion", "kind", "metadata", "status")
@@ -199,7 +201,11 @@ class Cache:
                     and held.get(FINGERPRINT) == mark
                 )
                 slim[FINGERPRINT] = mark
-                slim[WRITTEN] = written or (held.get(WRITTEN) if held is not None and unchanged else None)
+                kept = held is not None and unchanged
+                slim[WRITTEN] = written or (held.get(WRITTEN) if kept else None)
+                slim[WRITTEN_VERSION] = (
+                    meta.get("resourceVersion") if written else (held.get(WRITTEN_VERSION) if kept else None)
+                )
             self._objects[kind][key] = slim
             for label in INDEXED_LABELS:
                 value = (meta.get("labels") or {}).get(label)
@@ -254,6 +260,15 @@ class Cache:
             if held is None or not held.get(WRITTEN) or (rendered and held[WRITTEN] != rendered):
                 return False
             return owner_uid is None or controller_uid(held) == owner_uid
+
+    def echoes(self, kind: str, obj: dict[str, Any]) -> bool:
+        """Whether this is the operator's own write coming back through the watch: the version that write
+        returned, still marked as written. The reconcile that wrote it decided on the reply already."""
+        meta = obj.get("metadata") or {}
+        with self._lock:
+            held = self._objects[kind].get((meta.get("namespace") or "", meta.get("name", "")))
+            version = meta.get("resourceVersion")
+            return bool(held and held.get(WRITTEN) and version and held.get(WRITTEN_VERSION) == version)
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         """A copy (the reconciles may change what they read)."""

@@ -147,11 +147,24 @@ class Controller:
             return False
         return event_type == "DELETED" or not self.cache.stands(kind, meta.get("namespace"), meta["name"])
 
+    def decides_nothing(self, kind: str, event_type: str | None, body: dict[str, Any]) -> bool:
+        """An event no reconcile needs: the operator's own write coming back through the watch (the
+        reconcile that wrote it decided on the reply), or a change to a child no reconcile reads (all the
+        tracked kinds but the report) that leaves it standing as written."""
+        if kind not in FINGERPRINTED or event_type not in ("ADDED", "MODIFIED"):
+            return False
+        if kind in TRACKED and also_kept_as(kind, body) is None:
+            meta = body.get("metadata") or {}
+            return self.cache.stands(kind, meta.get("namespace"), meta["name"])
+        return self.cache.echoes(kind, body)
+
     def react(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
         """The second half of `observed`, for an event whose object the cache holds already."""
         if event_type == "DELETED":
             meta = body.get("metadata") or {}
             self.cache.remove(kind, meta.get("namespace"), meta["name"], meta.get("uid"))
+        if self.decides_nothing(kind, event_type, body):
+            return
         # A child's change goes before new resources: the status follows the pods (workqueue.py).
         soon = kind in CHILD_KINDS or also_kept_as(kind, body) is not None
         full = self.repaired(kind, event_type, body)
