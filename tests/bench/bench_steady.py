@@ -59,18 +59,11 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
     return sum(v for lab, v in samples(text, name) if lab.items() >= labels.items())
 
 
-def operator_requests(text: str) -> Counter:
-    """kubetune_api_requests_total by `verb resource`."""
+def counted(text: str, name: str, *by: str) -> Counter:
+    """A counter's samples, keyed by the values of the labels `by` ("verb resource", "kind result")."""
     out: Counter = Counter()
-    for labels, value in samples(text, "kubetune_api_requests_total"):
-        out[f"{labels.get('verb')} {labels.get('resource')}"] += value
-    return out
-
-
-def reconciles(text: str) -> Counter:
-    out: Counter = Counter()
-    for labels, value in samples(text, "kubetune_reconciles_total"):
-        out[f"{labels.get('kind')} {labels.get('result')}"] += value
+    for labels, value in samples(text, name):
+        out[" ".join(labels.get(label, "") for label in by)] += value
     return out
 
 
@@ -80,8 +73,8 @@ class Snapshot:
     def __init__(self, operator: BenchOperator, rss: RssSampler):
         text = operator.metrics()
         self.at = time.monotonic()
-        self.requests = operator_requests(text)
-        self.reconciles = reconciles(text)
+        self.requests = counted(text, "kubetune_api_requests_total", "verb", "resource")
+        self.reconciles = counted(text, "kubetune_reconciles_total", "kind", "result")
         self.depth = metric_sum(text, "kubetune_workqueue_depth")
         self.cpu = rss.cpu_seconds()
 

@@ -4,7 +4,6 @@ changed or deleted by hand is written back at once, not at the next resync."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster import localcluster
 from tests.integration.test_modelserve import ModelServes, report_as_the_sidecars
@@ -54,22 +54,19 @@ def quiet_operator(
         operator.start()
 
 
+def counter(operator: OperatorProcess, name: str, **labels: str) -> float:
+    """The sum of a counter's samples whose labels include `labels`."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(operator.metrics())
+        for sample in family.samples
+        if sample.name == name and sample.labels.items() >= labels.items()
+    )
+
+
 def requests_made(operator: OperatorProcess) -> float:
     """kubetune_api_requests_total, all verbs and resources together."""
-    return sum(
-        float(value)
-        for value in re.findall(r"^kubetune_api_requests_total\{[^}]*\} (\S+)$", operator.metrics(), re.M)
-    )
-
-
-def reconciles_of(operator: OperatorProcess) -> float:
-    """kubetune_reconciles_total of ModelServes."""
-    return sum(
-        float(value)
-        for value in re.findall(
-            r'^kubetune_reconciles_total\{kind="ModelServe"[^}]*\} (\S+)$', operator.metrics(), re.M
-        )
-    )
+    return counter(operator, "kubetune_api_requests_total")
 
 
 def settle(operator: OperatorProcess) -> None:
@@ -138,6 +135,8 @@ def test_resyncs_ask_nothing_of_a_settled_modelserve(
     serves.create(modelserve("qwen"))
     serves.wait("qwen", lambda s: s.get("phase") == "Ready", "the ModelServe Ready", timeout=120)
     settle(quiet_operator)
-    reconciles = reconciles_of(quiet_operator)
+    reconciles = counter(quiet_operator, "kubetune_reconciles_total", kind="ModelServe")
     nothing_asked_for(quiet_operator)
-    assert reconciles_of(quiet_operator) >= reconciles + 3, "the resyncs came, and passed over it"
+    assert counter(quiet_operator, "kubetune_reconciles_total", kind="ModelServe") >= reconciles + 3, (
+        "the resyncs came, and passed over it"
+    )

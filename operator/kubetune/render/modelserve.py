@@ -17,7 +17,6 @@ KV cache, and no GPU flags; a GPU replica's pod is the same as ever.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import posixpath
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from kubetune.api.defaults import CONFIG_MOUNT_PATH, OPERATOR_IMAGE, TRAINER_IMA
 from kubetune.api.podspec import VLLM_DEFAULT_UID
 from kubetune.render import meta, model_source, rbac
 from kubetune.render.model_source import claim_path as claim_path  # the handler's, for adapter paths
-from kubetune.render.names import ModelServeNames, label_value
+from kubetune.render.names import ModelServeNames, label_value, short_hash
 from kubetune.render.placement import place, resource_requirements
 from kubetune.render.pods import api_token_mount, api_token_volume, secure, shared_memory
 
@@ -484,8 +483,7 @@ AUTOSCALER_KINDS = ("HorizontalPodAutoscaler", "ScaledObject")
 def children_hash(children: list[dict[str, Any]]) -> str:
     """A short hash of the rendered children: equal hashes, equal manifests (the status keeps the last
     applied one, so that a pass that would apply the same children again applies none)."""
-    text = json.dumps(children, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return short_hash(json.dumps(children, sort_keys=True, separators=(",", ":")), 16)
 
 
 def possible_children(target: ModelServeTarget) -> set[tuple[str, str]]:

@@ -19,7 +19,6 @@ everything read, and status is compared with what was written last (`CachedKube`
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import threading
@@ -33,6 +32,7 @@ from kubernetes.client.rest import ApiException
 from kubetune.api import label_names
 from kubetune.api.label_names import INDEXED as INDEXED_LABELS
 from kubetune.kube import ADAPTER_REPORT, Kube, controller_uid
+from kubetune.render.names import short_hash
 
 log = logging.getLogger("kubetune.events")
 
@@ -119,19 +119,23 @@ WRITTEN_VERSION = "kubetune/written-version"
 NOT_CONTENT = ("apiVersion", "kind", "metadata", "status")
 
 
-def fingerprint(kind: str, obj: dict[str, Any]) -> str:
-    """The content the operator writes: every field but NOT_CONTENT, its labels and its owner; of a report
-    ConfigMap, not its data, which the sidecars write (their reports keep it standing)."""
+def _digest(value: Any) -> str:
+    return short_hash(json.dumps(value, sort_keys=True, default=str), 16)
+
+
+def fingerprint(obj: dict[str, Any], report: bool = False) -> str:
+    """The content the operator writes: every field but NOT_CONTENT, its labels and its owner; of a
+    `report` ConfigMap, not its data, which the sidecars write (their reports keep it standing)."""
     meta = obj.get("metadata") or {}
-    skipped = (*NOT_CONTENT, "data") if also_kept_as(kind, obj) else NOT_CONTENT
+    skipped = (*NOT_CONTENT, "data") if report else NOT_CONTENT
     content = {k: v for k, v in obj.items() if k not in skipped}
     content["metadata"] = {"labels": meta.get("labels"), "ownerReferences": meta.get("ownerReferences")}
-    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _digest(content)
 
 
 def manifest_hash(manifest: dict[str, Any]) -> str:
     """The written mark: which rendering of a child the operator wrote."""
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _digest(manifest)
 
 
 def also_kept_as(kind: str, obj: dict[str, Any]) -> str | None:
@@ -183,7 +187,7 @@ class Cache:
         slim = SLIMMERS.get(kind, slim_tracked)(obj)
         meta = slim["metadata"]
         key = (meta.get("namespace") or "", meta["name"])
-        mark = fingerprint(kind, obj) if kind in FINGERPRINTED else None
+        mark = fingerprint(obj, report=alias is not None) if kind in FINGERPRINTED else None
         with self._lock:
             if meta.get("uid") in self._deleted:
                 return False  # deleted already: a late reply of a write to it
@@ -201,10 +205,11 @@ class Cache:
                     and held.get(FINGERPRINT) == mark
                 )
                 slim[FINGERPRINT] = mark
-                kept = held is not None and unchanged
-                slim[WRITTEN] = written or (held.get(WRITTEN) if kept else None)
+                slim[WRITTEN] = written or (held.get(WRITTEN) if unchanged else None)
                 slim[WRITTEN_VERSION] = (
-                    meta.get("resourceVersion") if written else (held.get(WRITTEN_VERSION) if kept else None)
+                    meta.get("resourceVersion")
+                    if written
+                    else (held.get(WRITTEN_VERSION) if unchanged else None)
                 )
             self._objects[kind][key] = slim
             for label in INDEXED_LABELS:
