@@ -231,7 +231,13 @@ class FakeKube:
             return self._replace(key, _merge_patch(self.objects[key], patch))
 
     def patch_status(
-        self, kind: str, namespace: str, name: str, status: dict[str, Any], uid: str | None = None
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        uid: str | None = None,
+        previous: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         with self._recorded("patch_status", kind, name):
             self._check_kind(kind)
@@ -242,7 +248,13 @@ class FakeKube:
                 raise _api_error(409, "Conflict")  # the uid in the patch is a precondition
             # The status subresource: only .status changes.
             updated = copy.deepcopy(self.objects[key])
-            updated["status"] = _merge_patch(updated.get("status") or {}, status)
+            if uid is not None and previous is not None:
+                # Kube.status_ops: each field given is set whole (None removes it).
+                given = {k: v for k, v in status.items() if v is not None}
+                kept = {k: v for k, v in (updated.get("status") or {}).items() if k not in status}
+                updated["status"] = {**kept, **given}
+            else:
+                updated["status"] = _merge_patch(updated.get("status") or {}, status)
             return self._replace(key, updated)
 
     def pods_refused(self, controller: dict[str, Any]) -> str | None:

@@ -55,6 +55,27 @@ def controller_uid(obj: dict[str, Any]) -> str | None:
     return None
 
 
+def status_ops(status: dict[str, Any], uid: str, previous: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSON patch of a status write in one request: the uid's test, then each field of `status` set
+    whole (None: removed, when `previous` has it). With no status yet, the whole status is added, after a
+    test that there is none (the API server's JSON patch passes a null test on a missing path)."""
+    ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": uid}]
+    if not previous:
+        given = {key: value for key, value in status.items() if value is not None}
+        return [
+            *ops,
+            {"op": "test", "path": "/status", "value": None},
+            {"op": "add", "path": "/status", "value": given},
+        ]
+    for key, value in status.items():
+        pointer = "/status/" + key.replace("~", "~0").replace("/", "~1")
+        if value is not None:
+            ops.append({"op": "add", "path": pointer, "value": value})
+        elif key in previous:
+            ops.append({"op": "remove", "path": pointer})
+    return ops
+
+
 def holder(obj: dict[str, Any], manifest: dict[str, Any] | None = None) -> str:
     """Who an object belongs to, in words: its controller, or the field managers that wrote it; or, when
     the operator does not adopt orphans, that it is the operator's own orphan (for `manifest`)."""
@@ -380,16 +401,36 @@ class Kube:
         )
 
     def patch_status(
-        self, kind: str, namespace: str, name: str, status: dict[str, Any], uid: str | None = None
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        uid: str | None = None,
+        previous: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """A merge patch of .status: only the fields given change; the launcher's fields are kept.
+        """A patch of .status: only the fields given change (None removes one); the launcher's are kept.
 
         With `uid`, nothing is written onto another object of the same name (a stale copy of a deleted
-        resource onto its successor): a JSON patch that only tests the uid goes first, and a mismatch is a
-        409. The status subresource ignores a uid given in a merge patch, so the test is a request of its
-        own (it changes nothing, and the API server writes nothing for it).
+        resource onto its successor). With `previous` too (the status as the caller read it), that is one
+        request: a JSON patch that tests the uid and sets each field (`status_ops`). The status subresource
+        ignores a uid given in a merge patch, so without `previous`, or when that patch is refused (422: the
+        uid's test failed, or the status is not as `previous` has it), a JSON patch that only tests the uid
+        goes first, and a mismatch is a 409; then the merge patch.
         """
         path = KINDS[kind].path(namespace, name, "status")
+        if uid is not None and previous is not None:
+            try:
+                return self._call(
+                    "PATCH",
+                    path,
+                    body=status_ops(status, uid, previous),
+                    query=[("fieldManager", FIELD_MANAGER)],
+                    content_type="application/json-patch+json",
+                )
+            except ApiException as error:
+                if error.status != 422:
+                    raise
         if uid is not None:
             test = [{"op": "test", "path": "/metadata/uid", "value": uid}]
             try:

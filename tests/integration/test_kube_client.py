@@ -3,6 +3,8 @@ object it created is later applied as if it had been applied from the start."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -83,3 +85,121 @@ def test_writes_with_the_owners_uid_never_reach_a_successor_of_the_same_name(
     written = kube.patch_status("FineTuneJob", namespace, "ner", {"message": "ours"}, new["metadata"]["uid"])
     assert written["status"]["message"] == "ours"
     assert kube.delete("FineTuneJob", namespace, "ner", uid=new["metadata"]["uid"]) is True
+
+
+# A kind of the test's own with a status subresource: no operator writes it, so what each call sends and
+# what it leaves are the test's alone.
+WIDGETS = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.test.kubetune.io"},
+    "spec": {
+        "group": "test.kubetune.io",
+        "scope": "Namespaced",
+        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def widgets(api: client.ApiClient) -> Iterator[None]:
+    from kubetune.kube import KINDS, Kind
+    from tests.kube import wait_until
+
+    extensions = client.ApiextensionsV1Api(api)
+    name = WIDGETS["metadata"]["name"]
+    with contextlib.suppress(client.ApiException):
+        extensions.create_custom_resource_definition(WIDGETS)
+    wait_until(
+        lambda: any(
+            c.type == "Established" and c.status == "True"
+            for c in extensions.read_custom_resource_definition(name).status.conditions or []
+        ),
+        f"CRD {name} to be Established",
+        timeout=30,
+    )
+    KINDS["Widget"] = Kind("test.kubetune.io/v1", "widgets")
+    yield
+    del KINDS["Widget"]
+    extensions.delete_custom_resource_definition(name)
+
+
+class CountingKube(Kube):
+    """The real client, counting the requests it makes."""
+
+    requests = 0
+
+    def _call(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.requests += 1
+        return super()._call(*args, **kwargs)
+
+    def counted(self, call: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], int]:
+        before = self.requests
+        result = call()
+        return result, self.requests - before
+
+
+def test_a_status_write_with_what_it_last_read_is_one_request(
+    namespace: str, widgets: None, api: client.ApiClient
+) -> None:
+    from kubernetes.client.rest import ApiException
+
+    kube = CountingKube(api)
+    widget = kube.create(
+        {
+            "apiVersion": "test.kubetune.io/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w", "namespace": namespace},
+        }
+    )
+    uid = widget["metadata"]["uid"]
+
+    # No status yet: the whole status, after a test that there is none.
+    first, requests = kube.counted(
+        lambda: kube.patch_status(
+            "Widget", namespace, "w", {"phase": "Pending", "reason": "Created", "message": None}, uid, {}
+        )
+    )
+    assert (first["status"], requests) == ({"phase": "Pending", "reason": "Created"}, 1)
+
+    # Someone else's field (the launcher's progress) is kept, a None removes a field, the rest is set whole.
+    kube.patch_status("Widget", namespace, "w", {"progress": {"step": 3}})
+    read = kube.get("Widget", namespace, "w")
+    assert read is not None
+    status = {"phase": "Running", "reason": None, "output": {"path": "/out"}}
+    second, requests = kube.counted(
+        lambda: kube.patch_status("Widget", namespace, "w", status, uid, read["status"])
+    )
+    assert (second["status"], requests) == (
+        {"phase": "Running", "progress": {"step": 3}, "output": {"path": "/out"}},
+        1,
+    )
+
+    # A stale read (no status, when there is one now): the JSON patch is refused, and the merge patch writes.
+    third, requests = kube.counted(
+        lambda: kube.patch_status("Widget", namespace, "w", {"phase": "Succeeded"}, uid, {})
+    )
+    assert third["status"] == {"phase": "Succeeded", "progress": {"step": 3}, "output": {"path": "/out"}}
+    assert requests == 3
+
+    # Another object of the same name: nothing is written, and the conflict says so.
+    with pytest.raises(ApiException) as refused:
+        kube.patch_status("Widget", namespace, "w", {"phase": "Failed"}, "not-" + uid, third["status"])
+    assert refused.value.status == 409
+    assert (kube.get("Widget", namespace, "w") or {})["status"]["phase"] == "Succeeded"

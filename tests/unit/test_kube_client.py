@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubetune.kube import request_kind
+from kubetune.kube import request_kind, status_ops
 
 
 @pytest.mark.parametrize(
@@ -27,3 +27,38 @@ def test_each_request_is_counted_by_verb_and_resource(
 ) -> None:
     """kubetune_api_requests_total: what the reconciles ask of the API server."""
     assert request_kind(method, path) == counted
+
+
+UID = {"op": "test", "path": "/metadata/uid", "value": "u1"}
+
+
+@pytest.mark.parametrize(
+    ("status", "previous", "ops"),
+    [
+        # No status yet: added whole (without its None fields), after a test that there is none.
+        (
+            {"phase": "Pending", "reason": None},
+            {},
+            [
+                UID,
+                {"op": "test", "path": "/status", "value": None},
+                {"op": "add", "path": "/status", "value": {"phase": "Pending"}},
+            ],
+        ),
+        # Each field set whole; a None removes a field the status has, and is left out when it has none.
+        (
+            {"phase": "Running", "reason": None, "message": None, "output": {"path": "/o"}},
+            {"phase": "Pending", "reason": "Created", "progress": {"step": 1}},
+            [
+                UID,
+                {"op": "add", "path": "/status/phase", "value": "Running"},
+                {"op": "remove", "path": "/status/reason"},
+                {"op": "add", "path": "/status/output", "value": {"path": "/o"}},
+            ],
+        ),
+        # A JSON pointer escapes "~" and "/".
+        ({"a/b~c": 1}, {"x": 1}, [UID, {"op": "add", "path": "/status/a~1b~0c", "value": 1}]),
+    ],
+)
+def test_a_status_write_is_one_json_patch(status: dict, previous: dict, ops: list) -> None:
+    assert status_ops(status, "u1", previous) == ops

@@ -431,3 +431,19 @@ def test_a_sidecars_report_always_wakes_its_modelserve(controller: Controller) -
     reported = obj("ConfigMap", "qwen-adapter-report", rv="2", metadata=meta, data={"pod": "{}"})
     controller.observed("ConfigMap", "MODIFIED", reported)
     assert queued_items(controller) == [(Key("ModelServe", "ns", "qwen"), False)]
+
+
+def test_the_echo_of_the_job_it_created_queues_nothing_the_job_controllers_updates_do(
+    controller: Controller,
+) -> None:
+    ner = Key("FineTuneJob", "ns", "ner")
+    meta = {"labels": {"app.kubernetes.io/managed-by": "kubetune", "kubetune.io/finetunejob": "ner"}}
+    created = obj("Job", "ner-a1", rv="5", metadata=meta, spec={"suspend": False})
+    controller.cache.upsert("Job", created, written="w")  # the create's reply
+    controller.observed("Job", "ADDED", created)  # its watch event: the reconcile decided on the reply
+    assert queued_items(controller) == []
+    active = obj("Job", "ner-a1", rv="6", metadata=meta, spec={"suspend": False}, status={"active": 1})
+    controller.observed("Job", "MODIFIED", active)
+    assert queued_items(controller) == [(ner, False)]
+    controller.observed("Job", "ADDED", created)  # a late copy of the written version: older, not kept
+    assert (controller.cache.get("Job", "ns", "ner-a1") or {})["status"] == {"active": 1}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import kopf
 
 from kubetune.config import OperatorConfig
-from kubetune.handlers.watches import configure
+from kubetune.handlers.watches import configure, register
 
 
 def test_every_watch_ends_and_a_silent_one_is_dropped() -> None:
@@ -37,3 +37,24 @@ def test_the_childrens_watches_are_filtered_by_the_api_server_and_nothing_else_i
             "app.kubernetes.io/managed-by=kubetune,kubetune.io/modelserve"
         ), resource
     assert settings.peering.standalone
+
+
+def test_kopf_keeps_no_last_handled_state_as_no_handler_reads_one() -> None:
+    """kopf deep-copies every event's whole object into a diff base for change handlers; the operator has
+    none (only event and index handlers), so the copy is not made."""
+    registry = kopf.OperatorRegistry()
+    default = kopf.get_default_registry()
+    kopf.set_default_registry(registry)
+    try:
+        register(lambda: None, OperatorConfig())  # type: ignore[arg-type, return-value]
+    finally:
+        kopf.set_default_registry(default)
+    assert registry._watching.get_all_handlers() and registry._indexing.get_all_handlers()
+    assert not registry._changing.get_all_handlers() and not registry._spawning.get_all_handlers()
+
+    settings = kopf.OperatorSettings()
+    configure(settings, OperatorConfig())
+    pod = kopf.Body(
+        {"metadata": {"name": "p", "labels": {"a": "b"}}, "spec": {"containers": [{"name": "c"}]}}
+    )
+    assert settings.persistence.diffbase_storage.build(body=pod) == {}

@@ -418,7 +418,7 @@ def write_status(
     previous, spec = state.previous, state.spec
     changed = _differs(previous, status)
     if changed:
-        kube.patch_status("FineTuneJob", state.namespace, state.name, status, state.uid)
+        kube.patch_status("FineTuneJob", state.namespace, state.name, status, state.uid, previous)
         for event in status_of.transitions(previous, status):
             events.post(kube, state.body, event)
     requeue_after = None

@@ -383,7 +383,7 @@ def write_status(kube: Kube, state: Pass, status: dict[str, Any]) -> Outcome:
     previous = state.previous
     changed = any(previous.get(k) != v for k, v in status.items())
     if changed:
-        kube.patch_status("ModelServe", state.namespace, state.name, status, state.uid)
+        kube.patch_status("ModelServe", state.namespace, state.name, status, state.uid, previous)
         for event in status_of.transitions(previous, status):
             events.post(kube, state.body, event)
     # No look again while an adapter loads: the sidecars' reports come through the watch of the report

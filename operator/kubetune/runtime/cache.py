@@ -112,8 +112,10 @@ TRACKED = ("ConfigMap", "Service", "ServiceAccount", "Role", "RoleBinding", "Hor
 # fingerprint is of the object's content, the mark of the manifest the operator last wrote.
 FINGERPRINTED = frozenset({*TRACKED, "Deployment"})
 FINGERPRINT, WRITTEN = "kubetune/fingerprint", "kubetune/written"
-# The resourceVersion the operator's own write returned: the watch event of that version is its echo.
+# The resourceVersion the operator's own write returned: the watch event of that version is its echo. Kept
+# for the kinds it both writes and watches: a ModelServe's children, and a FineTuneJob's Jobs.
 WRITTEN_VERSION = "kubetune/written-version"
+ECHOED = frozenset({*FINGERPRINTED, "Job"})
 # What is not content: the API server's bookkeeping, others' annotations (the Deployment controller's
 # revision), and status, which controllers write all the time.
 NOT_CONTENT = ("apiVersion", "kind", "metadata", "status")
@@ -211,6 +213,10 @@ class Cache:
                     if written
                     else (held.get(WRITTEN_VERSION) if unchanged else None)
                 )
+            elif kind in ECHOED:
+                version = meta.get("resourceVersion")
+                echo = held is not None and held.get(WRITTEN_VERSION) == version
+                slim[WRITTEN_VERSION] = version if written or echo else None
             self._objects[kind][key] = slim
             for label in INDEXED_LABELS:
                 value = (meta.get("labels") or {}).get(label)
@@ -273,7 +279,7 @@ class Cache:
         with self._lock:
             held = self._objects[kind].get((meta.get("namespace") or "", meta.get("name", "")))
             version = meta.get("resourceVersion")
-            return bool(held and held.get(WRITTEN) and version and held.get(WRITTEN_VERSION) == version)
+            return bool(held and version and held.get(WRITTEN_VERSION) == version)
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         """A copy (the reconciles may change what they read)."""
@@ -384,10 +390,16 @@ class CachedKube:
         return self._kept(kind, self.kube.patch_merge(kind, namespace, name, patch))
 
     def patch_status(
-        self, kind: str, namespace: str, name: str, status: dict[str, Any], uid: str | None = None
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        uid: str | None = None,
+        previous: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         try:
-            return self._kept(kind, self.kube.patch_status(kind, namespace, name, status, uid))
+            return self._kept(kind, self.kube.patch_status(kind, namespace, name, status, uid, previous))
         except ApiException as error:
             if error.status == 404 or (error.status == 409 and uid is not None):
                 # The resource this copy was of is gone (a deletion the watch has not brought, or missed

@@ -28,7 +28,7 @@ from kubetune.api import modelserve as ms
 from kubetune.config import OperatorConfig
 from kubetune.kube import Kube
 from kubetune.render.names import label_value
-from kubetune.runtime.cache import FINGERPRINTED, TRACKED, Cache, CachedKube, also_kept_as
+from kubetune.runtime.cache import ECHOED, FINGERPRINTED, TRACKED, Cache, CachedKube, also_kept_as
 from kubetune.runtime.metrics import (
     CACHED_OBJECTS,
     JOBS_BY_PHASE,
@@ -149,9 +149,10 @@ class Controller:
 
     def decides_nothing(self, kind: str, event_type: str | None, body: dict[str, Any]) -> bool:
         """An event no reconcile needs: the operator's own write coming back through the watch (the
-        reconcile that wrote it decided on the reply), or a change to a child no reconcile reads (all the
-        tracked kinds but the report) that leaves it standing as written."""
-        if kind not in FINGERPRINTED or event_type not in ("ADDED", "MODIFIED"):
+        reconcile that wrote it decided on the reply: a Job it created, a Deployment it applied), or a
+        change to a child no reconcile reads (all the tracked kinds but the report) that leaves it standing
+        as written."""
+        if kind not in ECHOED or event_type not in ("ADDED", "MODIFIED"):
             return False
         if kind in TRACKED and also_kept_as(kind, body) is None:
             meta = body.get("metadata") or {}
