@@ -691,6 +691,8 @@ def run_phase(
             time.sleep(1)  # let kopf's watches settle before the batch
             cpu_before = sampler.cpu_seconds()
         requests_before = api_requests(get_text(watch_api, "/metrics"))
+        cpu_of_cluster = localcluster.cpu_seconds(info)
+        cpu_of_bench = time.process_time()
 
         with ThreadPoolExecutor(settings.workers, thread_name_prefix=phase) as pool:
             t0 = time.monotonic()
@@ -715,6 +717,13 @@ def run_phase(
         result.extra["apiserver_requests"] = request_delta(
             requests_before, api_requests(get_text(watch_api, "/metrics"))
         )
+        # Where the machine's CPU went: the control plane's processes, and this process (the floor's
+        # writes, and both phases' watches).
+        cpu_now = localcluster.cpu_seconds(info)
+        result.extra["cpu_s"] = {
+            **{name: round(used - cpu_of_cluster.get(name, 0.0), 1) for name, used in cpu_now.items()},
+            "bench": round(time.process_time() - cpu_of_bench, 1),
+        }
         if sampler is not None:
             cpu = sampler.cpu_seconds() - cpu_before
             result.extra["operator_cpu_s"] = round(cpu, 1)
@@ -927,6 +936,8 @@ def print_report(results: list[dict[str, Any]]) -> None:
                     f"p90 <= {rec.get('p90_le_s')}s, total {fmt(rec.get('sum_s'), 1)}s; "
                     f"operator CPU {s['extra'].get('operator_cpu_s')}s"
                 )
+            cpu = s["extra"].get("cpu_s") or {}
+            line += "; CPU s: " + ", ".join(f"{name} {used}" for name, used in cpu.items())
             notes.append(line)
     notes.append("times are seen by watches in the bench process, from one t0 when the batch starts")
     for note in notes:

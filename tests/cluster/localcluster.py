@@ -761,6 +761,17 @@ def memory_mib(info: ClusterInfo) -> dict[str, float]:
     return usage
 
 
+def cpu_seconds(info: ClusterInfo) -> dict[str, float]:
+    """CPU time (user and system) each control-plane process has used so far, in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for name, pid in info.pids.items():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            used[name] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return used
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
