@@ -104,7 +104,7 @@ def test_what_a_reader_changes_does_not_change_the_cache() -> None:
 def test_a_writes_reply_after_the_deletion_does_not_bring_the_object_back() -> None:
     """The reply of a write (kept at once) can come after the watch's DELETED event: it is refused, or a
     ghost would be reconciled every resync and its children created again for a dead owner."""
-    controller = Controller(kube=None, config=OperatorConfig(), reconcilers=RECONCILERS)  # type: ignore[arg-type]
+    controller = Controller(kube=None, config=OperatorConfig(), reconcilers=RECONCILERS, batch_seconds=0)  # type: ignore[arg-type]
     deployment = obj("Deployment", "qwen-vllm", rv="5", uid="uid-old")
     controller.observed("Deployment", "ADDED", deployment)
     controller.observed("Deployment", "DELETED", deployment)
@@ -152,7 +152,8 @@ def test_a_status_write_refused_for_a_gone_resource_drops_the_ghost() -> None:
 
 @pytest.fixture
 def controller() -> Controller:
-    return Controller(kube=None, config=OperatorConfig(), reconcilers=RECONCILERS)  # type: ignore[arg-type]
+    # A child's change is queued at once here; its batching has a test of its own.
+    return Controller(kube=None, config=OperatorConfig(), reconcilers=RECONCILERS, batch_seconds=0)  # type: ignore[arg-type]
 
 
 def queued(controller: Controller) -> list[Key]:
@@ -447,3 +448,19 @@ def test_the_echo_of_the_job_it_created_queues_nothing_the_job_controllers_updat
     assert queued_items(controller) == [(ner, False)]
     controller.observed("Job", "ADDED", created)  # a late copy of the written version: older, not kept
     assert (controller.cache.get("Job", "ns", "ner-a1") or {})["status"] == {"active": 1}
+
+
+def test_a_burst_of_child_events_is_one_reconcile_half_a_second_after_the_first() -> None:
+    from kubetune.runtime.workqueue import WorkQueue
+
+    now = [0.0]
+    queue: WorkQueue[Key] = WorkQueue(clock=lambda: now[0])
+    controller = Controller(kube=None, config=OperatorConfig(), reconcilers=RECONCILERS, queue=queue)  # type: ignore[arg-type]
+    labels = {"labels": {"kubetune.io/finetunejob": "ner"}}
+    controller.observed("Pod", "ADDED", pod("ner-a1-0", "ner"))
+    controller.observed("Job", "MODIFIED", obj("Job", "ner-a1", metadata=labels, status={"active": 1}))
+    now[0] = 0.2
+    controller.observed("Pod", "MODIFIED", pod("ner-a1-0", "ner", rv="2"))
+    assert queued(controller) == []
+    now[0] = 0.5
+    assert queued(controller) == [Key("FineTuneJob", "ns", "ner")]

@@ -216,3 +216,46 @@ def test_a_stream_of_soon_keys_cannot_starve_the_others(queue: WorkQueue[str]) -
             break
     assert "new-resource" in served
     assert served.index("new-resource") == SOON_RUN
+
+
+def test_a_burst_of_batched_additions_is_one_entry_a_period_after_the_first(
+    queue: WorkQueue[str], clock: Clock
+) -> None:
+    """A pod created, bound and started, and its Job counting it: one reconcile, ahead of new resources."""
+    queue.add("new-resource")
+    queue.add_batched("job", 0.5)
+    clock.now = 0.3
+    queue.add_batched("job", 0.5)  # within the period: no later entry
+    assert drain(queue) == ["new-resource"]
+    clock.now = 0.5
+    queue.add("another-new-resource")
+    assert drain(queue) == ["job", "another-new-resource"]
+    clock.now = 0.9
+    queue.add_batched("job", 0.5)  # a change after that reconcile: another period
+    assert drain(queue) == []
+    clock.now = 1.4
+    assert drain(queue) == ["job"]
+
+
+def test_a_batched_addition_of_a_waiting_key_moves_it_ahead_and_adds_nothing(
+    queue: WorkQueue[str], clock: Clock
+) -> None:
+    queue.add("new-1")
+    queue.add("new-2")
+    queue.add_batched("new-2", 0.5)  # its reconcile has not started: it reads the change
+    assert drain(queue) == ["new-2", "new-1"]
+    clock.now = 1
+    assert drain(queue) == []
+
+
+def test_a_batched_addition_of_a_held_key_comes_back_after_the_period(
+    queue: WorkQueue[str], clock: Clock
+) -> None:
+    queue.add("job")
+    held = queue.get(timeout=0)
+    assert held is not None
+    queue.add_batched("job", 0.5)  # its reconcile may have read the cache before the change
+    queue.done("job")
+    assert drain(queue) == []
+    clock.now = 0.5
+    assert drain(queue) == ["job"]

@@ -45,6 +45,10 @@ from kubetune.status import attempts
 log = logging.getLogger("kubetune.operator")
 CHILD_KINDS = frozenset({"Job", "Pod", "Deployment"})
 FTJ, MS = ftj.KIND, ms.KIND
+# A child's change is reconciled this long after the first of a burst (runtime/workqueue.py's `add_batched`):
+# a pod created, bound and started, and its Job counting it, are one reconcile, as the Job controller
+# batches its pods' events (for a second). The status follows the pods that much later.
+CHILD_BATCH_SECONDS = 0.5
 # What a ModelServe's status says of an adapter while it waits on its FineTuneJob (handlers/modelserve.py).
 JOB_REASONS = frozenset({"WaitingForFineTuneJob", "FineTuneJobNotFound", "FineTuneJobFailed"})
 
@@ -121,12 +125,15 @@ class Controller:
         config: OperatorConfig,
         reconcilers: Mapping[str, Reconcile],
         cache: Cache | None = None,
+        batch_seconds: float = CHILD_BATCH_SECONDS,
+        queue: WorkQueue[Key] | None = None,
     ):
         self.config = config
+        self.batch_seconds = batch_seconds
         self.reconcilers = reconcilers
         self.cache = cache or Cache()
         self.client = CachedKube(kube, self.cache)
-        self.queue: WorkQueue[Key] = WorkQueue()
+        self.queue: WorkQueue[Key] = queue if queue is not None else WorkQueue()
         self.caches_filled = threading.Event()
 
     # --- what the watches call (in kopf's event loop: quick, no API calls) --------------------------
@@ -166,11 +173,14 @@ class Controller:
             self.cache.remove(kind, meta.get("namespace"), meta["name"], meta.get("uid"))
         if self.decides_nothing(kind, event_type, body):
             return
-        # A child's change goes before new resources: the status follows the pods (workqueue.py).
+        # A child's change goes before new resources, batched: the status follows the pods (workqueue.py).
         soon = kind in CHILD_KINDS or also_kept_as(kind, body) is not None
         full = self.repaired(kind, event_type, body)
         for key in self.keys_for(kind, event_type, body):
-            self.queue.add(key, full=full, soon=soon)
+            if soon and not full:
+                self.queue.add_batched(key, self.batch_seconds)
+            else:
+                self.queue.add(key, full=full, soon=soon)
         QUEUE_DEPTH.set(len(self.queue))
 
     def keys_for(self, kind: str, event_type: str | None, body: dict[str, Any]) -> list[Key]:

@@ -11,6 +11,10 @@
   then one of the others goes, so that a steady stream of pod events cannot starve a new resource, a
   resync or an expired TTL.
 
+A key whose children changed may be added `batched`: soon, but a short period after the first such change
+(as the Job controller batches its pods' events), so that a burst of them (a pod created, bound, started,
+and its Job counting it) is one reconcile, not four. A key waiting already sees them when it runs.
+
 A key may carry `full`: the next reconcile of it should also re-check what it normally takes from caches
 (a periodic resync asks for that). The flag of a key added twice is the OR of both.
 """
@@ -54,7 +58,7 @@ class WorkQueue(Generic[K]):
         self._processing: set[K] = set()
         self._dirty: dict[K, bool] = {}  # added while processing: queued again by done()
         self._failures: dict[K, int] = {}
-        self._later: list[tuple[float, int, K, bool]] = []  # (when, tie-break, key, full)
+        self._later: list[tuple[float, int, K, bool, bool]] = []  # (when, tie-break, key, full, soon)
         self._due: dict[K, float] = {}  # key -> its earliest time in _later (later entries are spent)
         self._ticket = itertools.count()
         self._shut = False
@@ -92,14 +96,29 @@ class WorkQueue(Generic[K]):
             self.add(key, full)
             return
         with self._lock:
+            if not self._shut:
+                self._later_locked(key, delay, full, soon=False)
+
+    def add_batched(self, key: K, period: float) -> None:
+        """Soon, `period` after the first of a burst of additions (see the module's docstring)."""
+        if period <= 0:
+            self.add(key, soon=True)
+            return
+        with self._lock:
             if self._shut:
                 return
-            when = self._clock() + delay
-            if key in self._due and self._due[key] <= when and not full:
-                return  # it comes back sooner already
-            self._due[key] = min(when, self._due.get(key, when))
-            heapq.heappush(self._later, (when, next(self._ticket), key, full))
-            self._lock.notify()
+            if key in self._waiting:  # its reconcile has not started: it reads what changed
+                self._enqueue(key, soon=True)
+                return
+            self._later_locked(key, period, full=False, soon=True)
+
+    def _later_locked(self, key: K, delay: float, full: bool, soon: bool) -> None:
+        when = self._clock() + delay
+        if key in self._due and self._due[key] <= when and not full:
+            return  # it comes back sooner already
+        self._due[key] = min(when, self._due.get(key, when))
+        heapq.heappush(self._later, (when, next(self._ticket), key, full, soon))
+        self._lock.notify()
 
     def retry(self, key: K) -> float:
         """The key's reconcile failed: it comes back after base * 2^failures, at most max (returned)."""
@@ -188,9 +207,9 @@ class WorkQueue(Generic[K]):
     def _release_due(self) -> None:
         now = self._clock()
         while self._later and self._later[0][0] <= now:
-            when, _, key, full = heapq.heappop(self._later)
+            when, _, key, full, soon = heapq.heappop(self._later)
             if self._due.get(key) == when:
                 del self._due[key]
             elif not full:
                 continue  # a sooner entry of the key was released already
-            self._add_locked(key, full, soon=False)
+            self._add_locked(key, full, soon)
