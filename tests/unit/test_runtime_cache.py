@@ -464,3 +464,20 @@ def test_a_burst_of_child_events_is_one_reconcile_half_a_second_after_the_first(
     assert queued(controller) == []
     now[0] = 0.5
     assert queued(controller) == [Key("FineTuneJob", "ns", "ner")]
+
+
+def test_copies_share_their_keys_and_short_strings_but_keep_their_values() -> None:
+    import json
+
+    from kubetune.runtime.cache import compact
+
+    def from_the_watch(name: str) -> dict:  # each decoded object has strings of its own
+        return json.loads(json.dumps(pod(name, "ner", rv="7") | {"message": "x" * 100}))
+
+    first, second = compact(from_the_watch("ner-a1-0")), compact(from_the_watch("ner-a1-1"))
+    assert first == from_the_watch("ner-a1-0")
+    key = next(k for k in first["status"] if k == "phase")
+    assert key is next(k for k in second["status"] if k == "phase")
+    assert first["status"]["phase"] is second["status"]["phase"]
+    assert first["metadata"]["resourceVersion"] is second["metadata"]["resourceVersion"]
+    assert first["message"] is not second["message"]  # a long string: its own copy

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import sys
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
@@ -46,6 +47,23 @@ def _meta(obj: dict[str, Any]) -> dict[str, Any]:
     if annotations and LAST_APPLIED in annotations:
         meta["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
     return meta
+
+
+def compact(value: Any) -> Any:
+    """A copy whose keys and short strings are the interpreter's shared copies: the same few hundred keys
+    and values ("lastTransitionTime", "True", a label) recur in every object, and a copy each is most of a
+    slim object's memory (a pod's falls from about 10 KiB to 5)."""
+    if isinstance(value, dict):
+        return {sys.intern(k): compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [compact(v) for v in value]
+    if isinstance(value, str) and len(value) <= SHARED_STRING_LENGTH:
+        return sys.intern(value)
+    return value
+
+
+# Strings up to this long are shared (names, uids, timestamps, reasons); longer ones are messages and data.
+SHARED_STRING_LENGTH = 64
 
 
 def slim_resource(obj: dict[str, Any]) -> dict[str, Any]:
@@ -186,7 +204,7 @@ class Cache:
             (obj.get("metadata") or {}).get("labels") or {}
         ):
             return False  # not a ModelServe's child: no watch would ever bring its deletion
-        slim = SLIMMERS.get(kind, slim_tracked)(obj)
+        slim = compact(SLIMMERS.get(kind, slim_tracked)(obj))
         meta = slim["metadata"]
         key = (meta.get("namespace") or "", meta["name"])
         mark = fingerprint(obj, report=alias is not None) if kind in FINGERPRINTED else None
