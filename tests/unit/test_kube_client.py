@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+import json
+
 import pytest
 
 from kubetune.kube import request_kind, status_ops
@@ -62,3 +65,36 @@ UID = {"op": "test", "path": "/metadata/uid", "value": "u1"}
 )
 def test_a_status_write_is_one_json_patch(status: dict, previous: dict, ops: list) -> None:
     assert status_ops(status, "u1", previous) == ops
+
+
+class Sent:
+    """The REST client's side of a request: what it would put on the wire (it JSON-encodes the body)."""
+
+    status = 200
+
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+
+    def __call__(self, method: str, url: str, body: object = None, **_: object) -> Sent:
+        self.bodies.append(json.dumps(body))  # as kubernetes.client.rest does: a TypeError for a date
+        return self
+
+    def read(self) -> bytes:
+        return b"{}"
+
+
+def test_a_body_goes_out_as_it_is_and_one_with_a_date_as_the_client_would_write_it() -> None:
+    from kubernetes import client
+
+    from kubetune.kube import Kube
+
+    api = client.ApiClient()
+    api.call_api = Sent()  # type: ignore[method-assign]
+    kube = Kube(api)
+    manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "ns"}}
+    kube.create(manifest)
+    kube.create({**manifest, "data": {"when": datetime.date(2026, 12, 5)}})
+    assert [json.loads(b) for b in api.call_api.bodies] == [  # type: ignore[attr-defined]
+        manifest,
+        {**manifest, "data": {"when": "2026-12-05"}},
+    ]

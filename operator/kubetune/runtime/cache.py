@@ -1,7 +1,8 @@
 """What the watches delivered, kept in memory for the reconciles to read instead of a GET or a LIST per event.
 
 Each object is kept slim: only the fields a reconcile reads (a pod's status, not its spec; a Job's status and
-`suspend`, not its pod template), so that memory grows by a few KiB per object. Objects are found by kind,
+`suspend`, not its pod template), with its keys and short strings shared between copies (`compact`), so that
+memory grows by a few KiB per object. Objects are found by kind,
 namespace and name, and by the labels that name their owner (the reconciles list children by those).
 
 A ModelServe's other children (TRACKED) are kept only to tell whether each still stands as the operator
