@@ -440,7 +440,7 @@ def as_watched(fake: FakeKube, cache: Cache) -> None:
 def cached_operator(fake: FakeKube, *steps: Callable[[FakeKube], None]) -> tuple[CachedKube, Cache]:
     """The steps played with the operator's own cache between the client and the fake cluster."""
     cache = Cache()
-    client = CachedKube(fake, cache)  # type: ignore[arg-type]
+    client = CachedKube(fake, cache, events_in_background=False)  # type: ignore[arg-type]
     for step in steps:
         step(fake)
         as_watched(fake, cache)

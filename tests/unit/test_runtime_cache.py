@@ -481,3 +481,46 @@ def test_copies_share_their_keys_and_short_strings_but_keep_their_values() -> No
     assert first["status"]["phase"] is second["status"]["phase"]
     assert first["metadata"]["resourceVersion"] is second["metadata"]["resourceVersion"]
     assert first["message"] is not second["message"]  # a long string: its own copy
+
+
+def test_the_resync_skips_a_finetunejob_reconciled_since_the_last_and_never_two_in_a_row() -> None:
+    """At 5000 jobs starting, each resync queued the few thousand running ones again: a reconcile each
+    that decided nothing, ahead of the new jobs still waiting for their first."""
+    from kubetune.runtime.outcome import Outcome
+    from kubetune.runtime.workqueue import WorkQueue
+
+    now = [0.0]
+    ran: list[str] = []
+
+    def reconcile(kube: object, body: dict, config: object, full: bool) -> Outcome:
+        ran.append(body["metadata"]["name"])
+        return Outcome(status={}, changed=False)
+
+    controller = Controller(
+        kube=None,  # type: ignore[arg-type]
+        config=OperatorConfig(),
+        reconcilers={"FineTuneJob": reconcile},
+        queue=WorkQueue(clock=lambda: now[0]),
+        clock=lambda: now[0],
+    )
+
+    def work() -> list[str]:
+        ran.clear()
+        while (item := controller.queue.get(timeout=0)) is not None:
+            controller.work(item)
+        return sorted(ran)
+
+    for name in ("busy", "quiet"):
+        controller.cache.upsert("FineTuneJob", ftj(name))
+    now[0] = 60
+    controller.resync()  # neither was reconciled yet
+    assert work() == ["busy", "quiet"]
+    now[0] = 90
+    controller.queue.add(Key("FineTuneJob", "ns", "busy"))  # its pod started
+    assert work() == ["busy"]
+    now[0] = 120
+    controller.resync()
+    assert work() == ["quiet"]  # busy was reconciled since the last resync
+    now[0] = 180
+    controller.resync()
+    assert work() == ["busy", "quiet"]  # neither was: each at least once between two resyncs

@@ -18,6 +18,7 @@ decides on a half-filled cache (a Job missing from it would look like an attempt
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -42,7 +43,7 @@ from kubetune.runtime.metrics import (
     RETRIES,
 )
 from kubetune.runtime.outcome import Key, Outcome
-from kubetune.runtime.workqueue import WorkQueue
+from kubetune.runtime.workqueue import Item, WorkQueue
 from kubetune.status import attempts
 
 log = logging.getLogger("kubetune.operator")
@@ -130,8 +131,14 @@ class Controller:
         cache: Cache | None = None,
         batch_seconds: float = CHILD_BATCH_SECONDS,
         queue: WorkQueue[Key] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.config = config
+        self._clock = clock
+        # When each FineTuneJob was last reconciled, and when the last resync ran (or the caches were
+        # listed, which reconciles everything): the resync skips one reconciled since.
+        self._last_pass: dict[Key, float] = {}
+        self._last_resync = clock()
         self.batch_seconds = batch_seconds
         self.reconcilers = reconcilers
         self.cache = cache or Cache()
@@ -271,29 +278,38 @@ class Controller:
             item = self.queue.get()
             if item is None:
                 return
-            QUEUE_DEPTH.set(len(self.queue))
-            QUEUE_WAIT_SECONDS.labels(item.key.kind).observe(item.waited)
-            try:
-                outcome = self.reconcile(item.key, full=item.full)
-            except Exception as error:
-                delay = self.queue.retry(item.key)
-                RETRIES.labels(item.key.kind).inc()
-                if isinstance(error, ApiException):
-                    log.warning(
-                        "reconcile of %s failed: %s %s (again in %.1fs)",
-                        item.key,
-                        error.status,
-                        error.reason,
-                        delay,
-                    )
-                else:
-                    log.exception("reconcile of %s failed (again in %.1fs)", item.key, delay)
+            self.work(item)
+
+    def work(self, item: Item[Key]) -> None:
+        """One key from the queue: its reconcile, then a retry, a look again later, or nothing."""
+        QUEUE_DEPTH.set(len(self.queue))
+        QUEUE_WAIT_SECONDS.labels(item.key.kind).observe(item.waited)
+        try:
+            outcome = self.reconcile(item.key, full=item.full)
+        except Exception as error:
+            delay = self.queue.retry(item.key)
+            RETRIES.labels(item.key.kind).inc()
+            if isinstance(error, ApiException):
+                log.warning(
+                    "reconcile of %s failed: %s %s (again in %.1fs)",
+                    item.key,
+                    error.status,
+                    error.reason,
+                    delay,
+                )
             else:
-                self.queue.forget(item.key)
-                if outcome is not None and outcome.requeue_after is not None:
-                    self.queue.add_after(item.key, outcome.requeue_after)
-            finally:
-                self.queue.done(item.key)
+                log.exception("reconcile of %s failed (again in %.1fs)", item.key, delay)
+        else:
+            self.queue.forget(item.key)
+            if item.key.kind == FTJ:
+                if outcome is None:  # gone
+                    self._last_pass.pop(item.key, None)
+                else:
+                    self._last_pass[item.key] = self._clock()
+            if outcome is not None and outcome.requeue_after is not None:
+                self.queue.add_after(item.key, outcome.requeue_after)
+        finally:
+            self.queue.done(item.key)
 
     def reconcile(self, key: Key, full: bool = False) -> Outcome | None:
         """One reconcile of the resource as the cache holds it now (gone or being deleted: nothing to do)."""
@@ -338,15 +354,22 @@ class Controller:
 
     def resync(self) -> None:
         """Queues every FineTuneJob that can still change and every ModelServe: the safety net under the
-        watches, and what makes TTLs fire after a restart."""
+        watches, and what makes TTLs fire after a restart. Each such FineTuneJob is reconciled at least once
+        between two resyncs: one reconciled since the last (its events came) is not queued again. A
+        thousand jobs starting would otherwise be a thousand reconciles more each minute, that decide
+        nothing."""
         phases: dict[str, int] = dict.fromkeys([p.value for p in ftj.Phase], 0)
+        since, self._last_resync = self._last_resync, self._clock()
         for body in self.cache.list(FTJ):
             meta, status = body["metadata"], body.get("status") or {}
             phases[status.get("phase") or ftj.Phase.PENDING.value] += 1
             # Finished for good (a spec refused before it ran is not: fixed, it proceeds).
             finished = attempts.has_finished(status)
+            key = Key(FTJ, meta["namespace"], meta["name"])
+            if self._last_pass.get(key, -math.inf) > since:
+                continue
             if not finished or (body.get("spec") or {}).get("ttlSecondsAfterFinished") is not None:
-                self.queue.add(Key(FTJ, meta["namespace"], meta["name"]), full=True)
+                self.queue.add(key, full=True)
         for namespace, name in self.cache.keys(MS):
             self.queue.add(Key(MS, namespace, name), full=True)
         for phase, count in phases.items():
