@@ -71,3 +71,37 @@ def wait_for_event(
         f"the {reason} Event about {name}",
         timeout=timeout,
     )
+
+
+def widget_crd(group: str, properties: dict) -> dict:
+    """A namespaced kind of a test's own, `Widget` in `group`, with a status subresource: no operator
+    writes it, so what a test sends and what it leaves are the test's alone."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": properties}},
+                }
+            ],
+        },
+    }
+
+
+def wait_established(extensions, name: str) -> None:
+    """Until the CustomResourceDefinition `name` is Established."""
+
+    def established() -> bool:
+        status = extensions.read_custom_resource_definition(name).status
+        return any(c.type == "Established" and c.status == "True" for c in status.conditions or [])
+
+    wait_until(established, f"CRD {name} to be Established", timeout=30)

@@ -8,7 +8,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.kube import wait_until
+from tests.kube import wait_established, wait_until, widget_crd
 
 GPU = "nvidia.com/gpu"
 PAUSE = "registry.k8s.io/pause:3.10"
@@ -142,36 +142,13 @@ def test_custom_resource_definition_is_served(api: client.ApiClient, namespace: 
     extensions = client.ApiextensionsV1Api(api)
     custom = client.CustomObjectsApi(api)
     group, plural = "smoke.test.kubetune.io", "widgets"
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{group}"},
-        "spec": {
-            "group": group,
-            "scope": "Namespaced",
-            "names": {"plural": plural, "singular": "widget", "kind": "Widget"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "properties": {
-                                "spec": {
-                                    "type": "object",
-                                    "properties": {"gpus": {"type": "integer", "minimum": 1}},
-                                },
-                                "status": {"type": "object", "properties": {"phase": {"type": "string"}}},
-                            },
-                        }
-                    },
-                }
-            ],
+    crd = widget_crd(
+        group,
+        {
+            "spec": {"type": "object", "properties": {"gpus": {"type": "integer", "minimum": 1}}},
+            "status": {"type": "object", "properties": {"phase": {"type": "string"}}},
         },
-    }
+    )
     try:
         extensions.create_custom_resource_definition(crd)
     except ApiException as error:
@@ -184,12 +161,7 @@ def test_custom_resource_definition_is_served(api: client.ApiClient, namespace: 
 
 
 def _exercise_widgets(extensions, custom, group: str, plural: str, namespace: str) -> None:
-
-    def established() -> bool:
-        status = extensions.read_custom_resource_definition(f"{plural}.{group}").status
-        return any(c.type == "Established" and c.status == "True" for c in status.conditions or [])
-
-    wait_until(established, "the CRD to be Established", timeout=30)
+    wait_established(extensions, f"{plural}.{group}")
     body = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"gpus": 8}}
     wait_until(
         lambda: _create_or_none(custom, group, namespace, plural, body), "the new API to serve", timeout=30

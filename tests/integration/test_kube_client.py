@@ -11,6 +11,7 @@ import pytest
 from kubernetes import client
 
 from kubetune.kube import Kube, NotOurs
+from tests.kube import wait_established, widget_crd
 
 
 def config_map(namespace: str, owner: client.V1ConfigMap, data: dict[str, str]) -> dict[str, Any]:
@@ -87,53 +88,21 @@ def test_writes_with_the_owners_uid_never_reach_a_successor_of_the_same_name(
     assert kube.delete("FineTuneJob", namespace, "ner", uid=new["metadata"]["uid"]) is True
 
 
-# A kind of the test's own with a status subresource: no operator writes it, so what each call sends and
-# what it leaves are the test's alone.
-WIDGETS = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "widgets.test.kubetune.io"},
-    "spec": {
-        "group": "test.kubetune.io",
-        "scope": "Namespaced",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
+# A kind of the test's own: no operator writes it, so each call's requests and effects are the test's alone.
+WIDGETS = widget_crd(
+    "test.kubetune.io", {"status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
+)
 
 
 @pytest.fixture(scope="module")
 def widgets(api: client.ApiClient) -> Iterator[None]:
     from kubetune.kube import KINDS, Kind
-    from tests.kube import wait_until
 
     extensions = client.ApiextensionsV1Api(api)
     name = WIDGETS["metadata"]["name"]
     with contextlib.suppress(client.ApiException):
         extensions.create_custom_resource_definition(WIDGETS)
-    wait_until(
-        lambda: any(
-            c.type == "Established" and c.status == "True"
-            for c in extensions.read_custom_resource_definition(name).status.conditions or []
-        ),
-        f"CRD {name} to be Established",
-        timeout=30,
-    )
+    wait_established(extensions, name)
     KINDS["Widget"] = Kind("test.kubetune.io/v1", "widgets")
     yield
     del KINDS["Widget"]
