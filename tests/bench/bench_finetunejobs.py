@@ -605,8 +605,15 @@ def reconcile_metrics(text: str) -> dict[str, Any]:
         for lab, v in samples(text, "kubetune_reconciles_total")
         if lab.get("kind") == "FineTuneJob"
     }
+    # What the reconciles asked the API server, by verb and resource (kubetune_api_requests_total).
+    requests = {
+        f"{lab.get('verb')} {lab.get('resource')}": int(v)
+        for lab, v in samples(text, "kubetune_api_requests_total")
+    }
     return {
         "count": int(count),
+        "operator_requests": dict(sorted(requests.items(), key=lambda kv: -kv[1])),
+        "retries": int(sum(v for lab, v in samples(text, "kubetune_workqueue_retries_total"))),
         "sum_s": round(total, 3),
         "mean_s": round(total / count, 4) if count else None,
         "p50_le_s": quantile(0.5),
