@@ -524,3 +524,34 @@ def test_the_resync_skips_a_finetunejob_reconciled_since_the_last_and_never_two_
     now[0] = 180
     controller.resync()
     assert work() == ["busy", "quiet"]  # neither was: each at least once between two resyncs
+
+
+def test_events_wait_in_the_background_up_to_a_bound_beyond_which_they_are_dropped_and_counted() -> None:
+    """At 3000 jobs starting, 4000 Events waited behind two threads when the last job ran: memory that
+    grows with the burst. client-go's recorder drops what its full queue (1000) cannot take, too."""
+    import threading
+
+    from prometheus_client import REGISTRY
+
+    from kubetune.runtime.cache import CachedKube
+
+    release = threading.Event()
+    recorded: list[str] = []
+
+    class SlowApi:
+        def create(self, manifest: dict) -> dict:
+            release.wait(timeout=30)
+            recorded.append(manifest["metadata"]["name"])
+            return manifest
+
+    def dropped() -> float:
+        return REGISTRY.get_sample_value("kubetune_events_dropped_total") or 0.0
+
+    client = CachedKube(SlowApi(), Cache(), max_pending_events=2)  # type: ignore[arg-type]
+    before = dropped()
+    for index in range(5):
+        client.create({"kind": "Event", "metadata": {"name": f"e{index}", "namespace": "ns"}})
+    assert dropped() - before == 3
+    release.set()
+    client._events.shutdown(wait=True)  # type: ignore[union-attr]
+    assert sorted(recorded) == ["e0", "e1"]

@@ -35,6 +35,7 @@ from kubetune.api import label_names
 from kubetune.api.label_names import INDEXED as INDEXED_LABELS
 from kubetune.kube import ADAPTER_REPORT, Kube, controller_uid
 from kubetune.render.names import short_hash
+from kubetune.runtime.metrics import EVENTS_DROPPED, EVENTS_PENDING
 
 log = logging.getLogger("kubetune.events")
 
@@ -176,6 +177,8 @@ def _version(obj: dict[str, Any]) -> int | None:
         return None
 
 
+# Events waiting to be recorded, at most: each is a small dict (client-go's recorder holds 1000).
+MAX_PENDING_EVENTS = 1000
 # How many deleted objects' uids are remembered: a write's reply can arrive after the deletion's event, and
 # must not bring the object back. A uid is never reused, so one remembered is refused for good.
 TOMBSTONES = 20_000
@@ -339,8 +342,18 @@ class CachedKube:
     write goes to the API server; what a write returns is kept in the cache at once (the watch event that
     follows may take a while), so the next reconcile does not decide on what it has just changed."""
 
-    def __init__(self, kube: Kube, cache: Cache, writers: int = 32, events_in_background: bool = True):
+    def __init__(
+        self,
+        kube: Kube,
+        cache: Cache,
+        writers: int = 32,
+        events_in_background: bool = True,
+        max_pending_events: int = MAX_PENDING_EVENTS,
+    ):
         self.kube, self.cache = kube, cache
+        self._pending_events = 0
+        self._max_pending_events = max_pending_events
+        self._events_lock = threading.Lock()
         # Independent creations go out together; Events are recorded in the background, as client-go's
         # recorder does (a reconcile never waits for one, and never decides on one). A test that counts
         # calls records them in line, so that none lands after it looked.
@@ -392,12 +405,24 @@ class CachedKube:
 
     def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         if manifest["kind"] == "Event":
-            if self._events is not None:
-                self._events.submit(self._record, manifest)
-            else:
+            if self._events is None:
                 self._record(manifest)
+            elif self._hold_event():
+                self._events.submit(self._record, manifest)
             return manifest
         return self._kept(manifest["kind"], self.kube.create(manifest), manifest)
+
+    def _hold_event(self) -> bool:
+        """Whether an Event may wait for the background: at most `max_pending_events` do (a thousand jobs
+        starting post two thousand, faster than two threads record them on a loaded API server), as
+        client-go's recorder drops what its full queue cannot take. A dropped one is counted."""
+        with self._events_lock:
+            if self._pending_events >= self._max_pending_events:
+                EVENTS_DROPPED.inc()
+                return False
+            self._pending_events += 1
+            EVENTS_PENDING.set(self._pending_events)
+            return True
 
     def _record(self, event: dict[str, Any]) -> None:
         involved = event.get("involvedObject") or {}
@@ -408,6 +433,11 @@ class CachedKube:
                 "could not record event %s on %s/%s: %s",
                 event.get("reason"), involved.get("namespace"), involved.get("name"), error,
             )  # fmt: skip
+        finally:
+            if self._events is not None:
+                with self._events_lock:
+                    self._pending_events -= 1
+                    EVENTS_PENDING.set(self._pending_events)
 
     def patch_merge(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self._kept(kind, self.kube.patch_merge(kind, namespace, name, patch))

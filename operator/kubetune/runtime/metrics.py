@@ -29,3 +29,7 @@ API_REQUESTS = Counter(
     "Requests the reconciles made to the API server (the watches are kopf's own), by verb and resource.",
     ["verb", "resource"],
 )
+EVENTS_PENDING = Gauge("kubetune_events_pending", "Events waiting to be recorded in the background.")
+EVENTS_DROPPED = Counter(
+    "kubetune_events_dropped_total", "Events not recorded because too many were waiting already."
+)
