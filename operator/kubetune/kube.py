@@ -55,11 +55,16 @@ def controller_uid(obj: dict[str, Any]) -> str | None:
     return None
 
 
+def uid_test(uid: str) -> dict[str, Any]:
+    """The JSON patch operation that refuses the patch (422) unless the object is that very uid."""
+    return {"op": "test", "path": "/metadata/uid", "value": uid}
+
+
 def status_ops(status: dict[str, Any], uid: str, previous: dict[str, Any]) -> list[dict[str, Any]]:
     """The JSON patch of a status write in one request: the uid's test, then each field of `status` set
     whole (None: removed, when `previous` has it). With no status yet, the whole status is added, after a
     test that there is none (the API server's JSON patch passes a null test on a missing path)."""
-    ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": uid}]
+    ops = [uid_test(uid)]
     if not previous:
         given = {key: value for key, value in status.items() if value is not None}
         return [
@@ -441,9 +446,8 @@ class Kube:
                 if error.status != 422:
                     raise
         if uid is not None:
-            test = [{"op": "test", "path": "/metadata/uid", "value": uid}]
             try:
-                self._call("PATCH", path, body=test, content_type="application/json-patch+json")
+                self._call("PATCH", path, body=[uid_test(uid)], content_type="application/json-patch+json")
             except ApiException as error:
                 if error.status == 422:  # the test failed: another object holds the name now
                     raise ApiException(

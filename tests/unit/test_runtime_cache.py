@@ -524,6 +524,8 @@ def test_the_resync_skips_a_finetunejob_reconciled_since_the_last_and_never_two_
     now[0] = 180
     controller.resync()
     assert work() == ["busy", "quiet"]  # neither was: each at least once between two resyncs
+    controller.observed("FineTuneJob", "DELETED", ftj("quiet"))
+    assert Key("FineTuneJob", "ns", "quiet") not in controller._last_pass  # nothing kept for the gone
 
 
 def test_events_wait_in_the_background_up_to_a_bound_beyond_which_they_are_dropped_and_counted() -> None:

@@ -408,7 +408,7 @@ class CachedKube:
             if self._events is None:
                 self._record(manifest)
             elif self._hold_event():
-                self._events.submit(self._record, manifest)
+                self._events.submit(self._record_held, manifest)
             return manifest
         return self._kept(manifest["kind"], self.kube.create(manifest), manifest)
 
@@ -424,6 +424,15 @@ class CachedKube:
             EVENTS_PENDING.set(self._pending_events)
             return True
 
+    def _record_held(self, event: dict[str, Any]) -> None:
+        """`_record` in the background, for an Event `_hold_event` let wait."""
+        try:
+            self._record(event)
+        finally:
+            with self._events_lock:
+                self._pending_events -= 1
+                EVENTS_PENDING.set(self._pending_events)
+
     def _record(self, event: dict[str, Any]) -> None:
         involved = event.get("involvedObject") or {}
         try:
@@ -433,11 +442,6 @@ class CachedKube:
                 "could not record event %s on %s/%s: %s",
                 event.get("reason"), involved.get("namespace"), involved.get("name"), error,
             )  # fmt: skip
-        finally:
-            if self._events is not None:
-                with self._events_lock:
-                    self._pending_events -= 1
-                    EVENTS_PENDING.set(self._pending_events)
 
     def patch_merge(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self._kept(kind, self.kube.patch_merge(kind, namespace, name, patch))

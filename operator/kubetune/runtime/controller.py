@@ -181,6 +181,7 @@ class Controller:
         if event_type == "DELETED":
             meta = body.get("metadata") or {}
             self.cache.remove(kind, meta.get("namespace"), meta["name"], meta.get("uid"))
+            self._last_pass.pop(Key(kind, meta.get("namespace") or "", meta["name"]), None)
         if self.decides_nothing(kind, event_type, body):
             return
         # A child's change goes before new resources, batched: the status follows the pods (workqueue.py).
@@ -301,11 +302,8 @@ class Controller:
                 log.exception("reconcile of %s failed (again in %.1fs)", item.key, delay)
         else:
             self.queue.forget(item.key)
-            if item.key.kind == FTJ:
-                if outcome is None:  # gone
-                    self._last_pass.pop(item.key, None)
-                else:
-                    self._last_pass[item.key] = self._clock()
+            if item.key.kind == FTJ and outcome is not None:
+                self._last_pass[item.key] = self._clock()
             if outcome is not None and outcome.requeue_after is not None:
                 self.queue.add_after(item.key, outcome.requeue_after)
         finally:
