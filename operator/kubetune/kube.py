@@ -232,6 +232,33 @@ class Kube:
         content_type: str = "application/json",
         timeout: Timeout | None = None,
     ) -> dict[str, Any]:
+        API_REQUESTS.labels(*request_kind(method, path)).inc()
+        response = self._send(method, path, body, query, content_type, timeout)
+        data = response.read()
+        if not 200 <= response.status < 300:
+            text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+            raise ApiException.from_response(http_resp=response, body=text, data=None)
+        return json.loads(data) if data else {}
+
+    def watch(self, path: str, query: list[tuple[str, str]], timeout: Timeout) -> Any:
+        """A watch's response, its body not read yet: the caller reads its events as they come (its `stream`)
+        and releases it. `timeout`'s read part bounds each wait for the next bytes, not the whole watch."""
+        API_REQUESTS.labels("watch", request_kind("GET", path)[1]).inc()
+        response = self._send("GET", path, None, [*query, ("watch", "true")], "application/json", timeout)
+        if not 200 <= response.status < 300:
+            text = response.read().decode("utf-8", "replace")
+            raise ApiException.from_response(http_resp=response, body=text, data=None)
+        return response.response
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        query: list[tuple[str, str]] | None,
+        content_type: str,
+        timeout: Timeout | None,
+    ) -> Any:
         # The body goes to the REST client as it is: it is JSON already (manifests, patches), and the
         # generated client's walk over it (to turn its models into JSON) costs more than the JSON encoding.
         method_, url, headers, _, post = self.api.param_serialize(
@@ -242,7 +269,6 @@ class Kube:
             body=None,
             auth_settings=["BearerToken"],
         )
-        API_REQUESTS.labels(*request_kind(method, path)).inc()
 
         def send(payload: Any) -> Any:
             return self.api.call_api(
@@ -255,14 +281,9 @@ class Kube:
             )
 
         try:
-            response = send(body)
+            return send(body)
         except TypeError:  # a value JSON has no form for (a date read from YAML): the client's walk has one
-            response = send(self.api.sanitize_for_serialization(body))
-        data = response.read()
-        if not 200 <= response.status < 300:
-            text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-            raise ApiException.from_response(http_resp=response, body=text, data=None)
-        return json.loads(data) if data else {}
+            return send(self.api.sanitize_for_serialization(body))
 
     def get(
         self, kind: str, namespace: str | None, name: str, timeout: Timeout | None = None
@@ -279,6 +300,18 @@ class Kube:
         if labels:
             query.append(("labelSelector", ",".join(f"{k}={v}" for k, v in sorted(labels.items()))))
         return self._call("GET", KINDS[kind].path(namespace), query=query).get("items", [])
+
+    def list_page(
+        self, kind: str, namespace: str | None, selector: str | None, limit: int, token: str | None = None
+    ) -> dict[str, Any]:
+        """One page of a listing, as the API server sends it: its `items`, and in its `metadata` the
+        `resourceVersion` to watch from and the `continue` token of the next page (none on the last)."""
+        query = [("limit", str(limit))]
+        if selector:
+            query.append(("labelSelector", selector))
+        if token:
+            query.append(("continue", token))
+        return self._call("GET", KINDS[kind].path(namespace), query=query)
 
     def stands(self, manifest: dict[str, Any]) -> bool:
         """Whether the child is as this operator last wrote it. Only the cache knows (runtime/cache.py):

@@ -557,3 +557,49 @@ def test_events_wait_in_the_background_up_to_a_bound_beyond_which_they_are_dropp
     release.set()
     client._events.shutdown(wait=True)  # type: ignore[union-attr]
     assert sorted(recorded) == ["e0", "e1"]
+
+
+def test_a_listing_keeps_what_it_holds_and_drops_what_was_deleted_while_no_watch_ran(
+    controller: Controller,
+) -> None:
+    """A child kind's listing (a list-watch's start, or its restart after a gap) replaces what the cache held
+    of that kind in that namespace, as client-go's reflector does: without it, a pod deleted while the watch
+    was down would stay in the cache for good."""
+    other = obj("Pod", "elsewhere", namespace="other", metadata={"labels": {"kubetune.io/finetunejob": "o"}})
+    for held in (
+        pod("gone", "a", rv="5"),
+        pod("stays", "b", rv="5"),
+        pod("written-after", "c", rv="12"),
+        other,
+    ):
+        controller.observed("Pod", "ADDED", held)
+    queued(controller)
+
+    controller.listed("Pod", "ns", [pod("stays", "b", rv="9"), pod("new", "d", rv="10")], "10")
+
+    assert controller.cache.get("Pod", "ns", "gone") is None
+    assert controller.cache.get("Pod", "ns", "stays")["metadata"]["resourceVersion"] == "9"
+    assert controller.cache.get("Pod", "ns", "new") is not None
+    # Written after the listing (a write's reply came first): its watch event follows, it stays.
+    assert controller.cache.get("Pod", "ns", "written-after") is not None
+    # Another namespace's listing is another watch's.
+    assert controller.cache.get("Pod", "other", "elsewhere") is not None
+    # The listed pods' owners decide again, and so does the deleted pod's.
+    assert queued(controller) == [Key("FineTuneJob", "ns", n) for n in ("b", "d", "a")]
+
+
+def test_the_workers_wait_until_every_watch_has_listed_once() -> None:
+    from kubetune.runtime.controller import RESOURCES_LISTED
+
+    config = OperatorConfig(namespaces=("ns", "other"))
+    controller = Controller(kube=None, config=config, reconcilers=RECONCILERS)  # type: ignore[arg-type]
+    children = controller.watched_children()
+    assert len(children) == 20
+    controller.listed_once(RESOURCES_LISTED)  # kopf's listing of the custom resources
+    for kind, namespace in children:
+        assert not controller.caches_filled.is_set(), (kind, namespace)
+        controller.listed(kind, namespace, [], "1")
+    assert controller.caches_filled.is_set()
+    # A listing again later (a watch's restart) changes nothing of it.
+    controller.listed("Pod", "ns", [], "2")
+    assert controller.caches_filled.is_set()

@@ -1,7 +1,9 @@
-"""kopf's part: the watches that fill the controller's caches and queue keys, and the two reconciles.
+"""kopf's part: the watches of the two custom resources, which fill the controller's caches and queue keys,
+and the two reconciles.
 
 The handlers registered here only record what a watch saw and queue the key of the resource it concerns
-(runtime/controller.py); the workers run `RECONCILERS`. Nothing here calls the API server.
+(runtime/controller.py); the workers run `RECONCILERS`. Nothing here calls the API server. The children's
+watches are the runtime's own (runtime/listwatch.py says why).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from kubetune.config import OperatorConfig
 from kubetune.handlers import finetunejob as finetunejob_handler
 from kubetune.handlers import modelserve as modelserve_handler
 from kubetune.kube import Kube
-from kubetune.runtime.controller import SELECTORS, WATCHED, Controller, Reconcile
+from kubetune.runtime.controller import RESOURCES, RESOURCES_LISTED, WATCHED, Controller, Reconcile
 from kubetune.runtime.outcome import Outcome
 
 log = logging.getLogger("kubetune.operator")
@@ -65,11 +67,6 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.watching.connect_timeout = config.api_connect_seconds
     settings.networking.connect_timeout = config.api_connect_seconds
     settings.networking.request_timeout = config.api_timeout_seconds
-    # The API server filters the children's watches to the operator's own (the handlers below need no
-    # filter of their own).
-    for kind, group, version, plural in WATCHED:
-        if kind in SELECTORS:
-            settings.watching.label_selectors[group or version, plural] = SELECTORS[kind]
     # The handlers below only record and queue: they are async, and run in kopf's own loop.
     settings.execution.max_workers = 2
     # kopf keeps a task per object while its events come; a second of quiet ends it (memory).
@@ -104,7 +101,8 @@ def register(controller_factory: Callable[[], Controller], config: OperatorConfi
         )
 
     for kind, group, version, plural in WATCHED:
-        _register_watch(controller, kind, group, version, plural)
+        if kind in RESOURCES:
+            _register_watch(controller, kind, group, version, plural)
 
 
 def _register_watch(
@@ -113,15 +111,14 @@ def _register_watch(
     resource = (group, version, plural) if group else (version, plural)
 
     # kopf calls index handlers for every event (the initial listing of every kind included) before any
-    # other handler, and holds the other handlers until every kind was listed: the caches fill here.
+    # other handler, and holds the other handlers until every kind was listed: the cache fills here.
     async def record(body: kopf.Body, **_: Any) -> None:
         controller().cache.upsert(kind, {key: body[key] for key in body})
 
     async def react(type: str | None, event: dict[str, Any], **_: Any) -> None:
         ctl = controller()
         if not ctl.caches_filled.is_set():
-            log.info("caches filled: %s", ", ".join(f"{ctl.cache.count(k)} {k}" for k, *_ in WATCHED))
-            ctl.caches_filled.set()
+            ctl.listed_once(RESOURCES_LISTED)
         ctl.react(kind, type, event["object"])
 
     record.__name__ = record.__qualname__ = f"record_{plural}"

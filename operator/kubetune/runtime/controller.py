@@ -1,7 +1,8 @@
 """The controller: the watches' caches, the work queue and a fixed pool of workers that reconciles.
 
-kopf's handlers (handlers/watches.py) only record what the watches saw and queue (`Controller.react`) the
-key of the resource it concerns: a FineTuneJob for its own events and those of its Jobs and pods, a
+The watches (kopf's of the two custom resources, handlers/watches.py; the runtime's own of their children,
+runtime/listwatch.py) only record what they saw and queue (`Controller.react`) the key of the resource it
+concerns: a FineTuneJob for its own events and those of its Jobs and pods, a
 ModelServe for its own, its Deployment's and its pods'. The work queue holds each key once however many
 events arrive, never hands one key to two workers, and brings failed keys back with a capped backoff
 (runtime/workqueue.py). A child's change queues its owner batched (`CHILD_BATCH_SECONDS` after the first of
@@ -10,9 +11,10 @@ queues nothing: at a thousand jobs starting, about three reconciles each instead
 from the caches (runtime/cache.py), so an event costs no read of the API server. The periodic resync queues
 keys; it reconciles nothing itself.
 
-kopf runs index handlers over every watched kind's initial listing before any other handler: the caches
-are filled through them, and the workers wait for the first ordinary handler call, so that no reconcile
-decides on a half-filled cache (a Job missing from it would look like an attempt not started yet).
+The workers wait until every watch has listed its kind once (`caches_filled`), so that no reconcile decides
+on a half-filled cache (a Job missing from it would look like an attempt not started yet): kopf runs index
+handlers over the custom resources' listings before any other handler, and its first ordinary handler call
+says they are in; each child kind's list-watch says so after its first listing (`listed`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from kubetune.config import OperatorConfig
 from kubetune.kube import Kube
 from kubetune.render.names import label_value
 from kubetune.runtime.cache import ECHOED, FINGERPRINTED, TRACKED, Cache, CachedKube, also_kept_as
+from kubetune.runtime.listwatch import ListWatch
 from kubetune.runtime.metrics import (
     CACHED_OBJECTS,
     JOBS_BY_PHASE,
@@ -56,7 +59,8 @@ CHILD_BATCH_SECONDS = 0.5
 # What a ModelServe's status says of an adapter while it waits on its FineTuneJob (handlers/modelserve.py).
 JOB_REASONS = frozenset({"WaitingForFineTuneJob", "FineTuneJobNotFound", "FineTuneJobFailed"})
 
-# (kind in the cache, group, version, plural): everything the operator watches.
+# (kind in the cache, group, version, plural): everything the operator watches. kopf watches the custom
+# resources (RESOURCES); the runtime lists and watches the children itself (runtime/listwatch.py says why).
 WATCHED = (
     (FTJ, GROUP, VERSION, ftj.PLURAL),
     (MS, GROUP, VERSION, ms.PLURAL),
@@ -75,6 +79,7 @@ WATCHED = (
     ("RoleBinding", "rbac.authorization.k8s.io", "v1", "rolebindings"),
     ("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers"),
 )
+RESOURCES = frozenset({FTJ, MS})
 # The label selector of each watched child kind: the API server sends the operator its own objects only.
 SELECTORS = {
     **dict.fromkeys(CHILD_KINDS, label_names.CHILDREN_SELECTOR),
@@ -110,6 +115,19 @@ def adapter_behind(reported: dict[str, Any] | None, event_type: str | None, phas
     return reason == "FineTuneJobNotFound"
 
 
+# The source of the custom resources' listing among those the workers wait for (`Controller.listed_once`).
+RESOURCES_LISTED = "custom resources"
+
+
+def _newer(held: dict[str, Any], version: str) -> bool:
+    """Whether the cached object was written after a listing at `version` (resourceVersions are etcd's
+    revisions, compared as numbers, as the cache does; one that is not a number is taken as older)."""
+    try:
+        return int(held["metadata"]["resourceVersion"]) > int(version)
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def namespace_terminating(error: ApiException) -> bool:
     """A write refused because the namespace is being deleted (its resources go with it)."""
     return error.status == 403 and "NamespaceTerminating" in str(error.body or "")
@@ -134,6 +152,7 @@ class Controller:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.config = config
+        self.kube = kube
         self._clock = clock
         # When each FineTuneJob was last reconciled, and when the last resync ran (or the caches were
         # listed, which reconciles everything): the resync skips one reconciled since.
@@ -145,6 +164,10 @@ class Controller:
         self.client = CachedKube(kube, self.cache)
         self.queue: WorkQueue[Key] = queue if queue is not None else WorkQueue()
         self.caches_filled = threading.Event()
+        # The listings not in yet: (kind, namespace) of each child list-watch, and kopf's (RESOURCES).
+        self._unlisted: set[tuple[str, str | None]] = {(RESOURCES_LISTED, None), *self.watched_children()}
+        self._unlisted_lock = threading.Lock()
+        self.stopping = threading.Event()
 
     # --- what the watches call (in kopf's event loop: quick, no API calls) --------------------------
 
@@ -153,6 +176,54 @@ class Controller:
         if event_type != "DELETED":
             self.cache.upsert(kind, body)
         self.react(kind, event_type, body)
+
+    def listed(self, kind: str, namespace: str | None, items: list[dict[str, Any]], version: str) -> None:
+        """A whole listing of a child kind in `namespace` (None: everywhere), at `version`: each object is
+        kept and its owner queued, as kopf's listing of the custom resources does, and each the cache holds
+        that the listing has not is a deletion missed while no watch ran (an object the operator wrote after
+        `version` stays: the watch from `version` brings it)."""
+        present = set()
+        for obj in items:
+            meta = obj.get("metadata") or {}
+            present.add((meta.get("namespace") or "", meta.get("name")))
+            self.observed(kind, None, obj)
+        for key in self.cache.keys(kind):
+            if key in present or (namespace is not None and key[0] != namespace):
+                continue
+            held = self.cache.get(kind, *key)
+            if held is not None and not _newer(held, version):
+                self.observed(kind, "DELETED", held)
+        self.listed_once(kind, namespace)
+
+    def listed_once(self, kind: str, namespace: str | None = None) -> None:
+        """One watch's first listing is in: when every watch's is, the workers start."""
+        with self._unlisted_lock:
+            self._unlisted.discard((kind, namespace))
+            if self._unlisted or self.caches_filled.is_set():
+                return
+            self.caches_filled.set()
+        log.info("caches filled: %s", ", ".join(f"{self.cache.count(k)} {k}" for k, *_ in WATCHED))
+
+    def watched_children(self) -> list[tuple[str, str | None]]:
+        """(kind, namespace) of each child list-watch: one per child kind and watched namespace, or one per
+        kind cluster-wide (namespace None)."""
+        namespaces = self.config.namespaces or (None,)
+        return [(kind, ns) for kind, *_ in WATCHED if kind not in RESOURCES for ns in namespaces]
+
+    def list_watches(self) -> list[ListWatch]:
+        return [
+            ListWatch(
+                self.kube,
+                kind,
+                namespace,
+                SELECTORS.get(kind),
+                on_listed=lambda ns, items, version, kind=kind: self.listed(kind, ns, items, version),
+                on_event=lambda event_type, obj, kind=kind: self.observed(kind, event_type, obj),
+                watch_seconds=self.config.watch_seconds,
+                connect_seconds=self.config.api_connect_seconds,
+            )
+            for kind, namespace in self.watched_children()
+        ]
 
     def repaired(self, kind: str, event_type: str | None, body: dict[str, Any]) -> bool:
         """Whether the event is someone else's change to a ModelServe's child, or its deletion: its owner
@@ -269,6 +340,8 @@ class Controller:
     # --- the workers ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        for watch in self.list_watches():
+            watch.start(self.stopping)
         for index in range(self.config.workers):
             threading.Thread(target=self._work, name=f"reconcile-{index}", daemon=True).start()
         threading.Thread(target=self._resync_loop, name="resync", daemon=True).start()

@@ -26,10 +26,14 @@ RETRIES = Counter(
 CACHED_OBJECTS = Gauge("kubetune_cached_objects", "Objects held by the watch caches, by kind.", ["kind"])
 API_REQUESTS = Counter(
     "kubetune_api_requests_total",
-    "Requests the reconciles made to the API server (the watches are kopf's own), by verb and resource.",
+    "Requests the operator made to the API server, by verb and resource (the custom resources' watches are "
+    "kopf's own).",
     ["verb", "resource"],
 )
 EVENTS_PENDING = Gauge("kubetune_events_pending", "Events waiting to be recorded in the background.")
 EVENTS_DROPPED = Counter(
     "kubetune_events_dropped_total", "Events not recorded because too many were waiting already."
+)
+WATCH_FAILURES = Counter(
+    "kubetune_watch_failures_total", "Watches of the operator's children that failed, by kind.", ["kind"]
 )
