@@ -231,8 +231,10 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
         timeout: Timeout | None = None,
+        counted: bool = True,
     ) -> dict[str, Any]:
-        API_REQUESTS.labels(*request_kind(method, path)).inc()
+        if counted:  # the reconciles' requests; the watches count theirs apart (runtime/listwatch.py)
+            API_REQUESTS.labels(*request_kind(method, path)).inc()
         response = self._send(method, path, body, query, content_type, timeout)
         data = response.read()
         if not 200 <= response.status < 300:
@@ -243,7 +245,6 @@ class Kube:
     def watch(self, path: str, query: list[tuple[str, str]], timeout: Timeout) -> Any:
         """A watch's response, its body not read yet: the caller reads its events as they come (its `stream`)
         and releases it. `timeout`'s read part bounds each wait for the next bytes, not the whole watch."""
-        API_REQUESTS.labels("watch", request_kind("GET", path)[1]).inc()
         response = self._send("GET", path, None, [*query, ("watch", "true")], "application/json", timeout)
         if not 200 <= response.status < 300:
             text = response.read().decode("utf-8", "replace")
@@ -305,13 +306,14 @@ class Kube:
         self, kind: str, namespace: str | None, selector: str | None, limit: int, token: str | None = None
     ) -> dict[str, Any]:
         """One page of a listing, as the API server sends it: its `items`, and in its `metadata` the
-        `resourceVersion` to watch from and the `continue` token of the next page (none on the last)."""
+        `resourceVersion` to watch from and the `continue` token of the next page (none on the last). A
+        watch's listing: not counted among the reconciles' requests."""
         query = [("limit", str(limit))]
         if selector:
             query.append(("labelSelector", selector))
         if token:
             query.append(("continue", token))
-        return self._call("GET", KINDS[kind].path(namespace), query=query)
+        return self._call("GET", KINDS[kind].path(namespace), query=query, counted=False)
 
     def stands(self, manifest: dict[str, Any]) -> bool:
         """Whether the child is as this operator last wrote it. Only the cache knows (runtime/cache.py):

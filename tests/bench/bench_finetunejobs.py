@@ -610,8 +610,21 @@ def reconcile_metrics(text: str) -> dict[str, Any]:
         f"{lab.get('verb')} {lab.get('resource')}": int(v)
         for lab, v in samples(text, "kubetune_api_requests_total")
     }
+    # What queued each FineTuneJob reconcile: a watched kind's event, the resync, a retry, a change while
+    # held (kubetune_reconcile_causes_total).
+    causes = {
+        lab.get("cause", ""): int(v)
+        for lab, v in samples(text, "kubetune_reconcile_causes_total")
+        if lab.get("kind") == "FineTuneJob"
+    }
+    watches = {
+        f"{lab.get('verb')} {lab.get('kind')}": int(v)
+        for lab, v in samples(text, "kubetune_watch_requests_total")
+    }
     return {
         "count": int(count),
+        "causes": dict(sorted(causes.items(), key=lambda kv: -kv[1])),
+        "watch_requests": dict(sorted(watches.items(), key=lambda kv: -kv[1])),
         "operator_requests": dict(sorted(requests.items(), key=lambda kv: -kv[1])),
         "retries": int(sum(v for lab, v in samples(text, "kubetune_workqueue_retries_total"))),
         "sum_s": round(total, 3),

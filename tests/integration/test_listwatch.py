@@ -17,6 +17,7 @@ from kubernetes.client.rest import ApiException
 from kubetune.kube import Kube
 from kubetune.runtime import listwatch
 from kubetune.runtime.listwatch import ListWatch
+from kubetune.runtime.metrics import API_REQUESTS, WATCH_REQUESTS
 from tests.cluster import localcluster
 from tests.faultproxy import FaultProxy, proxied_kubeconfig, upstream
 from tests.kube import wait_until
@@ -68,6 +69,19 @@ class CountingKube(Kube):
         return super().watch(*args, **kwargs)
 
 
+def samples(metric: Any, **labels: str) -> float:
+    return sum(
+        sample.value
+        for family in metric.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.items() >= labels.items()
+    )
+
+
+def reconciles_requests() -> float:
+    return samples(API_REQUESTS)
+
+
 def config_map(core: client.CoreV1Api, namespace: str, name: str) -> None:
     body = {"metadata": {"name": name, "labels": {LABEL: namespace}}, "data": {"a": "1"}}
     core.create_namespaced_config_map(namespace, body)
@@ -104,6 +118,7 @@ def test_it_lists_in_pages_then_brings_every_change_across_the_watches_renewals(
         config_map(core, namespace, f"cm-{index}")
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "not-selected"}})
     kube, seen = CountingKube(api), Seen()
+    counted = reconciles_requests()
     with running(watch_of(kube, namespace, seen)):
         wait_until(lambda: seen.listings, "the first listing")
         assert seen.listings == [[f"cm-{i}" for i in range(5)]] and kube.pages == 3
@@ -122,6 +137,10 @@ def test_it_lists_in_pages_then_brings_every_change_across_the_watches_renewals(
         wait_until(lambda: seen.saw("ADDED", "after-renewals"), "a change after the renewals")
         assert len(seen.listings) == 1 and kube.pages == 3
         assert sorted(seen.events).count(("ADDED", "added")) == 1
+    # The watches count their requests apart: a quiet cluster's reconciles ask for nothing
+    # (tests/integration/test_steady_state.py), while the watches renew every `watch_seconds`.
+    assert reconciles_requests() == counted
+    assert samples(WATCH_REQUESTS, kind="ConfigMap", verb="watch") >= kube.watches
 
 
 def test_a_version_the_api_server_no_longer_has_lists_again(

@@ -603,3 +603,19 @@ def test_the_workers_wait_until_every_watch_has_listed_once() -> None:
     # A listing again later (a watch's restart) changes nothing of it.
     controller.listed("Pod", "ns", [], "2")
     assert controller.caches_filled.is_set()
+
+
+def test_each_queued_key_says_which_watched_kind_or_the_resync_queued_it(controller: Controller) -> None:
+    """kubetune_reconcile_causes_total counts reconciles by it: where reconciles come from at scale."""
+    controller.observed("Pod", "MODIFIED", pod("p", "a"))
+    controller.observed("FineTuneJob", "ADDED", ftj("b"))
+    item = controller.queue.get(timeout=0)
+    assert item is not None and (item.key.name, item.cause) == ("a", "Pod")
+    controller.queue.done(item.key)
+    item = controller.queue.get(timeout=0)
+    assert item is not None and (item.key.name, item.cause) == ("b", "FineTuneJob")
+    controller.queue.done(item.key)
+    controller.resync()
+    assert {(i.key.name, i.cause) for i in iter(lambda: controller.queue.get(timeout=0), None)} == {
+        ("b", "resync")
+    }

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from kubetune.runtime.workqueue import WorkQueue
+from kubetune.runtime.workqueue import WHILE_HELD, WorkQueue
 
 
 class Clock:
@@ -259,3 +259,40 @@ def test_a_batched_addition_of_a_held_key_comes_back_after_the_period(
     assert drain(queue) == []
     clock.now = 0.5
     assert drain(queue) == ["job"]
+
+
+@pytest.mark.parametrize(
+    ("additions", "cause"),
+    [
+        # The addition that queued the key names it; later ones join it.
+        ([("add", "Pod"), ("add", "resync")], "Pod"),
+        ([("batched", "Job"), ("add", "FineTuneJob")], "FineTuneJob"),  # the batched one is not due yet
+        ([("after", "again")], "again"),
+        ([("retry", "")], "retry"),
+    ],
+)
+def test_a_key_handed_out_says_what_queued_it(
+    queue: WorkQueue[str], clock: Clock, additions: list[tuple[str, str]], cause: str
+) -> None:
+    for how, said in additions:
+        if how == "add":
+            queue.add("a", cause=said)
+        elif how == "batched":
+            queue.add_batched("a", 0.5, cause=said)
+        elif how == "after":
+            queue.add_after("a", 2.0, cause=said)
+        else:
+            queue.retry("a")
+    clock.now += 10
+    item = queue.get(timeout=0)
+    assert item is not None and item.cause == cause
+
+
+def test_a_key_changed_while_held_comes_back_as_such(queue: WorkQueue[str]) -> None:
+    queue.add("a", cause="FineTuneJob")
+    item = queue.get(timeout=0)
+    assert item is not None and item.cause == "FineTuneJob"
+    queue.add("a", cause="Job")
+    queue.done("a")
+    again = queue.get(timeout=0)
+    assert again is not None and again.cause == WHILE_HELD

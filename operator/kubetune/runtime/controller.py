@@ -41,6 +41,7 @@ from kubetune.runtime.metrics import (
     JOBS_BY_PHASE,
     QUEUE_DEPTH,
     QUEUE_WAIT_SECONDS,
+    RECONCILE_CAUSES,
     RECONCILE_SECONDS,
     RECONCILES,
     RETRIES,
@@ -115,6 +116,9 @@ def adapter_behind(reported: dict[str, Any] | None, event_type: str | None, phas
     return reason == "FineTuneJobNotFound"
 
 
+# What queued a reconcile (kubetune_reconcile_causes_total), besides a watched kind's event (that kind) and
+# the work queue's own (runtime/workqueue.py: while held, retry).
+RESYNC, AGAIN = "resync", "again"
 # The source of the custom resources' listing among those the workers wait for (`Controller.listed_once`).
 RESOURCES_LISTED = "custom resources"
 
@@ -260,9 +264,9 @@ class Controller:
         full = self.repaired(kind, event_type, body)
         for key in self.keys_for(kind, event_type, body):
             if soon and not full:
-                self.queue.add_batched(key, self.batch_seconds)
+                self.queue.add_batched(key, self.batch_seconds, cause=kind)
             else:
-                self.queue.add(key, full=full, soon=soon)
+                self.queue.add(key, full=full, soon=soon, cause=kind)
         QUEUE_DEPTH.set(len(self.queue))
 
     def keys_for(self, kind: str, event_type: str | None, body: dict[str, Any]) -> list[Key]:
@@ -358,6 +362,7 @@ class Controller:
         """One key from the queue: its reconcile, then a retry, a look again later, or nothing."""
         QUEUE_DEPTH.set(len(self.queue))
         QUEUE_WAIT_SECONDS.labels(item.key.kind).observe(item.waited)
+        RECONCILE_CAUSES.labels(item.key.kind, item.cause or "unknown").inc()
         try:
             outcome = self.reconcile(item.key, full=item.full)
         except Exception as error:
@@ -378,7 +383,7 @@ class Controller:
             if item.key.kind == FTJ and outcome is not None:
                 self._last_pass[item.key] = self._clock()
             if outcome is not None and outcome.requeue_after is not None:
-                self.queue.add_after(item.key, outcome.requeue_after)
+                self.queue.add_after(item.key, outcome.requeue_after, cause=AGAIN)
         finally:
             self.queue.done(item.key)
 
@@ -440,9 +445,9 @@ class Controller:
             if self._last_pass.get(key, -math.inf) > since:
                 continue
             if not finished or (body.get("spec") or {}).get("ttlSecondsAfterFinished") is not None:
-                self.queue.add(key, full=True)
+                self.queue.add(key, full=True, cause=RESYNC)
         for namespace, name in self.cache.keys(MS):
-            self.queue.add(Key(MS, namespace, name), full=True)
+            self.queue.add(Key(MS, namespace, name), full=True, cause=RESYNC)
         for phase, count in phases.items():
             JOBS_BY_PHASE.labels(phase).set(count)
         for kind, *_ in WATCHED:

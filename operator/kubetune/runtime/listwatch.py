@@ -33,7 +33,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from kubetune.kube import KINDS, Kube
-from kubetune.runtime.metrics import WATCH_FAILURES
+from kubetune.runtime.metrics import WATCH_FAILURES, WATCH_REQUESTS
 
 log = logging.getLogger("kubetune.operator")
 
@@ -112,6 +112,7 @@ class ListWatch:
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
+            WATCH_REQUESTS.labels(self.kind, "list").inc()
             try:
                 page = self.kube.list_page(self.kind, self.namespace, self.selector, PAGE, token)
             except ApiException as error:
@@ -133,6 +134,7 @@ class ListWatch:
         if self.selector:
             query.append(("labelSelector", self.selector))
         path = KINDS[self.kind].path(self.namespace)
+        WATCH_REQUESTS.labels(self.kind, "watch").inc()
         try:
             response = self.kube.watch(path, query, timeout=(self.connect_seconds, self.watch_seconds + 10))
         except ApiException as error:

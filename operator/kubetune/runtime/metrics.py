@@ -26,8 +26,7 @@ RETRIES = Counter(
 CACHED_OBJECTS = Gauge("kubetune_cached_objects", "Objects held by the watch caches, by kind.", ["kind"])
 API_REQUESTS = Counter(
     "kubetune_api_requests_total",
-    "Requests the operator made to the API server, by verb and resource (the custom resources' watches are "
-    "kopf's own).",
+    "Requests the reconciles made to the API server, by verb and resource (the watches count theirs apart).",
     ["verb", "resource"],
 )
 EVENTS_PENDING = Gauge("kubetune_events_pending", "Events waiting to be recorded in the background.")
@@ -36,4 +35,15 @@ EVENTS_DROPPED = Counter(
 )
 WATCH_FAILURES = Counter(
     "kubetune_watch_failures_total", "Watches of the operator's children that failed, by kind.", ["kind"]
+)
+WATCH_REQUESTS = Counter(
+    "kubetune_watch_requests_total",
+    "Requests the watches of the operator's children made: listing pages and watches, by kind and verb.",
+    ["kind", "verb"],
+)
+RECONCILE_CAUSES = Counter(
+    "kubetune_reconcile_causes_total",
+    "Reconciles by kind and what queued them: an event of a watched kind (that kind), resync, retry, again "
+    "(a reconcile asked to look again later), or while held (a change while a reconcile of it ran).",
+    ["kind", "cause"],
 )

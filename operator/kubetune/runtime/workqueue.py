@@ -17,6 +17,9 @@ and its Job counting it) is one reconcile, not four. A key waiting already sees 
 
 A key may carry `full`: the next reconcile of it should also re-check what it normally takes from caches
 (a periodic resync asks for that). The flag of a key added twice is the OR of both.
+
+Each addition may say its `cause`; the key's reconcile is told the cause of the addition that queued it
+(later ones join it), or WHILE_HELD when it changed while a worker held it, or RETRY after a failure.
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from typing import Generic, NamedTuple, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 SOON_RUN = 8  # soon keys served in a row at most while others wait
+WHILE_HELD, RETRY = "while held", "retry"
 
 
 class Item(NamedTuple, Generic[K]):
     key: K
     full: bool
     waited: float  # seconds since the key was queued
+    cause: str = ""  # what queued it (the module's docstring)
 
 
 class WorkQueue(Generic[K]):
@@ -55,21 +60,23 @@ class WorkQueue(Generic[K]):
         self._dirty_soon: set[K] = set()
         self._waiting: dict[K, bool] = {}  # key -> full, for every key in _order
         self._since: dict[K, float] = {}  # key -> when it was queued
+        self._cause: dict[K, str] = {}  # key -> what queued it
         self._processing: set[K] = set()
         self._dirty: dict[K, bool] = {}  # added while processing: queued again by done()
         self._failures: dict[K, int] = {}
-        self._later: list[tuple[float, int, K, bool, bool]] = []  # (when, tie-break, key, full, soon)
+        # (when, tie-break, key, full, soon, cause)
+        self._later: list[tuple[float, int, K, bool, bool, str]] = []
         self._due: dict[K, float] = {}  # key -> its earliest time in _later (later entries are spent)
         self._ticket = itertools.count()
         self._shut = False
         self._soon_in_a_row = 0
 
-    def add(self, key: K, full: bool = False, soon: bool = False) -> None:
+    def add(self, key: K, full: bool = False, soon: bool = False, cause: str = "") -> None:
         with self._lock:
             if not self._shut:
-                self._add_locked(key, full, soon)
+                self._add_locked(key, full, soon, cause)
 
-    def _add_locked(self, key: K, full: bool, soon: bool) -> None:
+    def _add_locked(self, key: K, full: bool, soon: bool, cause: str) -> None:
         if key in self._processing:
             self._dirty[key] = self._dirty.get(key, False) or full
             if soon:
@@ -81,6 +88,7 @@ class WorkQueue(Generic[K]):
         else:
             self._waiting[key] = full
             self._since[key] = self._clock()
+            self._cause[key] = cause
             self._enqueue(key, soon)
             self._lock.notify()
 
@@ -91,18 +99,18 @@ class WorkQueue(Generic[K]):
             self._soon.append(key)
             self._in_soon.add(key)
 
-    def add_after(self, key: K, delay: float, full: bool = False) -> None:
+    def add_after(self, key: K, delay: float, full: bool = False, cause: str = "") -> None:
         if delay <= 0:
-            self.add(key, full)
+            self.add(key, full, cause=cause)
             return
         with self._lock:
             if not self._shut:
-                self._later_locked(key, delay, full, soon=False)
+                self._later_locked(key, delay, full, soon=False, cause=cause)
 
-    def add_batched(self, key: K, period: float) -> None:
+    def add_batched(self, key: K, period: float, cause: str = "") -> None:
         """Soon, `period` after the first of a burst of additions (see the module's docstring)."""
         if period <= 0:
-            self.add(key, soon=True)
+            self.add(key, soon=True, cause=cause)
             return
         with self._lock:
             if self._shut:
@@ -110,14 +118,14 @@ class WorkQueue(Generic[K]):
             if key in self._waiting:  # its reconcile has not started: it reads what changed
                 self._enqueue(key, soon=True)
                 return
-            self._later_locked(key, period, full=False, soon=True)
+            self._later_locked(key, period, full=False, soon=True, cause=cause)
 
-    def _later_locked(self, key: K, delay: float, full: bool, soon: bool) -> None:
+    def _later_locked(self, key: K, delay: float, full: bool, soon: bool, cause: str) -> None:
         when = self._clock() + delay
         if key in self._due and self._due[key] <= when and not full:
             return  # it comes back sooner already
         self._due[key] = min(when, self._due.get(key, when))
-        heapq.heappush(self._later, (when, next(self._ticket), key, full, soon))
+        heapq.heappush(self._later, (when, next(self._ticket), key, full, soon, cause))
         self._lock.notify()
 
     def retry(self, key: K) -> float:
@@ -126,7 +134,7 @@ class WorkQueue(Generic[K]):
             failures = self._failures.get(key, 0)
             self._failures[key] = failures + 1
         delay = min(self.base_delay * 2**failures, self.max_delay)
-        self.add_after(key, delay)
+        self.add_after(key, delay, cause=RETRY)
         return delay
 
     def forget(self, key: K) -> None:
@@ -149,7 +157,7 @@ class WorkQueue(Generic[K]):
                     full = self._waiting.pop(key)
                     waited = self._clock() - self._since.pop(key)
                     self._processing.add(key)
-                    return Item(key, full, waited)
+                    return Item(key, full, waited, self._cause.pop(key))
                 if self._shut:
                     return None
                 wait = None if deadline is None else deadline - self._clock()
@@ -192,7 +200,7 @@ class WorkQueue(Generic[K]):
                 soon = key in self._dirty_soon
                 self._dirty_soon.discard(key)
                 if not self._shut:  # while held, every add went to _dirty: the key is not waiting
-                    self._add_locked(key, full, soon)
+                    self._add_locked(key, full, soon, WHILE_HELD)
 
     def shutdown(self) -> None:
         with self._lock:
@@ -207,9 +215,9 @@ class WorkQueue(Generic[K]):
     def _release_due(self) -> None:
         now = self._clock()
         while self._later and self._later[0][0] <= now:
-            when, _, key, full, soon = heapq.heappop(self._later)
+            when, _, key, full, soon, cause = heapq.heappop(self._later)
             if self._due.get(key) == when:
                 del self._due[key]
             elif not full:
                 continue  # a sooner entry of the key was released already
-            self._add_locked(key, full, soon)
+            self._add_locked(key, full, soon, cause)
