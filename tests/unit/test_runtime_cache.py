@@ -450,7 +450,8 @@ def test_the_echo_of_the_job_it_created_queues_nothing_the_job_controllers_updat
     assert (controller.cache.get("Job", "ns", "ner-a1") or {})["status"] == {"active": 1}
 
 
-def test_a_burst_of_child_events_is_one_reconcile_half_a_second_after_the_first() -> None:
+def test_a_burst_of_child_events_is_one_reconcile_a_batch_period_after_the_first() -> None:
+    from kubetune.runtime.controller import CHILD_BATCH_SECONDS
     from kubetune.runtime.workqueue import WorkQueue
 
     now = [0.0]
@@ -459,10 +460,10 @@ def test_a_burst_of_child_events_is_one_reconcile_half_a_second_after_the_first(
     labels = {"labels": {"kubetune.io/finetunejob": "ner"}}
     controller.observed("Pod", "ADDED", pod("ner-a1-0", "ner"))
     controller.observed("Job", "MODIFIED", obj("Job", "ner-a1", metadata=labels, status={"active": 1}))
-    now[0] = 0.2
+    now[0] = CHILD_BATCH_SECONDS * 0.6
     controller.observed("Pod", "MODIFIED", pod("ner-a1-0", "ner", rv="2"))
     assert queued(controller) == []
-    now[0] = 0.5
+    now[0] = CHILD_BATCH_SECONDS
     assert queued(controller) == [Key("FineTuneJob", "ns", "ner")]
 
 
