@@ -86,3 +86,20 @@ def test_a_410_error_event_is_gone_and_any_other_is_a_failure() -> None:
     with pytest.raises(ApiException) as error:
         watch_on(Stream(refused), []).watch("4", threading.Event())
     assert error.value.status == 500
+
+
+def test_an_event_the_controller_fails_on_is_logged_and_the_watch_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def on_event(kind: str, obj: dict[str, Any]) -> None:
+        if obj["metadata"]["name"] == "poison":
+            raise KeyError("spec")
+        seen.append((kind, obj["metadata"]["name"]))
+
+    watch = watch_on(Stream(event("ADDED", "poison", "5"), event("ADDED", "b", "6")), seen)
+    watch.on_event = on_event
+    assert watch.watch("4", threading.Event()) == "6"
+    assert seen == [("ADDED", "b")]
+    assert "ADDED event of Pod /poison not handled" in caplog.text

@@ -620,3 +620,19 @@ def test_each_queued_key_says_which_watched_kind_or_the_resync_queued_it(control
     assert {(i.key.name, i.cause) for i in iter(lambda: controller.queue.get(timeout=0), None)} == {
         ("b", "resync")
     }
+
+
+def test_a_listed_object_the_controller_fails_on_does_not_stop_the_others(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = controller.observed
+
+    def observed(kind: str, event_type: str | None, body: dict) -> None:
+        if body["metadata"]["name"] == "poison":
+            raise KeyError("status")
+        real(kind, event_type, body)
+
+    monkeypatch.setattr(controller, "observed", observed)
+    controller.listed("Pod", "ns", [pod("poison", "a"), pod("fine", "b")], "3")
+    assert controller.cache.get("Pod", "ns", "fine") is not None
+    assert queued(controller) == [Key("FineTuneJob", "ns", "b")]

@@ -192,7 +192,10 @@ class Controller:
         for obj in items:
             meta = obj.get("metadata") or {}
             present.add((meta.get("namespace") or "", meta.get("name")))
-            self.observed(kind, None, obj)
+            try:
+                self.observed(kind, None, obj)
+            except Exception:  # one object the controller fails on never stops the others
+                log.exception("listed %s %s/%s not handled", kind, meta.get("namespace"), meta.get("name"))
         for key in self.cache.keys(kind):
             if key in present or (namespace is not None and key[0] != namespace):
                 continue

@@ -107,6 +107,14 @@ class ListWatch:
         thread.start()
         return thread
 
+    def _hand_on(self, event_type: str, obj: dict[str, Any]) -> None:
+        """One event to the controller: one it fails on is logged and skipped, never a stop of the watch
+        (the next event of that object, or the resync, brings it again)."""
+        try:
+            self.on_event(event_type, obj)
+        except Exception:
+            log.exception("%s event of %s %s not handled", event_type, self.kind, _name(obj))
+
     def list(self) -> str:
         """The whole listing, page by page, to `on_listed`; returns the version to watch from."""
         items: list[dict[str, Any]] = []
@@ -153,7 +161,7 @@ class ListWatch:
                     raise ApiException(status=obj.get("code"), reason=obj.get("message"))
                 version = str(obj["metadata"]["resourceVersion"])
                 if kind in ("ADDED", "MODIFIED", "DELETED"):
-                    self.on_event(kind, obj)
+                    self._hand_on(kind, obj)
                 if stop.is_set() or self.clock() > deadline:
                     break
             else:
@@ -164,6 +172,11 @@ class ListWatch:
             else:  # a stream left half-read cannot go back to the pool
                 response.close()
         return version
+
+
+def _name(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace') or ''}/{meta.get('name')}"
 
 
 def _said(error: Exception) -> str:
