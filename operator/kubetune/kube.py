@@ -235,21 +235,15 @@ class Kube:
     ) -> dict[str, Any]:
         if counted:  # the reconciles' requests; the watches count theirs apart (runtime/listwatch.py)
             API_REQUESTS.labels(*request_kind(method, path)).inc()
-        response = self._send(method, path, body, query, content_type, timeout)
+        response = _answered(self._send(method, path, body, query, content_type, timeout))
         data = response.read()
-        if not 200 <= response.status < 300:
-            text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-            raise ApiException.from_response(http_resp=response, body=text, data=None)
         return json.loads(data) if data else {}
 
     def watch(self, path: str, query: list[tuple[str, str]], timeout: Timeout) -> Any:
         """A watch's response, its body not read yet: the caller reads its events as they come (its `stream`)
         and releases it. `timeout`'s read part bounds each wait for the next bytes, not the whole watch."""
-        response = self._send("GET", path, None, [*query, ("watch", "true")], "application/json", timeout)
-        if not 200 <= response.status < 300:
-            text = response.read().decode("utf-8", "replace")
-            raise ApiException.from_response(http_resp=response, body=text, data=None)
-        return response.response
+        query = [*query, ("watch", "true")]
+        return _answered(self._send("GET", path, None, query, "application/json", timeout)).response
 
     def _send(
         self,
@@ -558,6 +552,15 @@ class Kube:
                 return False
             raise
         return True
+
+
+def _answered(response: Any) -> Any:
+    """The response, if the API server did what was asked; its refusal as an ApiException otherwise."""
+    if not 200 <= response.status < 300:
+        data = response.read()
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        raise ApiException.from_response(http_resp=response, body=text, data=None)
+    return response
 
 
 def _api_message(error: ApiException) -> str:

@@ -9,6 +9,18 @@ from kubetune.handlers.watches import configure, register
 from kubetune.runtime.controller import Controller
 
 
+def registered() -> kopf.OperatorRegistry:
+    """What `register` registers with kopf, in a registry of the test's own."""
+    registry = kopf.OperatorRegistry()
+    default = kopf.get_default_registry()
+    kopf.set_default_registry(registry)
+    try:
+        register(lambda: None, OperatorConfig())  # type: ignore[arg-type, return-value]
+    finally:
+        kopf.set_default_registry(default)
+    return registry
+
+
 def test_every_watch_ends_and_a_silent_one_is_dropped() -> None:
     settings = kopf.OperatorSettings()
     configure(settings, OperatorConfig(watch_seconds=5, api_timeout_seconds=7, api_connect_seconds=2))
@@ -20,13 +32,7 @@ def test_every_watch_ends_and_a_silent_one_is_dropped() -> None:
 
 
 def test_kopf_watches_the_custom_resources_and_the_runtime_the_children_filtered_by_the_api_server() -> None:
-    registry = kopf.OperatorRegistry()
-    default = kopf.get_default_registry()
-    kopf.set_default_registry(registry)
-    try:
-        register(lambda: None, OperatorConfig())  # type: ignore[arg-type, return-value]
-    finally:
-        kopf.set_default_registry(default)
+    registry = registered()
     watched_by_kopf = {h.selector.any_name for h in registry._watching.get_all_handlers()}
     assert watched_by_kopf == {"finetunejobs", "modelserves"}
 
@@ -59,13 +65,7 @@ def test_each_watched_namespace_has_its_own_list_watch_of_each_child_kind() -> N
 def test_kopf_keeps_no_last_handled_state_as_no_handler_reads_one() -> None:
     """kopf deep-copies every event's whole object into a diff base for change handlers; the operator has
     none (only event and index handlers), so the copy is not made."""
-    registry = kopf.OperatorRegistry()
-    default = kopf.get_default_registry()
-    kopf.set_default_registry(registry)
-    try:
-        register(lambda: None, OperatorConfig())  # type: ignore[arg-type, return-value]
-    finally:
-        kopf.set_default_registry(default)
+    registry = registered()
     assert registry._watching.get_all_handlers() and registry._indexing.get_all_handlers()
     assert not registry._changing.get_all_handlers() and not registry._spawning.get_all_handlers()
 

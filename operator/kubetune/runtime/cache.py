@@ -169,12 +169,17 @@ def also_kept_as(kind: str, obj: dict[str, Any]) -> str | None:
     )
 
 
-def _version(obj: dict[str, Any]) -> int | None:
-    value = (obj.get("metadata") or {}).get("resourceVersion")
+def version_number(value: Any) -> int | None:
+    """A resourceVersion as a number (etcd's revision), to tell which of two copies is newer; None when it
+    is not one."""
     try:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def _version(obj: dict[str, Any]) -> int | None:
+    return version_number((obj.get("metadata") or {}).get("resourceVersion"))
 
 
 # Events waiting to be recorded, at most: each is a small dict (client-go's recorder holds 1000).

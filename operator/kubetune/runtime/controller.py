@@ -34,7 +34,15 @@ from kubetune.api import modelserve as ms
 from kubetune.config import OperatorConfig
 from kubetune.kube import Kube
 from kubetune.render.names import label_value
-from kubetune.runtime.cache import ECHOED, FINGERPRINTED, TRACKED, Cache, CachedKube, also_kept_as
+from kubetune.runtime.cache import (
+    ECHOED,
+    FINGERPRINTED,
+    TRACKED,
+    Cache,
+    CachedKube,
+    also_kept_as,
+    version_number,
+)
 from kubetune.runtime.listwatch import ListWatch
 from kubetune.runtime.metrics import (
     CACHED_OBJECTS,
@@ -126,12 +134,10 @@ RESOURCES_LISTED = "custom resources"
 
 
 def _newer(held: dict[str, Any], version: str) -> bool:
-    """Whether the cached object was written after a listing at `version` (resourceVersions are etcd's
-    revisions, compared as numbers, as the cache does; one that is not a number is taken as older)."""
-    try:
-        return int(held["metadata"]["resourceVersion"]) > int(version)
-    except (KeyError, TypeError, ValueError):
-        return False
+    """Whether the cached object was written after a listing at `version` (compared as the cache compares
+    versions; one that is not a number is taken as older)."""
+    mine, listed = version_number(held["metadata"].get("resourceVersion")), version_number(version)
+    return mine is not None and listed is not None and mine > listed
 
 
 def namespace_terminating(error: ApiException) -> bool:
