@@ -42,6 +42,9 @@ from kubetune.status.attempts import DISRUPTION_CONDITION
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 READS = frozenset({"get", "list", "pods_refused"})
+# Unique in the process, as an API server's uids are in a cluster: what the operator remembers by uid
+# (validation.RulesHeld) must never carry over from one test's objects to another's.
+_UIDS = itertools.count(1)
 # What an apply never changes: the API server keeps it (field managers are not modelled beyond who made
 # the object, which is what `_our_orphan` reads).
 IDENTITY = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields")
@@ -110,7 +113,6 @@ class FakeKube:
         # Kinds whose API is not served (a CRD not installed, such as KEDA's ScaledObject): a 404.
         self.not_installed = frozenset(not_installed)
         self.adopt_orphans = adopt_orphans  # as Kube's: take back the operator's own orphans
-        self._uids = itertools.count(1)
         self._versions = itertools.count(1)
 
     # --- what a test reads back -------------------------------------------------------------------
@@ -333,7 +335,7 @@ class FakeKube:
         obj = copy.deepcopy(manifest)
         meta = obj["metadata"]
         meta.setdefault("namespace", "")
-        meta["uid"] = f"uid-{next(self._uids)}"
+        meta["uid"] = f"uid-{next(_UIDS)}"
         meta["resourceVersion"] = str(next(self._versions))
         meta["generation"] = 1
         meta["creationTimestamp"] = timestamp()

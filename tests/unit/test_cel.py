@@ -14,7 +14,7 @@ from kubetune.api.cel import VALIDATIONS, Rule
 from kubetune.api.common import NAME_RULE, Model
 from kubetune.api.crd import all_crds
 from kubetune.api.podspec import PodSecurity
-from kubetune.api.validation import describe
+from kubetune.api.validation import RulesHeld, describe, finetunejob_spec, spec_of
 from tests import specs
 from tests.refusals import declared_rules
 
@@ -128,3 +128,57 @@ def test_the_name_rule() -> None:
 
 def _ftj() -> dict[str, Any]:
     return specs.finetunejob_spec(deepspeed=None)
+
+
+def _stored(spec: dict[str, Any], generation: int = 1, uid: str = "uid-a") -> dict[str, Any]:
+    return {"metadata": {"uid": uid, "generation": generation}, "spec": spec}
+
+
+@pytest.fixture
+def rules_evaluated(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The rules evaluated offline, in order."""
+    evaluated: list[str] = []
+    holds = Rule.holds
+
+    def counted(rule: Rule, value: Any) -> bool:
+        evaluated.append(rule.rule)
+        return holds(rule, value)
+
+    monkeypatch.setattr(Rule, "holds", counted)
+    return evaluated
+
+
+def test_a_stored_specs_rules_are_checked_once_per_generation(rules_evaluated: list[str]) -> None:
+    held = RulesHeld()
+    first, problems = spec_of(_stored(_ftj()), finetunejob_spec, held)
+    assert first is not None and not problems and rules_evaluated
+    evaluated = len(rules_evaluated)
+
+    again, _ = spec_of(_stored(_ftj()), finetunejob_spec, held)
+    assert again == first and len(rules_evaluated) == evaluated
+
+    spec_of(_stored(_ftj(), generation=2), finetunejob_spec, held)  # an edit: a new generation
+    spec_of(_stored(_ftj(), uid="uid-b"), finetunejob_spec, held)  # another resource
+    assert len(rules_evaluated) == 3 * evaluated
+
+
+def test_a_stored_spec_that_breaks_a_rule_is_refused_on_every_pass() -> None:
+    """Stored before the rule existed: the API server never checked it, and it is never taken as held."""
+    held = RulesHeld()
+    broken = _stored({**_ftj(), "resources": {"nodes": 2, "gpusPerNode": 8, "processesPerNode": 2}})
+    for _ in range(2):
+        spec, problems = spec_of(broken, finetunejob_spec, held)
+        assert spec is None and "processesPerNode is for CPU nodes" in problems[0].message
+
+
+def test_a_spec_without_a_generation_is_always_checked_and_the_memory_is_bounded(
+    rules_evaluated: list[str],
+) -> None:
+    held = RulesHeld(size=2)
+    for _ in range(2):
+        spec_of({"spec": _ftj()}, finetunejob_spec, held)  # not stored: no uid, no generation
+    once = len(rules_evaluated) // 2
+    for uid in ("a", "b", "c"):
+        spec_of(_stored(_ftj(), uid=uid), finetunejob_spec, held)
+    assert ("a", 1) not in held and ("b", 1) in held and ("c", 1) in held
+    assert len(rules_evaluated) == 5 * once

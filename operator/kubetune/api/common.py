@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
+    ValidationInfo,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -44,6 +45,10 @@ NAME_RULE = Rule(
 )
 
 
+# The validation context's key saying that this spec was found to hold its CEL rules already (RulesHeld).
+RULES_HELD = "rules_held"
+
+
 class Model(BaseModel):
     """Base of every spec model: camelCase on the wire, snake_case in Python, unknown fields refused."""
 
@@ -67,9 +72,11 @@ class Model(BaseModel):
         return schema
 
     @model_validator(mode="after")
-    def _cel_rules_hold(self) -> Model:
+    def _cel_rules_hold(self, info: ValidationInfo) -> Model:
         # What the API server checks, checked again with the same message: for `kubetune validate`, and
-        # for an object stored before a rule existed.
+        # for an object stored before a rule existed (once per generation: validation.RulesHeld).
+        if info.context and info.context.get(RULES_HELD):
+            return self
         object_rules, field_rules = self.cel_rules, _field_rules(type(self))
         if not object_rules and not field_rules:
             return self

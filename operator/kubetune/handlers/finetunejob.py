@@ -25,7 +25,7 @@ from kubetune import rfc3339
 from kubetune.api import finetunejob as ftj
 from kubetune.api.datasetinfo import dataset_info_problems
 from kubetune.api.defaults import TrainerSettings
-from kubetune.api.validation import Problem, finetunejob_spec, pod_security_problems
+from kubetune.api.validation import Problem, finetunejob_spec, pod_security_problems, spec_of
 from kubetune.handlers import events
 from kubetune.handlers.reconcile_pass import ResourcePass
 from kubetune.kube import ChildRefused, Kube, NotOurs, child_problem
@@ -212,7 +212,7 @@ def reconcile(kube: Kube, body: dict[str, Any], settings: TrainerSettings) -> Ou
 
 def check_spec(kube: Kube, state: Pass) -> None:
     """The spec, its LLaMA-Factory config and what it refers to (the claim, ConfigMaps, the hub token)."""
-    state.spec, state.problems = finetunejob_spec(state.body.get("spec") or {})
+    state.spec, state.problems = spec_of(state.body, finetunejob_spec)
     if state.spec is None:
         return
     state.problems += pod_security_problems(state.spec.pod_security, state.settings.pod_security_limit)

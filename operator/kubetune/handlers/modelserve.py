@@ -22,7 +22,7 @@ from kubetune import rfc3339
 from kubetune.api import llamafactory
 from kubetune.api import modelserve as ms
 from kubetune.api.defaults import TrainerSettings
-from kubetune.api.validation import Problem, modelserve_spec, pod_security_problems
+from kubetune.api.validation import Problem, modelserve_spec, pod_security_problems, spec_of
 from kubetune.handlers import events
 from kubetune.handlers.reconcile_pass import ResourcePass
 from kubetune.kube import ADAPTER_REPORT, ChildRefused, Kube, NotOurs, child_problem
@@ -163,7 +163,7 @@ def reconcile(
 
 
 def check_spec(kube: Kube, state: Pass) -> None:
-    state.spec, state.problems = modelserve_spec(state.body.get("spec") or {})
+    state.spec, state.problems = spec_of(state.body, modelserve_spec)
     if state.spec is not None:
         state.problems += pod_security_problems(state.spec.pod_security, state.settings.pod_security_limit)
 
