@@ -68,33 +68,41 @@ def test_a_status_write_is_one_json_patch(status: dict, previous: dict, ops: lis
 
 
 class Sent:
-    """The REST client's side of a request: what it would put on the wire (it JSON-encodes the body)."""
+    """The connection pool's side of a request: the bytes it would put on the wire, and an empty answer."""
 
-    status = 200
+    status, reason, data = 200, "OK", b"{}"
 
     def __init__(self) -> None:
-        self.bodies: list[str] = []
+        self.bodies: list[bytes] = []
 
-    def __call__(self, method: str, url: str, body: object = None, **_: object) -> Sent:
-        self.bodies.append(json.dumps(body))  # as kubernetes.client.rest does: a TypeError for a date
+    def __call__(self, method: str, url: str, body: bytes | None = None, **_: object) -> Sent:
+        self.bodies.append(body or b"")
         return self
 
-    def read(self) -> bytes:
-        return b"{}"
 
-
-def test_a_body_goes_out_as_it_is_and_one_with_a_date_as_the_client_would_write_it() -> None:
+def test_a_body_goes_out_as_json_a_date_as_rfc_3339_and_a_big_integer_as_written() -> None:
     from kubernetes import client
 
     from kubetune.kube import Kube
 
     api = client.ApiClient()
-    api.call_api = Sent()  # type: ignore[method-assign]
+    api.rest_client.pool_manager.urlopen = Sent()  # type: ignore[method-assign]
     kube = Kube(api)
     manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "ns"}}
     kube.create(manifest)
     kube.create({**manifest, "data": {"when": datetime.date(2026, 12, 5)}})
-    assert [json.loads(b) for b in api.call_api.bodies] == [  # type: ignore[attr-defined]
+    kube.create({**manifest, "data": {"seed": 2**70}})  # beyond orjson: the standard library writes it
+    assert [json.loads(b) for b in api.rest_client.pool_manager.urlopen.bodies] == [  # type: ignore[attr-defined]
         manifest,
         {**manifest, "data": {"when": "2026-12-05"}},
+        {**manifest, "data": {"seed": 2**70}},
     ]
+
+
+def test_a_kubetune_resource_is_read_with_every_number_as_written() -> None:
+    from kubetune.kube import KINDS, decoder
+
+    body = b'{"spec": {"config": {"seed": 1180591620717411303424}}}'
+    assert decoder(KINDS["FineTuneJob"].path("ns", "a"))(body)["spec"]["config"]["seed"] == 2**70
+    pod = b'{"metadata": {"name": "p", "generation": 9223372036854775807}}'
+    assert decoder(KINDS["Pod"].path("ns", "p"))(pod)["metadata"]["generation"] == 2**63 - 1

@@ -22,7 +22,6 @@ What a `ListWatch` does is client-go's reflector's:
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -32,7 +31,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from kubetune.kube import KINDS, Kube
+from kubetune.kube import KINDS, Kube, decoder
 from kubetune.runtime.metrics import WATCH_FAILURES, WATCH_REQUESTS
 
 log = logging.getLogger("kubetune.operator")
@@ -142,6 +141,7 @@ class ListWatch:
         if self.selector:
             query.append(("labelSelector", self.selector))
         path = KINDS[self.kind].path(self.namespace)
+        read = decoder(path)
         WATCH_REQUESTS.labels(self.kind, "watch").inc()
         try:
             response = self.kube.watch(path, query, timeout=(self.connect_seconds, self.watch_seconds + 10))
@@ -153,7 +153,7 @@ class ListWatch:
         ended = False  # by the API server: the connection can serve another request
         try:
             for line in lines(response):
-                event = json.loads(line)
+                event = read(line)
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
                     if obj.get("code") == 410:
