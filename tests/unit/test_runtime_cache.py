@@ -8,7 +8,8 @@ import pytest
 
 from kubetune.config import OperatorConfig
 from kubetune.handlers.watches import RECONCILERS
-from kubetune.runtime.cache import Cache
+from kubetune.runtime import cache as cache_module
+from kubetune.runtime.cache import OWN_WRITE, Cache, manifest_hash, written_mark
 from kubetune.runtime.controller import Controller
 from kubetune.runtime.outcome import Key
 
@@ -56,6 +57,56 @@ def test_a_job_keeps_suspend_not_its_template() -> None:
     assert cache.get("Job", "ns", "a-a1")["spec"] == {"suspend": True}
 
 
+def test_a_jobs_pod_failure_policy_and_other_spec_fields_are_not_kept() -> None:
+    cache = Cache()
+    spec = {"parallelism": 2, "backoffLimit": 3, "podFailurePolicy": {"rules": [{"action": "FailJob"}]}}
+    cache.upsert("Job", obj("Job", "a-a1", spec=spec, status={"active": 1}))
+    assert cache.get("Job", "ns", "a-a1")["spec"] == {}
+
+
+def test_a_pods_status_keeps_what_says_why_it_waits_or_failed_not_its_addresses_times_or_images() -> None:
+    waiting = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}}
+    last = {"terminated": {"exitCode": 137, "reason": "OOMKilled", "message": "killed"}}
+    container = {
+        "name": "trainer", "state": waiting, "lastState": last, "restartCount": 2, "ready": False,
+        "started": False, "image": "trainer:1", "imageID": "sha256:ab", "containerID": "containerd://cd",
+    }  # fmt: skip
+    condition = {
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes",
+        "lastProbeTime": None, "lastTransitionTime": "2026-12-05T00:00:00Z",
+    }  # fmt: skip
+    status = {
+        "phase": "Failed", "reason": "Evicted", "message": "low on memory", "conditions": [condition],
+        "containerStatuses": [container], "initContainerStatuses": [{**container, "name": "fetch"}],
+        "hostIP": "10.0.0.1", "hostIPs": [{"ip": "10.0.0.1"}],
+        "podIP": "10.1.0.1", "podIPs": [{"ip": "10.1.0.1"}],
+        "startTime": "2026-12-05T00:00:00Z", "qosClass": "Guaranteed",
+    }  # fmt: skip
+    cache = Cache()
+    cache.upsert("Pod", {**pod("p0", "a"), "status": status})
+
+    kept_container = {"state": waiting, "lastState": last, "restartCount": 2}
+    kept_condition = {k: condition[k] for k in ("type", "status", "reason", "message")}
+    assert cache.get("Pod", "ns", "p0")["status"] == {
+        "phase": "Failed", "reason": "Evicted", "message": "low on memory",
+        "conditions": [kept_condition],
+        "containerStatuses": [{"name": "trainer", **kept_container}],
+        "initContainerStatuses": [{"name": "fetch", **kept_container}],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "hashed"),
+    [("ConfigMap", True), ("Deployment", True), ("HorizontalPodAutoscaler", True), ("Job", False)],
+)
+def test_the_written_mark_names_the_rendering_only_where_a_copy_must_stand_as_written(
+    kind: str, hashed: bool
+) -> None:
+    manifest = obj(kind, "a", data={"k": "v"})
+    assert written_mark(kind, manifest) == (manifest_hash(manifest) if hashed else OWN_WRITE)
+    assert written_mark(kind, None) is None
+
+
 def test_listing_by_owner_label_finds_only_that_owners_objects() -> None:
     cache = Cache()
     for index in range(3):
@@ -95,10 +146,15 @@ def test_a_recreated_object_replaces_the_old_one_whatever_its_version() -> None:
 
 def test_what_a_reader_changes_does_not_change_the_cache() -> None:
     cache = Cache()
-    cache.upsert("Pod", pod("p", "a"))
-    cache.get("Pod", "ns", "p")["status"]["phase"] = "Failed"
-    cache.list("Pod", "ns")[0]["status"]["phase"] = "Failed"
-    assert cache.get("Pod", "ns", "p")["status"]["phase"] == "Running"
+    ready = {"type": "Ready", "status": "True"}
+    cache.upsert("Pod", {**pod("p", "a"), "status": {"phase": "Running", "conditions": [ready]}})
+    read = cache.get("Pod", "ns", "p")
+    read["status"]["phase"] = "Failed"
+    read["status"]["conditions"][0]["status"] = "False"
+    read["status"]["conditions"].append({"type": "DisruptionTarget", "status": "True"})
+    cache.list("Pod", "ns")[0]["metadata"]["labels"].clear()
+    assert cache.get("Pod", "ns", "p")["status"] == {"phase": "Running", "conditions": [ready]}
+    assert cache.list("Pod", "ns", {"kubetune.io/finetunejob": "a"})[0]["metadata"]["labels"]
 
 
 def test_a_writes_reply_after_the_deletion_does_not_bring_the_object_back() -> None:
@@ -318,6 +374,30 @@ def test_the_resync_queues_what_can_still_change(controller: Controller) -> None
     assert sorted(items) == [("expiring", True), ("qwen", True), ("refused", True), ("running", True)]
 
 
+def test_scans_over_every_cached_resource_copy_none(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resync, a FineTuneJob's event and a claim's creation read a few fields of every resource in
+    place: a copy of each was the whole cache again, allocated and dropped every minute."""
+    for index in range(3):
+        controller.cache.upsert("FineTuneJob", ftj(f"job-{index}"))
+        controller.cache.upsert(
+            "ModelServe", obj("ModelServe", f"serve-{index}", spec={"storage": {"claim": "c"}})
+        )
+    copies: list[Any] = []
+    monkeypatch.setattr(cache_module, "copied", lambda value: copies.append(value) or value)
+
+    controller.resync()
+    controller.observed("FineTuneJob", "DELETED", ftj("job-0"))
+    controller.observed("PersistentVolumeClaim", "ADDED", obj("PersistentVolumeClaim", "c"))
+
+    assert copies == []
+    assert {key.name for key in queued(controller)} == {
+        *(f"job-{i}" for i in range(3)),
+        *(f"serve-{i}" for i in range(3)),
+    }
+
+
 # --- a ModelServe's children: do they stand as the operator wrote them? ---------------------------------
 
 CHILD_LABELS = {"app.kubernetes.io/managed-by": "kubetune", "kubetune.io/modelserve": "qwen"}
@@ -464,6 +544,23 @@ def test_a_burst_of_child_events_is_one_reconcile_a_batch_period_after_the_first
     controller.observed("Pod", "MODIFIED", pod("ner-a1-0", "ner", rv="2"))
     assert queued(controller) == []
     now[0] = CHILD_BATCH_SECONDS
+    assert queued(controller) == [Key("FineTuneJob", "ns", "ner")]
+
+
+def test_a_pod_that_starts_or_ends_queues_its_owner_at_once_with_what_was_batched() -> None:
+    from kubetune.runtime.workqueue import WorkQueue
+
+    now = [0.0]
+    queue: WorkQueue[Key] = WorkQueue(clock=lambda: now[0])
+    controller = Controller(kube=None, config=OperatorConfig(), reconcilers=RECONCILERS, queue=queue)  # type: ignore[arg-type]
+    controller.observed("Pod", "ADDED", pod("ner-a1-0", "ner", phase="Pending"))
+    controller.observed("Pod", "MODIFIED", pod("ner-a1-0", "ner", phase="Pending", rv="2"))  # bound
+    assert queued(controller) == []
+    controller.observed("Pod", "MODIFIED", pod("ner-a1-0", "ner", phase="Running", rv="3"))
+    assert queued(controller) == [Key("FineTuneJob", "ns", "ner")]
+    now[0] = 5
+    assert queued(controller) == []  # the batched addition went with it
+    controller.observed("Pod", "MODIFIED", pod("ner-a1-0", "ner", phase="Failed", rv="4"))
     assert queued(controller) == [Key("FineTuneJob", "ns", "ner")]
 
 
