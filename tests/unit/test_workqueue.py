@@ -237,6 +237,30 @@ def test_a_burst_of_batched_additions_is_one_entry_a_period_after_the_first(
     assert drain(queue) == ["job"]
 
 
+def test_a_key_added_soon_at_once_takes_its_batched_addition_with_it(
+    queue: WorkQueue[str], clock: Clock
+) -> None:
+    """A pod created (batched), then started (at once): one reconcile, now, that sees both."""
+    queue.add("new-resource")
+    queue.add_batched("job", 0.5)
+    clock.now = 0.2
+    queue.add("job", soon=True)
+    assert drain(queue) == ["job", "new-resource"]
+    clock.now = 1
+    assert drain(queue) == []
+
+
+def test_a_key_added_soon_at_once_keeps_a_later_look_it_asked_for(
+    queue: WorkQueue[str], clock: Clock
+) -> None:
+    """Only a batched addition goes with it: a look the reconcile asked for later (a TTL) still comes."""
+    queue.add_after("job", 5)
+    queue.add("job", soon=True)
+    assert drain(queue) == ["job"]
+    clock.now = 5
+    assert drain(queue) == ["job"]
+
+
 def test_a_batched_addition_of_a_waiting_key_moves_it_ahead_and_adds_nothing(
     queue: WorkQueue[str], clock: Clock
 ) -> None:

@@ -65,7 +65,9 @@ FTJ, MS = ftj.KIND, ms.KIND
 # a pod created, bound and started, and its Job counting it, are one reconcile, as the Job controller
 # batches its pods' events, for a second too (its syncJobBatchPeriod): a Job's status moves at most once a
 # second anyway. The status follows the pods that much later. At 5000 jobs starting, a pod's events spread
-# over seconds: with half a second, 2.45 reconciles per job came from children's changes.
+# over seconds: with half a second, 2.45 reconciles per job came from children's changes. A pod's phase
+# changing (it started or ended: what users wait for) is not batched: its owner is queued at once, and the
+# batched addition still to come goes with it.
 CHILD_BATCH_SECONDS = 1.0
 # What a ModelServe's status says of an adapter while it waits on its FineTuneJob (handlers/modelserve.py).
 JOB_REASONS = frozenset({"WaitingForFineTuneJob", "FineTuneJobNotFound", "FineTuneJobFailed"})
@@ -150,6 +152,53 @@ def namespace_terminating(error: ApiException) -> bool:
 Reconcile = Callable[[Kube, dict[str, Any], OperatorConfig, bool], Outcome]
 
 
+def _phase(obj: dict[str, Any]) -> str | None:
+    return (obj.get("status") or {}).get("phase")
+
+
+def _behind(modelserve: dict[str, Any], job: str, event_type: str | None, phase: str | None) -> Key | None:
+    """The ModelServe's key if it serves this FineTuneJob's adapter or model (`job`) and its status has not
+    caught up with the job's event."""
+    spec, status = modelserve.get("spec") or {}, modelserve.get("status") or {}
+    reported = {a.get("name"): a for a in status.get("adapters") or []}
+    said = [
+        reported.get(a.get("name"))
+        for a in spec.get("adapters") or []
+        if isinstance(a, dict) and a.get("fineTuneJob") == job
+    ]
+    if (spec.get("model") or {}).get("fineTuneJob") == job:
+        # The served model: what the status says of it, read as an adapter's entry.
+        reason = status.get("reason")
+        ready = reason not in JOB_REASONS and bool(status.get("model"))
+        said.append({"ready": ready, "reason": reason} if status else None)
+    if not any(adapter_behind(entry, event_type, phase) for entry in said):
+        return None
+    meta = modelserve["metadata"]
+    return Key(MS, meta.get("namespace") or "", meta["name"])
+
+
+def _on_claim(kind: str, resource: dict[str, Any], claim: str) -> Key | None:
+    """The resource's key if it keeps its outputs on that claim."""
+    if ((resource.get("spec") or {}).get("storage") or {}).get("claim") != claim:
+        return None
+    meta = resource["metadata"]
+    return Key(kind, meta.get("namespace") or "", meta["name"])
+
+
+def _resync_view(body: dict[str, Any]) -> tuple[Key, str, bool]:
+    """What the resync reads of a FineTuneJob: its key, its phase, and whether a reconcile may still change
+    anything (not finished for good, or a TTL to fire; a spec refused before it ran is not finished: fixed,
+    it proceeds)."""
+    meta, status = body["metadata"], body.get("status") or {}
+    ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished") is not None
+    may_change = not attempts.has_finished(status) or ttl
+    return (
+        Key(FTJ, meta["namespace"], meta["name"]),
+        status.get("phase") or ftj.Phase.PENDING.value,
+        may_change,
+    )
+
+
 class Controller:
     """The caches, the queue, and the reconciles of both kinds; the only state is what the watches saw."""
 
@@ -185,9 +234,16 @@ class Controller:
 
     def observed(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
         """One watch event: kept in the cache, and the resources it concerns queued."""
+        now = kind == "Pod" and event_type == "MODIFIED" and self._phase_moved(body)
         if event_type != "DELETED":
             self.cache.upsert(kind, body)
-        self.react(kind, event_type, body)
+        self.react(kind, event_type, body, now=now)
+
+    def _phase_moved(self, pod: dict[str, Any]) -> bool:
+        """Whether this pod's phase differs from the cached copy's: it started or ended."""
+        meta = pod.get("metadata") or {}
+        held = self.cache.read("Pod", meta.get("namespace"), meta.get("name", ""), _phase)
+        return held is not None and held != _phase(pod)
 
     def listed(self, kind: str, namespace: str | None, items: list[dict[str, Any]], version: str) -> None:
         """A whole listing of a child kind in `namespace` (None: everywhere), at `version`: each object is
@@ -262,8 +318,9 @@ class Controller:
             return self.cache.stands(kind, meta.get("namespace"), meta["name"])
         return self.cache.echoes(kind, body)
 
-    def react(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
-        """The second half of `observed`, for an event whose object the cache holds already."""
+    def react(self, kind: str, event_type: str | None, body: dict[str, Any], now: bool = False) -> None:
+        """The second half of `observed`, for an event whose object the cache holds already. `now`: a
+        change users wait for (a pod started or ended), queued soon without the batch period."""
         if event_type == "DELETED":
             meta = body.get("metadata") or {}
             self.cache.remove(kind, meta.get("namespace"), meta["name"], meta.get("uid"))
@@ -274,7 +331,7 @@ class Controller:
         soon = kind in CHILD_KINDS or also_kept_as(kind, body) is not None
         full = self.repaired(kind, event_type, body)
         for key in self.keys_for(kind, event_type, body):
-            if soon and not full:
+            if soon and not full and not now:
                 self.queue.add_batched(key, self.batch_seconds, cause=kind)
             else:
                 self.queue.add(key, full=full, soon=soon, cause=kind)
@@ -295,12 +352,11 @@ class Controller:
             # A claim that appeared: the resources waiting for it (MissingClaim) look again.
             if event_type != "ADDED":  # a claim in use cannot go (its protection finalizer waits)
                 return []
-            return [
-                Key(k, namespace, o["metadata"]["name"])
+            waiting = [
+                self.cache.read_each(k, lambda o, k=k: _on_claim(k, o, meta["name"]), namespace)
                 for k in (FTJ, MS)
-                for o in self.cache.list(k, namespace)
-                if ((o.get("spec") or {}).get("storage") or {}).get("claim") == meta["name"]
             ]
+            return [key for keys in waiting for key in keys if key is not None]
         # The owner label's value is the owner's name (names longer than a label value end in a hash and
         # are found through the cache instead).
         keys = []
@@ -328,23 +384,8 @@ class Controller:
             # A running job's progress, many a minute: nothing a ModelServe waits for (it waits for the job
             # to appear, end or go), and this runs in the watches' loop.
             return []
-        keys = []
-        for modelserve in self.cache.list(MS, namespace):
-            spec, status = modelserve.get("spec") or {}, modelserve.get("status") or {}
-            reported = {a.get("name"): a for a in status.get("adapters") or []}
-            said = [
-                reported.get(a.get("name"))
-                for a in spec.get("adapters") or []
-                if isinstance(a, dict) and a.get("fineTuneJob") == name
-            ]
-            if (spec.get("model") or {}).get("fineTuneJob") == name:
-                # The served model: what the status says of it, read as an adapter's entry.
-                reason = status.get("reason")
-                ready = reason not in JOB_REASONS and bool(status.get("model"))
-                said.append({"ready": ready, "reason": reason} if status else None)
-            if any(adapter_behind(entry, event_type, phase) for entry in said):
-                keys.append(Key(MS, namespace, modelserve["metadata"]["name"]))
-        return keys
+        behind = self.cache.read_each(MS, lambda ms: _behind(ms, name, event_type, phase), namespace)
+        return [key for key in behind if key is not None]
 
     def _owner_name(self, kind: str, namespace: str, label: str) -> str:
         if len(label) < 63:
@@ -447,15 +488,9 @@ class Controller:
         nothing."""
         phases: dict[str, int] = dict.fromkeys([p.value for p in ftj.Phase], 0)
         since, self._last_resync = self._last_resync, self._clock()
-        for body in self.cache.list(FTJ):
-            meta, status = body["metadata"], body.get("status") or {}
-            phases[status.get("phase") or ftj.Phase.PENDING.value] += 1
-            # Finished for good (a spec refused before it ran is not: fixed, it proceeds).
-            finished = attempts.has_finished(status)
-            key = Key(FTJ, meta["namespace"], meta["name"])
-            if self._last_pass.get(key, -math.inf) > since:
-                continue
-            if not finished or (body.get("spec") or {}).get("ttlSecondsAfterFinished") is not None:
+        for key, phase, may_change in self.cache.read_each(FTJ, _resync_view):
+            phases[phase] += 1
+            if may_change and self._last_pass.get(key, -math.inf) <= since:
                 self.queue.add(key, full=True, cause=RESYNC)
         for namespace, name in self.cache.keys(MS):
             self.queue.add(Key(MS, namespace, name), full=True, cause=RESYNC)

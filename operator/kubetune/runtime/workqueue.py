@@ -13,7 +13,9 @@
 
 A key whose children changed may be added `batched`: soon, but a short period after the first such change
 (as the Job controller batches its pods' events), so that a burst of them (a pod created, bound, started,
-and its Job counting it) is one reconcile, not four. A key waiting already sees them when it runs.
+and its Job counting it) is one reconcile, not four. A key waiting already sees them when it runs. A key
+added soon at once (a change users wait for: a pod started or ended) goes now, and its batched addition
+still to come goes with it: the reconcile it queues sees that change too.
 
 A key may carry `full`: the next reconcile of it should also re-check what it normally takes from caches
 (a periodic resync asks for that). The flag of a key added twice is the OR of both.
@@ -67,6 +69,7 @@ class WorkQueue(Generic[K]):
         # (when, tie-break, key, full, soon, cause)
         self._later: list[tuple[float, int, K, bool, bool, str]] = []
         self._due: dict[K, float] = {}  # key -> its earliest time in _later (later entries are spent)
+        self._batched: set[K] = set()  # keys whose earliest entry in _later is a batched addition
         self._ticket = itertools.count()
         self._shut = False
         self._soon_in_a_row = 0
@@ -74,6 +77,9 @@ class WorkQueue(Generic[K]):
     def add(self, key: K, full: bool = False, soon: bool = False, cause: str = "") -> None:
         with self._lock:
             if not self._shut:
+                if soon and key in self._batched:  # the reconcile queued now sees that change too
+                    self._batched.discard(key)
+                    self._due.pop(key, None)  # its entry in _later is spent
                 self._add_locked(key, full, soon, cause)
 
     def _add_locked(self, key: K, full: bool, soon: bool, cause: str) -> None:
@@ -118,15 +124,21 @@ class WorkQueue(Generic[K]):
             if key in self._waiting:  # its reconcile has not started: it reads what changed
                 self._enqueue(key, soon=True)
                 return
-            self._later_locked(key, period, full=False, soon=True, cause=cause)
+            if self._later_locked(key, period, full=False, soon=True, cause=cause):
+                self._batched.add(key)
 
-    def _later_locked(self, key: K, delay: float, full: bool, soon: bool, cause: str) -> None:
+    def _later_locked(self, key: K, delay: float, full: bool, soon: bool, cause: str) -> bool:
+        """Whether this entry is now the key's earliest."""
         when = self._clock() + delay
         if key in self._due and self._due[key] <= when and not full:
-            return  # it comes back sooner already
-        self._due[key] = min(when, self._due.get(key, when))
+            return False  # it comes back sooner already
+        earliest = key not in self._due or when < self._due[key]
+        if earliest:
+            self._due[key] = when
+            self._batched.discard(key)
         heapq.heappush(self._later, (when, next(self._ticket), key, full, soon, cause))
         self._lock.notify()
+        return earliest
 
     def retry(self, key: K) -> float:
         """The key's reconcile failed: it comes back after base * 2^failures, at most max (returned)."""
@@ -218,6 +230,7 @@ class WorkQueue(Generic[K]):
             when, _, key, full, soon, cause = heapq.heappop(self._later)
             if self._due.get(key) == when:
                 del self._due[key]
+                self._batched.discard(key)
             elif not full:
                 continue  # a sooner entry of the key was released already
             self._add_locked(key, full, soon, cause)
