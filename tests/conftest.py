@@ -99,7 +99,9 @@ def batch(api: client.ApiClient) -> client.BatchV1Api:
 def namespace(request: pytest.FixtureRequest, api: client.ApiClient) -> Iterator[str]:
     core = client.CoreV1Api(api)
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = create_namespace(core, f"t-{slug}-{uuid.uuid4().hex[:5]}")
+    # The parametrizations of a test share their slug: 32 random bits keep two of a session apart (with
+    # 20, one run met a namespace of the same name still being deleted).
+    name = create_namespace(core, f"t-{slug}-{uuid.uuid4().hex[:8]}")
     yield name
     core.delete_namespace(name, propagation_policy="Background")
 
