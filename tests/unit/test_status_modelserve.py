@@ -144,18 +144,46 @@ def test_served_models_are_what_every_ready_replica_loaded() -> None:
     assert compute(observe(deployment=deployment(0), adapters=[READY]))["servedModels"] == []
 
 
-def test_unschedulable_pods_are_quoted() -> None:
-    pod = {
-        "metadata": {"name": "qwen-vllm-x"},
-        "status": {
-            "phase": "Pending",
-            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                            "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."}],
-        },
-    }  # fmt: skip
-    status = compute(observe(deployment=deployment(0), pods=[pod]))
-    assert (status["phase"], status["reason"]) == ("Pending", "Unschedulable")
-    assert "Insufficient nvidia.com/gpu" in status["message"]
+UNSCHEDULABLE_POD = {
+    "metadata": {"name": "qwen-vllm-x"},
+    "status": {
+        "phase": "Pending",
+        "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                        "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."}],
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fields", "phase", "reason", "progressing", "prefix"),
+    [
+        ({"deployment": deployment(0)}, "Pending", "Unschedulable", "True", "pod qwen-vllm-x"),
+        # A scale-up or a rollout whose new pod finds no GPU: served by the old one, and says why not more.
+        ({"deployment": deployment(1, 2, updated=1), **TWO}, "Progressing", "Unschedulable", "True",
+         "1 of 2 replica(s) ready; rolling out; pod qwen-vllm-x"),
+        ({"deployment": deployment(1, 2, progress=DONE), **TWO}, "Degraded", "Unschedulable", "False",
+         "1 of 2 replica(s) ready; pod qwen-vllm-x"),
+        ({"deployment": deployment(1, 2, progress=STUCK), **TWO}, "Degraded", "ProgressDeadlineExceeded",
+         "False", "1 of 2 replica(s) ready; the rollout is stuck; pod qwen-vllm-x"),
+    ],
+    ids=["no-replica", "rolling-out", "replica-lost", "stuck"],
+)  # fmt: skip
+def test_unschedulable_pods_are_quoted(fields, phase, reason, progressing, prefix) -> None:
+    ready = [ready_pod()] if fields["deployment"]["status"]["readyReplicas"] else []
+    status = compute(observe(pods=[*ready, UNSCHEDULABLE_POD], **fields))
+    assert (status["phase"], status["reason"]) == (phase, reason)
+    assert status["message"].startswith(prefix), status["message"]
+    assert status["message"].endswith(
+        "cannot be scheduled: 0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+    )
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Progressing"] == progressing
+
+
+def test_an_unschedulable_replica_is_a_warning() -> None:
+    rolling = {"deployment": deployment(1, 2, updated=1), **TWO}
+    serving = compute(observe(pods=[ready_pod()], **rolling))
+    short = compute(observe(pods=[ready_pod(), UNSCHEDULABLE_POD], previous=serving, **rolling))
+    assert [(e.type, e.reason) for e in transitions(serving, short)] == [("Warning", "Unschedulable")]
 
 
 def test_events_for_phase_changes_and_adapters() -> None:

@@ -223,26 +223,31 @@ def _verdict(
 def _rollout_verdict(obs: Observation, deployment: dict[str, Any]) -> Verdict:
     ready, done, stuck = _rollout(deployment, obs.desired_replicas)
     desired = obs.desired_replicas
+    # A pod that will not start by waiting (unschedulable, an image that cannot be pulled, a crash loop) is
+    # named whether or not other replicas serve: a rollout or a scale-up would otherwise only say it is
+    # under way until its deadline, ten minutes on.
+    pending = next((r for r in map(pod_pending_reason, obs.pods) if r), None)
     if desired == 0:
         phase, reason, message = Phase.PENDING, "ScaledToZero", "scaled to zero replicas"
     elif ready == 0:
-        pending = next((r for r in map(pod_pending_reason, obs.pods) if r), None)
         phase = Phase.PENDING
         reason, message = pending or ("Starting", "waiting for vLLM to load the model and pass /health")
     elif stuck:
         phase, reason = Phase.DEGRADED, "ProgressDeadlineExceeded"
-        message = f"{ready} of {desired} replica(s) ready; the rollout is stuck"
+        message = _with_pending(f"{ready} of {desired} replica(s) ready; the rollout is stuck", pending)
     elif not done:
-        phase, reason, message = (
-            Phase.PROGRESSING,
-            "RollingOut",
-            f"{ready} of {desired} replica(s) ready; rolling out",
-        )
+        phase, reason = Phase.PROGRESSING, pending[0] if pending else "RollingOut"
+        message = _with_pending(f"{ready} of {desired} replica(s) ready; rolling out", pending)
     elif ready < desired:
-        phase, reason, message = Phase.DEGRADED, "ReplicasNotReady", f"{ready} of {desired} replica(s) ready"
+        phase, reason = Phase.DEGRADED, pending[0] if pending else "ReplicasNotReady"
+        message = _with_pending(f"{ready} of {desired} replica(s) ready", pending)
     else:
         phase, reason, message = Phase.READY, "Serving", f"{ready} replica(s) serving {obs.endpoint}"
     return Verdict(phase, reason, message, ready, done, stuck)
+
+
+def _with_pending(message: str, pending: tuple[str, str] | None) -> str:
+    return f"{message}; {pending[1]}" if pending else message
 
 
 def _conditions(verdict: Verdict, adapters_condition: conditions.Wanted) -> dict[str, conditions.Wanted]:
