@@ -37,7 +37,16 @@ from kubernetes.client.rest import ApiException
 
 from kubetune.api.defaults import FIELD_MANAGER
 from kubetune.handlers import events
-from kubetune.kube import ADAPTER_REPORT, KINDS, ChildRefused, NotOurs, adoptable, controller_uid, holder
+from kubetune.kube import (
+    ADAPTER_REPORT,
+    KINDS,
+    ChildRefused,
+    NotOurs,
+    adoptable,
+    controller_uid,
+    holder,
+    status_ops,
+)
 from kubetune.status.attempts import DISRUPTION_CONDITION
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -66,6 +75,30 @@ def _merge_patch(target: Any, patch: Any) -> Any:
             out.pop(key, None)
         else:
             out[key] = _merge_patch(out.get(key), value)
+    return out
+
+
+def _json_patch(target: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """RFC 6902's test, add and remove, as the API server applies them (a test of null passes on a missing
+    path); a failed test or a missing parent is its 422, and nothing is changed."""
+    out = copy.deepcopy(target)
+    for op in ops:
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        node = out
+        for part in parents:
+            if not isinstance(node, dict) or part not in node:
+                raise _api_error(422, f"Invalid: no {op['path']}")
+            node = node[part]
+        if op["op"] == "test" and node.get(last) != op["value"]:
+            raise _api_error(422, f"Invalid: the test of {op['path']} failed")
+        if op["op"] == "add":
+            node[last] = copy.deepcopy(op["value"])
+        elif op["op"] == "remove":
+            if last not in node:
+                raise _api_error(422, f"Invalid: no {op['path']}")
+            del node[last]
+        elif op["op"] != "test":
+            raise ValueError(f"the fake applies no JSON patch op {op['op']!r}")
     return out
 
 
@@ -248,15 +281,17 @@ class FakeKube:
                 raise _api_error(404, "NotFound")
             if uid is not None and self.objects[key]["metadata"].get("uid") != uid:
                 raise _api_error(409, "Conflict")  # the uid in the patch is a precondition
-            # The status subresource: only .status changes.
+            # The status subresource: only .status changes. Kube's requests, in its order: the JSON patch
+            # of status_ops, then, where the API server refuses it, the merge patch.
             updated = copy.deepcopy(self.objects[key])
             if uid is not None and previous is not None:
-                # Kube.status_ops: each field given is set whole (None removes it).
-                given = {k: v for k, v in status.items() if v is not None}
-                kept = {k: v for k, v in (updated.get("status") or {}).items() if k not in status}
-                updated["status"] = {**kept, **given}
-            else:
-                updated["status"] = _merge_patch(updated.get("status") or {}, status)
+                try:
+                    updated["status"] = _json_patch(updated, status_ops(status, uid, previous)).get("status")
+                    return self._replace(key, updated)
+                except ApiException as error:
+                    if error.status != 422:
+                        raise
+            updated["status"] = _merge_patch(updated.get("status") or {}, status)
             return self._replace(key, updated)
 
     def pods_refused(self, controller: dict[str, Any]) -> str | None:

@@ -63,6 +63,24 @@ def test_patch_status_merges_into_status_only() -> None:
     assert patched["spec"] == {"suspend": False}
 
 
+def test_a_status_write_with_what_was_read_is_kubes_json_patch() -> None:
+    """As Kube's: each given field set whole, None removes one; a status unlike the one read (a write
+    meanwhile) is refused by the patch's tests and goes as a merge patch instead."""
+    fake = FakeKube()
+    uid = fake.apply(job())["metadata"]["uid"]
+    first = fake.patch_status("Job", NS, "ner-a1", {"active": 1, "conditions": [{"type": "X"}]}, uid, {})
+    assert first["status"] == {"active": 1, "conditions": [{"type": "X"}]}
+    read = first["status"]
+    patched = fake.patch_status("Job", NS, "ner-a1", {"active": None, "ready": 1}, uid, read)
+    assert patched["status"] == {"conditions": [{"type": "X"}], "ready": 1}
+    # Read before any status: the patch's test of no status fails, and the merge patch keeps the rest.
+    stale = fake.patch_status("Job", NS, "ner-a1", {"active": 3}, uid, {})
+    assert stale["status"] == {"conditions": [{"type": "X"}], "ready": 1, "active": 3}
+    with pytest.raises(ApiException) as moved:
+        fake.patch_status("Job", NS, "ner-a1", {"active": 4}, "another-uid", read)
+    assert moved.value.status == 409
+
+
 def test_writes_to_a_missing_object_are_404_and_creating_an_existing_one_409() -> None:
     fake = FakeKube()
     with pytest.raises(ApiException) as missing:
