@@ -42,9 +42,8 @@ pytest_plugins = ["tests.operator_fixtures"]
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[localcluster.ClusterInfo]:
-    reused = localcluster.running()
-    if reused is not None and (reused.real_node is not None) != localcluster.real_node_wanted():
-        reused = None  # a demo's real node runs the chart's operator: up() starts the cluster again without
+    # A demo's real node runs the chart's operator: up() starts the cluster again without it.
+    reused = localcluster.reusable()
     info = reused or localcluster.up()
     if reused is not None:
         # The tests count on free GPUs: what `make demo` left running (its ModelServe holds a GPU) goes.

@@ -424,13 +424,20 @@ def real_node_wanted() -> bool:
     return os.environ.get("KUBETUNE_REAL_NODE") == "1"
 
 
+def reusable(real_node: bool | None = None) -> ClusterInfo | None:
+    """The running cluster, when it has the node asked for (a real one, or none): `up` returns it as it is.
+    A caller that stops only a cluster it started asks this first."""
+    real_node = real_node_wanted() if real_node is None else real_node
+    info = running()
+    return info if info is not None and (info.real_node is not None) == real_node else None
+
+
 def up(pool: NodePool | None = None, real_node: bool | None = None) -> ClusterInfo:
     """Starts the control plane (and the real node when asked), or returns the one already running."""
     real_node = real_node_wanted() if real_node is None else real_node
-    info = running()
-    if info is not None and (info.real_node is not None) == real_node:
-        return with_node_images(info)
-    if info is not None:
+    if (reused := reusable(real_node)) is not None:
+        return with_node_images(reused)
+    if (info := running()) is not None:
         # Both ways: a test session must not find a demo's in-cluster operator on a node it did not ask for.
         log(f"the running cluster {'has no' if real_node else 'has a'} real node; starting it again "
             f"{'with' if real_node else 'without'} one")  # fmt: skip

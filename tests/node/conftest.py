@@ -34,7 +34,7 @@ def cluster() -> Iterator[localcluster.ClusterInfo]:
         )
     if missing := realnode.missing_prerequisites():
         pytest.fail(f"the real node needs {', '.join(missing)} (make node-tools)", pytrace=False)
-    reused = localcluster.running()
+    reused = localcluster.reusable(real_node=True)
     started = time.monotonic()
     info = localcluster.up(real_node=True)
     if reused is None:

@@ -159,3 +159,37 @@ def test_a_cluster_asking_for_the_real_node_stops_the_cluster_that_holds_it(
     with pytest.raises(Built):
         localcluster.up(real_node=False)
     assert theirs.exists() and realnode.holder() == theirs
+
+
+@pytest.mark.parametrize(
+    ("has_node", "wanted", "reused"),
+    [(False, False, True), (True, True, True), (True, False, False), (False, True, False)],
+)
+def test_a_running_cluster_is_reused_only_with_the_node_asked_for(
+    monkeypatch, tmp_path: Path, has_node: bool, wanted: bool, reused: bool
+) -> None:
+    """The test sessions' and the node tier's fixtures stop only a cluster they started: `reusable` is the
+    one check of whether `up` keeps the running cluster, for them and for `up` itself."""
+    from tests.cluster import localcluster, realnode
+
+    monkeypatch.setattr(localcluster, "STATE", tmp_path / "cluster")
+    monkeypatch.setattr(realnode, "HOLDER", tmp_path / "holder")
+
+    info = localcluster.ClusterInfo(
+        "", "", "", {}, {}, {}, "", {}, real_node={"name": "n"} if has_node else None
+    )
+    monkeypatch.setattr(localcluster, "running", lambda: info)
+    monkeypatch.setattr(localcluster, "with_node_images", lambda found: found)
+    monkeypatch.setenv("KUBETUNE_REAL_NODE", "1" if wanted else "0")
+    assert (localcluster.reusable() is info) is reused
+
+    def build(real_node: bool) -> None:
+        raise Built
+
+    monkeypatch.setattr(localcluster, "build", build)
+    monkeypatch.setattr(localcluster, "down", lambda *holder: None)
+    if reused:
+        assert localcluster.up() is info
+    else:
+        with pytest.raises(Built):
+            localcluster.up()
