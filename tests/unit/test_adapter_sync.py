@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from kubetune.launcher.adapter_sync import (
     FAILED,
     LOADED,
+    LOADING,
     Reporter,
     Syncer,
     check_adapter,
@@ -273,6 +274,27 @@ def test_a_path_swapped_behind_the_sidecars_back_is_loaded_again(tmp_path: Path,
     vllm.table["ner"] = str(prod) + "/"
     syncer.sync({"ner": str(prod)})
     assert vllm.loads == ["ner", "ner"]
+
+
+def test_a_load_that_races_another_clients_is_tried_again(tmp_path: Path, base: Path) -> None:
+    """Another client loads the name between the sidecar's listing and its load, and vLLM refuses the
+    second load: the adapter is not Failed (which would wait for its files to change, unloaded), and the
+    next round loads it from its own path."""
+    vllm = FakeVLLM()
+    syncer = Syncer(vllm, base_model=str(base), max_lora_rank=16)  # type: ignore[arg-type]
+    prod, other = make_adapter(tmp_path / "prod"), make_adapter(tmp_path / "other")
+    syncer.sync({"ner": str(prod)})
+    vllm.table.clear()  # unloaded by the other client, who loads its own next
+
+    def raced(name: str, path: str) -> str | None:
+        vllm.table[name] = str(other)
+        return "vLLM refused to load it (400): The lora adapter 'ner' has already been loaded."
+
+    vllm.load = raced  # type: ignore[method-assign]
+    assert syncer.sync({"ner": str(prod)})["ner"].state == LOADING
+    del vllm.load
+    reports = syncer.sync({"ner": str(prod)})
+    assert reports["ner"].state == LOADED and vllm.table == {"ner": str(prod)}
 
 
 def test_a_refused_adapter_loaded_behind_the_sidecars_back_is_unloaded(tmp_path: Path, base: Path) -> None:

@@ -376,6 +376,12 @@ class Syncer:
                 log.warning("%s was served from %s, not %s: loading it again", name, served[name], path)
             self.vllm.unload(name)
         error = self.vllm.load(name, path)
+        if error is not None and name in self.vllm.adapters():
+            # Someone loaded this name between the listing and this load (vLLM refuses a second load of a
+            # name): a race, not a verdict on these files. No fingerprint, so that the next round checks
+            # what is served and loads it again from this path.
+            log.warning("adapter %s was loaded by another client meanwhile: loading it again", name)
+            return AdapterReport(LOADING, path, "loaded by another client meanwhile: loading it again")
         if error is not None:
             log.warning("adapter %s not loaded: %s", name, error)
             return AdapterReport(FAILED, path, error, current)
