@@ -56,10 +56,29 @@ def new(**spec: Any) -> Callable[[FakeKube], None]:
 
 
 def started(fake: FakeKube, **spec: Any) -> dict[str, Any]:
-    """The operator has created attempt 1; its Job, as the Job controller has it."""
+    """The operator has created attempt 1, and reported it Starting once its pods had not started within
+    the first status's wait; its Job, as the Job controller has it."""
     new(**spec)(fake)
     reconcile(fake)
+    fake.backdate(fake.job(NS, "ner-a1"), finetunejob.FIRST_STATUS_WAIT_SECONDS)
+    reconcile(fake)
     return fake.job(NS, "ner-a1")
+
+
+def created_a_moment_ago(fake: FakeKube) -> None:
+    """The operator has just created attempt 1 (its first status waits for the pods)."""
+    new()(fake)
+    reconcile(fake)
+
+
+def past_the_first_status_wait(fake: FakeKube) -> None:
+    created_a_moment_ago(fake)
+    fake.backdate(fake.job(NS, "ner-a1"), finetunejob.FIRST_STATUS_WAIT_SECONDS)
+
+
+def running_within_the_first_status_wait(fake: FakeKube) -> None:
+    created_a_moment_ago(fake)
+    fake.job_running(fake.job(NS, "ner-a1"))
 
 
 def running(fake: FakeKube, **spec: Any) -> dict[str, Any]:
@@ -202,15 +221,36 @@ def dataset_config_map(present: bool) -> Callable[[FakeKube], None]:
 
 ROWS = [
     Row(
-        "new: children created, the Job last",
+        "new: children created, the Job last; the first status waits for the pods",
         new(),
         "Pending",
         "Starting",
-        [*STATIC_CHILDREN, ("ensure", "Job", "ner-a1"), STATUS],
+        [*STATIC_CHILDREN, ("ensure", "Job", "ner-a1")],
+        [],
+        {"Created": "True", "Running": "False", "SpecValid": "True"},
+        {"attempt": 1, "restarts": 0},
+        requeue_after=finetunejob.FIRST_STATUS_WAIT_SECONDS,
+    ),
+    Row(
+        "new, its pods not started within the first status's wait: Starting",
+        past_the_first_status_wait,
+        "Pending",
+        "Starting",
+        [STATUS],
         [("Normal", "Starting")],
         {"Created": "True", "Running": "False", "SpecValid": "True"},
         {"attempt": 1, "restarts": 0},
         requeue_after=5,  # no pod yet
+    ),
+    Row(
+        "new, its pod started within the first status's wait: Running, the first status",
+        running_within_the_first_status_wait,
+        "Running",
+        "Training",
+        [STATUS],
+        [("Normal", "Training")],
+        {"Created": "True", "Running": "True"},
+        {"attempt": 1, "restarts": 0},
     ),
     Row(
         "missing claim: waits, creates nothing",
@@ -238,19 +278,17 @@ ROWS = [
         our_orphaned_config_map,
         "Pending",
         "Starting",
-        [*STATIC_CHILDREN, ("ensure", "Job", "ner-a1"), STATUS],
-        [("Normal", "Starting")],
-        requeue_after=5,
+        [*STATIC_CHILDREN, ("ensure", "Job", "ner-a1")],
+        requeue_after=finetunejob.FIRST_STATUS_WAIT_SECONDS,
     ),
     Row(
         "a stopped Job of an earlier FineTuneJob: the next free name",
         leftover_job(still_running=False),
         "Pending",
         "Starting",
-        [*STATIC_CHILDREN, ("ensure", "Job", "ner-a2"), STATUS],
-        [("Normal", "Starting")],
+        [*STATIC_CHILDREN, ("ensure", "Job", "ner-a2")],
         status={"attempt": 2, "restarts": 0},
-        requeue_after=5,
+        requeue_after=finetunejob.FIRST_STATUS_WAIT_SECONDS,
     ),
     Row(
         "a running Job of an earlier FineTuneJob: waits for it",
@@ -411,9 +449,8 @@ ROWS = [
         dataset_config_map(present=True),
         "Pending",
         "Starting",
-        [*STATIC_CHILDREN, ("ensure", "Job", "ner-a1"), STATUS],
-        [("Normal", "Starting")],
-        requeue_after=5,
+        [*STATIC_CHILDREN, ("ensure", "Job", "ner-a1")],
+        requeue_after=finetunejob.FIRST_STATUS_WAIT_SECONDS,
     ),
     Row(
         "a misspelt LLaMA-Factory argument: failed, naming it, nothing created",
@@ -547,6 +584,29 @@ def test_a_running_attempts_job_deleted_by_hand_waits_for_its_pods_then_takes_th
     assert fake.get_quietly("Job", NS, "ner-a1") is None
     assert outcome.status["attempt"] == 2 and outcome.status["disruptions"] == 1
     assert ("Warning", "AttemptDisrupted") in fake.events()
+
+
+def test_a_new_jobs_first_status_waits_for_its_pods_no_longer_than_the_wait() -> None:
+    """The wait runs from the Job's creationTimestamp (whole seconds), so a pass within it asks to look
+    again when it ends, and writes nothing."""
+    fake = FakeKube()
+    created_a_moment_ago(fake)
+    fake.forget_calls()
+    outcome = reconcile(fake)
+    assert not outcome.changed and fake.writes() == [] and "phase" not in ftj(fake).get("status", {})
+    assert outcome.requeue_after is not None
+    assert 0 < outcome.requeue_after <= finetunejob.FIRST_STATUS_WAIT_SECONDS
+
+
+def test_a_pod_that_cannot_start_is_reported_at_once_within_the_first_status_wait() -> None:
+    """Only Starting waits: a pod the scheduler refused says so as soon as it is seen."""
+    fake = FakeKube()
+    created_a_moment_ago(fake)
+    unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                     "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}  # fmt: skip
+    fake.job_pods(fake.job(NS, "ner-a1"), "Pending", conditions=[unschedulable])
+    outcome = reconcile(fake)
+    assert outcome.changed and ftj(fake)["status"]["reason"] == "Unschedulable"
 
 
 def test_pods_of_another_job_with_the_same_labels_are_not_this_attempts() -> None:

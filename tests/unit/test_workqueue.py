@@ -117,6 +117,50 @@ def test_add_after_waits_and_keeps_only_the_soonest(queue: WorkQueue[str], clock
     assert drain(queue) == []
 
 
+def test_a_reconciles_look_again_replaces_the_one_its_previous_reconcile_asked_for(
+    queue: WorkQueue[str], clock: Clock
+) -> None:
+    """A first reconcile asks to look again in 2 s (its pods have not started); its pod starts at 1 s, and
+    that reconcile asks for nothing: no third reconcile at 2 s."""
+    queue.add("job")
+    assert drain_asking(queue, 2.0) == ["job"]
+    clock.now = 1
+    queue.add("job", soon=True)
+    assert drain_asking(queue, None) == ["job"]
+    clock.now = 3
+    assert drain(queue) == []
+    queue.again("job", 5)
+    queue.again("job", 10)  # asked again: the later look replaces the sooner one
+    clock.now = 9
+    assert drain(queue) == []
+    clock.now = 13
+    assert drain(queue) == ["job"]
+
+
+def test_a_look_again_that_stands_for_a_change_too_is_kept(queue: WorkQueue[str], clock: Clock) -> None:
+    """A change while the key is held that comes after the look it asked for rides on that look: a later
+    reconcile that asks for nothing does not take it back."""
+    queue.again("job", 1)
+    queue.add("job")
+    held = queue.get(timeout=0)
+    assert held is not None
+    queue.add_batched("job", 5)  # comes back at 1 with the look already due then
+    queue.again("job", None)
+    queue.done("job")
+    clock.now = 1
+    assert drain(queue) == ["job"]
+
+
+def drain_asking(queue: WorkQueue[str], delay: float | None) -> list[str]:
+    """`drain`, each key's reconcile asking to look again after `delay` (as the controller's workers do)."""
+    out = []
+    while (item := queue.get(timeout=0)) is not None:
+        out.append(item.key)
+        queue.again(item.key, delay)
+        queue.done(item.key)
+    return out
+
+
 def test_a_delayed_key_that_is_waiting_already_is_not_doubled(queue: WorkQueue[str], clock: Clock) -> None:
     queue.add("a")
     queue.add_after("a", 1)

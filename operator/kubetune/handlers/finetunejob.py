@@ -9,7 +9,7 @@ leftover Job of the same name), `find_preprocessing`, `render_target`, `ensure_c
 is fixed when its attempt starts: only `suspend` follows the spec on a running Job), `find_pods`. Then the
 status is computed once from what was observed (`observe`, status/finetunejob.py's pure `compute`), and
 `write_status` patches it when it changed, records an Event per transition and applies
-ttlSecondsAfterFinished.
+ttlSecondsAfterFinished. A new job's first status waits a moment for its pods (`first_status_wait`).
 """
 
 from __future__ import annotations
@@ -160,6 +160,9 @@ def _output_path_conflicts(kube: Kube, body: dict[str, Any], spec: ftj.FineTuneJ
 
 # A Job's pods normally appear within seconds; only then is a missing one worth an Event lookup.
 FAILED_CREATE_AFTER_SECONDS = 5
+# How long a new FineTuneJob's first status (Pending, Starting) waits for its pods to start, from its
+# Job's creationTimestamp (whole seconds: 1 to 2 s in fact). See `first_status_wait`.
+FIRST_STATUS_WAIT_SECONDS = 2
 
 
 def _age_seconds(obj: dict[str, Any]) -> float:
@@ -417,6 +420,9 @@ def write_status(
     """The status when it changed (an Event per transition), the TTL's delete, and when to look again."""
     previous, spec = state.previous, state.spec
     changed = _differs(previous, status)
+    wait = first_status_wait(state, status) if changed else None
+    if wait is not None:
+        return Outcome(status=status, changed=False, requeue_after=wait)  # decided, not yet written
     if changed:
         kube.patch_status("FineTuneJob", state.namespace, state.name, status, state.uid, previous)
         for event in status_of.transitions(previous, status):
@@ -433,6 +439,23 @@ def write_status(
         # Pods that do not appear are reported by no watch: look again for a FailedCreate Event.
         requeue_after = min(requeue_after or FAILED_CREATE_AFTER_SECONDS, FAILED_CREATE_AFTER_SECONDS)
     return Outcome(status=status, changed=changed, requeue_after=requeue_after)
+
+
+def first_status_wait(state: Pass, status: dict[str, Any]) -> float | None:
+    """Seconds the first status of a new job still waits, or None to write it now.
+
+    A job whose pods start at once on a node that has its image goes straight to Running: one status
+    write and one Event, not two (Pending then Running a second later). That is a third of the status
+    writes and Events of a thousand jobs applied at once, and the API server's time for them
+    (docs/operations.md). Only a first status that would say Starting waits, and only for
+    FIRST_STATUS_WAIT_SECONDS from the Job's creation: a refused spec, a missing claim or a pod that cannot
+    be scheduled is written at once, and so is every later attempt. Level-based: the wait is read from
+    the Job's creationTimestamp, nothing is held in the process.
+    """
+    if state.previous.get("phase") or status.get("reason") != "Starting" or state.job is None:
+        return None
+    left = FIRST_STATUS_WAIT_SECONDS - _age_seconds(state.job)
+    return left if left > 0 else None
 
 
 def _live(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -434,8 +434,8 @@ class Controller:
             self.queue.forget(item.key)
             if item.key.kind == FTJ and outcome is not None:
                 self._last_pass[item.key] = self._clock()
-            if outcome is not None and outcome.requeue_after is not None:
-                self.queue.add_after(item.key, outcome.requeue_after, cause=AGAIN)
+            # This reconcile's look again replaces the one the previous reconcile asked for.
+            self.queue.again(item.key, outcome.requeue_after if outcome is not None else None, cause=AGAIN)
         finally:
             self.queue.done(item.key)
 

@@ -19,7 +19,7 @@ class Key(NamedTuple):
 
 @dataclass(frozen=True)
 class Outcome:
-    status: dict[str, Any]
-    changed: bool  # the status was written
+    status: dict[str, Any]  # as the reconcile decided it
+    changed: bool  # the status was written (a new job's first status may wait: handlers/finetunejob.py)
     # Look again in this many seconds even if nothing changes (a deadline, a state nobody reports).
     requeue_after: float | None = None

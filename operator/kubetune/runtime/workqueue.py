@@ -3,7 +3,11 @@
 - A key waits at most once, however often it is added while it waits.
 - A key is never handed to two workers at once: added while a worker holds it, it waits until `done`.
 - A key whose reconcile failed comes back after an exponential backoff, capped (`retry`); `forget` resets it.
-- `add_after` brings a key back later (a reconcile that asks to look again, a periodic resync).
+- `add_after` brings a key back later (a periodic resync, a retry's backoff).
+- `again` is the look a reconcile asks for (a deadline, a state nobody reports): it replaces the one the
+  key's previous reconcile asked for, which is stale once a later reconcile has decided from the whole
+  state again (a look for pods that have started since). An entry that stands for a change as well (an
+  addition that came while it was due first) is never taken back.
 - Keys are served first in, first out: a burst of events for one resource is one entry, and cannot starve
   the others. A key added `soon` (its resource's children changed: a pod started, a Job ended) goes before
   those that are not (a new resource, a resync): what users watch follows their pods at once, while a
@@ -70,6 +74,7 @@ class WorkQueue(Generic[K]):
         self._later: list[tuple[float, int, K, bool, bool, str]] = []
         self._due: dict[K, float] = {}  # key -> its earliest time in _later (later entries are spent)
         self._batched: set[K] = set()  # keys whose earliest entry in _later is a batched addition
+        self._asked: dict[K, float] = {}  # key -> its earliest entry in _later, when only `again` made it
         self._ticket = itertools.count()
         self._shut = False
         self._soon_in_a_row = 0
@@ -127,8 +132,28 @@ class WorkQueue(Generic[K]):
             if self._later_locked(key, period, full=False, soon=True, cause=cause):
                 self._batched.add(key)
 
-    def _later_locked(self, key: K, delay: float, full: bool, soon: bool, cause: str) -> bool:
+    def again(self, key: K, delay: float | None, cause: str = "") -> None:
+        """The look again the key's latest reconcile asked for (None: none), in place of the one its
+        previous reconcile asked for (the module's docstring)."""
+        with self._lock:
+            if self._shut:
+                return
+            asked = self._asked.pop(key, None)
+            if asked is not None and self._due.get(key) == asked:
+                del self._due[key]  # its entry in _later is spent
+            if delay is None:
+                return
+            if delay <= 0:
+                self._add_locked(key, False, False, cause)
+            elif self._later_locked(key, delay, full=False, soon=False, cause=cause, asked=True):
+                self._asked[key] = self._due[key]
+
+    def _later_locked(
+        self, key: K, delay: float, full: bool, soon: bool, cause: str, asked: bool = False
+    ) -> bool:
         """Whether this entry is now the key's earliest."""
+        if not asked:
+            self._asked.pop(key, None)  # the key's earliest entry now stands for this addition too
         when = self._clock() + delay
         if key in self._due and self._due[key] <= when and not full:
             return False  # it comes back sooner already
@@ -231,6 +256,7 @@ class WorkQueue(Generic[K]):
             if self._due.get(key) == when:
                 del self._due[key]
                 self._batched.discard(key)
+                self._asked.pop(key, None)
             elif not full:
                 continue  # a sooner entry of the key was released already
             self._add_locked(key, full, soon, cause)
