@@ -240,6 +240,24 @@ def test_events_of_a_jobs_pods_queue_it_once(controller: Controller) -> None:
     assert queued(controller) == [Key("FineTuneJob", "ns", "wide")]
 
 
+def test_a_jobs_counts_moving_queue_nothing_its_conditions_and_suspend_do(controller: Controller) -> None:
+    labels = {"kubetune.io/finetunejob": "a"}
+
+    def job(status: dict, suspend: bool = False) -> dict:
+        return obj("Job", "a-a1", metadata={"labels": labels}, spec={"suspend": suspend}, status=status)
+
+    controller.observed("Job", "ADDED", job({}))
+    queued(controller)
+    controller.observed("Job", "MODIFIED", job({"active": 1, "startTime": "2026-12-05T00:00:00Z"}))
+    controller.observed("Job", "MODIFIED", job({"active": 1, "ready": 1}))
+    assert queued(controller) == [], "a Job's counts follow its pods, whose events queue the owner"
+    ended = {"conditions": [{"type": "SuccessCriteriaMet", "status": "True"}], "active": 1}
+    controller.observed("Job", "MODIFIED", job(ended))
+    assert queued(controller) == [Key("FineTuneJob", "ns", "a")]
+    controller.observed("Job", "MODIFIED", job(ended, suspend=True))
+    assert queued(controller) == [Key("FineTuneJob", "ns", "a")]
+
+
 def test_the_operators_own_status_write_queues_nothing(controller: Controller) -> None:
     controller.observed("FineTuneJob", "MODIFIED", ftj("a", generation=2, observed=2))
     assert queued(controller) == []
@@ -514,7 +532,7 @@ def test_a_sidecars_report_always_wakes_its_modelserve(controller: Controller) -
     assert queued_items(controller) == [(Key("ModelServe", "ns", "qwen"), False)]
 
 
-def test_the_echo_of_the_job_it_created_queues_nothing_the_job_controllers_updates_do(
+def test_the_echo_of_the_job_it_created_queues_nothing_the_job_controllers_decisions_do(
     controller: Controller,
 ) -> None:
     ner = Key("FineTuneJob", "ns", "ner")
@@ -523,11 +541,12 @@ def test_the_echo_of_the_job_it_created_queues_nothing_the_job_controllers_updat
     controller.cache.upsert("Job", created, written="w")  # the create's reply
     controller.observed("Job", "ADDED", created)  # its watch event: the reconcile decided on the reply
     assert queued_items(controller) == []
-    active = obj("Job", "ner-a1", rv="6", metadata=meta, spec={"suspend": False}, status={"active": 1})
-    controller.observed("Job", "MODIFIED", active)
+    failing = {"active": 1, "conditions": [{"type": "FailureTarget", "status": "True"}]}
+    decided = obj("Job", "ner-a1", rv="6", metadata=meta, spec={"suspend": False}, status=failing)
+    controller.observed("Job", "MODIFIED", decided)
     assert queued_items(controller) == [(ner, False)]
     controller.observed("Job", "ADDED", created)  # a late copy of the written version: older, not kept
-    assert (controller.cache.get("Job", "ns", "ner-a1") or {})["status"] == {"active": 1}
+    assert (controller.cache.get("Job", "ns", "ner-a1") or {})["status"] == failing
 
 
 def test_a_burst_of_child_events_is_one_reconcile_a_batch_period_after_the_first() -> None:
