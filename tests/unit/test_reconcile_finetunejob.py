@@ -598,6 +598,14 @@ def test_a_new_jobs_first_status_waits_for_its_pods_no_longer_than_the_wait() ->
     assert 0 < outcome.requeue_after <= finetunejob.FIRST_STATUS_WAIT_SECONDS
 
 
+def test_a_clock_far_behind_the_api_servers_holds_no_first_status_back() -> None:
+    fake = FakeKube()
+    created_a_moment_ago(fake)
+    fake.backdate(fake.job(NS, "ner-a1"), -60)  # created a minute "from now" by this clock
+    outcome = reconcile(fake)
+    assert outcome.changed and ftj(fake)["status"]["reason"] == "Starting"
+
+
 def test_a_pod_that_cannot_start_is_reported_at_once_within_the_first_status_wait() -> None:
     """Only Starting waits: a pod the scheduler refused says so as soon as it is seen."""
     fake = FakeKube()

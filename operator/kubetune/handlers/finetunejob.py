@@ -450,11 +450,15 @@ def first_status_wait(state: Pass, status: dict[str, Any]) -> float | None:
     (docs/operations.md). Only a first status that would say Starting waits, and only for
     FIRST_STATUS_WAIT_SECONDS from the Job's creation: a refused spec, a missing claim or a pod that cannot
     be scheduled is written at once, and so is every later attempt. Level-based: the wait is read from
-    the Job's creationTimestamp, nothing is held in the process.
+    the Job's creationTimestamp, nothing is held in the process; a clock far behind the API server's
+    (a Job created "in the future") holds nothing back.
     """
     if state.previous.get("phase") or status.get("reason") != "Starting" or state.job is None:
         return None
-    left = FIRST_STATUS_WAIT_SECONDS - _age_seconds(state.job)
+    age = _age_seconds(state.job)
+    if age < -FIRST_STATUS_WAIT_SECONDS:
+        return None
+    left = FIRST_STATUS_WAIT_SECONDS - max(age, 0.0)
     return left if left > 0 else None
 
 
