@@ -298,7 +298,7 @@ def test_a_key_added_soon_at_once_keeps_a_later_look_it_asked_for(
     queue: WorkQueue[str], clock: Clock
 ) -> None:
     """Only a batched addition goes with it: a look the reconcile asked for later (a TTL) still comes."""
-    queue.add_after("job", 5)
+    queue.again("job", 5)
     queue.add("job", soon=True)
     assert drain(queue) == ["job"]
     clock.now = 5

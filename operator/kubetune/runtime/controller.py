@@ -255,8 +255,7 @@ class Controller:
 
     def _phase_moved(self, pod: dict[str, Any]) -> bool:
         """Whether this pod's phase differs from the cached copy's: it started or ended."""
-        meta = pod.get("metadata") or {}
-        held = self.cache.read("Pod", meta.get("namespace"), meta.get("name", ""), _phase)
+        held = self._held("Pod", pod, _phase)
         return held is not None and held != _phase(pod)
 
     def _job_moved(self, job: dict[str, Any]) -> bool:
@@ -264,9 +263,13 @@ class Controller:
         (it ended, or failed over), `suspend`, its owners and labels. Its counts of active and ready pods
         follow its pods, whose own events queue the owner: a change of counts alone, one or two per Job
         as its pods start, queues nothing (a reconcile each, a third of them, at 1000 jobs)."""
-        meta = job.get("metadata") or {}
-        held = self.cache.read("Job", meta.get("namespace"), meta.get("name", ""), _decided_on)
+        held = self._held("Job", job, _decided_on)
         return held is None or held != _decided_on(job)
+
+    def _held(self, kind: str, obj: dict[str, Any], read: Callable[[dict[str, Any]], Any]) -> Any:
+        """`read` of the cached copy of `obj` (before this event is kept); None when none is held."""
+        meta = obj.get("metadata") or {}
+        return self.cache.read(kind, meta.get("namespace"), meta.get("name", ""), read)
 
     def listed(self, kind: str, namespace: str | None, items: list[dict[str, Any]], version: str) -> None:
         """A whole listing of a child kind in `namespace` (None: everywhere), at `version`: each object is
