@@ -242,6 +242,8 @@ class Recorder:
     def __init__(self, api: client.ApiClient, expected: set[tuple[str, str]], watch_finetunejobs: bool):
         self.expected = expected
         self.job: dict[tuple[str, str], float] = {}
+        self.pod_created: dict[tuple[str, str], float] = {}
+        self.pod_bound: dict[tuple[str, str], float] = {}
         self.pod_running: dict[tuple[str, str], float] = {}
         self.ftj_running: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
@@ -266,10 +268,14 @@ class Recorder:
         self._record(self.job, self._owner(obj), seen_at)
 
     def _on_pod(self, obj: dict, seen_at: float) -> None:
-        if (obj.get("status") or {}).get("phase") == "Running" and not obj["metadata"].get(
-            "deletionTimestamp"
-        ):
-            self._record(self.pod_running, self._owner(obj), seen_at)
+        if obj["metadata"].get("deletionTimestamp"):
+            return
+        owner = self._owner(obj)
+        self._record(self.pod_created, owner, seen_at)
+        if (obj.get("spec") or {}).get("nodeName"):
+            self._record(self.pod_bound, owner, seen_at)
+        if (obj.get("status") or {}).get("phase") == "Running":
+            self._record(self.pod_running, owner, seen_at)
 
     def _on_finetunejob(self, obj: dict, seen_at: float) -> None:
         if (obj.get("status") or {}).get("phase") == "Running":
@@ -291,6 +297,8 @@ class Recorder:
         with self._lock:
             return {
                 "job": dict(self.job),
+                "pod_created": dict(self.pod_created),
+                "pod_bound": dict(self.pod_bound),
                 "pod_running": dict(self.pod_running),
                 "ftj_running": dict(self.ftj_running),
             }
@@ -731,6 +739,7 @@ def run_phase(
         result.time_to_running = [running[k] - t0 for k in keys if k in running]
         result.time_to_pod_running = [pods[k] - t0 for k in keys if k in pods]
         lags = [running[k] - pods[k] for k in keys if k in running and k in pods]
+        result.extra["pod_stages_s"] = pod_stages(seen, keys)
         result.completed = len(result.time_to_running)
         if result.time_to_running and not result.timed_out:
             result.wall_s = max(result.time_to_running)
@@ -857,6 +866,26 @@ def operator(count: int, info: localcluster.ClusterInfo, settings: Settings) -> 
 # --- output ----------------------------------------------------------------------------------------
 
 
+def pod_stages(seen: dict[str, dict[tuple[str, str], float]], keys: list[tuple[str, str]]) -> dict[str, Any]:
+    """Where the time from a Job to its Running pod goes, each step's p50 and p90 (seen by this process's
+    watches): the Job controller (Job to pod), the scheduler (pod to bound) and the node (bound to
+    Running). Tells a slow Job controller or node apart from a slow operator."""
+    steps = {
+        "job_to_pod": ("job", "pod_created"),
+        "pod_to_bound": ("pod_created", "pod_bound"),
+        "bound_to_running": ("pod_bound", "pod_running"),
+    }
+    out: dict[str, Any] = {}
+    for name, (start, end) in steps.items():
+        gaps = [seen[end][k] - seen[start][k] for k in keys if k in seen[start] and k in seen[end]]
+        out[name] = {"p50": _rounded(percentile(gaps, 0.5)), "p90": _rounded(percentile(gaps, 0.9))}
+    return out
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 def summary(result: PhaseResult) -> dict[str, Any]:
     def stats(values: list[float]) -> dict[str, float | None]:
         return {
@@ -889,6 +918,11 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 def triple(stats: dict[str, float | None]) -> str:
     return " / ".join(fmt(stats[q]) for q in ("p50", "p90", "max"))
+
+
+def stages(pod_stages_s: dict[str, Any] | None) -> str:
+    steps = ("job_to_pod", "pod_to_bound", "bound_to_running")
+    return " / ".join(fmt(((pod_stages_s or {}).get(step) or {}).get("p50")) for step in steps)
 
 
 def print_report(results: list[dict[str, Any]]) -> None:
@@ -943,6 +977,7 @@ def print_report(results: list[dict[str, Any]]) -> None:
             line = (
                 f"N={s['count']} {phase}: submitted in {fmt(s['submit_s'], 1)}s; "
                 f"pods Running p50/p90/max {triple(s['time_to_pod_running'])}; "
+                f"Job to pod / pod to bound / bound to Running p50 {stages(s['extra'].get('pod_stages_s'))}; "
                 f"{s['extra']['apiserver_requests']['total']} API requests "
                 f"({s['extra']['apiserver_requests']['server_seconds_total']}s in the API server)"
             )

@@ -6,7 +6,8 @@ directory; `up` starts what is not running and reuses a cluster that is, `down` 
 the state. Everything listens on 127.0.0.1, on ports picked free at start.
 
 KWOK plays the kubelet of fake nodes that advertise `nvidia.com/gpu`; kwok-stages.yaml says how pods
-on them live and die (and how a test makes one fail with a chosen exit code).
+on them live and die (and how a test makes one fail with a chosen exit code), kwok-config.yaml how many
+pods it plays at once.
 
 With KUBETUNE_REAL_NODE=1 a real node joins them (realnode.py: containerd, the kubelet, kube-proxy,
 CoreDNS): the API server then listens on the host's address too, so that pods reach it through the
@@ -600,6 +601,7 @@ def up(pool: NodePool | None = None, real_node: bool | None = None) -> ClusterIn
         [
             str(bins["kwok"]),
             f"--kubeconfig={STATE / 'kwok.kubeconfig'}",
+            f"--config={HERE / 'kwok-config.yaml'}",
             f"--config={HERE / 'kwok-stages.yaml'}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION[0]}={FAKE_NODE_ANNOTATION[1]}",

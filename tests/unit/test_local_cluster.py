@@ -93,6 +93,26 @@ def test_versions_are_pinned_in_one_place() -> None:
     assert all(not Path(p).is_relative_to(HERE.parent.parent) for p in paths.values())
 
 
+# The options KWOK v0.8 gives defaults to, which it applies only when no configuration file is given.
+KWOK_DEFAULTED_OPTIONS = {
+    "podPlayStageParallelism", "nodePlayStageParallelism", "nodeLeaseParallelism",
+    "podsOnNodeSyncParallelism", "enablePodsOnNodeSyncListPager", "enablePodsOnNodeSyncStreamWatch",
+    "manageAllNodes", "enableDebuggingHandlers", "enableContentionProfiling", "enableProfilingHandler",
+}  # fmt: skip
+
+
+def test_kwok_plays_many_pods_at_once_and_keeps_its_other_defaults() -> None:
+    config = yaml.safe_load((HERE / "kwok-config.yaml").read_text())
+    assert config["kind"] == "KwokConfiguration"
+    options = config["options"]
+    # 4 workers for every fake node made KWOK, not the load, the limit on pod starts at 1000 jobs.
+    assert options["podPlayStageParallelism"] >= 32
+    # Left out, an option would be zero (KWOK refuses a node lease parallelism of 0), not its default.
+    assert read_versions()["KWOK_VERSION"] == "v0.8.0", "check KWOK's defaulted options for this version"
+    assert set(options) >= KWOK_DEFAULTED_OPTIONS
+    assert options["nodeLeaseParallelism"] > 0 and options["podsOnNodeSyncParallelism"] > 0
+
+
 def test_owner_references_are_enforced_as_on_openshift() -> None:
     # Children with blockOwnerDeletion then prove the chart grants update on the resources' finalizers.
     assert "OwnerReferencesPermissionEnforcement" in ADMISSION_PLUGINS
