@@ -598,6 +598,19 @@ def test_a_new_jobs_first_status_waits_for_its_pods_no_longer_than_the_wait() ->
     assert 0 < outcome.requeue_after <= finetunejob.FIRST_STATUS_WAIT_SECONDS
 
 
+def test_a_job_whose_pods_are_not_running_two_seconds_after_its_job_still_waits(monkeypatch) -> None:
+    """On a loaded control plane a Job's pod runs 1 to 2 s after the Job: a wait that ended by then made
+    most jobs write Starting, then Running (docs/operations.md, Scale). The Job's age is fixed here, as
+    its creationTimestamp's whole seconds would make it anything from 2 to 3 s."""
+    fake = FakeKube()
+    created_a_moment_ago(fake)
+    monkeypatch.setattr(finetunejob, "_age_seconds", lambda obj: 2.0)
+    fake.forget_calls()
+    outcome = reconcile(fake)
+    assert not outcome.changed and fake.writes() == []
+    assert outcome.requeue_after == pytest.approx(1.0)
+
+
 def test_a_clock_far_behind_the_api_servers_holds_no_first_status_back() -> None:
     fake = FakeKube()
     created_a_moment_ago(fake)

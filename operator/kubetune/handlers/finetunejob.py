@@ -161,8 +161,10 @@ def _output_path_conflicts(kube: Kube, body: dict[str, Any], spec: ftj.FineTuneJ
 # A Job's pods normally appear within seconds; only then is a missing one worth an Event lookup.
 FAILED_CREATE_AFTER_SECONDS = 5
 # How long a new FineTuneJob's first status (Pending, Starting) waits for its pods to start, from its
-# Job's creationTimestamp (whole seconds: 1 to 2 s in fact). See `first_status_wait`.
-FIRST_STATUS_WAIT_SECONDS = 2
+# Job's creationTimestamp (whole seconds: 2 to 3 s in fact). See `first_status_wait`. With 2 (1 to 2 s),
+# a loaded control plane's pods ran about when it ended: from run to run, 2 to 85% of a thousand jobs
+# applied at once still wrote Starting, then Running; with 3, none in two runs.
+FIRST_STATUS_WAIT_SECONDS = 3
 
 
 def _age_seconds(obj: dict[str, Any]) -> float:
@@ -445,7 +447,7 @@ def first_status_wait(state: Pass, status: dict[str, Any]) -> float | None:
     """Seconds the first status of a new job still waits, or None to write it now.
 
     A job whose pods start at once on a node that has its image goes straight to Running: one status
-    write and one Event, not two (Pending then Running a second later). That is a third of the status
+    write and one Event, not two (Pending then Running a second later). That is half of the status
     writes and Events of a thousand jobs applied at once, and the API server's time for them
     (docs/operations.md). Only a first status that would say Starting waits, and only for
     FIRST_STATUS_WAIT_SECONDS from the Job's creation: a refused spec, a missing claim or a pod that cannot
