@@ -12,6 +12,9 @@ operator  `kubetune run` in a subprocess, and N FineTuneJobs created at once fro
           the operator's own lag apart, until its pod is Running), plus the operator's peak RSS, its
           reconcile metrics and the API server's request counts.
 
+In both, the time from a Job to its Running pod is split into the Job controller's part (Job to pod), the
+scheduler's (pod to bound) and the node's (bound to Running): `pod_stages_s` in the JSON.
+
 Every time is measured from one t0 (the moment the batch starts), by watches in this process. Pods are
 held Running by the `test.kubetune.io/hold` annotation (spec.podMetadata); each asks for one GPU on fake
 nodes large enough for the largest N. Between phases the namespaces are deleted and waited for.
