@@ -600,7 +600,7 @@ def test_a_new_jobs_first_status_waits_for_its_pods_no_longer_than_the_wait() ->
 
 def test_a_job_whose_pods_are_not_running_two_seconds_after_its_job_still_waits(monkeypatch) -> None:
     """On a loaded control plane a Job's pod runs 1 to 2 s after the Job: a wait that ended by then made
-    most jobs write Starting, then Running (docs/operations.md, Scale). The Job's age is fixed here, as
+    many jobs write Starting, then Running (docs/operations.md, Scale). The Job's age is fixed here, as
     its creationTimestamp's whole seconds would make it anything from 2 to 3 s."""
     fake = FakeKube()
     created_a_moment_ago(fake)
