@@ -869,17 +869,20 @@ def operator(count: int, info: localcluster.ClusterInfo, settings: Settings) -> 
 # --- output ----------------------------------------------------------------------------------------
 
 
+# A Job's way to its Running pod, step by step: the Job controller's, the scheduler's and the node's part
+# (each from one Recorder mark to the next).
+POD_STAGES = {
+    "job_to_pod": ("job", "pod_created"),
+    "pod_to_bound": ("pod_created", "pod_bound"),
+    "bound_to_running": ("pod_bound", "pod_running"),
+}
+
+
 def pod_stages(seen: dict[str, dict[tuple[str, str], float]], keys: list[tuple[str, str]]) -> dict[str, Any]:
-    """Where the time from a Job to its Running pod goes, each step's p50 and p90 (seen by this process's
-    watches): the Job controller (Job to pod), the scheduler (pod to bound) and the node (bound to
-    Running). Tells a slow Job controller or node apart from a slow operator."""
-    steps = {
-        "job_to_pod": ("job", "pod_created"),
-        "pod_to_bound": ("pod_created", "pod_bound"),
-        "bound_to_running": ("pod_bound", "pod_running"),
-    }
+    """Where the time from a Job to its Running pod goes, each of POD_STAGES' p50 and p90 (seen by this
+    process's watches). Tells a slow Job controller or node apart from a slow operator."""
     out: dict[str, Any] = {}
-    for name, (start, end) in steps.items():
+    for name, (start, end) in POD_STAGES.items():
         gaps = [seen[end][k] - seen[start][k] for k in keys if k in seen[start] and k in seen[end]]
         out[name] = {"p50": _rounded(percentile(gaps, 0.5)), "p90": _rounded(percentile(gaps, 0.9))}
     return out
@@ -899,7 +902,7 @@ def summary(result: PhaseResult) -> dict[str, Any]:
 
     out = asdict(result)
     for key in ("time_to_job", "time_to_running", "time_to_pod_running"):
-        out[key] = {k: None if v is None else round(v, 3) for k, v in stats(out.pop(key)).items()}
+        out[key] = {k: _rounded(v) for k, v in stats(out.pop(key)).items()}
     out["throughput_per_s"] = round(result.count / result.wall_s, 2) if result.wall_s else None
     out["submit_s"] = round(result.submit_s, 3)
     out["wall_s"] = None if result.wall_s is None else round(result.wall_s, 3)
@@ -924,8 +927,7 @@ def triple(stats: dict[str, float | None]) -> str:
 
 
 def stages(pod_stages_s: dict[str, Any] | None) -> str:
-    steps = ("job_to_pod", "pod_to_bound", "bound_to_running")
-    return " / ".join(fmt(((pod_stages_s or {}).get(step) or {}).get("p50")) for step in steps)
+    return " / ".join(fmt(((pod_stages_s or {}).get(step) or {}).get("p50")) for step in POD_STAGES)
 
 
 def print_report(results: list[dict[str, Any]]) -> None:
