@@ -447,7 +447,7 @@ def first_status_wait(state: Pass, status: dict[str, Any]) -> float | None:
     """Seconds the first status of a new job still waits, or None to write it now.
 
     A job whose pods start at once on a node that has its image goes straight to Running: one status
-    write and one Event, not two (Pending then Running a second later). That is half of the status
+    write and one Event, not two (Pending then Running a second later). That is up to half of the status
     writes and Events of a thousand jobs applied at once, and the API server's time for them
     (docs/operations.md). Only a first status that would say Starting waits, and only for
     FIRST_STATUS_WAIT_SECONDS from the Job's creation: a refused spec, a missing claim or a pod that cannot
