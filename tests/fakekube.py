@@ -496,6 +496,10 @@ class FakeKube:
         self.set_status(job, active=len(pods))
         return pods
 
+    def job_started(self, job: dict[str, Any], *, seconds_ago: float = 30, active: int = 0) -> dict[str, Any]:
+        """The Job controller synced the Job `seconds_ago` and counts `active` pods of it."""
+        return self.set_status(job, startTime=timestamp(seconds_ago), active=active)
+
     def job_running(self, job: dict[str, Any]) -> list[dict[str, Any]]:
         """The Job's pods are scheduled and run."""
         return self.job_pods(job, "Running", startTime=timestamp())
@@ -551,7 +555,9 @@ class FakeKube:
         )
 
     def failed_create(self, job: dict[str, Any], message: str) -> dict[str, Any]:
-        """The Job controller could not create a pod (admission refused it): its FailedCreate Event."""
+        """The Job controller could not create a pod (admission refused it): its FailedCreate Event, and
+        its status written in the same sync (started, no pod counted)."""
+        self.job_started(job)
         meta = job["metadata"]
         event = {
             "apiVersion": "v1",

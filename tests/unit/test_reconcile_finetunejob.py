@@ -196,8 +196,20 @@ def finished(fake: FakeKube) -> None:
 
 
 def pods_missing(fake: FakeKube) -> None:
-    """The Job has been there a while and has no pods: nobody reports that, the reconcile looks again."""
+    """The Job controller started the Job a while ago and counts no pod of it: nobody reports why, the
+    reconcile looks again."""
+    fake.job_started(fake.backdate(started(fake), 30))
+
+
+def pods_not_made_yet(fake: FakeKube) -> None:
+    """The Job has been there a while, and the Job controller has not reached it yet (a loaded control
+    plane): its status write will wake the reconcile, no lookup or look again needed."""
     fake.backdate(started(fake), 30)
+
+
+def pods_just_refused(fake: FakeKube) -> None:
+    """The Job controller started the Job a moment ago and counts no pod: its Event may be on its way."""
+    fake.job_started(fake.backdate(started(fake), 30), seconds_ago=1)
 
 
 def pods_refused(fake: FakeKube) -> None:
@@ -240,7 +252,7 @@ ROWS = [
         [("Normal", "Starting")],
         {"Created": "True", "Running": "False", "SpecValid": "True"},
         {"attempt": 1, "restarts": 0},
-        requeue_after=5,  # no pod yet
+        requeue_after=None,  # no pod yet, nor the Job controller's word: its status write wakes it
     ),
     Row(
         "new, its pod started within the first status's wait: Running, the first status",
@@ -325,7 +337,7 @@ ROWS = [
         [*STATIC_CHILDREN, ("ensure", "Job", "ner-a2"), STATUS],
         [("Warning", "AttemptFailed"), ("Warning", "Restarting"), ("Normal", "Starting")],
         status={"attempt": 2, "restarts": 1},
-        requeue_after=5,
+        requeue_after=None,  # the Job controller's status write wakes it
     ),
     Row(
         "attempt failing, its pods not stopped yet: no next attempt yet",
@@ -364,7 +376,7 @@ ROWS = [
         [*STATIC_CHILDREN, ("ensure", "Job", "ner-a2"), STATUS],
         [("Warning", "AttemptDisrupted"), ("Warning", "Restarting"), ("Normal", "Starting")],
         status={"attempt": 2, "restarts": 0, "disruptions": 1},
-        requeue_after=5,
+        requeue_after=None,  # the Job controller's status write wakes it
     ),
     Row(
         "suspend: the Job is suspended",
@@ -383,7 +395,7 @@ ROWS = [
         [("patch_merge", "Job", "ner-a1"), STATUS],
         [("Normal", "Starting")],
         {"Suspended": "False"},
-        requeue_after=5,
+        requeue_after=None,  # the Job controller's status write wakes it
     ),
     Row(
         "succeeded",
@@ -422,6 +434,22 @@ ROWS = [
     Row(
         "pods missing: looks again in 5 s",
         pods_missing,
+        "Pending",
+        "Starting",
+        [],
+        requeue_after=5,
+    ),
+    Row(
+        "pods not made yet by the Job controller: waits for its word",
+        pods_not_made_yet,
+        "Pending",
+        "Starting",
+        [],
+        requeue_after=None,
+    ),
+    Row(
+        "pods just counted short by the Job controller: looks again in 5 s",
+        pods_just_refused,
         "Pending",
         "Starting",
         [],
@@ -497,6 +525,21 @@ def test_pods_missing_looks_for_their_refusal() -> None:
     fake.forget_calls()
     reconcile(fake)
     assert Call("pods_refused", "Job", "ner-a1") in fake.calls
+
+
+@pytest.mark.parametrize(
+    "given", [pods_not_made_yet, pods_just_refused], ids=["not made yet", "counted short a moment ago"]
+)
+def test_pods_the_job_controller_has_not_refused_long_enough_ago_cost_no_event_lookup(
+    given: Callable[[FakeKube], None],
+) -> None:
+    """The lookup LISTs the namespace's Events from etcd (4 s each at a thousand jobs starting): it is
+    done only when the Job controller has counted the pods short for FAILED_CREATE_AFTER_SECONDS."""
+    fake = FakeKube()
+    given(fake)
+    fake.forget_calls()
+    reconcile(fake)
+    assert not [call for call in fake.calls if call.verb == "pods_refused"]
 
 
 def test_a_new_attempt_keeps_the_first_ones_job() -> None:

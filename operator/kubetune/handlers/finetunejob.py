@@ -158,7 +158,8 @@ def _output_path_conflicts(kube: Kube, body: dict[str, Any], spec: ftj.FineTuneJ
     return problems
 
 
-# A Job's pods normally appear within seconds; only then is a missing one worth an Event lookup.
+# Seconds from the Job controller's start of a Job (its status.startTime) that a pod it reports missing is
+# worth an Event lookup: its FailedCreate Event is posted by then. See `short_of_pods`.
 FAILED_CREATE_AFTER_SECONDS = 5
 # How long a new FineTuneJob's first status (Pending, Starting) waits for its pods to start, from its
 # Job's creationTimestamp (whole seconds: 2 to 3 s in fact). See `first_status_wait`. With 2 (1 to 2 s),
@@ -168,11 +169,30 @@ FIRST_STATUS_WAIT_SECONDS = 3
 
 
 def _age_seconds(obj: dict[str, Any]) -> float:
-    created = obj["metadata"].get("creationTimestamp")
-    if not created:
+    return _seconds_since(obj["metadata"].get("creationTimestamp"))
+
+
+def _seconds_since(when: str | None) -> float:
+    if not when:
         return 0.0
-    then = rfc3339.parse(created)
-    return (datetime.now(UTC) - then).total_seconds()
+    return (datetime.now(UTC) - rfc3339.parse(when)).total_seconds()
+
+
+def short_of_pods(job: dict[str, Any], nodes: int) -> bool:
+    """Whether the Job controller has started this Job and counts fewer pods than the attempt's nodes: it
+    could not create some (its FailedCreate Event says why) or has not replaced one yet.
+
+    Only the Job controller's own count says a pod was refused. A Job of a loaded control plane can lack
+    its pods for seconds because the Job controller has not reached it, or because their watch events
+    are still on their way: a lookup for those found nothing, and cost a LIST of the namespace's Events
+    that the API server reads from etcd whole (Events have no watch cache) and filters, 4 s each at a
+    thousand jobs starting. The Job controller writes startTime and its count in the very sync that tried
+    to create the pods, and that write wakes the reconcile through the Job's watch.
+    """
+    status = job.get("status") or {}
+    if not status.get("startTime"):
+        return False
+    return (status.get("active") or 0) + (status.get("succeeded") or 0) < nodes
 
 
 @dataclass
@@ -369,8 +389,10 @@ def find_pods(kube: Kube, state: Pass) -> None:
     state.pods = _pods_of(kube, state.namespace, state.name, state.attempt, job)
     nodes, _ = _shape(state.spec, state.previous)
     missing = state.end is None and not job["spec"].get("suspend") and len(_live(state.pods)) < nodes
-    # Pods normally appear within seconds; only a Job that still misses some is worth the lookup.
-    if missing and _age_seconds(job) >= FAILED_CREATE_AFTER_SECONDS:
+    # Only pods the Job controller says it is short of, a while after it started the Job, are worth the
+    # lookup: its FailedCreate Event is posted by then.
+    started = _seconds_since((job.get("status") or {}).get("startTime"))
+    if missing and short_of_pods(job, nodes) and started >= FAILED_CREATE_AFTER_SECONDS:
         state.failed_create = kube.pods_refused(job)
 
 
@@ -437,8 +459,10 @@ def write_status(
     elif spec is not None:
         requeue_after = attempts.ttl_remaining(status, spec.ttl_seconds_after_finished, observation.now)
     running = state.job is not None and state.end is None
-    if running and state.failed_create is None and len(_live(state.pods)) < observation.nodes:
-        # Pods that do not appear are reported by no watch: look again for a FailedCreate Event.
+    missing = running and state.failed_create is None and len(_live(state.pods)) < observation.nodes
+    if missing and short_of_pods(state.job, observation.nodes):  # type: ignore[arg-type]
+        # A refused pod is reported by no watch: look again for its FailedCreate Event. Pods the Job
+        # controller has not counted short yet need no look: its status write will bring the Job's event.
         requeue_after = min(requeue_after or FAILED_CREATE_AFTER_SECONDS, FAILED_CREATE_AFTER_SECONDS)
     return Outcome(status=status, changed=changed, requeue_after=requeue_after)
 
