@@ -542,6 +542,21 @@ def test_pods_the_job_controller_has_not_refused_long_enough_ago_cost_no_event_l
     assert not [call for call in fake.calls if call.verb == "pods_refused"]
 
 
+def test_a_suspended_job_without_pods_is_not_looked_at_again() -> None:
+    """Its Job keeps the Job controller's startTime and counts no pod: nothing was refused (Kueue can hold
+    a job suspended for hours)."""
+    fake = FakeKube()
+    suspended_by_the_user(fake)
+    reconcile(fake)
+    job = fake.job(NS, "ner-a1")
+    fake.job_pods_gone(job)
+    fake.job_started(job)
+    fake.forget_calls()
+    outcome = reconcile(fake)
+    assert outcome.requeue_after is None
+    assert not [call for call in fake.calls if call.verb == "pods_refused"]
+
+
 def test_a_new_attempt_keeps_the_first_ones_job() -> None:
     fake = FakeKube()
     failed_attempt(max_restarts=1)(fake)

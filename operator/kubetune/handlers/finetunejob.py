@@ -195,6 +195,14 @@ def short_of_pods(job: dict[str, Any], nodes: int) -> bool:
     return (status.get("active") or 0) + (status.get("succeeded") or 0) < nodes
 
 
+def _pods_short(state: Pass, nodes: int) -> bool:
+    """The running, unsuspended attempt lacks pods, and the Job controller says so too (`short_of_pods`)."""
+    job = state.job
+    if job is None or state.end is not None or job["spec"].get("suspend"):
+        return False
+    return len(_live(state.pods)) < nodes and short_of_pods(job, nodes)
+
+
 @dataclass
 class Pass(ResourcePass):
     """What one reconcile of a FineTuneJob has found and decided so far; each step adds to it."""
@@ -388,11 +396,10 @@ def find_pods(kube: Kube, state: Pass) -> None:
         return
     state.pods = _pods_of(kube, state.namespace, state.name, state.attempt, job)
     nodes, _ = _shape(state.spec, state.previous)
-    missing = state.end is None and not job["spec"].get("suspend") and len(_live(state.pods)) < nodes
     # Only pods the Job controller says it is short of, a while after it started the Job, are worth the
     # lookup: its FailedCreate Event is posted by then.
     started = _seconds_since((job.get("status") or {}).get("startTime"))
-    if missing and short_of_pods(job, nodes) and started >= FAILED_CREATE_AFTER_SECONDS:
+    if _pods_short(state, nodes) and started >= FAILED_CREATE_AFTER_SECONDS:
         state.failed_create = kube.pods_refused(job)
 
 
@@ -458,9 +465,7 @@ def write_status(
         kube.delete("FineTuneJob", state.namespace, state.name, uid=state.uid)
     elif spec is not None:
         requeue_after = attempts.ttl_remaining(status, spec.ttl_seconds_after_finished, observation.now)
-    running = state.job is not None and state.end is None
-    missing = running and state.failed_create is None and len(_live(state.pods)) < observation.nodes
-    if missing and short_of_pods(state.job, observation.nodes):  # type: ignore[arg-type]
+    if state.failed_create is None and _pods_short(state, observation.nodes):
         # A refused pod is reported by no watch: look again for its FailedCreate Event. Pods the Job
         # controller has not counted short yet need no look: its status write will bring the Job's event.
         requeue_after = min(requeue_after or FAILED_CREATE_AFTER_SECONDS, FAILED_CREATE_AFTER_SECONDS)
