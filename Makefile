@@ -175,10 +175,14 @@ run-test-node: venv
 # A benchmark, not a test: N FineTuneJobs through the operator against a floor without it, then a
 # ModelServe edited while a 64-node FineTuneJob starts (tests/bench). Its own cluster (KUBETUNE_CLUSTER_DIR,
 # default ~/.cache/kubetune/bench-cluster); about 10 minutes on 2 cores (BENCH_COUNTS=5000: 25 more).
+# BENCH_PAIRS=3 runs each N's floor and operator three times, alternately, and reports the median pair
+# (at 1000, about 3 minutes a pair): one pair is within the noise of a small machine.
 BENCH_COUNTS ?= 200 1000
+BENCH_PAIRS ?= 1
 BENCH_JSON ?= bench.json
 bench: cluster-build
-	$(PY) -m tests.bench.bench_finetunejobs $(foreach n,$(BENCH_COUNTS),--count $(n)) --json $(BENCH_JSON)
+	$(PY) -m tests.bench.bench_finetunejobs $(foreach n,$(BENCH_COUNTS),--count $(n)) --pairs $(BENCH_PAIRS) \
+		--json $(BENCH_JSON)
 	$(PY) -m tests.bench.bench_latency --nodes 64 --json $(basename $(BENCH_JSON))-latency.json
 
 # A benchmark, not a test: an adapter added to a ModelServe until its first completion, and removed until
