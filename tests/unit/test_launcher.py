@@ -33,7 +33,7 @@ def test_gpu_pods_run_torchrun_over_llamafactorys_launcher(tmp_path: Path) -> No
         "python", "-m", "torch.distributed.run",
         "--nnodes", "2", "--node_rank", "1", "--nproc_per_node", "8",
         "--master_addr", "ner-a1-0.ner-workers.team-a.svc", "--master_port", "29500",
-        "-m", "llamafactory.launcher", "/tmp/train.yaml",
+        "-m", "kubetune.launcher.rank", "/tmp/train.yaml",
     ]  # fmt: skip
     assert not env.is_leader
 
@@ -41,7 +41,7 @@ def test_gpu_pods_run_torchrun_over_llamafactorys_launcher(tmp_path: Path) -> No
 def test_a_cpu_pod_runs_one_process(tmp_path: Path) -> None:
     env = pod_env(tmp_path, NNODES="1", NODE_RANK="0", NPROC_PER_NODE="1", KUBETUNE_GPUS_PER_NODE="0")
     assert plan.training_command(env, Path("/tmp/t.yaml"), python="py") == [
-        "py", "-m", "llamafactory.launcher", "/tmp/t.yaml"
+        "py", "-m", "kubetune.launcher.rank", "/tmp/t.yaml"
     ]  # fmt: skip
     assert env.is_leader
 

@@ -204,7 +204,7 @@ def test_a_killed_rank_fails_both_pods_each_saying_why(claim: Path, tmp_path: Pa
     (training,) = [  # torchrun's child, not torchrun
         p
         for p in launcher.children(recursive=True)
-        if "llamafactory.launcher" in p.cmdline() and "torch.distributed.run" not in p.cmdline()
+        if "kubetune.launcher.rank" in p.cmdline() and "torch.distributed.run" not in p.cmdline()
     ]
     training.kill()  # as the kernel's OOM killer would
 

@@ -199,7 +199,7 @@ def post_training(
         config = plan.predict_config(train, env.output_dir, post["predict"])
         path = write_config(config, "predict.yaml")
         tail = collections.deque(maxlen=LOG_TAIL_LINES)
-        code = run_streaming([python, "-m", "llamafactory.launcher", str(path)], child_env, tail)
+        code = run_streaming([python, "-m", plan.RANK_MODULE, str(path)], child_env, tail)
         if code != 0:
             return fail(env, code, "predict failed: " + termination_reason(tail, code))
         results["predict"] = read_metrics(Path(config["output_dir"]) / "predict_results.json")

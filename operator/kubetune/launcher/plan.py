@@ -193,12 +193,17 @@ def child_environment(
     return {**defaults, **base}
 
 
+# One LLaMA-Factory process: what `python -m llamafactory.launcher CONFIG` runs (see rank.py).
+RANK_MODULE = "kubetune.launcher.rank"
+
+
 def training_command(
     env: PodEnvironment, config_path: Path, python: str = sys.executable, *, deepspeed: bool = False
 ) -> list[str]:
-    """torchrun over LLaMA-Factory's own launcher module, or one process on one CPU node without DeepSpeed."""
+    """torchrun over LLaMA-Factory's training (`kubetune.launcher.rank`: its launcher module's, with an exit
+    that cannot abort a finished rank), or one process on one CPU node without DeepSpeed."""
     if not env.distributed(deepspeed):
-        return [python, "-m", "llamafactory.launcher", str(config_path)]
+        return [python, "-m", RANK_MODULE, str(config_path)]
     return [
         python, "-m", "torch.distributed.run",
         "--nnodes", str(env.nnodes),
@@ -207,7 +212,7 @@ def training_command(
         "--master_addr", env.master_addr,
         "--master_port", str(env.master_port),
         *(["--rdzv_conf", f"timeout={env.rendezvous_timeout}"] if env.rendezvous_timeout else []),
-        "-m", "llamafactory.launcher", str(config_path),
+        "-m", RANK_MODULE, str(config_path),
     ]  # fmt: skip
 
 
