@@ -16,16 +16,19 @@ from pathlib import Path
 from tests.operator_fixtures import REPO
 
 # run_exp as the module that `python -m llamafactory.launcher` imports: it trains (prints, unflushed, as
-# output to a pipe stays until the exit), leaves a Python exit function (an experiment tracker's, say),
-# and a C exit handler that aborts, as torch's destroyed thread does.
+# output to a pipe stays until the exit), leaves a thread still working (an upload to the hub), a Python
+# exit function (an experiment tracker's, say), and a C exit handler that aborts, as torch's destroyed
+# thread does.
 STAND_IN = """
-import atexit, ctypes, sys
+import atexit, ctypes, sys, threading, time
 from pathlib import Path
 
 def run_exp():
     config = Path(sys.argv[1])
     sys.stdout.write("trained on " + config.name)
     atexit.register(lambda: (config.parent / "tracker-finished").write_text("yes"))
+    upload = lambda: (time.sleep(0.2), (config.parent / "uploaded").write_text("yes"))
+    threading.Thread(target=upload).start()
     libc = ctypes.CDLL(None)
     libc.__cxa_atexit(ctypes.cast(libc.abort, ctypes.c_void_p), None, None)
 """
@@ -57,6 +60,7 @@ def test_a_finished_run_exits_0_where_the_interpreters_own_exit_aborts(tmp_path:
     assert rank.returncode == 0, rank.stderr
     assert rank.stdout == "trained on train.yaml"  # what it wrote is flushed
     assert (tmp_path / "rank" / "tracker-finished").read_text() == "yes"  # Python's exit functions ran
+    assert (tmp_path / "rank" / "uploaded").read_text() == "yes"  # its threads were waited for
 
 
 def test_a_run_that_raises_fails_with_its_traceback(tmp_path: Path) -> None:
