@@ -929,11 +929,12 @@ def median_pair(runs: list[dict[str, Any]]) -> dict[str, Any]:
     a single run as it is."""
     if len(runs) == 1:
         return runs[0]
+    pairs = [pair_figures(r) for r in runs]
     rated = [r for r in runs if (r.get("ratio") or {}).get("time_to_running_p50") is not None]
     if not rated:
-        return {**runs[0], "pairs": [pair_figures(r) for r in runs]}
+        return {**runs[0], "pairs": pairs}
     ordered = sorted(rated, key=lambda r: r["ratio"]["time_to_running_p50"])
-    return {**ordered[(len(ordered) - 1) // 2], "pairs": [pair_figures(r) for r in runs]}
+    return {**ordered[(len(ordered) - 1) // 2], "pairs": pairs}
 
 
 def pair_figures(run: dict[str, Any]) -> dict[str, Any]:

@@ -195,7 +195,7 @@ def short_of_pods(job: dict[str, Any], nodes: int) -> bool:
     return (status.get("active") or 0) + (status.get("succeeded") or 0) < nodes
 
 
-def _pods_short(state: Pass, nodes: int) -> bool:
+def _attempt_short_of_pods(state: Pass, nodes: int) -> bool:
     """The running, unsuspended attempt lacks pods, and the Job controller says so too (`short_of_pods`)."""
     job = state.job
     if job is None or state.end is not None or job["spec"].get("suspend"):
@@ -398,8 +398,10 @@ def find_pods(kube: Kube, state: Pass) -> None:
     nodes, _ = _shape(state.spec, state.previous)
     # Only pods the Job controller says it is short of, a while after it started the Job, are worth the
     # lookup: its FailedCreate Event is posted by then.
-    started = _seconds_since((job.get("status") or {}).get("startTime"))
-    if _pods_short(state, nodes) and started >= FAILED_CREATE_AFTER_SECONDS:
+    if (
+        _attempt_short_of_pods(state, nodes)
+        and _seconds_since(job["status"]["startTime"]) >= FAILED_CREATE_AFTER_SECONDS
+    ):
         state.failed_create = kube.pods_refused(job)
 
 
@@ -465,7 +467,7 @@ def write_status(
         kube.delete("FineTuneJob", state.namespace, state.name, uid=state.uid)
     elif spec is not None:
         requeue_after = attempts.ttl_remaining(status, spec.ttl_seconds_after_finished, observation.now)
-    if state.failed_create is None and _pods_short(state, observation.nodes):
+    if state.failed_create is None and _attempt_short_of_pods(state, observation.nodes):
         # A refused pod is reported by no watch: look again for its FailedCreate Event. Pods the Job
         # controller has not counted short yet need no look: its status write will bring the Job's event.
         requeue_after = min(requeue_after or FAILED_CREATE_AFTER_SECONDS, FAILED_CREATE_AFTER_SECONDS)
